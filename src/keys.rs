@@ -1,0 +1,444 @@
+//! Maintainers' certificates (`keys_dir`) and the intake's own secrets
+//! (`state_dir`): DESIGN §4.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::prelude::*;
+use openpgp::cert::CertParser;
+use openpgp::parse::Parse;
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::{Serialize, SerializeInto};
+use openpgp::types::{KeyFlags, RevocationStatus};
+use openpgp::{Cert, Fingerprint, Profile};
+use zeroize::Zeroizing;
+
+use crate::clock::{Clock, rfc3339};
+
+/// The policy every certificate is judged by.
+pub static POLICY: StandardPolicy<'static> = StandardPolicy::new();
+
+/// Largest key file read from `keys_dir`; certificates are a few KiB.
+const MAX_KEY_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What can go wrong with keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("cannot read keys directory {dir}: {source}; create it and put the maintainers' public certificates (*.asc or *.pgp) in it")]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read key file {file}: {source}")]
+    File {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file} holds secret key material: keys_dir must only hold maintainers' public certificates. Remove the file now, export the public part with `gpg --export --armor FINGERPRINT`, and consider the secret key exposed if this server is shared")]
+    SecretKey { file: PathBuf },
+    #[error("no usable maintainer certificate in {dir}{details}: reports are refused until one is added (run `embargo keys check` for each certificate's status)")]
+    NoUsableKey { dir: PathBuf, details: String },
+    #[error("cannot use state directory {dir}: {source}; make it writable by the user running embargo")]
+    State {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("intake secret {file} is damaged: {reason}; restore it from backup (a new signing key would not match receipts already given)")]
+    BadState { file: PathBuf, reason: String },
+    #[error("OpenPGP operation failed: {0}")]
+    OpenPgp(#[source] anyhow::Error),
+}
+
+/// One certificate found in `keys_dir` and what was found of it.
+#[derive(Clone, Debug)]
+pub struct CertEntry {
+    /// The file it came from.
+    pub file: PathBuf,
+    pub cert: Cert,
+    /// Primary user ID, if any.
+    pub user_id: Option<String>,
+    /// Why it cannot be used; `None` when it can.
+    pub problem: Option<String>,
+    /// When it stops being usable for encryption (`None`: never).
+    pub expires: Option<SystemTime>,
+    /// Fingerprints of the subkeys reports are encrypted to.
+    pub encryption_keys: Vec<Fingerprint>,
+}
+
+impl CertEntry {
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.cert.fingerprint()
+    }
+
+    pub fn is_usable(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// A file in `keys_dir` that held no certificate.
+#[derive(Clone, Debug)]
+pub struct BadFile {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+/// Everything in `keys_dir`, judged at one instant.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    pub dir: PathBuf,
+    pub entries: Vec<CertEntry>,
+    pub bad_files: Vec<BadFile>,
+    /// The instant the entries were judged at.
+    pub checked_at: SystemTime,
+}
+
+impl Keyring {
+    /// Reads and judges every certificate in `dir` at `clock.now()`.
+    ///
+    /// Secret key material anywhere in the directory is an error.
+    pub fn load(dir: &Path, clock: Clock) -> Result<Keyring, KeyError> {
+        let now = clock.now();
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .map_err(|source| KeyError::Dir { dir: dir.to_owned(), source })?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+
+        let mut entries = Vec::new();
+        let mut bad_files = Vec::new();
+        for file in files {
+            let is_key_file = matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("asc" | "pgp" | "gpg")
+            );
+            let meta = fs::metadata(&file).map_err(|source| KeyError::File { file: file.clone(), source })?;
+            if meta.len() > MAX_KEY_FILE_BYTES {
+                if is_key_file {
+                    bad_files.push(BadFile { file, reason: "larger than 16 MiB, not a certificate".into() });
+                }
+                continue;
+            }
+            let bytes = Zeroizing::new(
+                fs::read(&file).map_err(|source| KeyError::File { file: file.clone(), source })?,
+            );
+            if looks_secret(&bytes) {
+                return Err(KeyError::SecretKey { file });
+            }
+            let mut found = 0;
+            let mut parse_error = None;
+            match CertParser::from_bytes(&bytes[..]) {
+                Ok(parser) => {
+                    for cert in parser {
+                        match cert {
+                            Ok(cert) if cert.is_tsk() => return Err(KeyError::SecretKey { file }),
+                            Ok(cert) => {
+                                found += 1;
+                                if is_key_file {
+                                    entries.push(judge(&file, cert, now));
+                                }
+                            }
+                            Err(e) => parse_error = Some(e.to_string()),
+                        }
+                    }
+                }
+                Err(e) => parse_error = Some(e.to_string()),
+            }
+            if is_key_file && found == 0 {
+                let reason = parse_error.unwrap_or_else(|| "holds no OpenPGP certificate".into());
+                bad_files.push(BadFile { file, reason: format!("not an OpenPGP certificate ({reason})") });
+            }
+        }
+        Ok(Keyring { dir: dir.to_owned(), entries, bad_files, checked_at: now })
+    }
+
+    /// The usable certificates, or the fail-closed error when there is none.
+    pub fn usable(&self) -> Result<Vec<&CertEntry>, KeyError> {
+        let usable: Vec<&CertEntry> = self.entries.iter().filter(|e| e.is_usable()).collect();
+        if usable.is_empty() {
+            return Err(KeyError::NoUsableKey { dir: self.dir.clone(), details: self.why_none() });
+        }
+        Ok(usable)
+    }
+
+    /// The usable certificates as `Recipients` for the sealer.
+    pub fn recipients(&self) -> Result<Recipients, KeyError> {
+        let certs = self.usable()?.into_iter().map(|e| e.cert.clone()).collect();
+        Ok(Recipients { certs, dir: self.dir.clone() })
+    }
+
+    /// The earliest expiry among usable certificates (for security.txt).
+    pub fn earliest_expiry(&self) -> Option<SystemTime> {
+        self.entries.iter().filter(|e| e.is_usable()).filter_map(|e| e.expires).min()
+    }
+
+    /// Usable certificates expiring within `within` of the check.
+    pub fn expiring_within(&self, within: Duration) -> Vec<&CertEntry> {
+        let limit = self.checked_at + within;
+        self.entries
+            .iter()
+            .filter(|e| e.is_usable() && e.expires.is_some_and(|t| t <= limit))
+            .collect()
+    }
+
+    fn why_none(&self) -> String {
+        let mut reasons: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| {
+                format!("{} {}: {}", e.file.display(), e.fingerprint(), e.problem.as_deref().unwrap_or("usable"))
+            })
+            .chain(self.bad_files.iter().map(|b| format!("{}: {}", b.file.display(), b.reason)))
+            .collect();
+        if reasons.is_empty() {
+            return " (the directory holds no *.asc or *.pgp certificate)".into();
+        }
+        reasons.truncate(5);
+        format!(" ({})", reasons.join("; "))
+    }
+}
+
+/// Cheap check for armored secret keys, before any parsing.
+fn looks_secret(bytes: &[u8]) -> bool {
+    bytes.windows(26).any(|w| w == b"BEGIN PGP PRIVATE KEY BLOCK")
+        || bytes.windows(25).any(|w| w == b"BEGIN PGP SECRET KEY BLOCK")
+}
+
+/// Judges one certificate under the standard policy at `now`.
+pub fn judge(file: &Path, cert: Cert, now: SystemTime) -> CertEntry {
+    let mut entry = CertEntry {
+        file: file.to_owned(),
+        user_id: cert
+            .userids()
+            .next()
+            .map(|u| String::from_utf8_lossy(u.userid().value()).into_owned()),
+        cert,
+        problem: None,
+        expires: None,
+        encryption_keys: Vec::new(),
+    };
+    let vc = match entry.cert.with_policy(&POLICY, now) {
+        Ok(vc) => vc,
+        Err(e) => {
+            entry.problem = Some(format!("not valid under the standard policy ({e}): renew or replace the certificate"));
+            return entry;
+        }
+    };
+    if let Ok(uid) = vc.primary_userid() {
+        entry.user_id = Some(String::from_utf8_lossy(uid.userid().value()).into_owned());
+    }
+    let primary_expiry = vc.primary_key().key_expiration_time();
+    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
+        entry.problem = Some("revoked: remove the file and ask the maintainer for their current certificate".into());
+        return entry;
+    }
+    if vc.alive().is_err() {
+        entry.problem = Some(match primary_expiry {
+            Some(t) if t <= now => format!("expired {}: ask the maintainer to extend it, or remove the file", rfc3339(t)),
+            _ => "not yet valid (created in the future?): check the clock".into(),
+        });
+        return entry;
+    }
+    let subkeys: Vec<_> = vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .key_flags(KeyFlags::empty().set_storage_encryption().set_transport_encryption())
+        .collect();
+    if subkeys.is_empty() {
+        entry.problem = Some(
+            "no alive, non-revoked encryption subkey: add or extend an encryption subkey, or remove the file".into(),
+        );
+        return entry;
+    }
+    let subkey_expiry = subkeys
+        .iter()
+        .map(|ka| ka.key_expiration_time())
+        .try_fold(SystemTime::UNIX_EPOCH, |latest, t| t.map(|t| latest.max(t)));
+    entry.expires = match (primary_expiry, subkey_expiry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    entry.encryption_keys = subkeys.iter().map(|ka| ka.key().fingerprint()).collect();
+    entry
+}
+
+/// The certificates a report is sealed to.
+#[derive(Clone, Debug)]
+pub struct Recipients {
+    pub certs: Vec<Cert>,
+    dir: PathBuf,
+}
+
+impl Recipients {
+    /// Builds recipients from certificates directly (used by tests and tools).
+    pub fn from_certs(certs: Vec<Cert>) -> Recipients {
+        Recipients { certs, dir: PathBuf::from("(given certificates)") }
+    }
+
+    /// The certificates still usable at `now`, with their encryption subkeys.
+    ///
+    /// A certificate that stopped being usable since the keyring was read
+    /// (it expired) is left out with a warning; if none is left, sealing is
+    /// refused.
+    pub fn at(&self, now: SystemTime) -> Result<Vec<ValidCert<'_>>, KeyError> {
+        let mut valid = Vec::new();
+        let mut reasons = Vec::new();
+        for cert in &self.certs {
+            let entry = judge(&self.dir, cert.clone(), now);
+            match &entry.problem {
+                None => {
+                    if let Ok(vc) = cert.with_policy(&POLICY, now) {
+                        valid.push(vc);
+                    }
+                }
+                Some(problem) => {
+                    tracing::warn!(fingerprint = %cert.fingerprint(), "certificate no longer usable: {problem}");
+                    reasons.push(format!("{}: {problem}", cert.fingerprint()));
+                }
+            }
+        }
+        if valid.is_empty() {
+            return Err(KeyError::NoUsableKey { dir: self.dir.clone(), details: format!(" ({})", reasons.join("; ")) });
+        }
+        Ok(valid)
+    }
+}
+
+/// The intake's own secrets, kept in `state_dir`: the Ed25519 key that signs
+/// manifests and receipts, and the HMAC secret that names mailed reports.
+pub struct IntakeSecrets {
+    signing: Cert,
+    hmac: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for IntakeSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntakeSecrets").field("signing", &self.signing.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+const SIGNING_FILE: &str = "signing-key.pgp";
+const HMAC_FILE: &str = "hmac.key";
+
+impl IntakeSecrets {
+    /// Loads the intake secrets from `state_dir`, creating them on first use.
+    pub fn load_or_create(state_dir: &Path, project_name: &str) -> Result<IntakeSecrets, KeyError> {
+        let state_err = |source| KeyError::State { dir: state_dir.to_owned(), source };
+        fs::create_dir_all(state_dir).map_err(state_err)?;
+        let mode = fs::metadata(state_dir).map_err(state_err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700)).map_err(state_err)?;
+        }
+
+        let signing_path = state_dir.join(SIGNING_FILE);
+        if !signing_path.exists() {
+            let (cert, _) = CertBuilder::new()
+                .set_profile(Profile::RFC4880)
+                .map_err(KeyError::OpenPgp)?
+                .set_cipher_suite(CipherSuite::Cv25519)
+                .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
+                .add_userid(format!("{project_name} report intake (embargo)"))
+                .generate()
+                .map_err(KeyError::OpenPgp)?;
+            let bytes = Zeroizing::new(cert.as_tsk().to_vec().map_err(KeyError::OpenPgp)?);
+            create_secret_file(&signing_path, &bytes).map_err(state_err)?;
+        }
+        let hmac_path = state_dir.join(HMAC_FILE);
+        if !hmac_path.exists() {
+            let mut secret = Zeroizing::new(vec![0u8; 32]);
+            openpgp::crypto::random(&mut secret[..]).map_err(KeyError::OpenPgp)?;
+            create_secret_file(&hmac_path, &secret).map_err(state_err)?;
+        }
+
+        let bytes = Zeroizing::new(fs::read(&signing_path).map_err(state_err)?);
+        let signing = Cert::from_bytes(&bytes[..])
+            .map_err(|e| KeyError::BadState { file: signing_path.clone(), reason: e.to_string() })?;
+        if !signing.is_tsk() {
+            return Err(KeyError::BadState { file: signing_path, reason: "holds no secret key".into() });
+        }
+        let hmac = Zeroizing::new(fs::read(&hmac_path).map_err(state_err)?);
+        if hmac.len() < 32 {
+            return Err(KeyError::BadState { file: hmac_path, reason: "shorter than 32 bytes".into() });
+        }
+        Ok(IntakeSecrets { signing, hmac })
+    }
+
+    /// The signing key pair, for the sealer and receipts.
+    pub fn signer(&self) -> Result<openpgp::crypto::KeyPair, KeyError> {
+        let key = self
+            .signing
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .map_err(KeyError::OpenPgp)?;
+        key.into_keypair().map_err(KeyError::OpenPgp)
+    }
+
+    /// The public signing certificate.
+    pub fn signing_cert(&self) -> Cert {
+        self.signing.clone().strip_secret_key_material()
+    }
+
+    /// The public signing certificate, ASCII-armored.
+    pub fn signing_cert_armored(&self) -> Result<String, KeyError> {
+        let bytes = self.signing_cert().armored().to_vec().map_err(KeyError::OpenPgp)?;
+        String::from_utf8(bytes).map_err(|e| KeyError::OpenPgp(e.into()))
+    }
+
+    pub fn signing_fingerprint(&self) -> Fingerprint {
+        self.signing.fingerprint()
+    }
+
+    /// The secret that keys mailed-report IDs.
+    pub fn hmac_secret(&self) -> &[u8] {
+        &self.hmac
+    }
+}
+
+/// Writes a new 0600 file, so that two first starts racing cannot leave a
+/// half-written secret: the file is written under a temporary name, synced,
+/// then linked into place (which fails if the other process won).
+fn create_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        match fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            other => other?,
+        }
+        fs::File::open(dir)?.sync_all()
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// Armors certificates for `/keys.asc`.
+pub fn armor_certs<'a>(certs: impl IntoIterator<Item = &'a Cert>) -> Result<String, KeyError> {
+    let mut out = Vec::new();
+    {
+        let mut w = openpgp::armor::Writer::new(&mut out, openpgp::armor::Kind::PublicKey)
+            .map_err(|e| KeyError::OpenPgp(e.into()))?;
+        for cert in certs {
+            cert.serialize(&mut w).map_err(KeyError::OpenPgp)?;
+        }
+        w.finalize().map_err(|e| KeyError::OpenPgp(e.into()))?;
+    }
+    String::from_utf8(out).map_err(|e| KeyError::OpenPgp(e.into()))
+}

@@ -1,0 +1,563 @@
+//! The report itself: what a researcher sends (form fields or input JSON,
+//! DESIGN §6), its validation, CVSS scoring and the deadlines it sets.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::config::{Limits, Policy};
+
+/// Form field names, in the order the form shows them (the contract).
+pub const FIELDS: &[&str] = &[
+    "title",
+    "affected_versions",
+    "environment",
+    "severity",
+    "cvss_vector",
+    "cwe",
+    "description",
+    "impact",
+    "steps_to_reproduce",
+    "mitigations",
+    "reporter_name",
+    "reporter_email",
+    "credit",
+];
+
+/// Longest title accepted, in characters.
+pub const MAX_TITLE_CHARS: usize = 300;
+
+/// A report as typed, before validation: one optional string per form field.
+#[derive(Clone, Default, Deserialize, Zeroize, ZeroizeOnDrop)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    pub title: Option<String>,
+    pub affected_versions: Option<String>,
+    pub environment: Option<String>,
+    pub severity: Option<String>,
+    pub cvss_vector: Option<String>,
+    #[serde(default, deserialize_with = "cwe_list_or_string")]
+    pub cwe: Option<String>,
+    pub description: Option<String>,
+    pub impact: Option<String>,
+    pub steps_to_reproduce: Option<String>,
+    pub mitigations: Option<String>,
+    #[serde(skip)]
+    pub reporter_name: Option<String>,
+    #[serde(skip)]
+    pub reporter_email: Option<String>,
+    #[serde(skip)]
+    pub credit: Option<String>,
+}
+
+impl fmt::Debug for RawReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawReport(..)")
+    }
+}
+
+/// `cwe` may be a JSON list or a comma-separated string; both become a string.
+fn cwe_list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Cwe {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Cwe>::deserialize(d)? {
+        None => None,
+        Some(Cwe::One(s)) => Some(s),
+        Some(Cwe::Many(v)) => Some(v.join(",")),
+    })
+}
+
+/// The input JSON of the API and of `embargo seal --report`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputJson {
+    report: RawReport,
+    #[serde(default)]
+    reporter: Option<InputReporter>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InputReporter {
+    name: Option<String>,
+    email: Option<String>,
+    credit: Option<String>,
+}
+
+impl RawReport {
+    /// Parses the input JSON (`{"report": {…}, "reporter": {…}}`).
+    ///
+    /// The error names the offending field or position, never its content.
+    pub fn from_json(bytes: &[u8]) -> Result<RawReport, FieldErrors> {
+        let input: InputJson = serde_json::from_slice(bytes).map_err(|e| {
+            // serde_json messages quote unknown field names and types, not values.
+            FieldErrors::one("report", format!("is not valid input JSON: {e}"))
+        })?;
+        let mut raw = input.report.clone();
+        let reporter = input.reporter.unwrap_or_default();
+        raw.reporter_name = reporter.name;
+        raw.reporter_email = reporter.email;
+        raw.credit = reporter.credit;
+        Ok(raw)
+    }
+
+    /// Sets a form field by its contract name; `false` for unknown names.
+    pub fn set(&mut self, name: &str, value: String) -> bool {
+        let slot = match name {
+            "title" => &mut self.title,
+            "affected_versions" => &mut self.affected_versions,
+            "environment" => &mut self.environment,
+            "severity" => &mut self.severity,
+            "cvss_vector" => &mut self.cvss_vector,
+            "cwe" => &mut self.cwe,
+            "description" => &mut self.description,
+            "impact" => &mut self.impact,
+            "steps_to_reproduce" => &mut self.steps_to_reproduce,
+            "mitigations" => &mut self.mitigations,
+            "reporter_name" => &mut self.reporter_name,
+            "reporter_email" => &mut self.reporter_email,
+            "credit" => &mut self.credit,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
+
+    /// The typed value of a form field, for showing the form again.
+    pub fn get(&self, name: &str) -> &str {
+        let v = match name {
+            "title" => &self.title,
+            "affected_versions" => &self.affected_versions,
+            "environment" => &self.environment,
+            "severity" => &self.severity,
+            "cvss_vector" => &self.cvss_vector,
+            "cwe" => &self.cwe,
+            "description" => &self.description,
+            "impact" => &self.impact,
+            "steps_to_reproduce" => &self.steps_to_reproduce,
+            "mitigations" => &self.mitigations,
+            "reporter_name" => &self.reporter_name,
+            "reporter_email" => &self.reporter_email,
+            "credit" => &self.credit,
+            _ => &None,
+        };
+        v.as_deref().unwrap_or("")
+    }
+
+    /// Validates and normalises every field, collecting all errors at once.
+    pub fn validate(&self, limits: &Limits) -> Result<(ReportBody, Reporter), FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let mut text = |name: &'static str, required: bool| -> String {
+            let value = self.get(name).trim();
+            if required && value.is_empty() {
+                errors.push(name, "is required".into());
+            } else if value.len() > limits.max_field_bytes {
+                errors.push(name, format!("is longer than the limit of {} bytes", limits.max_field_bytes));
+            } else if value.contains('\0') {
+                errors.push(name, "contains a NUL byte".into());
+            }
+            value.to_string()
+        };
+        let title = text("title", true);
+        let affected_versions = text("affected_versions", false);
+        let environment = text("environment", false);
+        let severity_text = text("severity", false);
+        let cvss_text = text("cvss_vector", false);
+        let cwe_text = text("cwe", false);
+        let description = text("description", true);
+        let impact = text("impact", false);
+        let steps_to_reproduce = text("steps_to_reproduce", false);
+        let mitigations = text("mitigations", false);
+        let name = text("reporter_name", false);
+        let email = text("reporter_email", false);
+        let credit_text = text("credit", false);
+
+        if title.chars().count() > MAX_TITLE_CHARS {
+            errors.push("title", format!("is longer than {MAX_TITLE_CHARS} characters"));
+        }
+        if title.chars().any(char::is_control) {
+            errors.push("title", "must be one line without control characters".into());
+        }
+        let cvss = if cvss_text.is_empty() {
+            None
+        } else {
+            match CvssScore::parse(&cvss_text) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.push("cvss_vector", e);
+                    None
+                }
+            }
+        };
+        let severity = match severity_text.to_ascii_lowercase().as_str() {
+            "" => cvss.as_ref().map_or(Severity::Unknown, |c| c.severity()),
+            s => match s.parse() {
+                Ok(s) => s,
+                Err(()) => {
+                    errors.push("severity", "must be low, medium, high, critical or unknown".into());
+                    Severity::Unknown
+                }
+            },
+        };
+        let cwe = match parse_cwe(&cwe_text) {
+            Ok(list) => list,
+            Err(e) => {
+                errors.push("cwe", e);
+                Vec::new()
+            }
+        };
+        if !email.is_empty() && !is_plausible_email(&email) {
+            errors.push("reporter_email", "is not an e-mail address like name@example.org".into());
+        }
+        let credit = match credit_text.as_str() {
+            "" => Credit::Anonymous,
+            "name" => Credit::Name,
+            "anonymous" => Credit::Anonymous,
+            _ => {
+                errors.push("credit", "must be \"name\" or \"anonymous\"".into());
+                Credit::Anonymous
+            }
+        };
+        if credit == Credit::Name && name.is_empty() {
+            errors.push("reporter_name", "is needed to credit you by name".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let body = ReportBody {
+            title,
+            affected_versions,
+            environment,
+            severity,
+            cvss,
+            cwe,
+            description,
+            impact,
+            steps_to_reproduce,
+            mitigations,
+        };
+        Ok((body, Reporter { name, email, credit }))
+    }
+}
+
+/// Validation errors, one or more per field, in field order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldErrors(pub Vec<(String, String)>);
+
+impl FieldErrors {
+    pub fn one(field: &str, message: String) -> FieldErrors {
+        FieldErrors(vec![(field.into(), message)])
+    }
+
+    pub fn push(&mut self, field: &str, message: String) {
+        self.0.push((field.into(), message));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first error for `field`, if any.
+    pub fn for_field(&self, field: &str) -> Option<&str> {
+        self.0.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (field, message)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{field} {message}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for FieldErrors {}
+
+/// How bad the reporter thinks it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default, Zeroize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Unknown,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Unknown => "unknown",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Severity, ()> {
+        Ok(match s {
+            "unknown" => Severity::Unknown,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return Err(()),
+        })
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the reporter wants public credit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, Zeroize)]
+#[serde(rename_all = "lowercase")]
+pub enum Credit {
+    Name,
+    #[default]
+    Anonymous,
+}
+
+/// A validated CVSS vector with its computed score (manifest `report.cvss`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Zeroize)]
+pub struct CvssScore {
+    pub vector: String,
+    pub version: String,
+    pub score: f64,
+    pub rating: String,
+}
+
+impl CvssScore {
+    /// Parses and scores a CVSS 3.0, 3.1 or 4.0 vector.
+    pub fn parse(vector: &str) -> Result<CvssScore, String> {
+        let version = if vector.starts_with("CVSS:3.0/") {
+            "3.0"
+        } else if vector.starts_with("CVSS:3.1/") {
+            "3.1"
+        } else if vector.starts_with("CVSS:4.0/") {
+            "4.0"
+        } else {
+            return Err("must start with CVSS:3.0/, CVSS:3.1/ or CVSS:4.0/".into());
+        };
+        let parsed = cvss::Cvss::from_str(vector)
+            .map_err(|e| format!("is not a valid CVSS {version} vector ({e})"))?;
+        let score = parsed.score();
+        if !score.is_finite() {
+            return Err(format!("is not a valid CVSS {version} vector"));
+        }
+        Ok(CvssScore {
+            vector: vector.to_string(),
+            version: version.into(),
+            score: (score * 10.0).round() / 10.0,
+            rating: parsed.severity().as_str().to_string(),
+        })
+    }
+
+    /// The severity this score implies ("none" counts as low).
+    pub fn severity(&self) -> Severity {
+        match self.rating.as_str() {
+            "critical" => Severity::Critical,
+            "high" => Severity::High,
+            "medium" => Severity::Medium,
+            "low" | "none" => Severity::Low,
+            _ => Severity::Unknown,
+        }
+    }
+}
+
+/// Parses `CWE-79, CWE-78` (or bare numbers) into a normalised list.
+pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in text.split([',', ' ', ';']).map(str::trim).filter(|s| !s.is_empty()) {
+        let upper = item.to_ascii_uppercase();
+        let digits = upper.strip_prefix("CWE-").unwrap_or(&upper);
+        match digits.parse::<u32>() {
+            Ok(n) if !digits.is_empty() && digits.len() <= 7 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                let id = format!("CWE-{n}");
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+            _ => return Err("must be a list of CWE identifiers like CWE-78, CWE-79".into()),
+        }
+    }
+    if out.len() > 32 {
+        return Err("lists more than 32 CWE identifiers".into());
+    }
+    Ok(out)
+}
+
+/// A deliberately simple syntax check: one `@`, no spaces or controls, a
+/// dotted domain. Deliverability cannot be checked without contacting it.
+pub fn is_plausible_email(s: &str) -> bool {
+    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"".contains(c)) {
+        return false;
+    }
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local.len() <= 64
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+        }
+        None => false,
+    }
+}
+
+/// The validated report as stored in the manifest (`report`).
+#[derive(Clone, Serialize, Deserialize, Default, Zeroize, ZeroizeOnDrop)]
+pub struct ReportBody {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub affected_versions: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub severity: Severity,
+    #[serde(default)]
+    pub cvss: Option<CvssScore>,
+    #[serde(default)]
+    pub cwe: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub impact: String,
+    #[serde(default)]
+    pub steps_to_reproduce: String,
+    #[serde(default)]
+    pub mitigations: String,
+}
+
+impl fmt::Debug for ReportBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReportBody(..)")
+    }
+}
+
+/// Who reported it, as stored in the manifest (`reporter`).
+#[derive(Clone, Serialize, Deserialize, Default, Zeroize, ZeroizeOnDrop)]
+pub struct Reporter {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub credit: Credit,
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reporter(..)")
+    }
+}
+
+/// The promises `[policy]` makes for one report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    pub acknowledge_by: SystemTime,
+    pub fix_by: Option<SystemTime>,
+}
+
+impl Deadlines {
+    pub fn for_report(policy: &Policy, received: SystemTime, severity: Severity) -> Deadlines {
+        Deadlines {
+            acknowledge_by: received + policy.acknowledge_within.0,
+            fix_by: policy.fix_deadline(severity.as_str()).map(|s| received + s.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawReport {
+        let mut r = RawReport::default();
+        for (k, v) in pairs {
+            assert!(r.set(k, v.to_string()));
+        }
+        r
+    }
+
+    #[test]
+    fn required_fields_and_all_errors_at_once() {
+        let errors = raw(&[("severity", "urgent"), ("cwe", "XSS")]).validate(&Limits::default()).unwrap_err();
+        for field in ["title", "description", "severity", "cwe"] {
+            assert!(errors.for_field(field).is_some(), "{field}: {errors}");
+        }
+    }
+
+    #[test]
+    fn cvss_versions_are_scored() {
+        let v31 = CvssScore::parse("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H").unwrap();
+        assert_eq!((v31.score, v31.rating.as_str(), v31.version.as_str()), (9.8, "critical", "3.1"));
+        let v30 = CvssScore::parse("CVSS:3.0/AV:L/AC:H/PR:H/UI:R/S:U/C:L/I:N/A:N").unwrap();
+        assert_eq!(v30.rating, "low");
+        let v40 = CvssScore::parse("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N").unwrap();
+        assert_eq!((v40.score, v40.rating.as_str()), (9.3, "critical"));
+        assert!(CvssScore::parse("AV:N/AC:L/Au:N/C:P/I:P/A:P").is_err());
+        assert!(CvssScore::parse("CVSS:3.1/AV:X").is_err());
+    }
+
+    #[test]
+    fn severity_defaults_to_the_cvss_rating() {
+        let (body, reporter) = raw(&[
+            ("title", "t"),
+            ("description", "d"),
+            ("cvss_vector", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+            ("cwe", "cwe-78, 79"),
+        ])
+        .validate(&Limits::default())
+        .unwrap();
+        assert_eq!(body.severity, Severity::Critical);
+        assert_eq!(body.cwe, vec!["CWE-78", "CWE-79"]);
+        assert_eq!(reporter.credit, Credit::Anonymous);
+    }
+
+    #[test]
+    fn field_limits_and_email() {
+        let limits = Limits { max_field_bytes: 8, ..Limits::default() };
+        let e = raw(&[("title", "t"), ("description", "123456789")]).validate(&limits).unwrap_err();
+        assert!(e.for_field("description").unwrap().contains("8 bytes"));
+        for good in ["a@b.org", "first.last+tag@sub.example.com"] {
+            assert!(is_plausible_email(good), "{good}");
+        }
+        for bad in ["", "a", "a@b", "a @b.org", "a@b..org", "<a@b.org>", "a@@b.org"] {
+            assert!(!is_plausible_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn input_json_accepts_cwe_list_or_string_and_rejects_unknown_fields() {
+        let r = RawReport::from_json(br#"{"report":{"title":"t","description":"d","cwe":["CWE-1","CWE-2"]},"reporter":{"name":"n","credit":"name"}}"#).unwrap();
+        assert_eq!(r.get("cwe"), "CWE-1,CWE-2");
+        assert_eq!(r.get("reporter_name"), "n");
+        let e = RawReport::from_json(br#"{"report":{"titel":"t"}}"#).unwrap_err();
+        assert!(e.to_string().contains("titel"), "{e}");
+        assert!(RawReport::from_json(b"not json").is_err());
+    }
+}

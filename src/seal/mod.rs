@@ -1,0 +1,10 @@
+//! The sealed-report format, version 1 (DESIGN §3): `manifest` (the signed
+//! table of contents), `writer` (sealing) and `reader` (opening).
+
+pub mod manifest;
+pub mod reader;
+pub mod writer;
+
+pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role};
+pub use reader::{Opener, RevealError, SecretSource, SignatureCheck};
+pub use writer::{ReportWriter, SealError, SealedReport, Sealer};

@@ -1,0 +1,490 @@
+//! Opens sealed reports with a maintainer's secret key: decrypts, verifies
+//! the intake signature, and checks every attachment against the manifest.
+
+use std::io::{self, Cursor, Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::crypto::{Password, SessionKey};
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
+use openpgp::types::SymmetricAlgorithm;
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::manifest::{AttachmentEntry, Manifest, ManifestError};
+use crate::id::ReportId;
+use crate::keys::POLICY;
+use crate::store::{Store, StoreError};
+
+/// Largest manifest accepted; real ones are a few hundred KiB at most.
+pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+/// How much of an attachment the decryptor holds back before releasing it.
+const ATTACHMENT_BUFFER: usize = 1024 * 1024;
+/// How much of a part gpg is shown to recover its session key.
+const GPG_HEAD_BYTES: u64 = 64 * 1024;
+
+/// Why a report could not be opened. Never carries plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevealError {
+    #[error("none of the given secret keys can decrypt {part} (it is encrypted to {recipients}): use the key of one of the maintainers it was sealed to")]
+    NoMatchingKey { part: String, recipients: String },
+    #[error("wrong passphrase for secret key {0}: try again, or give the right file with --passphrase-file")]
+    WrongPassphrase(String),
+    #[error("secret key {0} is protected by a passphrase, and none was given: run on a terminal to be asked, or use --passphrase-file")]
+    NeedPassphrase(String),
+    #[error("the key file holds no secret key: export it with `gpg --export-secret-keys --armor FINGERPRINT`, or use --gpg")]
+    NoSecretKey,
+    #[error("{part} is not signed by the expected intake key{detail}: the report may be forged; check --signer, and do not trust its content")]
+    BadSignature { part: String, detail: String },
+    #[error("{part} is damaged or was tampered with ({detail}): fetch it again from the server; if it stays so, the store was modified")]
+    Tampered { part: String, detail: String },
+    #[error("{part} does not match the manifest ({detail}): a part was truncated, replaced or moved from another report")]
+    Mismatch { part: String, detail: String },
+    #[error("manifest of {id} is unreadable: {source}")]
+    Manifest {
+        id: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("the manifest in {dir} belongs to report {found}: a report directory was renamed or swapped")]
+    WrongId { dir: String, found: String },
+    #[error("gpg could not decrypt {part}: {detail}")]
+    Gpg { part: String, detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("writing the decrypted data failed: {0}")]
+    Output(#[source] io::Error),
+}
+
+/// Where secret keys come from.
+pub enum SecretSource {
+    /// Secret keys loaded from a file, already unlocked.
+    Keys(Vec<Cert>),
+    /// The user's gpg (and so gpg-agent, smartcards included).
+    Gpg {
+        /// Overrides `GNUPGHOME` when set.
+        homedir: Option<PathBuf>,
+    },
+}
+
+impl SecretSource {
+    /// Loads secret keys from transferable secret key bytes (armored or
+    /// binary, one or several), unlocking them with `passphrase` if needed.
+    pub fn from_key_bytes(bytes: &[u8], passphrase: Option<&Password>) -> Result<SecretSource, RevealError> {
+        let mut certs = Vec::new();
+        let parser = openpgp::cert::CertParser::from_bytes(bytes).map_err(|_| RevealError::NoSecretKey)?;
+        for cert in parser.flatten() {
+            if !cert.is_tsk() {
+                continue;
+            }
+            let mut unlocked = Vec::new();
+            for ka in cert.keys().secret() {
+                let key = ka.key().clone();
+                if key.secret().is_encrypted() {
+                    let Some(pass) = passphrase else {
+                        return Err(RevealError::NeedPassphrase(cert.fingerprint().to_hex()));
+                    };
+                    let key = key
+                        .decrypt_secret(pass)
+                        .map_err(|_| RevealError::WrongPassphrase(cert.fingerprint().to_hex()))?;
+                    unlocked.push(openpgp::Packet::from(key.role_into_subordinate()));
+                }
+            }
+            let cert = if unlocked.is_empty() {
+                cert
+            } else {
+                // Replacing keys with their unlocked copies keeps the bindings.
+                let (cert, _) = cert
+                    .insert_packets(unlocked)
+                    .map_err(|_| RevealError::NoSecretKey)?;
+                cert
+            };
+            certs.push(cert);
+        }
+        if certs.is_empty() {
+            return Err(RevealError::NoSecretKey);
+        }
+        Ok(SecretSource::Keys(certs))
+    }
+
+    /// Whether any loaded secret key is still locked by a passphrase.
+    pub fn key_needs_passphrase(bytes: &[u8]) -> bool {
+        openpgp::cert::CertParser::from_bytes(bytes)
+            .map(|p| p.flatten().any(|c| c.keys().secret().any(|ka| ka.key().secret().is_encrypted())))
+            .unwrap_or(false)
+    }
+}
+
+/// Opens reports with one secret source, optionally pinning the signer.
+pub struct Opener {
+    source: SecretSource,
+    signer: Option<Cert>,
+}
+
+/// Whether the manifest signature was checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// Signed by this intake key.
+    Verified(Fingerprint),
+    /// Not checked: no signer certificate was given.
+    NotChecked,
+}
+
+/// A decrypted, checked manifest.
+#[derive(Debug)]
+pub struct OpenedManifest {
+    pub manifest: Manifest,
+    pub signature: SignatureCheck,
+}
+
+impl Opener {
+    pub fn new(source: SecretSource, signer: Option<Cert>) -> Opener {
+        Opener { source, signer }
+    }
+
+    /// Decrypts and checks the manifest of report `id` in `store`.
+    pub fn open_manifest(&self, store: &dyn Store, id: &ReportId) -> Result<OpenedManifest, RevealError> {
+        let part = format!("{id}/manifest.pgp");
+        let reader = store.open_part(id, "manifest.pgp")?;
+        let mut json = Zeroizing::new(Vec::new());
+        let outcome = self.decrypt(&part, reader.take(MAX_MANIFEST_BYTES + 1), &mut *json, true, MAX_MANIFEST_BYTES)?;
+        let manifest = Manifest::from_json(&json).map_err(|source| RevealError::Manifest { id: id.to_string(), source })?;
+        if &manifest.id != id {
+            return Err(RevealError::WrongId { dir: id.to_string(), found: manifest.id.to_string() });
+        }
+        let signature = match (&self.signer, outcome.signer) {
+            (Some(_), Some(fpr)) => SignatureCheck::Verified(fpr),
+            (Some(expected), None) => {
+                return Err(RevealError::BadSignature {
+                    part,
+                    detail: format!(" {}", expected.fingerprint()),
+                });
+            }
+            (None, _) => SignatureCheck::NotChecked,
+        };
+        Ok(OpenedManifest { manifest, signature })
+    }
+
+    /// Decrypts one attachment into `out`, checking it against its entry.
+    /// On error, what was written to `out` must be discarded.
+    pub fn decrypt_attachment(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+        entry: &AttachmentEntry,
+        out: &mut dyn Write,
+    ) -> Result<(), RevealError> {
+        let part = format!("{id}/{}", entry.file);
+        let reader = store.open_part(id, &entry.file)?;
+        let mut checked = CheckingWriter { out, hash: Sha256::new(), size: 0, limit: entry.size };
+        self.decrypt(&part, reader, &mut checked, false, entry.size)?;
+        let CheckingWriter { hash, size, .. } = checked;
+        if size != entry.size {
+            return Err(RevealError::Mismatch { part, detail: format!("{size} bytes, the manifest says {}", entry.size) });
+        }
+        let sha256 = hex::encode(hash.finalize());
+        if !sha256.eq_ignore_ascii_case(&entry.sha256) {
+            return Err(RevealError::Mismatch { part, detail: "SHA-256 differs from the manifest".into() });
+        }
+        Ok(())
+    }
+
+    fn decrypt(
+        &self,
+        part: &str,
+        mut reader: impl Read + Send + Sync,
+        out: &mut dyn Write,
+        signed: bool,
+        limit: u64,
+    ) -> Result<Outcome, RevealError> {
+        // gpg needs to see the start of the message to find the session key.
+        let mut head = Vec::new();
+        if let SecretSource::Gpg { .. } = self.source {
+            (&mut reader).take(GPG_HEAD_BYTES).read_to_end(&mut head).map_err(|e| tampered(part, e.to_string()))?;
+        }
+        let reader = Cursor::new(head.clone()).chain(reader);
+        let helper = Helper {
+            opener: self,
+            part: part.to_string(),
+            head,
+            signed,
+            key_used: false,
+            recipients: Vec::new(),
+            signer: None,
+            failure: None,
+        };
+        let builder = DecryptorBuilder::from_reader(reader).map_err(|e| tampered(part, e.to_string()))?;
+        let builder = if signed { builder } else { builder.buffer_size(ATTACHMENT_BUFFER) };
+        let mut decryptor = match builder.with_policy(&POLICY, None, helper) {
+            Ok(d) => d,
+            Err(e) => return Err(classify(part, e, None)),
+        };
+        let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
+        let mut total = 0u64;
+        loop {
+            let n = match decryptor.read(&mut buf[..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let helper = decryptor.into_helper();
+                    return Err(classify(part, e.into(), Some(helper)));
+                }
+            };
+            total += n as u64;
+            if total > limit {
+                return Err(RevealError::Mismatch { part: part.into(), detail: format!("longer than the {limit} bytes expected") });
+            }
+            out.write_all(&buf[..n]).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => RevealError::Mismatch { part: part.into(), detail: e.to_string() },
+                _ => RevealError::Output(e),
+            })?;
+        }
+        if !decryptor.message_processed() {
+            return Err(tampered(part, "the message ended early".into()));
+        }
+        let helper = decryptor.into_helper();
+        Ok(Outcome { signer: helper.signer })
+    }
+}
+
+struct Outcome {
+    signer: Option<Fingerprint>,
+}
+
+fn tampered(part: &str, detail: String) -> RevealError {
+    RevealError::Tampered { part: part.into(), detail }
+}
+
+/// Turns a sequoia failure into the error a maintainer can act on.
+fn classify(part: &str, e: anyhow::Error, helper: Option<Helper<'_>>) -> RevealError {
+    if let Some(failure) = helper.as_ref().and_then(|h| h.failure.clone()) {
+        return failure.into_error();
+    }
+    // Errors raised by our helper come back through sequoia wrapped.
+    if let Some(f) = e.downcast_ref::<HelperFailure>() {
+        return f.clone().into_error();
+    }
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        if let Some(f) = io.get_ref().and_then(|inner| inner.downcast_ref::<HelperFailure>()) {
+            return f.clone().into_error();
+        }
+    }
+    tampered(part, format!("{e:#}").chars().take(300).collect())
+}
+
+/// A failure decided by the helper, carried through sequoia's error type.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("decryption refused")]
+enum HelperFailure {
+    NoKey { part: String, recipients: String },
+    Signature { part: String, detail: String },
+    Gpg { part: String, detail: String },
+    NotEncrypted { part: String },
+}
+
+impl HelperFailure {
+    fn into_error(self) -> RevealError {
+        match self {
+            HelperFailure::NoKey { part, recipients } => RevealError::NoMatchingKey { part, recipients },
+            HelperFailure::Signature { part, detail } => RevealError::BadSignature { part, detail },
+            HelperFailure::Gpg { part, detail } => RevealError::Gpg { part, detail },
+            HelperFailure::NotEncrypted { part } => {
+                RevealError::Tampered { part, detail: "it is not encrypted, so it was not written by embargo".into() }
+            }
+        }
+    }
+}
+
+struct Helper<'a> {
+    opener: &'a Opener,
+    part: String,
+    head: Vec<u8>,
+    signed: bool,
+    key_used: bool,
+    recipients: Vec<String>,
+    signer: Option<Fingerprint>,
+    failure: Option<HelperFailure>,
+}
+
+impl Helper<'_> {
+    fn fail(&mut self, f: HelperFailure) -> anyhow::Error {
+        self.failure = Some(f.clone());
+        f.into()
+    }
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        Ok(self.opener.signer.iter().cloned().collect())
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        let mut encrypted = false;
+        for layer in structure.into_iter() {
+            match layer {
+                MessageLayer::Encryption { .. } => encrypted = true,
+                MessageLayer::Compression { .. } => {}
+                MessageLayer::SignatureGroup { results } => {
+                    if !self.signed || self.opener.signer.is_none() {
+                        continue;
+                    }
+                    for result in &results {
+                        if let Ok(good) = result {
+                            self.signer = Some(good.ka.cert().fingerprint());
+                        }
+                    }
+                    if self.signer.is_none() {
+                        let detail = results
+                            .iter()
+                            .filter_map(|r| r.as_ref().err())
+                            .map(|e| format!(" ({e})"))
+                            .next()
+                            .unwrap_or_default();
+                        let part = self.part.clone();
+                        return Err(self.fail(HelperFailure::Signature { part, detail }));
+                    }
+                }
+            }
+        }
+        if !encrypted {
+            let part = self.part.clone();
+            return Err(self.fail(HelperFailure::NotEncrypted { part }));
+        }
+        if self.signed && self.opener.signer.is_some() && self.signer.is_none() {
+            let part = self.part.clone();
+            return Err(self.fail(HelperFailure::Signature { part, detail: " (it carries no signature)".into() }));
+        }
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for Helper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        self.recipients = pkesks
+            .iter()
+            .map(|p| p.recipient().map(|r| r.to_hex()).unwrap_or_else(|| "an anonymous recipient".into()))
+            .collect();
+        match &self.opener.source {
+            SecretSource::Keys(certs) => {
+                for pkesk in pkesks {
+                    for cert in certs {
+                        for ka in cert.keys().unencrypted_secret() {
+                            let matches = match pkesk.recipient() {
+                                Some(r) => r.aliases(ka.key().key_handle()),
+                                None => true,
+                            };
+                            if !matches {
+                                continue;
+                            }
+                            let Ok(mut keypair) = ka.key().clone().into_keypair() else { continue };
+                            if let Some((algo, sk)) = pkesk.decrypt(&mut keypair, sym_algo) {
+                                if decrypt(algo, &sk) {
+                                    self.key_used = true;
+                                    return Ok(None);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            SecretSource::Gpg { homedir } => {
+                let (algo, sk) = match gpg_session_key(homedir.as_ref(), &self.head) {
+                    Ok(found) => found,
+                    Err(detail) => {
+                        let part = self.part.clone();
+                        return Err(self.fail(HelperFailure::Gpg { part, detail }));
+                    }
+                };
+                if decrypt(algo, &sk) {
+                    self.key_used = true;
+                    return Ok(None);
+                }
+            }
+        }
+        let part = self.part.clone();
+        let recipients = self.recipients.join(", ");
+        Err(self.fail(HelperFailure::NoKey { part, recipients }))
+    }
+}
+
+/// Asks gpg for the session key of the message starting with `head`.
+/// gpg asks gpg-agent, which may ask a smartcard or a pinentry; the
+/// plaintext gpg produces goes to /dev/null.
+fn gpg_session_key(homedir: Option<&PathBuf>, head: &[u8]) -> Result<(Option<SymmetricAlgorithm>, SessionKey), String> {
+    let mut cmd = Command::new("gpg");
+    if let Some(home) = homedir {
+        cmd.arg("--homedir").arg(home);
+    }
+    cmd.args(["--batch", "--no-tty", "--quiet", "--status-fd", "1", "--show-session-key", "--yes", "--output", "/dev/null", "--decrypt"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Without a terminal, a pinentry needs to know where to ask; gpg-agent's
+    // own configuration decides, as it does for gpg itself.
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run gpg ({e}): install GnuPG, or use --key FILE"))?;
+    let mut stdin = child.stdin.take().ok_or("gpg has no stdin")?;
+    let head = head.to_vec();
+    let writer = std::thread::spawn(move || {
+        // gpg stops reading once the data fails; a broken pipe is expected.
+        let _ = stdin.write_all(&head);
+    });
+    let output = child.wait_with_output().map_err(|e| format!("gpg failed: {e}"))?;
+    let _ = writer.join();
+    let stdout = Zeroizing::new(output.stdout);
+    for line in stdout.split(|&b| b == b'\n') {
+        let Some(rest) = line.strip_prefix(b"[GNUPG:] SESSION_KEY ") else { continue };
+        let rest = std::str::from_utf8(rest).map_err(|_| "gpg printed an unreadable session key")?;
+        let (algo, hex_key) = rest.trim().split_once(':').ok_or("gpg printed an unreadable session key")?;
+        let algo: u8 = algo.parse().map_err(|_| "gpg printed an unreadable session key")?;
+        let bytes = Zeroizing::new(hex::decode(hex_key).map_err(|_| "gpg printed an unreadable session key")?);
+        return Ok((Some(SymmetricAlgorithm::from(algo)), SessionKey::from(&bytes[..])));
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let reason = stderr
+        .lines()
+        .filter(|l| l.starts_with("gpg: "))
+        .map(|l| l.trim_start_matches("gpg: "))
+        .find(|l| l.contains("secret key") || l.contains("decrypt") || l.contains("agent") || l.contains("card"))
+        .unwrap_or("no secret key for any recipient in the gpg keyring")
+        .to_string();
+    Err(format!("{reason}; check that the maintainer key is in this GNUPGHOME and gpg-agent is running"))
+}
+
+/// Counts and hashes decrypted bytes on their way out, stopping at `limit`.
+struct CheckingWriter<'a> {
+    out: &'a mut dyn Write,
+    hash: Sha256,
+    size: u64,
+    limit: u64,
+}
+
+impl Write for CheckingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.size + buf.len() as u64 > self.limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than the {} bytes the manifest says", self.limit)));
+        }
+        let n = self.out.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

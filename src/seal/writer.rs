@@ -1,0 +1,349 @@
+//! Writes sealed reports: every part encrypted to every usable maintainer
+//! subkey, the manifest signed by the intake key and written last, the whole
+//! report committed at once (DESIGN §3).
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::cert::Preferences;
+use openpgp::packet::key::{PublicParts, UnspecifiedRole};
+use openpgp::packet::Key;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
+use openpgp::types::{DataFormat, Features, KeyFlags};
+use openpgp::KeyHandle;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SCHEMA};
+use crate::clock::{Clock, rfc3339};
+use crate::config::MessageFormat;
+use crate::id::ReportId;
+use crate::keys::{IntakeSecrets, KeyError, Recipients};
+use crate::report::{ReportBody, Reporter};
+use crate::store::{PartSink, Staging, Store, StoreError, attachment_part_name};
+
+/// Plaintext is moved through the encryptor in pieces of this size.
+const CHUNK: usize = 64 * 1024;
+
+/// Most attachments one report can hold (part names run to 999).
+pub const MAX_PARTS: usize = 999;
+
+/// What can go wrong while sealing. No variant ever carries plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading the attachment failed before it was complete: {0}")]
+    Input(#[source] io::Error),
+    #[error("an attachment is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("a report may have at most {limit} attachments")]
+    TooManyAttachments { limit: usize },
+    #[error("encryption failed: {0}")]
+    OpenPgp(#[source] anyhow::Error),
+}
+
+/// Seals reports to a fixed set of recipients. Cheap to clone.
+#[derive(Clone)]
+pub struct Sealer {
+    inner: Arc<SealerInner>,
+}
+
+struct SealerInner {
+    recipients: Recipients,
+    secrets: Arc<IntakeSecrets>,
+    format: MessageFormat,
+    clock: Clock,
+}
+
+/// One sealed part as stored, for receipts and listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedPart {
+    pub name: String,
+    /// Ciphertext size.
+    pub size: u64,
+    /// Hex SHA-256 of the ciphertext as stored.
+    pub sha256: String,
+}
+
+/// What the reporter is told about one attachment (name, size, plaintext hash).
+#[derive(Clone, Debug)]
+pub struct AttachmentSummary {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// A committed report.
+#[derive(Clone, Debug)]
+pub struct SealedReport {
+    pub id: ReportId,
+    pub received_at: SystemTime,
+    pub parts: Vec<SealedPart>,
+    pub attachments: Vec<AttachmentSummary>,
+    pub recipients: Vec<String>,
+    pub signing_key: String,
+}
+
+impl Sealer {
+    pub fn new(recipients: Recipients, secrets: Arc<IntakeSecrets>, format: MessageFormat, clock: Clock) -> Sealer {
+        Sealer { inner: Arc::new(SealerInner { recipients, secrets, format, clock }) }
+    }
+
+    pub fn secrets(&self) -> &Arc<IntakeSecrets> {
+        &self.inner.secrets
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    /// Starts report `id` in `store`. The recipients are judged now: a
+    /// certificate that expired since it was loaded is not used, and if none
+    /// is left the report is refused before anything is written.
+    pub fn begin(&self, store: &dyn Store, id: ReportId, channel: Channel) -> Result<ReportWriter, SealError> {
+        let now = self.inner.clock.now();
+        let mut keys = Vec::new();
+        let mut recipients = Vec::new();
+        for vc in self.inner.recipients.at(now)? {
+            let features = match self.inner.format {
+                MessageFormat::Compat => Features::empty().set_seipdv1(),
+                MessageFormat::Rfc9580 => vc.features().unwrap_or_else(|| Features::empty().set_seipdv1()),
+            };
+            for ka in vc
+                .keys()
+                .supported()
+                .alive()
+                .revoked(false)
+                .key_flags(KeyFlags::empty().set_storage_encryption().set_transport_encryption())
+            {
+                keys.push(EncryptionKey {
+                    features: features.clone(),
+                    handle: ka.key().key_handle(),
+                    key: ka.key().clone().role_into_unspecified(),
+                });
+            }
+            recipients.push(vc.fingerprint().to_hex());
+        }
+        let staging = store.stage(&id)?;
+        Ok(ReportWriter {
+            sealer: self.clone(),
+            staging,
+            id,
+            received_at: now,
+            channel,
+            keys,
+            recipients,
+            attachments: Vec::new(),
+            parts: Vec::new(),
+        })
+    }
+
+    /// Signs `text` as a cleartext-signed message with the intake key.
+    pub fn sign_cleartext(&self, text: &str) -> Result<String, SealError> {
+        let keypair = self.inner.secrets.signer()?;
+        let mut out = Vec::new();
+        {
+            let message = Message::new(&mut out);
+            let mut signer = Signer::new(message, keypair)
+                .map_err(SealError::OpenPgp)?
+                .cleartext()
+                .build()
+                .map_err(SealError::OpenPgp)?;
+            signer.write_all(text.as_bytes()).map_err(|e| SealError::OpenPgp(e.into()))?;
+            signer.finalize().map_err(SealError::OpenPgp)?;
+        }
+        String::from_utf8(out).map_err(|e| SealError::OpenPgp(e.into()))
+    }
+}
+
+#[derive(Clone)]
+struct EncryptionKey {
+    features: Features,
+    handle: KeyHandle,
+    key: Key<PublicParts, UnspecifiedRole>,
+}
+
+/// A report being sealed. Dropping it without `finish` discards everything.
+pub struct ReportWriter {
+    sealer: Sealer,
+    staging: Box<dyn Staging>,
+    id: ReportId,
+    received_at: SystemTime,
+    channel: Channel,
+    keys: Vec<EncryptionKey>,
+    recipients: Vec<String>,
+    attachments: Vec<AttachmentEntry>,
+    parts: Vec<SealedPart>,
+}
+
+/// The ciphertext sink, hashing what it stores for the receipt.
+struct CipherSink {
+    sink: Box<dyn PartSink>,
+    hash: Sha256,
+}
+
+impl Write for CipherSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.sink.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
+    }
+}
+
+impl ReportWriter {
+    pub fn id(&self) -> &ReportId {
+        &self.id
+    }
+
+    pub fn received_at(&self) -> SystemTime {
+        self.received_at
+    }
+
+    pub fn attachment_count(&self) -> usize {
+        self.attachments.len()
+    }
+
+    /// Seals one attachment read from `plaintext`, at most `limit` bytes.
+    ///
+    /// Size and SHA-256 are computed while streaming; memory use does not
+    /// depend on the attachment's size.
+    pub fn add_attachment(
+        &mut self,
+        name: &str,
+        media_type: &str,
+        role: Role,
+        plaintext: &mut dyn Read,
+        limit: u64,
+    ) -> Result<&AttachmentEntry, SealError> {
+        if self.attachments.len() >= MAX_PARTS {
+            return Err(SealError::TooManyAttachments { limit: MAX_PARTS });
+        }
+        let file = attachment_part_name(self.attachments.len() + 1);
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        let part = self.write_part(&file, false, |w| {
+            let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+            loop {
+                let n = match plaintext.read(&mut buf[..]) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(SealError::Input(e)),
+                };
+                size += n as u64;
+                if size > limit {
+                    return Err(SealError::TooLarge { limit });
+                }
+                hash.update(&buf[..n]);
+                w.write_all(&buf[..n]).map_err(|e| SealError::OpenPgp(e.into()))?;
+            }
+            Ok(())
+        })?;
+        self.parts.push(part);
+        self.attachments.push(AttachmentEntry {
+            file,
+            name: name.to_string(),
+            size,
+            sha256: hex::encode(hash.finalize()),
+            media_type: media_type.to_string(),
+            role,
+        });
+        Ok(self.attachments.last().unwrap_or_else(|| unreachable!("just pushed")))
+    }
+
+    /// Writes the signed manifest last and commits the report: only after
+    /// this returns is the report durable and visible.
+    pub fn finish(mut self, report: ReportBody, reporter: Reporter, email: Option<EmailMeta>) -> Result<SealedReport, SealError> {
+        let manifest = Manifest {
+            schema: SCHEMA.into(),
+            id: self.id.clone(),
+            received_at: rfc3339(self.received_at),
+            channel: self.channel,
+            report,
+            reporter,
+            attachments: self.attachments.clone(),
+            email,
+            recipients: self.recipients.clone(),
+            signing_key: self.sealer.inner.secrets.signing_fingerprint().to_hex(),
+        };
+        let json = manifest.to_json();
+        let part = self.write_part("manifest.pgp", true, |w| {
+            w.write_all(&json).map_err(|e| SealError::OpenPgp(e.into()))
+        })?;
+        self.parts.insert(0, part);
+        let ReportWriter { staging, id, received_at, parts, recipients, attachments, sealer, .. } = self;
+        staging.commit()?;
+        Ok(SealedReport {
+            id,
+            received_at,
+            parts,
+            attachments: attachments
+                .iter()
+                .map(|a| AttachmentSummary { name: a.name.clone(), size: a.size, sha256: a.sha256.clone() })
+                .collect(),
+            recipients,
+            signing_key: sealer.inner.secrets.signing_fingerprint().to_hex(),
+        })
+    }
+
+    /// Creates part `name` and runs `body` with the literal-data writer.
+    fn write_part(
+        &mut self,
+        name: &str,
+        signed: bool,
+        body: impl FnOnce(&mut Message<'_>) -> Result<(), SealError>,
+    ) -> Result<SealedPart, SealError> {
+        let pgp = SealError::OpenPgp;
+        let mut sink = CipherSink { sink: self.staging.create_part(name)?, hash: Sha256::new() };
+        {
+            let recipients = self.keys.iter().map(|k| Recipient::new(k.features.clone(), k.handle.clone(), &k.key));
+            let message = Message::new(&mut sink);
+            let mut message = Encryptor::for_recipients(message, recipients).build().map_err(pgp)?;
+            if signed {
+                let keypair = self.sealer.inner.secrets.signer()?;
+                message = Signer::new(message, keypair)
+                    .map_err(pgp)?
+                    .creation_time(self.received_at)
+                    .build()
+                    .map_err(pgp)?;
+            }
+            let mut literal = LiteralWriter::new(message).format(DataFormat::Binary).build().map_err(pgp)?;
+            body(&mut literal)?;
+            literal.finalize().map_err(pgp)?;
+        }
+        let CipherSink { sink, hash } = sink;
+        let size = sink.finish()?;
+        Ok(SealedPart { name: name.to_string(), size, sha256: hex::encode(hash.finalize()) })
+    }
+}
+
+impl SealedReport {
+    /// The receipt text (before signing): what was delivered, and when.
+    pub fn receipt_text(&self, project_name: &str) -> String {
+        let mut text = format!(
+            "Receipt for a vulnerability report to {project_name}\n\nReport ID: {}\nReceived:  {}\n\nSealed parts (SHA-256 of the stored ciphertext):\n",
+            self.id,
+            rfc3339(self.received_at)
+        );
+        for part in &self.parts {
+            text.push_str(&format!("  {}  {:>12} bytes  {}\n", part.name, part.size, part.sha256));
+        }
+        text.push_str("\nEncrypted to the maintainer certificates:\n");
+        for r in &self.recipients {
+            text.push_str(&format!("  {r}\n"));
+        }
+        text.push_str(&format!("\nSigned by the intake key {}.\n", self.signing_key));
+        text
+    }
+}

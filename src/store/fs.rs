@@ -1,0 +1,341 @@
+//! The filesystem store: `ROOT/reports/<ID>/`, built in
+//! `ROOT/reports/.staging/<ID>/` and renamed into place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{PartInfo, PartReader, PartSink, Staging, Store, StoreError, is_part_name};
+use crate::id::ReportId;
+
+const STAGING: &str = ".staging";
+const TRASH: &str = ".trash";
+/// Held (flock) by the process writing a staging directory, so cleanup by
+/// another process never removes a report that is still being written.
+const LOCK: &str = ".lock";
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Sealed reports as directories under `ROOT/reports/`.
+#[derive(Clone, Debug)]
+pub struct FsStore {
+    reports: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.display().to_string(), source }
+}
+
+fn mkdir_private(path: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_all()
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the store rooted at `root`.
+    pub fn open(root: &Path) -> Result<FsStore, StoreError> {
+        let reports = root.join("reports");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&reports).map_err(io_err(&reports))?;
+        for sub in [STAGING, TRASH] {
+            mkdir_private(&reports.join(sub)).map_err(io_err(&reports))?;
+        }
+        Ok(FsStore { reports })
+    }
+
+    /// The directory of a complete report.
+    pub fn report_dir(&self, id: &ReportId) -> PathBuf {
+        self.reports.join(id.as_str())
+    }
+
+    fn complete(&self, id: &ReportId) -> Result<PathBuf, StoreError> {
+        let dir = self.report_dir(id);
+        if dir.join("manifest.pgp").is_file() {
+            Ok(dir)
+        } else {
+            Err(StoreError::NotFound(id.clone()))
+        }
+    }
+}
+
+impl Store for FsStore {
+    fn stage(&self, id: &ReportId) -> Result<Box<dyn Staging>, StoreError> {
+        if self.report_dir(id).exists() {
+            return Err(StoreError::Exists(id.clone()));
+        }
+        let staging_root = self.reports.join(STAGING);
+        let dir = staging_root.join(id.as_str());
+        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                StoreError::Exists(id.clone())
+            } else {
+                StoreError::Io { path: dir.display().to_string(), source: e }
+            }
+        })?;
+        let lock = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(LOCK))
+            .map_err(io_err(&dir))?;
+        lock.lock().map_err(io_err(&dir))?;
+        Ok(Box::new(FsStaging {
+            id: id.clone(),
+            dir,
+            target: self.report_dir(id),
+            reports: self.reports.clone(),
+            _lock: lock,
+            committed: false,
+        }))
+    }
+
+    fn contains(&self, id: &ReportId) -> Result<bool, StoreError> {
+        Ok(self.report_dir(id).join("manifest.pgp").is_file())
+    }
+
+    fn list(&self) -> Result<Vec<ReportId>, StoreError> {
+        let mut ids: Vec<ReportId> = fs::read_dir(&self.reports)
+            .map_err(io_err(&self.reports))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<ReportId>().ok()))
+            // A name that parses but is not canonical (lower case) is not ours.
+            .filter(|id| self.report_dir(id).join("manifest.pgp").is_file())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn parts(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError> {
+        let dir = self.complete(id)?;
+        let mut parts: Vec<PartInfo> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            if is_part_name(&name) {
+                let size = entry.metadata().map_err(io_err(&dir))?.len();
+                parts.push(PartInfo { name, size });
+            }
+        }
+        parts.sort_by(|a, b| (a.name != "manifest.pgp", &a.name).cmp(&(b.name != "manifest.pgp", &b.name)));
+        Ok(parts)
+    }
+
+    fn open_part(&self, id: &ReportId, part: &str) -> Result<Box<dyn PartReader>, StoreError> {
+        if !is_part_name(part) {
+            return Err(StoreError::BadPartName(part.chars().take(40).collect()));
+        }
+        let path = self.complete(id)?.join(part);
+        match File::open(&path) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(id.clone())),
+            Err(e) => Err(StoreError::Io { path: path.display().to_string(), source: e }),
+        }
+    }
+
+    fn remove(&self, id: &ReportId) -> Result<(), StoreError> {
+        let dir = self.complete(id)?;
+        // Renaming out of reports/ first makes the removal atomic for readers.
+        let trash = self.reports.join(TRASH).join(format!("{}-{}", id.as_str(), rand::random::<u32>()));
+        fs::rename(&dir, &trash).map_err(io_err(&dir))?;
+        sync_dir(&self.reports).map_err(io_err(&self.reports))?;
+        fs::remove_dir_all(&trash).map_err(io_err(&trash))
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        let staging = self.reports.join(STAGING);
+        let probe = staging.join(format!(".probe-{}-{}", std::process::id(), rand::random::<u64>()));
+        let result = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&probe)
+            .and_then(|mut f| f.write_all(b"probe").and_then(|_| f.sync_all()));
+        let _ = fs::remove_file(&probe);
+        result.map_err(io_err(&staging))
+    }
+
+    fn remove_stale_staging(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for root in [STAGING, TRASH] {
+            let root = self.reports.join(root);
+            for entry in fs::read_dir(&root).map_err(io_err(&root))? {
+                let path = entry.map_err(io_err(&root))?.path();
+                if path.is_dir() && !is_locked(&path) {
+                    fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Whether a live process holds the lock of staging directory `dir`.
+fn is_locked(dir: &Path) -> bool {
+    match File::open(dir.join(LOCK)) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => false,
+            Err(fs::TryLockError::WouldBlock) => true,
+            Err(fs::TryLockError::Error(_)) => false,
+        },
+        Err(_) => false,
+    }
+}
+
+struct FsStaging {
+    id: ReportId,
+    dir: PathBuf,
+    target: PathBuf,
+    reports: PathBuf,
+    _lock: File,
+    committed: bool,
+}
+
+impl Staging for FsStaging {
+    fn id(&self) -> &ReportId {
+        &self.id
+    }
+
+    fn create_part(&mut self, name: &str) -> Result<Box<dyn PartSink>, StoreError> {
+        if !is_part_name(name) {
+            return Err(StoreError::BadPartName(name.chars().take(40).collect()));
+        }
+        let path = self.dir.join(name);
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err(&path))?;
+        Ok(Box::new(FsPart { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, written: 0 }))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        if !self.dir.join("manifest.pgp").is_file() {
+            return Err(StoreError::Io {
+                path: self.dir.display().to_string(),
+                source: io::Error::other("refusing to commit a report without manifest.pgp"),
+            });
+        }
+        fs::remove_file(self.dir.join(LOCK)).map_err(io_err(&self.dir))?;
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        fs::rename(&self.dir, &self.target).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(39) {
+                StoreError::Exists(self.id.clone())
+            } else {
+                StoreError::Io { path: self.target.display().to_string(), source: e }
+            }
+        })?;
+        self.committed = true;
+        sync_dir(&self.reports).map_err(io_err(&self.reports))?;
+        sync_dir(&self.reports.join(STAGING)).map_err(io_err(&self.reports))?;
+        Ok(())
+    }
+}
+
+impl Drop for FsStaging {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort; what remains is removed at the next start.
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+struct FsPart {
+    out: BufWriter<File>,
+    path: PathBuf,
+    written: u64,
+}
+
+impl Write for FsPart {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl PartSink for FsPart {
+    fn finish(self: Box<Self>) -> Result<u64, StoreError> {
+        let FsPart { out, path, written } = *self;
+        let file = out.into_inner().map_err(|e| StoreError::Io { path: path.display().to_string(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&path))?;
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_report(store: &FsStore, id: &ReportId, parts: &[(&str, &[u8])]) -> Box<dyn Staging> {
+        let mut staging = store.stage(id).unwrap();
+        for (name, bytes) in parts {
+            let mut sink = staging.create_part(name).unwrap();
+            sink.write_all(bytes).unwrap();
+            assert_eq!(sink.finish().unwrap(), bytes.len() as u64);
+        }
+        staging
+    }
+
+    #[test]
+    fn staged_reports_appear_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ReportId::random();
+        let staging = write_report(&store, &id, &[("001.pgp", b"one"), ("manifest.pgp", b"m")]);
+        assert!(store.list().unwrap().is_empty());
+        assert!(!store.contains(&id).unwrap());
+        staging.commit().unwrap();
+        assert_eq!(store.list().unwrap(), vec![id.clone()]);
+        let parts = store.parts(&id).unwrap();
+        assert_eq!(parts[0], PartInfo { name: "manifest.pgp".into(), size: 1 });
+        assert_eq!(parts[1], PartInfo { name: "001.pgp".into(), size: 3 });
+        assert!(matches!(store.stage(&id), Err(StoreError::Exists(_))));
+        assert!(matches!(store.open_part(&id, "../x"), Err(StoreError::BadPartName(_))));
+        store.remove(&id).unwrap();
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dropped_staging_leaves_nothing_and_commit_needs_a_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ReportId::random();
+        drop(write_report(&store, &id, &[("001.pgp", b"one")]));
+        assert_eq!(fs::read_dir(dir.path().join("reports/.staging")).unwrap().count(), 0);
+        let staging = write_report(&store, &id, &[("001.pgp", b"one")]);
+        assert!(staging.commit().is_err());
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn stale_staging_is_removed_but_live_staging_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let stale = dir.path().join("reports/.staging/STALE");
+        fs::create_dir(&stale).unwrap();
+        fs::write(stale.join("001.pgp"), b"x").unwrap();
+        let live = write_report(&store, &ReportId::random(), &[("001.pgp", b"y")]);
+        assert_eq!(store.remove_stale_staging().unwrap(), 1);
+        assert!(!stale.exists());
+        assert_eq!(fs::read_dir(dir.path().join("reports/.staging")).unwrap().count(), 1);
+        drop(live);
+    }
+
+    #[test]
+    fn part_names() {
+        for good in ["manifest.pgp", "001.pgp", "999.pgp"] {
+            assert!(is_part_name(good), "{good}");
+        }
+        for bad in ["000.pgp", "1.pgp", "0001.pgp", "../001.pgp", "001.pgp/", "abc.pgp", ""] {
+            assert!(!is_part_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Where sealed reports live: a `Store` trait with the filesystem behind it
+//! (DESIGN §3). Only ciphertext passes through here.
+
+mod fs;
+
+use std::io::{Read, Seek, Write};
+
+pub use fs::FsStore;
+
+use crate::id::ReportId;
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("store {path} is not usable: {source}; check that it exists and is writable by the user running embargo")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("report {0} already exists in the store")]
+    Exists(ReportId),
+    #[error("report {0} is not in the store (or is incomplete)")]
+    NotFound(ReportId),
+    #[error("{0:?} is not a part name (expected manifest.pgp or NNN.pgp)")]
+    BadPartName(String),
+}
+
+/// One ciphertext file of a report.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// A readable, seekable ciphertext part.
+pub trait PartReader: Read + Seek + Send + Sync {}
+impl<T: Read + Seek + Send + Sync> PartReader for T {}
+
+/// A store of sealed reports. Writers stage a report and commit it whole;
+/// readers only ever see committed reports.
+pub trait Store: Send + Sync {
+    /// Starts writing report `id`; nothing is visible until `commit`.
+    fn stage(&self, id: &ReportId) -> Result<Box<dyn Staging>, StoreError>;
+    /// Whether a complete report `id` exists.
+    fn contains(&self, id: &ReportId) -> Result<bool, StoreError>;
+    /// Every complete report, sorted by ID.
+    fn list(&self) -> Result<Vec<ReportId>, StoreError>;
+    /// The parts of a complete report, manifest first.
+    fn parts(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError>;
+    /// Opens one part of a complete report.
+    fn open_part(&self, id: &ReportId, part: &str) -> Result<Box<dyn PartReader>, StoreError>;
+    /// Deletes a whole report atomically (it disappears at once, never half).
+    fn remove(&self, id: &ReportId) -> Result<(), StoreError>;
+    /// Checks that a report could be written now.
+    fn check_writable(&self) -> Result<(), StoreError>;
+    /// Removes what crashed writers left behind; returns how many.
+    fn remove_stale_staging(&self) -> Result<usize, StoreError>;
+}
+
+/// A report being written.
+pub trait Staging: Send {
+    fn id(&self) -> &ReportId;
+    /// Creates part `name` (`manifest.pgp` or `NNN.pgp`).
+    fn create_part(&mut self, name: &str) -> Result<Box<dyn PartSink>, StoreError>;
+    /// Makes the report durable and visible, all at once.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The ciphertext of one part being written.
+pub trait PartSink: Write + Send + Sync {
+    /// Flushes and makes the part durable; returns its size.
+    fn finish(self: Box<Self>) -> Result<u64, StoreError>;
+}
+
+/// Whether `name` is a valid part name: `manifest.pgp` or `001.pgp`…`999.pgp`.
+pub fn is_part_name(name: &str) -> bool {
+    name == "manifest.pgp"
+        || (name.len() == 7 && name.ends_with(".pgp") && name[..3].bytes().all(|b| b.is_ascii_digit()) && &name[..3] != "000")
+}
+
+/// The file name of attachment number `n` (1-based).
+pub fn attachment_part_name(n: usize) -> String {
+    format!("{n:03}.pgp")
+}
+
+/// Opens the store a configuration names.
+pub fn open(location: &std::path::Path) -> Result<FsStore, StoreError> {
+    FsStore::open(location)
+}
