@@ -10,6 +10,9 @@
 //! - [`keys`]: maintainers' certificates and the intake's own signing key.
 //! - [`seal`]: the sealed format: writer (encrypt, sign) and reader (decrypt, verify).
 //! - [`store`]: where sealed reports live, committed atomically.
+//! - [`intake`]: the web form and API (axum) that stream uploads into the sealer.
+//! - [`mailbox`]: the poller that seals mail from IMAP or a Maildir, exactly once.
+//! - [`reveal`]: the maintainer's side: `decrypt`, `list`, `fetch`.
 //! - [`id`]: report IDs; [`clock`]: an injectable "now".
 //! - [`app`]: the operations behind each command (`seal`, `keys check`, …).
 #![forbid(unsafe_code)]
@@ -18,7 +21,10 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod id;
+pub mod intake;
 pub mod keys;
+pub mod mailbox;
 pub mod report;
+pub mod reveal;
 pub mod seal;
 pub mod store;

@@ -1,0 +1,329 @@
+//! Shared test harness: temporary GnuPG homes with real gpg-generated keys,
+//! an embargo deployment in a temporary directory, and helpers to run the
+//! real binary. Every process a test starts is stopped when its guard drops.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use embargo::clock::Clock;
+use embargo::config::Config;
+use embargo::keys::{IntakeSecrets, Keyring};
+use embargo::seal::{Opener, SecretSource, Sealer};
+use embargo::store::FsStore;
+use sequoia_openpgp as openpgp;
+use openpgp::cert::prelude::*;
+use openpgp::serialize::SerializeInto;
+use tempfile::TempDir;
+
+/// The `embargo` binary built for these tests.
+pub fn embargo_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_embargo"))
+}
+
+/// An `embargo` command with a clean environment for logs.
+pub fn embargo() -> Command {
+    let mut cmd = Command::new(embargo_bin());
+    cmd.env_remove("EMBARGO_CONFIG").env("EMBARGO_LOG", "info").stdin(Stdio::null());
+    cmd
+}
+
+/// Key types the tests generate with stock gpg.
+#[derive(Clone, Copy, Debug)]
+pub enum GpgKeyType {
+    /// RSA-4096 primary with an RSA-4096 encryption subkey.
+    Rsa4096,
+    /// Ed25519 primary with a Cv25519 encryption subkey.
+    Cv25519,
+    /// Ed25519 primary only: no encryption subkey.
+    SignOnly,
+}
+
+/// A temporary GNUPGHOME. Dropping it stops its gpg-agent.
+pub struct Gpg {
+    pub home: TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        // Short path: gpg-agent's socket path must fit in sun_path.
+        let home = tempfile::Builder::new().prefix("eg").tempdir_in("/tmp").unwrap();
+        fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
+        fs::write(home.path().join("gpg.conf"), "trust-model always\nno-auto-key-retrieve\n").unwrap();
+        Gpg { home }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("gpg");
+        cmd.env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--no-tty", "--pinentry-mode", "loopback"])
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs gpg with `args`, feeding `stdin`; panics with gpg's stderr on failure.
+    pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let out = self.try_run(args, stdin);
+        assert!(out.status.success(), "gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// Runs gpg and returns its output whatever the status.
+    pub fn try_run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().expect("gpg must be installed");
+        if let Some(bytes) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            let bytes = bytes.to_vec();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Generates a key with stock gpg; returns its fingerprint.
+    pub fn gen_key(&self, uid: &str, kind: GpgKeyType, passphrase: &str, expire: &str) -> String {
+        let (primary, sub) = match kind {
+            GpgKeyType::Rsa4096 => ("rsa4096", Some("rsa4096")),
+            GpgKeyType::Cv25519 => ("ed25519", Some("cv25519")),
+            GpgKeyType::SignOnly => ("ed25519", None),
+        };
+        self.run(&["--passphrase", passphrase, "--quick-gen-key", uid, primary, "cert,sign", expire], None);
+        let fpr = self.fingerprint(uid);
+        if let Some(sub) = sub {
+            self.run(&["--passphrase", passphrase, "--quick-add-key", &fpr, sub, "encr", expire], None);
+        }
+        fpr
+    }
+
+    /// The primary fingerprint of the key with user ID `uid`.
+    pub fn fingerprint(&self, uid: &str) -> String {
+        let out = self.run(&["--with-colons", "--list-keys", uid], None);
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn export_public(&self, fpr: &str) -> Vec<u8> {
+        self.run(&["--armor", "--export", fpr], None).stdout
+    }
+
+    pub fn export_secret(&self, fpr: &str, passphrase: &str) -> Vec<u8> {
+        self.run(&["--passphrase", passphrase, "--armor", "--export-secret-keys", fpr], None).stdout
+    }
+
+    pub fn import(&self, bytes: &[u8]) {
+        self.run(&["--import"], Some(bytes));
+    }
+
+    /// Revokes key `fpr` with the revocation certificate gpg made for it.
+    pub fn revoke(&self, fpr: &str) {
+        let rev = fs::read_to_string(self.home.path().join("openpgp-revocs.d").join(format!("{fpr}.rev"))).unwrap();
+        // gpg prefixes the armor line with ':' so it is not imported by accident.
+        let rev = rev.replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----");
+        self.import(rev.as_bytes());
+    }
+
+    /// Decrypts `file` with gpg; returns (plaintext, status lines).
+    pub fn decrypt(&self, file: &Path) -> (Vec<u8>, String) {
+        let out = self.try_run(&["--status-fd", "2", "--decrypt", file.to_str().unwrap()], None);
+        let status = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "gpg --decrypt {} failed:\n{status}", file.display());
+        (out.stdout, status)
+    }
+
+    /// gpg's packet dump of `file` (decrypting it if it can).
+    pub fn list_packets(&self, file: &Path) -> String {
+        let out = self.try_run(&["--list-packets", file.to_str().unwrap()], None);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A certificate made with Sequoia (fast; for tests that need many keys).
+pub fn sequoia_key(uid: &str) -> openpgp::Cert {
+    CertBuilder::general_purpose(Some(uid))
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .generate()
+        .unwrap()
+        .0
+}
+
+pub fn armored_public(cert: &openpgp::Cert) -> Vec<u8> {
+    cert.armored().to_vec().unwrap()
+}
+
+pub fn armored_secret(cert: &openpgp::Cert) -> Vec<u8> {
+    cert.as_tsk().armored().to_vec().unwrap()
+}
+
+/// An embargo deployment in a temporary directory: `embargo.toml`, `keys/`,
+/// `state/`, `data/` and a private TMPDIR for the processes it runs.
+pub struct Site {
+    pub dir: TempDir,
+}
+
+impl Site {
+    pub fn new() -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["keys", "state", "data", "tmp"] {
+            fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let site = Site { dir };
+        site.write_config("");
+        site
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("embargo.toml")
+    }
+    pub fn keys_dir(&self) -> PathBuf {
+        self.path().join("keys")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    pub fn store_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.path().join("tmp")
+    }
+    pub fn reports_dir(&self) -> PathBuf {
+        self.store_dir().join("reports")
+    }
+
+    /// Writes `embargo.toml` with `extra` appended to the site's paths.
+    pub fn write_config(&self, extra: &str) {
+        fs::write(self.config_path(), format!("keys_dir = \"keys\"\nstate_dir = \"state\"\nstore = \"data\"\nproject_name = \"Test Project\"\n{extra}\n")).unwrap();
+    }
+
+    pub fn add_key(&self, name: &str, armored: &[u8]) {
+        fs::write(self.keys_dir().join(name), armored).unwrap();
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path()).unwrap()
+    }
+
+    /// An `embargo` command run from the site with `-c` added by the caller.
+    pub fn embargo(&self) -> Command {
+        let mut cmd = embargo();
+        cmd.current_dir(self.path()).env("TMPDIR", self.tmp_dir());
+        cmd
+    }
+
+    /// Opens the intake in-process (keys, secrets, store, sealer).
+    pub fn intake(&self) -> embargo::app::Intake {
+        embargo::app::Intake::open(self.config(), Clock::system()).unwrap()
+    }
+
+    pub fn store(&self) -> FsStore {
+        FsStore::open(&self.store_dir()).unwrap()
+    }
+
+    pub fn signing_cert(&self) -> openpgp::Cert {
+        IntakeSecrets::load_or_create(&self.state_dir(), "Test Project").unwrap().signing_cert()
+    }
+
+    /// Committed report IDs, straight from the directory listing.
+    pub fn report_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = fs::read_dir(self.reports_dir())
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Entries left in the staging directory.
+    pub fn staging_entries(&self) -> Vec<String> {
+        fs::read_dir(self.reports_dir().join(".staging"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A sealer over an explicit set of certificates (library-level tests).
+pub fn sealer_for(site: &Site, certs: Vec<openpgp::Cert>, format: embargo::config::MessageFormat) -> Sealer {
+    let secrets = Arc::new(IntakeSecrets::load_or_create(&site.state_dir(), "Test Project").unwrap());
+    Sealer::new(embargo::keys::Recipients::from_certs(certs), secrets, format, Clock::system())
+}
+
+/// An opener for secret keys given as TSKs.
+pub fn opener(secret: &openpgp::Cert, signer: Option<openpgp::Cert>) -> Opener {
+    let bytes = armored_secret(secret);
+    Opener::new(SecretSource::from_key_bytes(&bytes, None).unwrap(), signer)
+}
+
+/// Loads a keyring from the site's keys dir.
+pub fn keyring(site: &Site) -> Keyring {
+    Keyring::load(&site.keys_dir(), Clock::system()).unwrap()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for large attachments.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every file below `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p);
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// A minimal valid input JSON with `extra` fields merged into `report`.
+pub fn report_json(title: &str, description: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "report": {"title": title, "description": description, "severity": "high"},
+        "reporter": {"name": "R. Searcher", "email": "r@example.org", "credit": "name"}
+    }))
+    .unwrap()
+}
