@@ -1,0 +1,186 @@
+//! `embargo keys` and `embargo seal` from the command line: key problems,
+//! fail-closed sealing, and input errors, each with its message and exit code.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use common::*;
+
+fn run(site: &Site, args: &[&str]) -> Output {
+    let mut cmd = site.embargo();
+    cmd.args(args);
+    if !args.iter().any(|a| *a == "-c") {
+        cmd.arg("-c").arg(site.config_path());
+    }
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// An RFC 3339 instant `days` from now.
+fn days_from_now(days: i64) -> String {
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs((days * 86_400) as u64);
+    embargo::clock::rfc3339(t)
+}
+
+#[test]
+fn keys_check_names_each_problem_and_fails_when_none_is_usable() {
+    let gpg = Gpg::new();
+    let site = Site::new();
+    let expiring = gpg.gen_key("Expiring <exp@example.org>", GpgKeyType::Cv25519, "", "1d");
+    let revoked = gpg.gen_key("Revoked <rev@example.org>", GpgKeyType::Cv25519, "", "0");
+    gpg.revoke(&revoked);
+    let sign_only = gpg.gen_key("Signer <sig@example.org>", GpgKeyType::SignOnly, "", "0");
+    site.add_key("expiring.asc", &gpg.export_public(&expiring));
+    site.add_key("revoked.asc", &gpg.export_public(&revoked));
+    site.add_key("signonly.asc", &gpg.export_public(&sign_only));
+    site.add_key("garbage.asc", b"this is not a key");
+    fs::write(site.keys_dir().join("README.md"), "not a key file, ignored").unwrap();
+
+    // Today the expiring key is usable, and flagged as expiring soon.
+    let out = run(&site, &["keys", "check"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(&expiring) && stdout.contains("usable (expires soon)"), "{stdout}");
+    assert!(stdout.contains(&revoked) && stdout.contains("NOT USABLE: revoked"), "{stdout}");
+    assert!(stdout.contains(&sign_only) && stdout.contains("no alive, non-revoked encryption subkey"), "{stdout}");
+    assert!(stdout.contains("garbage.asc") && stdout.contains("not an OpenPGP certificate"), "{stdout}");
+    assert!(!stdout.contains("README"), "{stdout}");
+    assert!(stdout.contains("1 of 3 certificates usable"), "{stdout}");
+
+    // Three days on it has expired: nothing is usable, exit 1 with the reasons.
+    let later = days_from_now(3);
+    let out = run(&site, &["--now", &later, "keys", "check"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("NOT USABLE: expired"), "{stdout}");
+    assert!(stderr.contains("no usable maintainer certificate"), "{stderr}");
+    assert!(stderr.contains("embargo keys check"), "the error says what to run: {stderr}");
+
+    // Sealing at that time fails closed and stores nothing.
+    let inputs = tempfile::tempdir().unwrap();
+    let report = inputs.path().join("r.json");
+    fs::write(&report, report_json("t", "d")).unwrap();
+    let out = run(&site, &["--now", &later, "seal", "--report", report.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no usable maintainer certificate") && stderr.contains("expired"), "{stderr}");
+    assert!(site.report_ids().is_empty());
+}
+
+#[test]
+fn a_secret_key_in_keys_dir_is_refused_by_name() {
+    let gpg = Gpg::new();
+    let site = Site::new();
+    let fpr = gpg.gen_key("Careless <c@example.org>", GpgKeyType::Cv25519, "", "0");
+    site.add_key("good.asc", &gpg.export_public(&fpr));
+    site.add_key("oops.asc", &gpg.export_secret(&fpr, ""));
+    let report = site.tmp_dir().join("r.json");
+    fs::write(&report, report_json("t", "d")).unwrap();
+    for args in [&["keys", "check"][..], &["seal", "--report", report.to_str().unwrap()][..]] {
+        let out = run(&site, args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("oops.asc") && stderr.contains("secret key material"), "{stderr}");
+    }
+    // Binary secret keys with another extension are found too.
+    fs::remove_file(site.keys_dir().join("oops.asc")).unwrap();
+    let bin = gpg.run(&["--export-secret-keys", &fpr], None).stdout;
+    fs::write(site.keys_dir().join("backup.key"), bin).unwrap();
+    let out = run(&site, &["keys", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("backup.key"), "{}", text(&out).1);
+}
+
+#[test]
+fn an_empty_keys_dir_fails_closed() {
+    let site = Site::new();
+    let out = run(&site, &["keys", "check"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout.contains("(none: put the maintainers' public certificates here"), "{stdout}");
+    assert!(stderr.contains("holds no *.asc or *.pgp certificate"), "{stderr}");
+    fs::remove_dir(site.keys_dir()).unwrap();
+    let out = run(&site, &["keys", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("cannot read keys directory"), "{}", text(&out).1);
+}
+
+#[test]
+fn keys_signing_prints_the_intake_certificate_and_keeps_its_secret_private() {
+    let site = Site::new();
+    let out = run(&site, &["keys", "signing"]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"), "{stdout}");
+    assert!(!stdout.contains("PRIVATE"));
+    let mode = |p: &str| fs::metadata(site.state_dir().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("signing-key.pgp"), 0o600);
+    assert_eq!(mode("hmac.key"), 0o600);
+    assert_eq!(fs::metadata(site.state_dir()).unwrap().permissions().mode() & 0o777, 0o700);
+    // Stable across runs: the same key is printed again.
+    assert_eq!(text(&run(&site, &["keys", "signing"])).0, stdout);
+}
+
+#[test]
+fn seal_prints_an_id_and_refuses_bad_input_without_storing_anything() {
+    let site = Site::new();
+    site.add_key("alice.asc", &armored_public(&sequoia_key("alice <a@example.org>")));
+    let inputs = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = inputs.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let good = write("good.json", &report_json("t", "d"));
+    let poc = write("poc.txt", b"proof");
+
+    let out = run(&site, &["seal", "--report", &good, &poc]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let id = stdout.trim();
+    assert!(id.parse::<embargo::id::ReportId>().is_ok(), "{id}");
+    assert_eq!(site.report_ids(), vec![id.to_string()]);
+
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("bad.json", b"{not json".to_vec(), "not valid input JSON"),
+        ("notitle.json", br#"{"report":{"description":"d"}}"#.to_vec(), "title is required"),
+        ("typo.json", br#"{"report":{"title":"t","description":"d","severty":"high"}}"#.to_vec(), "severty"),
+        ("cvss.json", br#"{"report":{"title":"t","description":"d","cvss_vector":"CVSS:3.1/AV:Q"}}"#.to_vec(), "cvss_vector"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = write(name, &bytes);
+        let out = run(&site, &["seal", "--report", &path, &poc]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains("nothing was stored"), "{name}: {stderr}");
+    }
+    let out = run(&site, &["seal", "--report", &good, "/nonexistent/poc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("/nonexistent/poc"));
+    assert_eq!(site.report_ids().len(), 1, "no failed seal stored anything");
+    assert!(site.staging_entries().is_empty());
+
+    // Usage errors exit 2.
+    let out = run(&site, &["seal"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let site = Site::new();
+    site.write_config("[limits]\nmax_attachmnets = 3");
+    let out = run(&site, &["keys", "check"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("max_attachmnets"), "{stderr}");
+    let out = site.embargo().args(["keys", "check"]).env("EMBARGO_CONFIG", site.path().join("missing.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("missing.toml"), "{}", text(&out).1);
+}
