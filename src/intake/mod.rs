@@ -1,1 +1,232 @@
-//! The web intake (DESIGN §6): the report form, the API, receipts and the maintainers' fetch routes.
+//! The web intake (DESIGN §6): the report form, the API, receipts and the
+//! maintainers' fetch routes.
+//!
+//! - [`state`]: what requests share (keys, store, limits, rate table).
+//! - [`upload`]: multipart from the socket, streamed into the sealer.
+//! - [`routes`]: the public routes; [`sealed`]: the maintainers' routes.
+//! - [`pages`]: the form and receipt pages; [`error`]: refusals.
+//!
+//! [`router`] builds the application, [`run`] serves it on a listener until
+//! a shutdown signal, [`serve`] and [`demo`] are `embargo serve` and
+//! `embargo demo`.
+
+pub mod error;
+pub mod pages;
+pub mod routes;
+pub mod sealed;
+pub mod state;
+pub mod upload;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use sequoia_openpgp as openpgp;
+use openpgp::cert::prelude::*;
+use openpgp::serialize::SerializeInto;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keys::KeyError;
+use crate::store::StoreError;
+
+/// How long in-flight uploads may still finish after SIGTERM; those still
+/// running then are discarded (nothing of them stays in the store).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What can stop the intake from serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IntakeError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}; check `listen` in the config and that no other process uses the port")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("cannot prepare the demo in {dir}: {reason}")]
+    Demo { dir: PathBuf, reason: String },
+}
+
+/// The whole HTTP application over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(routes::form))
+        .route("/report", post(routes::submit_form))
+        .route("/api/v1/reports", post(routes::submit_api))
+        .route("/keys.asc", get(routes::keys_asc))
+        .route("/signing-key.asc", get(routes::signing_key_asc))
+        .route("/.well-known/security.txt", get(routes::security_txt))
+        .route("/healthz", get(routes::healthz))
+        .route("/static/style.css", get(routes::stylesheet))
+        .route("/api/v1/sealed", get(sealed::list))
+        .route("/api/v1/sealed/{id}/{part}", get(sealed::part))
+        .fallback(routes::not_found)
+        // Uploads are bounded by [limits] while they stream, not by axum's
+        // buffering limit (which would cut attachments at 2 MB).
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(routes::security_headers))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets
+/// requests in flight finish (up to [`SHUTDOWN_GRACE`]).
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), IntakeError> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing uploads in flight");
+        let _ = stopping_tx.send(());
+    };
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let grace = async {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(IntakeError::Serve),
+        () = grace => {
+            tracing::warn!("uploads still running after the shutdown grace period were discarded");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminate() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Reloads the keys on every SIGHUP.
+fn reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let state = state.clone();
+                    let result = tokio::task::spawn_blocking(move || state.reload_keys()).await;
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("reloading keys failed, the keys in use are kept: {e}"),
+                        Err(e) => tracing::error!("reloading keys failed: {e}"),
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::error!("cannot watch SIGHUP, keys will not reload: {e}"),
+    }
+}
+
+/// `embargo serve`: opens the intake and serves it on `config.listen` until
+/// SIGTERM; keys reload on SIGHUP. `ready` is called with the bound address.
+pub async fn serve_with(config: Config, clock: Clock, ready: impl FnOnce(SocketAddr)) -> Result<(), IntakeError> {
+    let state = AppState::open(config, clock)?;
+    let addr = state.config().listen.clone();
+    let listener = TcpListener::bind(&addr).await.map_err(|source| IntakeError::Listen { addr: addr.clone(), source })?;
+    let local = listener.local_addr().map_err(|source| IntakeError::Listen { addr, source })?;
+    tracing::info!(%local, "web intake listening");
+    reload_on_sighup(state.clone());
+    ready(local);
+    run(listener, state, terminate()).await
+}
+
+/// `embargo serve`, on a runtime of its own.
+pub fn serve(config: Config, clock: Clock) -> Result<(), IntakeError> {
+    runtime()?.block_on(serve_with(config, clock, |addr| {
+        eprintln!("embargo: web intake listening on http://{addr}/");
+    }))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, IntakeError> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(IntakeError::Serve)
+}
+
+/// User ID of the demo key: nobody should mistake it for a real one.
+pub const DEMO_USER_ID: &str = "DEMO maintainer key - throwaway, do not use for real reports (embargo demo)";
+/// Where `embargo demo` listens.
+pub const DEMO_LISTEN: &str = "127.0.0.1:8080";
+
+/// Prepares `dir` for the demo: a throwaway maintainer key (secret part in
+/// `maintainer-secret.asc`, mode 0600; public part in `keys/`), `state/`
+/// and `data/`. An existing demo key is reused. Returns the config.
+pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
+    let demo_err = |reason: String| IntakeError::Demo { dir: dir.to_owned(), reason };
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| demo_err(e.to_string()))?;
+    let secret_path = dir.join("maintainer-secret.asc");
+    if !secret_path.exists() {
+        let (cert, _) = CertBuilder::general_purpose(Some(DEMO_USER_ID))
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .generate()
+            .map_err(|e| demo_err(e.to_string()))?;
+        let secret = zeroize::Zeroizing::new(cert.as_tsk().armored().to_vec().map_err(|e| demo_err(e.to_string()))?);
+        let public = cert.armored().to_vec().map_err(|e| demo_err(e.to_string()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)
+            .map_err(|e| demo_err(e.to_string()))?;
+        f.write_all(&secret).map_err(|e| demo_err(e.to_string()))?;
+        std::fs::write(keys.join("demo-maintainer.asc"), public).map_err(|e| demo_err(e.to_string()))?;
+    }
+    let mut config = Config::defaults_in(dir);
+    config.listen = DEMO_LISTEN.into();
+    config.project_name = "embargo demo".into();
+    Ok(config)
+}
+
+/// `embargo demo`: prepares `./demo/` and serves on 127.0.0.1:8080.
+pub fn demo(dir: &Path, clock: Clock) -> Result<(), IntakeError> {
+    let config = prepare_demo(dir)?;
+    let shown = dir.display().to_string();
+    runtime()?.block_on(serve_with(config, clock, |addr| {
+        println!("embargo demo: a throwaway DEMO maintainer key is in {shown}/ (never use it for real reports).");
+        println!();
+        println!("  Report form:  http://{addr}/");
+        println!();
+        println!("Submit a report, note its ID from the receipt, then decrypt it with:");
+        println!();
+        println!("  embargo decrypt ID --store {shown}/data --key {shown}/maintainer-secret.asc");
+        println!("  (from a checkout: cargo run -- decrypt ID --store {shown}/data --key {shown}/maintainer-secret.asc)");
+        println!();
+        println!("Press Ctrl-C to stop.");
+    }))
+}

@@ -1,0 +1,269 @@
+//! The public routes of DESIGN §6: form, report submission (form and API),
+//! keys, security.txt and health.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::pages::{error_page, form_page, html, receipt_page};
+use super::state::AppState;
+use super::upload::{self, Kind, Refused};
+use crate::clock::rfc3339;
+use crate::keys::armor_certs;
+use crate::report::FieldErrors;
+use crate::store::Store;
+
+/// No script at all, nothing from another origin, no framing.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The longest `Expires` security.txt may announce (RFC 9116 advises under a year).
+const SECURITY_TXT_MAX_AHEAD: Duration = Duration::from_secs(365 * 86_400);
+
+/// Adds the security headers every response carries.
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    response
+}
+
+/// `GET /`: the form.
+pub async fn form(State(state): State<AppState>) -> Response {
+    html(StatusCode::OK, &form_page(&state, None, &FieldErrors::default(), false))
+}
+
+/// `GET /static/style.css`.
+pub async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../static/style.css"),
+    )
+        .into_response()
+}
+
+/// Refuses a browser request that another site made (CSRF), using the
+/// headers browsers set themselves, so it works without JavaScript or
+/// cookies. Requests without these headers (curl, scripts) pass.
+pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let refuse = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "this form only accepts reports sent from its own page; open the form at / and send it from there",
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return match site.as_bytes() {
+            b"same-origin" | b"none" => Ok(()),
+            _ => Err(refuse()),
+        };
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().map_err(|_| refuse())?;
+        let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")).ok_or_else(refuse)?;
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).ok_or_else(refuse)?;
+        if !authority.eq_ignore_ascii_case(host) {
+            return Err(refuse());
+        }
+    }
+    Ok(())
+}
+
+/// The checks every submission passes before its body is read.
+fn admit(state: &AppState, request: &Request) -> Result<(), ApiError> {
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        if !state.rate_allow(peer.ip()) {
+            return Err(ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "at most {} reports a minute are accepted from one address; wait a minute and send again",
+                        state.config().limits.rate_limit_per_minute
+                    ),
+                )
+            });
+        }
+    }
+    check_same_origin(request.headers())
+}
+
+/// `POST /report`: the form. 201 with the receipt page, or the form again.
+pub async fn submit_form(State(state): State<AppState>, request: Request) -> Response {
+    if let Err(e) = admit(&state, &request) {
+        return error_page(&state, &e);
+    }
+    let (parts, body) = request.into_parts();
+    match upload::receive(&state, &parts.headers, body, Kind::Form).await {
+        Ok(accepted) => {
+            tracing::info!(channel = "web", "report sealed and stored");
+            html(StatusCode::CREATED, &receipt_page(&state, &accepted))
+        }
+        Err(Refused::Invalid { raw, errors, had_files }) => {
+            html(StatusCode::BAD_REQUEST, &form_page(&state, Some(&raw), &errors, had_files))
+        }
+        Err(Refused::Error(e)) => {
+            tracing::info!(status = e.status.as_u16(), code = e.code, "form report refused");
+            error_page(&state, &e)
+        }
+    }
+}
+
+/// `POST /api/v1/reports`: 201 with the JSON receipt.
+pub async fn submit_api(State(state): State<AppState>, request: Request) -> Response {
+    if let Err(e) = admit(&state, &request) {
+        return e.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    match upload::receive(&state, &parts.headers, body, Kind::Api).await {
+        Ok(accepted) => {
+            tracing::info!(channel = "api", "report sealed and stored");
+            let sealed = &accepted.sealed;
+            let body = json!({
+                "id": sealed.id.to_string(),
+                "received_at": rfc3339(sealed.received_at),
+                "attachments": sealed.attachments.iter().map(|a| json!({
+                    "name": a.name, "size": a.size, "sha256": a.sha256,
+                })).collect::<Vec<_>>(),
+                "receipt": accepted.receipt,
+            });
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Err(Refused::Invalid { errors, .. }) => ApiError::invalid(errors).into_response(),
+        Err(Refused::Error(e)) => {
+            tracing::info!(status = e.status.as_u16(), code = e.code, "API report refused");
+            e.into_response()
+        }
+    }
+}
+
+/// `GET /keys.asc`: the maintainer certificates usable now.
+pub async fn keys_asc(State(state): State<AppState>) -> Response {
+    let keys = state.keys();
+    let usable = keys.usable_at(state.clock().now());
+    if usable.is_empty() {
+        return ApiError::unavailable("no_usable_key", "no maintainer certificate is usable at the moment")
+            .into_response();
+    }
+    match armor_certs(usable.iter().map(|e| &e.cert)) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response(),
+        Err(e) => {
+            tracing::error!("armoring certificates failed: {e}");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// `GET /signing-key.asc`: the intake signing certificate.
+pub async fn signing_key_asc(State(state): State<AppState>) -> Response {
+    match state.secrets().signing_cert_armored() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response(),
+        Err(e) => {
+            tracing::error!("armoring the signing certificate failed: {e}");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// The origin this server is reached at, from the request's `Host`.
+fn base_url(headers: &HeaderMap, fallback: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .unwrap_or(fallback);
+    let local = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    format!("{}://{host}", if local { "http" } else { "https" })
+}
+
+/// `GET /.well-known/security.txt` (RFC 9116).
+pub async fn security_txt(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let now = state.clock().now();
+    let keys = state.keys();
+    let earliest = keys.usable_at(now).iter().filter_map(|e| e.expires).min();
+    let mut expires = now + SECURITY_TXT_MAX_AHEAD;
+    if let Some(t) = earliest {
+        expires = expires.min(t);
+    }
+    let base = base_url(&headers, &state.config().listen);
+    let mut text = format!("Contact: {base}/\nEncryption: {base}/keys.asc\n");
+    if let Some(policy) = &state.config().policy_url {
+        text.push_str(&format!("Policy: {policy}\n"));
+    }
+    text.push_str(&format!(
+        "Preferred-Languages: en\nCanonical: {base}/.well-known/security.txt\nExpires: {}\n",
+        rfc3339(expires)
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// `GET /healthz`: 200 when a report could be sealed and stored now.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let now = state.clock().now();
+    let keys = state.keys();
+    let mut problems = Vec::new();
+    if let Some(p) = keys.problem_at(now) {
+        problems.push(p);
+    }
+    let store = state.store().clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!("health check: {e}");
+            problems.push("the report store is not writable (details in the server log)".into());
+        }
+        Err(_) => problems.push("the store check failed".into()),
+    }
+    let usable = keys.usable_at(now).len();
+    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if problems.is_empty() { "ok" } else { "unavailable" },
+        "usable_keys": usable,
+        "problems": problems,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Any other path.
+pub async fn not_found() -> Response {
+    ApiError::not_found().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_checks() {
+        assert!(check_same_origin(&headers(&[])).is_ok());
+        assert!(check_same_origin(&headers(&[("sec-fetch-site", "same-origin")])).is_ok());
+        assert!(check_same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
+        assert!(check_same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
+        let ok = [("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")];
+        assert!(check_same_origin(&headers(&ok)).is_ok());
+        let bad = [("origin", "https://evil.example"), ("host", "127.0.0.1:8080")];
+        assert!(check_same_origin(&headers(&bad)).is_err());
+        assert!(check_same_origin(&headers(&[("origin", "null"), ("host", "a")])).is_err());
+    }
+}

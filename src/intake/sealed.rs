@@ -1,0 +1,210 @@
+//! The maintainers' fetch routes: list complete reports and download their
+//! ciphertext parts (with `Range`), behind a bearer token.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::id::ReportId;
+use crate::store::{Store, StoreError, is_part_name};
+
+/// Bytes read from a part per chunk sent.
+const READ_CHUNK: usize = 64 * 1024;
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(t) if !t.is_empty() && state.token_ok(t) => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(_) | StoreError::BadPartName(_) => ApiError::not_found(),
+        other => {
+            tracing::error!("reading the store failed: {other}");
+            ApiError::unavailable("store_unavailable", "the report store is unavailable; try again later")
+        }
+    }
+}
+
+/// `GET /api/v1/sealed`: every complete report with its parts and sizes.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let store = state.store().clone();
+    let listing = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut out = Vec::new();
+        for id in store.list()? {
+            match store.parts(&id) {
+                Ok(parts) => out.push(json!({ "id": id.to_string(), "parts": parts })),
+                // Removed between listing and reading: not a complete report any more.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(store_error)?;
+    Ok(Json(json!({ "reports": listing })).into_response())
+}
+
+/// A single byte range, resolved against the part's size.
+#[derive(Debug, PartialEq, Eq)]
+enum Range {
+    Whole,
+    Part { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`. Several ranges, or a
+/// header that is not understood, mean the whole part (RFC 9110 allows it).
+fn parse_range(value: Option<&HeaderValue>, size: u64) -> Range {
+    let Some(spec) = value.and_then(|v| v.to_str().ok()).and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return Range::Whole;
+    };
+    if spec.contains(',') {
+        return Range::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else { return Range::Whole };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        (true, false) => match b.parse::<u64>() {
+            Ok(0) => return Range::Unsatisfiable,
+            Ok(n) => (size.saturating_sub(n), size.saturating_sub(1)),
+            Err(_) => return Range::Whole,
+        },
+        (false, _) => {
+            let Ok(start) = a.parse::<u64>() else { return Range::Whole };
+            let end = if b.is_empty() {
+                size.saturating_sub(1)
+            } else {
+                match b.parse::<u64>() {
+                    Ok(end) if end >= start => end.min(size.saturating_sub(1)),
+                    _ => return Range::Whole,
+                }
+            };
+            (start, end)
+        }
+        (true, true) => return Range::Whole,
+    };
+    if size == 0 || parsed.0 >= size {
+        return Range::Unsatisfiable;
+    }
+    Range::Part { start: parsed.0, end: parsed.1 }
+}
+
+/// `GET /api/v1/sealed/{id}/{part}`: one ciphertext part.
+pub async fn part(
+    State(state): State<AppState>,
+    Path((id, part)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| ApiError::not_found())?;
+    if !is_part_name(&part) {
+        return Err(ApiError::not_found());
+    }
+    let store = state.store().clone();
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let mut reader = store.open_part(&id, &part)?;
+        let size = reader
+            .seek(SeekFrom::End(0))
+            .map_err(|source| StoreError::Io { path: format!("{id}/{part}"), source })?;
+        Ok((reader, size))
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(store_error)?;
+    let (mut reader, size) = opened;
+    let (status, start, len) = match parse_range(headers.get(header::RANGE), size) {
+        Range::Whole => (StatusCode::OK, 0, size),
+        Range::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Range::Unsatisfiable => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the part has {size} bytes"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = reader.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut limited = reader.take(len);
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match limited.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let mut response = Response::new(Body::from_stream(stream));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pgp-encrypted"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &'static str, size: u64) -> Range {
+        parse_range(Some(&HeaderValue::from_static(s)), size)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Range::Whole);
+        assert_eq!(r("bytes=0-3", 10), Range::Part { start: 0, end: 3 });
+        assert_eq!(r("bytes=4-", 10), Range::Part { start: 4, end: 9 });
+        assert_eq!(r("bytes=-3", 10), Range::Part { start: 7, end: 9 });
+        assert_eq!(r("bytes=5-100", 10), Range::Part { start: 5, end: 9 });
+        assert_eq!(r("bytes=10-", 10), Range::Unsatisfiable);
+        assert_eq!(r("bytes=-0", 10), Range::Unsatisfiable);
+        assert_eq!(r("bytes=3-1", 10), Range::Whole);
+        assert_eq!(r("bytes=0-1,3-4", 10), Range::Whole);
+        assert_eq!(r("items=0-1", 10), Range::Whole);
+    }
+}

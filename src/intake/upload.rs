@@ -1,0 +1,595 @@
+//! Receiving one report: multipart from the socket, each file streamed
+//! through a bounded channel into the (blocking) sealer, the text fields
+//! validated before anything is committed.
+//!
+//! Plaintext exists only in flight: in the chunks moving through the
+//! channel and in the sealer's buffers. A request that fails at any point
+//! drops its [`ReportWriter`], which removes the staging directory, and the
+//! handler waits for that before it answers.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::{Body, BodyDataStream};
+use axum::http::{HeaderMap, StatusCode, header};
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::app::media_type_for;
+use crate::id::ReportId;
+use crate::keys::KeyError;
+use crate::report::{FIELDS, FieldErrors, RawReport, ReportBody, Reporter};
+use crate::seal::{Channel, Role, SealError, SealedReport, Sealer};
+use crate::store::{FsStore, StoreError};
+
+/// Most bytes the headers of one multipart part may take (with the part's
+/// first data chunk that arrives in the same read).
+pub const MAX_PART_HEADER_BYTES: u64 = 1024 * 1024;
+/// Longest attachment name kept, in characters; longer names are cut.
+pub const MAX_FILE_NAME_CHARS: usize = 255;
+/// Chunks in flight between the socket and the sealer, per upload.
+const CHANNEL_CHUNKS: usize = 4;
+/// Extra room for the `report` JSON part over the sum of its fields.
+const JSON_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// Which route the upload came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /report`: one part per form field.
+    Form,
+    /// `POST /api/v1/reports`: a `report` JSON part.
+    Api,
+}
+
+/// A sealed, committed report with its signed receipt.
+pub struct Accepted {
+    pub sealed: SealedReport,
+    pub receipt: String,
+    pub severity: crate::report::Severity,
+}
+
+/// Why an upload was refused.
+pub enum Refused {
+    /// The fields are invalid: the form is shown again with these values.
+    Invalid { raw: Box<RawReport>, errors: FieldErrors, had_files: bool },
+    /// Any other refusal.
+    Error(ApiError),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Refused {
+        Refused::Error(e)
+    }
+}
+
+/// Receives, validates and seals one report from a multipart body.
+pub async fn receive(state: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Result<Accepted, Refused> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|e| match e {
+        multer::Error::NoBoundary => ApiError::bad_request(
+            "no_boundary",
+            "the multipart/form-data content type has no boundary parameter",
+        ),
+        _ => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the report as multipart/form-data",
+        ),
+    })?;
+    let keys = state.keys();
+    let Some(sealer) = keys.sealer.clone() else {
+        return Err(no_key().into());
+    };
+    if let Some(problem) = keys.problem_at(state.clock().now()) {
+        tracing::warn!("report refused: {problem}");
+        return Err(no_key().into());
+    }
+    let Some(_slot) = state.try_upload_slot() else {
+        return Err(ApiError::unavailable(
+            "busy",
+            format!(
+                "{} uploads are already being received, the most this server takes at once; try again in a minute",
+                state.config().limits.max_concurrent_uploads
+            ),
+        )
+        .into());
+    };
+
+    let mut session: Option<Session> = None;
+    let deadline = state.config().limits.upload_timeout.0;
+    let outcome = tokio::time::timeout(
+        deadline,
+        receive_parts(state, &sealer, body, boundary, kind, &mut session),
+    )
+    .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the upload took longer than the limit of {}; nothing was stored",
+                state.config().limits.upload_timeout
+            ),
+        )
+        .into()),
+    };
+    match outcome {
+        Ok(accepted) => Ok(accepted),
+        Err(refused) => {
+            if let Some(session) = session.take() {
+                session.discard().await;
+            }
+            Err(refused)
+        }
+    }
+}
+
+fn no_key() -> ApiError {
+    ApiError::unavailable(
+        "no_usable_key",
+        "reports cannot be accepted right now: no maintainer encryption key is usable, and this server never stores a report it cannot encrypt; nothing was stored, please try again later (GET /healthz says why)",
+    )
+}
+
+/// The part of [`receive`] that runs under the upload deadline.
+async fn receive_parts(
+    state: &AppState,
+    sealer: &Sealer,
+    body: Body,
+    boundary: String,
+    kind: Kind,
+    session: &mut Option<Session>,
+) -> Result<Accepted, Refused> {
+    let limits = &state.config().limits;
+    let budget = Arc::new(HeaderBudget::default());
+    let stream = BodyStream { inner: body.into_data_stream(), budget: budget.clone(), yield_next: false };
+    let whole = (limits.max_attachments as u64)
+        .saturating_mul(limits.max_attachment_bytes.saturating_add(MAX_PART_HEADER_BYTES))
+        .saturating_add(((FIELDS.len() + 2) * (limits.max_field_bytes + JSON_OVERHEAD_BYTES)) as u64)
+        .saturating_add(MAX_PART_HEADER_BYTES);
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(whole).per_field(u64::MAX));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+
+    let mut raw = RawReport::default();
+    let mut errors = FieldErrors::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut files = 0usize;
+    let channel = match kind {
+        Kind::Form => Channel::Web,
+        Kind::Api => Channel::Api,
+    };
+    loop {
+        budget.start();
+        let next = multipart.next_field().await;
+        budget.stop();
+        let Some(mut field) = next.map_err(multipart_error)? else { break };
+        let name = field.name().unwrap_or("").to_string();
+        if name == "attachment" {
+            let file_name = clean_file_name(field.file_name().unwrap_or(""));
+            let first = field.chunk().await.map_err(multipart_error)?;
+            if field.file_name().is_some_and(str::is_empty) && first.is_none() {
+                continue; // a form's file input with no file chosen
+            }
+            files += 1;
+            if files > limits.max_attachments {
+                return Err(ApiError::too_large(
+                    "too_many_attachments",
+                    format!("a report may have at most {} attachments; nothing was stored", limits.max_attachments),
+                )
+                .into());
+            }
+            if session.is_none() {
+                *session = Some(Session::start(sealer.clone(), state.store().clone(), channel, state));
+            }
+            let Some(s) = session.as_mut() else { return Err(ApiError::internal().into()) };
+            let media_type = media_type_for(&file_name);
+            s.send(Msg::Begin { name: file_name, media_type }).await?;
+            let mut size = 0u64;
+            let mut chunk = first;
+            while let Some(bytes) = chunk {
+                size += bytes.len() as u64;
+                if size > limits.max_attachment_bytes {
+                    return Err(file_too_large(limits.max_attachment_bytes).into());
+                }
+                s.send(Msg::Data(bytes)).await?;
+                chunk = field.chunk().await.map_err(multipart_error)?;
+            }
+            s.send(Msg::End).await?;
+            continue;
+        }
+        let known = match kind {
+            Kind::Form => FIELDS.contains(&name.as_str()),
+            Kind::Api => name == "report",
+        };
+        if !known {
+            return Err(ApiError::bad_request(
+                "unknown_part",
+                match kind {
+                    Kind::Form => "the form sent a part this intake does not know; use the form at /",
+                    Kind::Api => "parts must be named \"report\" (the input JSON) or \"attachment\" (files)",
+                },
+            )
+            .into());
+        }
+        if !seen.insert(name.clone()) {
+            if kind == Kind::Api {
+                return Err(ApiError::bad_request("duplicate_part", "the part \"report\" was sent more than once").into());
+            }
+            errors.push(&name, "was sent more than once".into());
+            continue;
+        }
+        let cap = match kind {
+            Kind::Form => limits.max_field_bytes,
+            Kind::Api => FIELDS.len() * limits.max_field_bytes + JSON_OVERHEAD_BYTES,
+        };
+        let (value, truncated) = read_capped(&mut field, cap).await?;
+        match kind {
+            Kind::Api => {
+                if truncated {
+                    return Err(ApiError::bad_request(
+                        "field_too_long",
+                        format!("the report JSON is longer than {cap} bytes"),
+                    )
+                    .into());
+                }
+                raw = RawReport::from_json(&value).map_err(|e| Refused::Error(ApiError::invalid(e)))?;
+            }
+            Kind::Form => {
+                let text = match std::str::from_utf8(&value) {
+                    Ok(s) => s.to_string(),
+                    Err(_) => {
+                        errors.push(&name, "is not valid UTF-8 text".into());
+                        String::from_utf8_lossy(&value).into_owned()
+                    }
+                };
+                if truncated {
+                    errors.push(&name, format!("is longer than the limit of {} bytes", limits.max_field_bytes));
+                }
+                raw.set(&name, text);
+            }
+        }
+    }
+    if kind == Kind::Api && !seen.contains("report") {
+        return Err(ApiError::bad_request("missing_report", "the part \"report\" (the input JSON) is missing").into());
+    }
+    let validated = raw.validate(limits);
+    let (body, reporter) = match validated {
+        Ok(ok) if errors.is_empty() => ok,
+        Ok(_) => return Err(invalid(raw, errors, files)),
+        Err(more) => {
+            for (field, message) in more.0 {
+                if errors.for_field(&field).is_none() {
+                    errors.push(&field, message);
+                }
+            }
+            return Err(invalid(raw, errors, files));
+        }
+    };
+    let severity = body.severity;
+    if session.is_none() {
+        *session = Some(Session::start(sealer.clone(), state.store().clone(), channel, state));
+    }
+    let Some(s) = session.take() else { return Err(ApiError::internal().into()) };
+    let (sealed, receipt) = s.finish(body, reporter).await?;
+    Ok(Accepted { sealed, receipt, severity })
+}
+
+fn invalid(raw: RawReport, errors: FieldErrors, files: usize) -> Refused {
+    Refused::Invalid { raw: Box::new(raw), errors, had_files: files > 0 }
+}
+
+fn file_too_large(limit: u64) -> ApiError {
+    ApiError::too_large(
+        "file_too_large",
+        format!("an attachment is larger than the limit of {limit} bytes ({}); nothing was stored", human_size(limit)),
+    )
+}
+
+/// `1.5 MiB`-style sizes for messages and pages.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "bytes";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    if value.fract() == 0.0 { format!("{value:.0} {unit}") } else { format!("{value:.1} {unit}") }
+}
+
+/// Reads a text part, keeping at most `cap` bytes (the rest is skipped).
+/// Returns the bytes and whether there were more.
+async fn read_capped(field: &mut multer::Field<'_>, cap: usize) -> Result<(Zeroizing<Vec<u8>>, bool), ApiError> {
+    let mut value = Zeroizing::new(Vec::new());
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        let room = cap - value.len();
+        if chunk.len() > room {
+            value.extend_from_slice(&chunk[..room]);
+            return Ok((value, true));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    Ok((value, false))
+}
+
+/// A file name as stored in the manifest: the last path component, without
+/// control characters or leading dots, at most [`MAX_FILE_NAME_CHARS`].
+/// The manifest keeps names untrusted; this only keeps them tame.
+pub fn clean_file_name(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = cleaned.trim().trim_start_matches('.').chars().take(MAX_FILE_NAME_CHARS).collect();
+    if cleaned.trim().is_empty() { "attachment".into() } else { cleaned }
+}
+
+/// Maps multipart parse failures to client errors, without echoing input.
+fn multipart_error(e: multer::Error) -> ApiError {
+    match e {
+        multer::Error::StreamReadFailed(source) => match source.downcast_ref::<BodyError>() {
+            Some(BodyError::HeadersTooLong) => ApiError::bad_request(
+                "headers_too_long",
+                format!("a part's headers are longer than {} bytes", MAX_PART_HEADER_BYTES),
+            ),
+            _ => ApiError::bad_request("upload_interrupted", "the upload stopped before it was complete; nothing was stored"),
+        },
+        multer::Error::StreamSizeExceeded { limit } => ApiError::too_large(
+            "request_too_large",
+            format!("the request is larger than {limit} bytes, more than the attachment and field limits allow"),
+        ),
+        multer::Error::IncompleteStream | multer::Error::IncompleteFieldData { .. } => ApiError::bad_request(
+            "incomplete_multipart",
+            "the multipart body ended before its final boundary; nothing was stored",
+        ),
+        _ => ApiError::bad_request("malformed_multipart", "the multipart body is malformed; nothing was stored"),
+    }
+}
+
+/// Maps sealing failures to answers; details go to the log only.
+fn seal_error(e: SealError) -> ApiError {
+    match e {
+        SealError::TooLarge { limit } => file_too_large(limit),
+        SealError::TooManyAttachments { limit } => {
+            ApiError::too_large("too_many_attachments", format!("a report may have at most {limit} attachments"))
+        }
+        SealError::Keys(KeyError::NoUsableKey { .. }) => {
+            tracing::warn!("report refused: no maintainer certificate is usable any more");
+            ApiError::unavailable(
+                "no_usable_key",
+                "reports cannot be accepted right now: no maintainer encryption key is usable; nothing was stored",
+            )
+        }
+        SealError::Store(StoreError::Io { .. }) => {
+            tracing::error!("the store is not writable: {e}");
+            ApiError::unavailable("store_unavailable", "the report store is unavailable; nothing was stored, please try again later")
+        }
+        SealError::Input(_) => {
+            ApiError::bad_request("upload_interrupted", "the upload stopped before it was complete; nothing was stored")
+        }
+        other => {
+            tracing::error!("sealing failed: {other}");
+            ApiError::internal()
+        }
+    }
+}
+
+/// What the receiving side tells the sealing thread.
+enum Msg {
+    Begin { name: String, media_type: &'static str },
+    Data(Bytes),
+    End,
+    Finish(Box<(ReportBody, Reporter)>),
+}
+
+/// The sealing thread of one upload and the channel that feeds it.
+struct Session {
+    tx: mpsc::Sender<Msg>,
+    /// Taken when awaited (a finished handle must not be polled again).
+    handle: Option<JoinHandle<Result<(SealedReport, String), SealError>>>,
+}
+
+impl Session {
+    fn start(sealer: Sealer, store: Arc<FsStore>, channel: Channel, state: &AppState) -> Session {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let limit = state.config().limits.max_attachment_bytes;
+        let project = state.config().project_name.clone();
+        let handle = tokio::task::spawn_blocking(move || seal_session(&sealer, &store, channel, limit, &project, rx));
+        Session { tx, handle: Some(handle) }
+    }
+
+    /// Waits for the sealing thread to end and returns its result.
+    async fn outcome(&mut self) -> Result<(SealedReport, String), ApiError> {
+        let Some(handle) = self.handle.take() else { return Err(ApiError::internal()) };
+        match handle.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(seal_error(e)),
+            Err(_) => Err(ApiError::internal()),
+        }
+    }
+
+    /// Sends a message; if the sealing thread has stopped, its error.
+    async fn send(&mut self, msg: Msg) -> Result<(), ApiError> {
+        if self.tx.send(msg).await.is_ok() {
+            return Ok(());
+        }
+        // The thread stopped early: its result says why.
+        match self.outcome().await {
+            Ok(_) => Err(ApiError::internal()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn finish(mut self, body: ReportBody, reporter: Reporter) -> Result<(SealedReport, String), ApiError> {
+        self.send(Msg::Finish(Box::new((body, reporter)))).await?;
+        self.outcome().await
+    }
+
+    /// Stops the thread without committing and waits until the staged
+    /// report is gone.
+    async fn discard(self) {
+        let Session { tx, handle } = self;
+        drop(tx);
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// The sealing thread: begins the report, seals each file as its chunks
+/// arrive, and commits only on `Finish`. If the channel closes first, the
+/// writer is dropped and the staged report removed.
+fn seal_session(
+    sealer: &Sealer,
+    store: &FsStore,
+    channel: Channel,
+    limit: u64,
+    project: &str,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<(SealedReport, String), SealError> {
+    let mut writer = sealer.begin(store, ReportId::random(), channel)?;
+    loop {
+        match rx.blocking_recv() {
+            Some(Msg::Begin { name, media_type }) => {
+                let mut reader = ChannelReader { rx: &mut rx, chunk: Bytes::new() };
+                writer.add_attachment(&name, media_type, Role::Poc, &mut reader, limit)?;
+            }
+            Some(Msg::Finish(fields)) => {
+                let (body, reporter) = *fields;
+                let sealed = writer.finish(body, reporter, None)?;
+                let receipt = sealer.sign_cleartext(&sealed.receipt_text(project))?;
+                return Ok((sealed, receipt));
+            }
+            Some(Msg::Data(_) | Msg::End) => {
+                return Err(SealError::Input(io::Error::other("file data outside a file")));
+            }
+            None => return Err(SealError::Input(io::Error::new(io::ErrorKind::UnexpectedEof, "upload abandoned"))),
+        }
+    }
+}
+
+/// One file's bytes as a blocking `Read`, ending at `Msg::End`.
+struct ChannelReader<'a> {
+    rx: &'a mut mpsc::Receiver<Msg>,
+    chunk: Bytes,
+}
+
+impl Read for ChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = buf.len().min(self.chunk.len());
+                buf[..n].copy_from_slice(&self.chunk.split_to(n));
+                return Ok(n);
+            }
+            match self.rx.blocking_recv() {
+                Some(Msg::Data(bytes)) => self.chunk = bytes,
+                Some(Msg::End) => return Ok(0),
+                Some(_) => return Err(io::Error::other("unexpected message inside a file")),
+                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload abandoned")),
+            }
+        }
+    }
+}
+
+/// Counts bytes read while multer looks for a part's headers.
+#[derive(Default)]
+struct HeaderBudget {
+    active: AtomicBool,
+    used: AtomicU64,
+}
+
+impl HeaderBudget {
+    fn start(&self) {
+        self.used.store(0, Ordering::Relaxed);
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.active.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Why the body stream stopped.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("part headers too long")]
+    HeadersTooLong,
+    #[error("reading the request body failed")]
+    Read,
+}
+
+/// The request body as multer reads it: one chunk per poll, so multer's
+/// buffer never holds more than a chunk or two (it reads until the source
+/// would block), and a cap on bytes read while looking for part headers.
+struct BodyStream {
+    inner: BodyDataStream,
+    budget: Arc<HeaderBudget>,
+    yield_next: bool,
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                if self.budget.active.load(Ordering::Relaxed) {
+                    let used = self.budget.used.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+                    if used > MAX_PART_HEADER_BYTES {
+                        return Poll::Ready(Some(Err(BodyError::HeadersTooLong)));
+                    }
+                }
+                self.yield_next = true;
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError::Read))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_tamed() {
+        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_file_name("..\\..\\boot.ini"), "boot.ini");
+        assert_eq!(clean_file_name("a/"), "attachment");
+        assert_eq!(clean_file_name(".."), "attachment");
+        assert_eq!(clean_file_name(".hidden"), "hidden");
+        assert_eq!(clean_file_name("bad\u{0}\u{7}\nname.txt"), "badname.txt");
+        assert_eq!(clean_file_name(&"x".repeat(4096)).chars().count(), MAX_FILE_NAME_CHARS);
+        assert_eq!(clean_file_name(""), "attachment");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(10), "10 bytes");
+        assert_eq!(human_size(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+    }
+}
