@@ -25,6 +25,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the web intake (and the mailbox poller if [mailbox] is configured) until SIGTERM; SIGHUP reloads keys.
+    Serve {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Try embargo: make a throwaway DEMO maintainer key under ./demo/ and serve on 127.0.0.1:8080.
+    Demo,
     /// Seal a report given as input JSON, with attachment files; prints the ID.
     Seal {
         #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
@@ -86,6 +93,15 @@ fn clock_from(now: Option<&str>) -> Result<Clock> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let clock = clock_from(cli.now.as_deref())?;
     match cli.command {
+        Command::Serve { config } => {
+            let config = app::load_config(config.as_deref())?;
+            embargo::intake::serve(config, clock)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            embargo::intake::demo(std::path::Path::new("demo"), clock)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Seal { config, report, attachments } => {
             let config = app::load_config(config.as_deref())?;
             let json = std::fs::read(&report)
