@@ -1,1 +1,521 @@
 //! The mailbox poller (DESIGN §8): IMAP and Maildir intake, exactly once.
+//!
+//! For each message: fetch the raw bytes without marking them seen, derive
+//! the report ID from HMAC(intake secret, raw bytes), seal unless that report
+//! is already committed, commit, and only then delete the message. A crash at
+//! any point leaves the message in place or a committed report whose message
+//! maps to the same ID the next time, so nothing is lost or sealed twice.
+//!
+//! - [`message`]: manifest metadata parsed from the raw bytes.
+//! - `imap`: the IMAP source (async-imap over rustls); `maildir`: a Maildir.
+//! - `ack`: acknowledgements to reporters and notices to maintainers (SMTP).
+//! - [`Health`]: what `/healthz` reports about the poller.
+
+mod ack;
+mod imap;
+mod maildir;
+pub mod message;
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::app::{AppError, Intake};
+use crate::clock::Clock;
+use crate::config::{Config, Mailbox};
+use crate::id::ReportId;
+use crate::seal::{Channel, Role, SealError};
+use crate::store::{Store, StoreError};
+
+pub use message::MailFacts;
+
+/// Name of the poller's lock file in `state_dir`.
+pub const LOCK_FILE: &str = "mailbox.lock";
+
+/// Shortest wait before retrying after a failure; doubled on each failure.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest wait between retries.
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What can go wrong in the poller. No variant carries message content.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MailboxError {
+    #[error("no [mailbox] section in the configuration: add one (DESIGN §7) to run the poller")]
+    NotConfigured,
+    #[error("[mailbox] {0}")]
+    Config(String),
+    #[error("[smtp] {0}")]
+    SmtpConfig(String),
+    #[error("another poller holds {path}: stop it first (two pollers on one state_dir would race)")]
+    Locked { path: PathBuf },
+    #[error("cannot use the lock file {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the password file {path}: {source}")]
+    Password {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the IMAP server {host}:{port}: {source}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("IMAP: {0}")]
+    Imap(#[source] async_imap::error::Error),
+    #[error("IMAP login as {user} failed: {source}; check username and password_file")]
+    Login {
+        user: String,
+        #[source]
+        source: async_imap::error::Error,
+    },
+    #[error("the IMAP server does not offer {capability}: {why}")]
+    Capability {
+        capability: &'static str,
+        why: &'static str,
+    },
+    #[error(transparent)]
+    Intake(#[from] AppError),
+    #[error("sealing failed, the message stays in the mailbox: {0}")]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Maildir {path}: {source}")]
+    Maildir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sealing task failed: {0}")]
+    Task(String),
+    #[error("cannot start the poller's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl From<async_imap::error::Error> for MailboxError {
+    fn from(e: async_imap::error::Error) -> Self {
+        MailboxError::Imap(e)
+    }
+}
+
+/// A password read from a file: never printed, wiped from memory on drop.
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    /// Reads `path`, dropping the trailing newline editors and `echo` add.
+    pub fn read(path: &Path) -> Result<Password, MailboxError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            MailboxError::Password {
+                path: path.to_owned(),
+                source,
+            }
+        })?);
+        Ok(Password(Zeroizing::new(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        )))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// The poller's health, shared with `/healthz`. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Health(Arc<Mutex<HealthState>>);
+
+/// A snapshot of the poller's health.
+#[derive(Clone, Debug, Default)]
+pub struct HealthState {
+    /// Why the poller cannot deliver right now (no usable key, store not
+    /// writable, server unreachable…), or `None` while it works.
+    pub problem: Option<String>,
+    /// When the mailbox was last drained completely.
+    pub last_drained: Option<SystemTime>,
+    /// Reports sealed since the poller started.
+    pub sealed: u64,
+}
+
+impl Health {
+    pub fn new() -> Health {
+        Health::default()
+    }
+
+    /// The current state.
+    pub fn snapshot(&self) -> HealthState {
+        self.0
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// `Ok` while the poller works, else the problem (for `/healthz`: 503).
+    pub fn check(&self) -> Result<(), String> {
+        match self.snapshot().problem {
+            None => Ok(()),
+            Some(p) => Err(format!("mailbox poller: {p}")),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        match self.0.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(e) => f(&mut e.into_inner()),
+        }
+    }
+
+    fn failed(&self, problem: &MailboxError) {
+        let text = problem.to_string();
+        self.update(|s| s.problem = Some(text));
+    }
+
+    fn drained(&self) {
+        self.update(|s| {
+            s.problem = None;
+            s.last_drained = Some(SystemTime::now());
+        });
+    }
+
+    fn sealed_one(&self) {
+        self.update(|s| s.sealed += 1);
+    }
+}
+
+/// What one run of the poller did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Reports newly sealed.
+    pub sealed: u64,
+    /// Messages whose report was already committed (a crash before deletion).
+    pub already_sealed: u64,
+    /// Messages removed from the mailbox after their report was committed.
+    pub removed: u64,
+    /// Messages left in place (too large, or flagged deleted by another client).
+    pub left: u64,
+}
+
+/// Whether one message was sealed now or had been before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Sealed(ReportId),
+    AlreadySealed(ReportId),
+}
+
+impl Outcome {
+    pub fn id(&self) -> &ReportId {
+        match self {
+            Outcome::Sealed(id) | Outcome::AlreadySealed(id) => id,
+        }
+    }
+}
+
+/// Seals one raw message exactly once (DESIGN §8): its ID is derived from
+/// its bytes; when that report is already committed nothing is written.
+/// Blocking: call it from `spawn_blocking` in async code.
+pub fn seal_message(intake: &Intake, raw: &[u8]) -> Result<(Outcome, MailFacts), MailboxError> {
+    let id = ReportId::for_message(intake.secrets.hmac_secret(), raw);
+    let facts = message::parse(raw, intake.config.limits.max_field_bytes);
+    if intake.store.contains(&id)? {
+        return Ok((Outcome::AlreadySealed(id), facts));
+    }
+    let result = (|| {
+        let mut writer = intake
+            .sealer
+            .begin(intake.store.as_ref(), id.clone(), Channel::Email)?;
+        let mut reader = raw;
+        writer.add_attachment(
+            "original-message.eml",
+            "message/rfc822",
+            Role::OriginalMessage,
+            &mut reader,
+            intake.config.limits.max_attachment_bytes,
+        )?;
+        writer.finish(
+            facts.body.clone(),
+            facts.reporter.clone(),
+            Some(facts.email.clone()),
+        )
+    })();
+    match result {
+        Ok(_) => Ok((Outcome::Sealed(id), facts)),
+        // Committed by an earlier run (or concurrently): done all the same.
+        Err(SealError::Store(StoreError::Exists(_))) if intake.store.contains(&id)? => {
+            Ok((Outcome::AlreadySealed(id), facts))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Checks a `[mailbox]` section before anything connects.
+fn check_config(mailbox: &Mailbox) -> Result<(), MailboxError> {
+    if mailbox.kind == "maildir" {
+        return Ok(());
+    }
+    let host = mailbox
+        .host
+        .as_deref()
+        .ok_or_else(|| MailboxError::Config("host is required for kind = \"imap\"".into()))?;
+    if mailbox.tls == crate::config::Tls::None && !is_loopback(host) {
+        return Err(MailboxError::Config(format!(
+            "tls = \"none\" would send the password and every report in clear text to {host}: it is only allowed for a loopback host; use \"implicit\" or \"starttls\""
+        )));
+    }
+    if mailbox.username.is_none() || mailbox.password_file.is_none() {
+        return Err(MailboxError::Config(
+            "username and password_file are required for kind = \"imap\"".into(),
+        ));
+    }
+    if let Some(folder) = mailbox.after_sealing.strip_prefix("move:") {
+        if folder.is_empty() || folder == mailbox.folder {
+            return Err(MailboxError::Config(format!(
+                "after_sealing = {:?} must name another folder than {:?}",
+                mailbox.after_sealing, mailbox.folder
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` names this machine only (127.0.0.0/8, ::1 or `localhost`).
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Takes the poller's exclusive lock in `state_dir`; held while the file lives.
+pub fn lock(state_dir: &Path) -> Result<File, MailboxError> {
+    let path = state_dir.join(LOCK_FILE);
+    let err = |source| MailboxError::Lock {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(state_dir).map_err(err)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(MailboxError::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(err(e)),
+    }
+}
+
+/// Everything one drain needs, shared between the sources.
+struct Context {
+    intake: Arc<Intake>,
+    health: Health,
+    acks: Option<Arc<ack::Acker>>,
+    shutdown: CancellationToken,
+    summary: Summary,
+}
+
+impl Context {
+    /// Seals `raw` on a blocking thread.
+    async fn seal(
+        &mut self,
+        raw: Zeroizing<Vec<u8>>,
+    ) -> Result<(Outcome, MailFacts), MailboxError> {
+        let intake = self.intake.clone();
+        let (outcome, facts) = tokio::task::spawn_blocking(move || seal_message(&intake, &raw))
+            .await
+            .map_err(|e| MailboxError::Task(e.to_string()))??;
+        match &outcome {
+            Outcome::Sealed(_) => {
+                self.summary.sealed += 1;
+                self.health.sealed_one();
+            }
+            Outcome::AlreadySealed(_) => self.summary.already_sealed += 1,
+        }
+        Ok((outcome, facts))
+    }
+
+    /// After the message is gone from the mailbox: acknowledgement and notices
+    /// for a report sealed now (never again for one found already sealed).
+    async fn after_removal(&mut self, outcome: &Outcome, facts: &MailFacts) {
+        self.summary.removed += 1;
+        if let (Outcome::Sealed(id), Some(acks)) = (outcome, &self.acks) {
+            acks.report_sealed(id, &facts.reply).await;
+        }
+    }
+}
+
+/// Runs the poller until `shutdown` (or, with `once`, until the mailbox is
+/// drained). Failures are retried with backoff in long-running mode and
+/// shown in `health`; with `once` the first failure is returned.
+pub async fn run(
+    config: Config,
+    clock: Clock,
+    once: bool,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<Summary, MailboxError> {
+    let mailbox = config.mailbox.clone().ok_or(MailboxError::NotConfigured)?;
+    check_config(&mailbox)?;
+    let _lock = lock(&config.state_dir)?;
+    let acks = match &config.smtp {
+        Some(smtp) => Some(Arc::new(ack::Acker::new(smtp, &config)?)),
+        None => None,
+    };
+    let mut summary = Summary::default();
+    let mut backoff = BACKOFF_START;
+    loop {
+        let config = config.clone();
+        let opened = tokio::task::spawn_blocking(move || Intake::open(config, clock))
+            .await
+            .map_err(|e| MailboxError::Task(e.to_string()))?;
+        let result = match opened {
+            Ok(intake) => {
+                let mut ctx = Context {
+                    intake: Arc::new(intake),
+                    health: health.clone(),
+                    acks: acks.clone(),
+                    shutdown: shutdown.clone(),
+                    summary: Summary::default(),
+                };
+                let result = if mailbox.kind == "maildir" {
+                    maildir::run(&mut ctx, &mailbox, once).await
+                } else {
+                    imap::run(&mut ctx, &mailbox, once).await
+                };
+                summary.sealed += ctx.summary.sealed;
+                summary.already_sealed += ctx.summary.already_sealed;
+                summary.removed += ctx.summary.removed;
+                summary.left += ctx.summary.left;
+                result
+            }
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(()) => return Ok(summary),
+            Err(e) => {
+                health.failed(&e);
+                if once {
+                    return Err(e);
+                }
+                tracing::warn!(retry_in_s = backoff.as_secs(), "mailbox poller: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return Ok(summary),
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// `embargo poll`: runs [`run`] on its own runtime, stopping cleanly (between
+/// messages) on SIGTERM or SIGINT.
+pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary, MailboxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(MailboxError::Runtime)?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(MailboxError::Runtime)?;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stopping after the current message");
+            stop.cancel();
+        });
+        let summary = run(config, clock, once, Health::new(), shutdown).await?;
+        tracing::info!(
+            sealed = summary.sealed,
+            already_sealed = summary.already_sealed,
+            removed = summary.removed,
+            left = summary.left,
+            "mailbox poller done"
+        );
+        Ok(summary)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LOCALHOST",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1",
+            "imap.example.org",
+            "localhost.example.org",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn password_trims_newline_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, " s3cret \r\n").unwrap();
+        assert_eq!(Password::read(&p).unwrap().expose(), " s3cret ");
+        assert_eq!(format!("{:?}", Password::read(&p).unwrap()), "Password(..)");
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        assert!(matches!(lock(dir.path()), Err(MailboxError::Locked { .. })));
+        drop(first);
+        lock(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn plain_imap_only_to_loopback() {
+        let mut m: Mailbox = toml::from_str(
+            "host = \"imap.example.org\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"p\"",
+        )
+        .unwrap();
+        assert!(
+            check_config(&m)
+                .unwrap_err()
+                .to_string()
+                .contains("loopback")
+        );
+        m.host = Some("127.0.0.1".into());
+        check_config(&m).unwrap();
+    }
+}

@@ -1,0 +1,320 @@
+//! Acknowledgements to reporters and content-free notices to maintainers,
+//! sent over SMTP (`[smtp]`) after a report is committed. Neither ever
+//! quotes the report; failures are logged and never affect sealing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::message::Mailbox as Address;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::message::ReplyFacts;
+use super::{MailboxError, Password};
+use crate::config::{Config, Policy, Smtp, Tls};
+use crate::id::ReportId;
+
+/// Acknowledgements sent to one sender address per [`ACK_WINDOW`]; more
+/// reports from it are sealed as usual but not answered, so the intake
+/// cannot be used to flood a (possibly forged) address.
+pub const ACKS_PER_SENDER: usize = 3;
+/// The window of [`ACKS_PER_SENDER`].
+pub const ACK_WINDOW: Duration = Duration::from_secs(3600);
+/// Longest an SMTP exchange may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+const ACK_TEMPLATE: &str = include_str!("../../templates/ack.txt");
+const NOTICE_TEMPLATE: &str = include_str!("../../templates/notice.txt");
+
+/// `Auto-Submitted: auto-replied` (RFC 3834), so that other robots do not answer.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-replied".into())
+    }
+}
+
+/// Sends acknowledgements and notices.
+pub(super) struct Acker {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Address,
+    notify: Vec<Address>,
+    project: String,
+    policy: Policy,
+    policy_url: Option<String>,
+    sent: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl Acker {
+    pub(super) fn new(smtp: &Smtp, config: &Config) -> Result<Acker, MailboxError> {
+        let bad = MailboxError::SmtpConfig;
+        let from: Address = smtp
+            .from
+            .parse()
+            .map_err(|e| bad(format!("from = {:?} is not an address: {e}", smtp.from)))?;
+        let builder = match smtp.tls {
+            Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
+                .map_err(|e| bad(e.to_string()))?,
+            Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                .map_err(|e| bad(e.to_string()))?,
+            Tls::None if super::is_loopback(&smtp.host) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+            }
+            Tls::None => {
+                return Err(bad(format!(
+                    "tls = \"none\" is only allowed for a loopback host, not {}: use \"implicit\" or \"starttls\"",
+                    smtp.host
+                )));
+            }
+        };
+        let mut builder = builder.port(smtp.port).timeout(Some(SMTP_TIMEOUT));
+        match (&smtp.username, &smtp.password_file) {
+            (Some(user), Some(path)) => {
+                let password = Password::read(path)?;
+                builder = builder.credentials(Credentials::new(
+                    user.clone(),
+                    password.expose().to_string(),
+                ));
+            }
+            (None, None) => {}
+            _ => return Err(bad("username and password_file go together".into())),
+        }
+        let mut notify = Vec::new();
+        for target in &config.maintainers.notify {
+            if let Some(addr) = target.strip_prefix("mailto:") {
+                notify.push(addr.parse().map_err(|e| {
+                    MailboxError::Config(format!(
+                        "[maintainers] notify {target:?} is not a mail address: {e}"
+                    ))
+                })?);
+            }
+        }
+        Ok(Acker {
+            transport: builder.build(),
+            from,
+            notify,
+            project: config.project_name.clone(),
+            policy: config.policy.clone(),
+            policy_url: config.policy_url.clone(),
+            sent: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// After a report was committed and its message removed: the reporter's
+    /// acknowledgement (when allowed) and the maintainers' notices.
+    pub(super) async fn report_sealed(&self, id: &ReportId, reply: &ReplyFacts) {
+        match self.acknowledgement(id, reply) {
+            Ok(Some(message)) => match self.transport.send(message).await {
+                Ok(_) => tracing::info!(id = %id, "acknowledgement sent"),
+                Err(e) => tracing::warn!(id = %id, "acknowledgement not sent: {e}"),
+            },
+            Ok(None) => {}
+            Err(reason) => tracing::info!(id = %id, "no acknowledgement: {reason}"),
+        }
+        for to in &self.notify {
+            let body = fill(
+                NOTICE_TEMPLATE,
+                &[("project", &self.project), ("id", id.as_str())],
+            );
+            let message = Message::builder()
+                .from(self.from.clone())
+                .to(to.clone())
+                .subject(format!("[{}] new vulnerability report {id}", self.project))
+                .header(AutoSubmitted)
+                .header(ContentType::TEXT_PLAIN)
+                .body(body);
+            match message {
+                Ok(m) => {
+                    if let Err(e) = self.transport.send(m).await {
+                        tracing::warn!(id = %id, "maintainer notice not sent: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(id = %id, "maintainer notice not built: {e}"),
+            }
+        }
+    }
+
+    /// The acknowledgement for `reply`, or why none is sent.
+    fn acknowledgement(
+        &self,
+        id: &ReportId,
+        reply: &ReplyFacts,
+    ) -> Result<Option<Message>, String> {
+        if let Some(reason) = reply.no_reply_reason {
+            return Err(format!("not answering automatically ({reason})"));
+        }
+        let Some(addr) = &reply.from_addr else {
+            return Err("no usable From".into());
+        };
+        let to: Address = addr.parse().map_err(|_| "no usable From".to_string())?;
+        if !self.allow(addr) {
+            return Err(format!(
+                "more than {ACKS_PER_SENDER} acknowledgements to this sender within the hour"
+            ));
+        }
+        let fix = |s: &str| {
+            self.policy
+                .fix_deadline(s)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "(no deadline)".into())
+        };
+        let policy = match &self.policy_url {
+            Some(url) => format!("\nOur security policy: {url}\n"),
+            None => String::new(),
+        };
+        let body = fill(
+            ACK_TEMPLATE,
+            &[
+                ("project", &self.project),
+                ("id", id.as_str()),
+                (
+                    "acknowledge_within",
+                    &self.policy.acknowledge_within.to_string(),
+                ),
+                (
+                    "status_update_within",
+                    &self.policy.status_update_within.to_string(),
+                ),
+                ("fix_critical", &fix("critical")),
+                ("fix_high", &fix("high")),
+                ("fix_medium", &fix("medium")),
+                ("fix_low", &fix("low")),
+                ("policy", &policy),
+            ],
+        );
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!(
+                "Your vulnerability report to {} was received: {id}",
+                self.project
+            ))
+            .header(AutoSubmitted)
+            .header(ContentType::TEXT_PLAIN);
+        if let Some(mid) = &reply.message_id {
+            builder = builder.in_reply_to(mid.clone());
+            let references = match &reply.references {
+                Some(r) => format!("{r} {mid}"),
+                None => mid.clone(),
+            };
+            builder = builder.references(references);
+        }
+        builder
+            .body(body)
+            .map(Some)
+            .map_err(|e| format!("cannot build the message: {e}"))
+    }
+
+    /// Counts one acknowledgement to `addr`; false when over the limit.
+    fn allow(&self, addr: &str) -> bool {
+        let now = Instant::now();
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < ACK_WINDOW);
+            !times.is_empty()
+        });
+        let times = sent.entry(addr.to_ascii_lowercase()).or_default();
+        if times.len() >= ACKS_PER_SENDER {
+            return false;
+        }
+        times.push(now);
+        true
+    }
+}
+
+/// Replaces each `{name}` in `template`.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acker() -> Acker {
+        let config = Config::parse("policy_url = \"https://example.org/sec\"\n[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"Intake <intake@example.org>\"").unwrap();
+        Acker::new(config.smtp.as_ref().unwrap(), &config).unwrap()
+    }
+
+    // lettre's pool needs a Tokio runtime, even when nothing is sent.
+    #[tokio::test]
+    async fn acknowledgement_has_id_and_policy_and_threading() {
+        let a = acker();
+        let id = ReportId::random();
+        let reply = ReplyFacts {
+            from_addr: Some("r@example.org".into()),
+            message_id: Some("<m1@example.org>".into()),
+            references: Some("<m0@example.org>".into()),
+            no_reply_reason: None,
+        };
+        let m = a.acknowledgement(&id, &reply).unwrap().unwrap();
+        let text = String::from_utf8(m.formatted()).unwrap();
+        assert!(text.contains(id.as_str()), "{text}");
+        assert!(text.contains("In-Reply-To: <m1@example.org>"), "{text}");
+        assert!(
+            text.contains("References: <m0@example.org> <m1@example.org>"),
+            "{text}"
+        );
+        assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");
+        assert!(
+            text.contains("within 2d") && text.contains("https://example.org/sec"),
+            "{text}"
+        );
+        assert!(!text.contains('{'), "unfilled placeholder: {text}");
+    }
+
+    // lettre's pool needs a Tokio runtime, even when nothing is sent.
+    #[tokio::test]
+    async fn rate_limited_per_sender() {
+        let a = acker();
+        let reply = ReplyFacts {
+            from_addr: Some("r@example.org".into()),
+            ..Default::default()
+        };
+        for _ in 0..ACKS_PER_SENDER {
+            assert!(
+                a.acknowledgement(&ReportId::random(), &reply)
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert!(a.acknowledgement(&ReportId::random(), &reply).is_err());
+        let other = ReplyFacts {
+            from_addr: Some("R2@example.org".into()),
+            ..Default::default()
+        };
+        assert!(a.acknowledgement(&ReportId::random(), &other).is_ok());
+    }
+
+    // lettre's pool needs a Tokio runtime, even when nothing is sent.
+    #[tokio::test]
+    async fn plain_smtp_only_to_loopback() {
+        let config = Config::parse(
+            "[smtp]\nhost = \"smtp.example.org\"\ntls = \"none\"\nfrom = \"i@example.org\"",
+        )
+        .unwrap();
+        assert!(
+            Acker::new(config.smtp.as_ref().unwrap(), &config)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("loopback")
+        );
+    }
+}
