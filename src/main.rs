@@ -25,6 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run only the mailbox poller: seal mail from [mailbox] exactly once.
+    Poll {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Drain the mailbox once and exit (for cron); otherwise run until SIGTERM.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run the web intake (and the mailbox poller if [mailbox] is configured) until SIGTERM; SIGHUP reloads keys.
     Serve {
         #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
@@ -93,6 +101,11 @@ fn clock_from(now: Option<&str>) -> Result<Clock> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let clock = clock_from(cli.now.as_deref())?;
     match cli.command {
+        Command::Poll { config, once } => {
+            let config = app::load_config(config.as_deref())?;
+            embargo::mailbox::poll_command(config, clock, once)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config } => {
             let config = app::load_config(config.as_deref())?;
             embargo::intake::serve(config, clock)?;
