@@ -1,1 +1,99 @@
 //! The maintainer side (DESIGN §5): `decrypt`, `list`, `fetch` and fetch tokens.
+//!
+//! Everything here runs on a maintainer's own machine, the only place where
+//! plaintext may exist:
+//!
+//! - [`keysource`]: secret keys from a file (passphrase from a file or the
+//!   terminal) or the user's gpg-agent, and the pinned intake signer.
+//! - [`decrypt`]: one report into `OUT/<ID>/`, all or nothing.
+//! - [`names`]: safe, unique file names for untrusted attachment names.
+//! - [`render`]: the inert `report.md` rendering of a manifest.
+//! - [`list`]: the urgency-sorted table (or JSON) of a store's reports.
+//! - [`token`]: fetch tokens and the hash the server keeps.
+//! - [`fetch`]: downloads sealed reports (ciphertext only) into a local store.
+
+pub mod decrypt;
+pub mod fetch;
+pub mod keysource;
+pub mod list;
+pub mod names;
+pub mod render;
+pub mod token;
+
+use std::path::{Path, PathBuf};
+
+pub use decrypt::{DecryptArgs, Decrypted, decrypt};
+pub use fetch::{FetchArgs, FetchSummary, fetch};
+pub use keysource::{KeyArgs, SignerArgs};
+pub use list::{ListArgs, ListRow, list};
+pub use token::{NewToken, new_token, token_sha256};
+
+use crate::seal::RevealError;
+use crate::store::StoreError;
+
+/// Why a maintainer command failed. Messages say what to do next; none
+/// carries plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command line is incomplete or contradictory (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Reveal(#[from] RevealError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot write {path}: {source}; check that the directory is writable and has space (nothing was left behind)"
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} already exists: decrypt never overwrites; remove it or choose another --out")]
+    Exists { path: PathBuf },
+    #[error("{0} is not a report ID (like K7Q3M-2XDA9-TF4BC-1ZP0R) nor a report directory")]
+    NotAReport(String),
+    #[error(
+        "the signer certificate {path} is unusable: {reason}; get it with `embargo keys signing` or from the intake's /signing-key.asc"
+    )]
+    Signer { path: PathBuf, reason: String },
+    #[error(
+        "the server refused the fetch token ({status}): check --token-file, and ask the intake admin to add its token_sha256 line to [maintainers] (nothing was written)"
+    )]
+    Unauthorized { status: u16 },
+    #[error("fetching from {url} failed: {detail}")]
+    Fetch { url: String, detail: String },
+    #[error("the server sent something embargo does not accept ({0}); nothing from it was stored")]
+    BadListing(String),
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for usage, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The store root a command works on: `--store`, else the configuration's.
+pub fn store_root(store: Option<&Path>, config_store: Option<&Path>) -> Result<PathBuf, Error> {
+    store
+        .or(config_store)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            Error::Usage(
+                "no store given: use --store DIR (the directory holding reports/) or -c FILE"
+                    .into(),
+            )
+        })
+}
