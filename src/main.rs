@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use embargo::app::{self, Intake};
 use embargo::clock::{self, Clock};
+use embargo::reveal;
 
 /// Intake for security vulnerability reports: every report is sealed to
 /// the maintainers' OpenPGP certificates as it arrives.
@@ -55,6 +56,81 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Verify and decrypt one report into OUT/<ID>/ (all or nothing).
+    Decrypt {
+        /// A report ID, or the path of a report directory (STORE/reports/<ID>).
+        report: String,
+        #[command(flatten)]
+        reveal: RevealOpts,
+        /// Where the <ID>/ directory is created.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Table of the reports in a store, most urgent first (decrypts only manifests).
+    List {
+        #[command(flatten)]
+        reveal: RevealOpts,
+        /// Print JSON for scripts instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintainer fetch tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Download complete sealed reports missing from a local store (ciphertext only); resumable.
+    Fetch {
+        /// The intake's base URL, e.g. https://security.example.org.
+        #[arg(long)]
+        from: String,
+        /// File holding the fetch token (never give it as an argument).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The local store (the directory that holds reports/).
+        #[arg(long)]
+        store: PathBuf,
+    },
+}
+
+/// Key, store and signer options of `decrypt` and `list`.
+#[derive(clap::Args)]
+struct RevealOpts {
+    /// The store: the directory that holds reports/ (or `store` in -c FILE).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Secret key file (armored or binary), e.g. from `gpg --export-secret-keys`.
+    #[arg(long, required_unless_present = "gpg", conflicts_with = "gpg")]
+    key: Option<PathBuf>,
+    /// File whose first line is the passphrase of --key (else asked on the terminal).
+    #[arg(long, requires = "key")]
+    passphrase_file: Option<PathBuf>,
+    /// Decrypt with your gpg-agent (keys in GnuPG's keyring or on a smartcard; respects GNUPGHOME).
+    #[arg(long)]
+    gpg: bool,
+    /// The intake's signing certificate: manifests must be signed by it.
+    #[arg(long)]
+    signer: Option<PathBuf>,
+    /// Configuration giving the store, [policy] and the intake's state_dir.
+    #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl RevealOpts {
+    /// The store, key and signer choices, and the policy for deadlines.
+    fn resolve(self) -> Result<(Option<PathBuf>, reveal::KeyArgs, reveal::SignerArgs, embargo::config::Policy)> {
+        let config = self.config.as_deref().map(embargo::config::Config::load).transpose()?;
+        let keys = reveal::KeyArgs { key: self.key, passphrase_file: self.passphrase_file, gpg: self.gpg };
+        let signer = reveal::SignerArgs { signer: self.signer, state_dir: config.as_ref().map(|c| c.state_dir.clone()) };
+        let store = self.store.or_else(|| config.as_ref().map(|c| c.store.clone()));
+        Ok((store, keys, signer, config.map(|c| c.policy).unwrap_or_default()))
+    }
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new fetch token and the token_sha256 line for [maintainers].
+    New,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +212,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
+        Command::Decrypt { report, reveal: opts, out } => {
+            let (store, keys, signer, policy) = opts.resolve()?;
+            let args = reveal::DecryptArgs { target: report, store, out, keys, signer, policy };
+            Ok(match reveal::decrypt(&args) {
+                Ok(done) => {
+                    if done.signature == embargo::seal::SignatureCheck::NotChecked {
+                        eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
+                    }
+                    eprintln!("embargo: report {} decrypted and verified: {} attachment(s), report.md, manifest.json", done.id, done.files.len());
+                    println!("{}", done.dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => reveal_failed(e),
+            })
+        }
+        Command::List { reveal: opts, json } => {
+            let (store, keys, signer, policy) = opts.resolve()?;
+            let store = match reveal::store_root(store.as_deref(), None) {
+                Ok(s) => s,
+                Err(e) => return Ok(reveal_failed(e)),
+            };
+            Ok(match reveal::list(&reveal::ListArgs { store, keys, signer, policy, clock }) {
+                Ok(listing) => {
+                    if listing.any_unchecked() {
+                        eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
+                    }
+                    if json {
+                        println!("{}", listing.to_json());
+                    } else {
+                        use std::io::IsTerminal;
+                        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                        print!("{}", listing.to_table(colour));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => reveal_failed(e),
+            })
+        }
+        Command::Token { command: TokenCommand::New } => {
+            let token = reveal::new_token();
+            println!("{}\n{}", token.token.as_str(), token.config_line);
+            eprintln!("embargo: give the first line to the maintainer (in a chmod 600 file for --token-file); put the second in [maintainers] of embargo.toml");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch { from, token_file, store } => Ok(match reveal::fetch(&reveal::FetchArgs { from, token_file, store }) {
+            Ok(summary) => {
+                for id in &summary.fetched {
+                    println!("{id}");
+                }
+                eprintln!("embargo: fetched {} new report(s) ({} bytes); {} already here", summary.fetched.len(), summary.bytes, summary.already_present);
+                ExitCode::SUCCESS
+            }
+            Err(e) => reveal_failed(e),
+        }),
         Command::Keys { command: KeysCommand::Signing { config } } => {
             let config = app::load_config(config.as_deref())?;
             let secrets = embargo::keys::IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?;
@@ -143,4 +273,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Reports a maintainer-command failure: exit 2 for usage, 1 otherwise.
+fn reveal_failed(e: reveal::Error) -> ExitCode {
+    eprintln!("embargo: error: {e}");
+    ExitCode::from(e.exit_code())
 }
