@@ -1,0 +1,532 @@
+//! The mailbox poller (issue 5, DESIGN §8) against a real Dovecot, a real
+//! SMTP server (aiosmtpd) and stock GnuPG: exactly once, crash safe, fail
+//! closed, with acknowledgements that never quote the report.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::dovecot::Dovecot;
+use common::smtp::SmtpSink;
+use common::{Gpg, GpgKeyType, Site};
+use embargo::id::ReportId;
+use embargo::keys::IntakeSecrets;
+
+/// A site with one gpg-made maintainer key (expiring in a year).
+struct Env {
+    site: Site,
+    gpg: Gpg,
+    fpr: String,
+}
+
+fn env() -> Env {
+    let site = Site::new();
+    let gpg = Gpg::new();
+    let fpr = gpg.gen_key("Maintainer <m@example.org>", GpgKeyType::Cv25519, "", "1y");
+    site.add_key("maintainer.asc", &gpg.export_public(&fpr));
+    Env { site, gpg, fpr }
+}
+
+impl Env {
+    fn poll_once(&self) -> Output {
+        self.site.embargo().args(["poll", "-c", "embargo.toml", "--once"]).output().unwrap()
+    }
+
+    /// The report ID the poller must give `raw`.
+    fn id_for(&self, raw: &[u8]) -> String {
+        let secrets = IntakeSecrets::load_or_create(&self.site.state_dir(), "Test Project").unwrap();
+        ReportId::for_message(secrets.hmac_secret(), raw).to_string()
+    }
+
+    /// Every message sealed exactly once: one report per message, no
+    /// other, and its 001.pgp decrypts with gpg to the exact bytes.
+    fn assert_sealed_exactly(&self, raws: &[Vec<u8>], decrypt_every: usize) {
+        let ids: BTreeSet<String> = self.site.report_ids().into_iter().collect();
+        let expected: BTreeSet<String> = raws.iter().map(|r| self.id_for(r)).collect();
+        assert_eq!(expected.len(), raws.len(), "test messages must differ");
+        assert_eq!(ids, expected, "reports in the store are not exactly the messages");
+        for (i, raw) in raws.iter().enumerate() {
+            if i % decrypt_every != 0 {
+                continue;
+            }
+            let dir = self.site.reports_dir().join(self.id_for(raw));
+            let (plain, _) = self.gpg.decrypt(&dir.join("001.pgp"));
+            assert!(plain == *raw, "message {i}: 001.pgp does not decrypt to the original bytes");
+        }
+        assert!(self.site.staging_entries().is_empty(), "{:?}", self.site.staging_entries());
+    }
+
+    /// The decrypted manifest of the report for `raw`.
+    fn manifest(&self, raw: &[u8]) -> serde_json::Value {
+        let path = self.site.reports_dir().join(self.id_for(raw)).join("manifest.pgp");
+        // The manifest is signed by the intake key: gpg checks it.
+        self.gpg.import(&common::armored_public(&self.site.signing_cert()));
+        let (json, status) = self.gpg.decrypt(&path);
+        assert!(status.contains("GOODSIG"), "{status}");
+        serde_json::from_slice(&json).unwrap()
+    }
+}
+
+/// Kills an `embargo` child by PID if a test fails while it runs.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn plain_mail(n: usize, body_len: usize) -> Vec<u8> {
+    let body: String = (0..body_len).map(|i| char::from(b'a' + ((i * 7 + n) % 26) as u8)).collect::<String>();
+    let body = body.as_bytes().chunks(72).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n");
+    format!(
+        "From: Reporter {n} <r{n}@example.org>\r\nTo: security@example.org\r\nSubject: Overflow number {n}\r\nMessage-ID: <m{n}@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n")
+}
+
+/// The round-trip corpus: (label, raw message).
+fn corpus(gpg: &Gpg, fpr: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let mut v: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    v.push(("plain", plain_mail(1, 300)));
+    let bin = common::random_bytes(20_000, 7);
+    let mut multipart = b"From: Multi <multi@example.org>\r\nSubject: PoC attached\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BOUND\"\r\n\r\n--BOUND\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attached PoC.\r\n--BOUND\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"poc.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    multipart.extend_from_slice(base64(&bin).as_bytes());
+    multipart.extend_from_slice(b"\r\n--BOUND\r\nContent-Type: application/x-raw; name=\"raw8bit.dat\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
+    multipart.extend(common::random_bytes(3000, 9).into_iter().map(|b| if b == 0 || b == b'\r' || b == b'\n' { 0x80 } else { b }));
+    multipart.extend_from_slice(b"\r\n--BOUND--\r\n");
+    v.push(("multipart", multipart));
+    let armored = String::from_utf8(gpg.run(&["--armor", "--encrypt", "-r", fpr], Some(b"the real report")).stdout).unwrap().replace('\n', "\r\n");
+    v.push((
+        "pgp-mime",
+        format!("From: Careful <careful@example.org>\r\nSubject: encrypted\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"ENC\"\r\n\r\n--ENC\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--ENC\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n{armored}\r\n--ENC--\r\n").into_bytes(),
+    ));
+    v.push(("inline-pgp", format!("From: Inline <inline@example.org>\r\nSubject: inline\r\n\r\n{armored}\r\n").into_bytes()));
+    v.push(("unterminated multipart", b"From: a@example.org\r\nSubject: broken\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nunterminated\r\n--zz\r\nContent-Type: text/plain\r\n".to_vec()));
+    v.push(("bad base64", b"From: b@example.org\r\nSubject: bad b64\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!@@@###not base64***\r\n".to_vec()));
+    v.push(("bad charset and qp", b"From: c@example.org\r\nSubject: qp\r\nContent-Type: text/plain; charset=x-no-such-charset\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=\r\n=\r\n".to_vec()));
+    v.push(("bad encoded word", b"From: =?utf-8?B?////?= <d@example.org>\r\nSubject: =?x-unknown?Q?=FF=FE?= =?utf-8?B?****?=\r\n\r\nbody\r\n".to_vec()));
+    v.push(("no headers", b"just a line of text without any header\r\n".to_vec()));
+    v.push(("8-bit junk", b"Subject: \xff\xfe\x80 junk\r\nFrom: \xc3\x28 <\xff@bad>\r\nX-\xf0\x28\x8c\x28: \x80\r\n\r\nbody \xff\xfe\r\n".to_vec()));
+    v.push(("no boundary", b"From: e@example.org\r\nContent-Type: multipart/alternative\r\n\r\n--x\r\n\r\ntext\r\n".to_vec()));
+    v.push(("huge header", format!("From: f@example.org\r\nSubject: {}\r\nX-Long: {}\r\n\r\nbody\r\n", "S".repeat(5000), "x".repeat(20_000)).into_bytes()));
+    let mut nested = String::from("From: g@example.org\r\nSubject: nested\r\n");
+    for i in 0..60 {
+        nested.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
+    }
+    nested.push_str("Content-Type: text/plain\r\n\r\ndeep\r\n");
+    v.push(("deep nesting", nested.into_bytes()));
+    v.push(("nul bytes", b"From: h@example.org\r\nSubject: nul\x00byte\r\n\r\nbefore\x00after\r\n".to_vec()));
+    v
+}
+
+#[test]
+fn imap_round_trip_of_plain_multipart_pgp_and_malformed_mail() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    let corpus = corpus(&e.gpg, &e.fpr);
+    let mut served = Vec::new();
+    for (label, raw) in &corpus {
+        let uid = imap.append(raw);
+        let bytes = imap.body(uid);
+        // Dovecot serves what was appended (NUL bytes are its one exception).
+        if !raw.contains(&0) {
+            assert!(bytes == *raw, "{label}: Dovecot changed the message");
+        }
+        served.push(bytes);
+    }
+    let out = e.poll_once();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}\n{}", dovecot.log());
+    e.assert_sealed_exactly(&served, 1);
+    assert!(imap.uids().is_empty(), "mailbox not empty");
+
+    let m = e.manifest(&served[0]);
+    assert_eq!(m["channel"], "email");
+    assert_eq!(m["report"]["title"], "Overflow number 1");
+    assert!(m["report"]["description"].as_str().unwrap().starts_with("bipwdk"), "{m}");
+    assert_eq!(m["reporter"]["email"], "r1@example.org");
+    assert_eq!(m["email"]["message_id"], "<m1@example.org>");
+    assert_eq!(m["email"]["encryption"], "none");
+    assert_eq!(m["attachments"][0]["role"], "original-message");
+    assert_eq!(m["attachments"][0]["media_type"], "message/rfc822");
+    assert_eq!(m["attachments"][0]["size"], served[0].len());
+    let m = e.manifest(&served[1]);
+    assert_eq!(m["email"]["attachments"], serde_json::json!(["poc.bin", "raw8bit.dat"]));
+    assert_eq!(m["report"]["description"], "See the attached PoC.");
+    assert_eq!(e.manifest(&served[2])["email"]["encryption"], "pgp-mime");
+    assert_eq!(e.manifest(&served[3])["email"]["encryption"], "inline-pgp");
+    let title = e.manifest(&served[8])["report"]["title"].clone();
+    assert!(title == "(no subject)" || title == "(unparseable message)", "{title}");
+    // Logs carry UIDs and IDs, never subjects or senders.
+    assert!(log.contains(&e.id_for(&served[0])), "{log}");
+    for secret in ["Overflow number", "r1@example.org", "Reporter 1", "PoC attached", "multi@example.org"] {
+        assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
+    }
+    assert!(common::files_containing(e.site.path(), b"See the attached PoC").is_empty());
+}
+
+#[test]
+fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    let raws: Vec<Vec<u8>> = (0..300).map(|i| plain_mail(i, 500 + (i * 37) % 3000)).collect();
+    for raw in &raws {
+        imap.append(raw);
+    }
+    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("random seed {seed}");
+    let (mut kills, mut rounds) = (0, 0);
+    loop {
+        rounds += 1;
+        assert!(rounds < 400, "the poller never finished");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(30 + seed % 900);
+        let mut child = Proc(e.site.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        std::thread::sleep(wait);
+        match child.0.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "poll --once failed: {status}");
+                if imap.uids().is_empty() {
+                    break;
+                }
+            }
+            None => {
+                child.0.kill().unwrap();
+                child.0.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("{kills} kills in {rounds} runs");
+    assert!(kills >= 3, "the poller was not killed often enough to prove anything ({kills})");
+    // A last run finds nothing to do and changes nothing.
+    let before = e.site.report_ids();
+    assert!(e.poll_once().status.success());
+    assert_eq!(e.site.report_ids(), before);
+    e.assert_sealed_exactly(&raws, 15);
+    assert!(imap.uids().is_empty());
+}
+
+#[test]
+fn committed_but_not_deleted_mail_and_uidvalidity_reset_give_no_duplicates() {
+    let e = env();
+    let mut dovecot = Dovecot::start();
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let raws: Vec<Vec<u8>> = (0..6).map(|i| plain_mail(i, 200)).collect();
+    {
+        let mut imap = dovecot.client();
+        for raw in &raws {
+            imap.append(raw);
+        }
+    }
+    // As if a poller crashed after committing three reports, before deleting.
+    let intake = e.site.intake();
+    for raw in &raws[..3] {
+        let (outcome, _) = embargo::mailbox::seal_message(&intake, raw).unwrap();
+        assert!(matches!(outcome, embargo::mailbox::Outcome::Sealed(_)));
+    }
+    let (again, _) = embargo::mailbox::seal_message(&intake, &raws[0]).unwrap();
+    assert_eq!(again, embargo::mailbox::Outcome::AlreadySealed(e.id_for(&raws[0]).parse().unwrap()));
+    drop(intake);
+    let before = dovecot.client().uidvalidity();
+    std::thread::sleep(Duration::from_millis(1100));
+    dovecot.reset_uidvalidity();
+    let mut imap = dovecot.client();
+    assert_ne!(imap.uidvalidity(), before, "UIDVALIDITY did not change");
+    assert_eq!(imap.uids().len(), 6);
+    let out = e.poll_once();
+    assert!(out.status.success(), "{}", text(&out));
+    e.assert_sealed_exactly(&raws, 1);
+    assert!(imap.uids().is_empty());
+    assert!(text(&out).contains("already sealed"), "{}", text(&out));
+}
+
+#[test]
+fn expired_key_seals_nothing_and_leaves_mail_unseen() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    let raws: Vec<Vec<u8>> = (0..3).map(|i| plain_mail(i, 100)).collect();
+    let uids: Vec<u32> = raws.iter().map(|r| imap.append(r)).collect();
+    // Two years on, the maintainer key (valid for one) has expired.
+    let later = embargo::clock::rfc3339(SystemTime::now() + Duration::from_secs(2 * 366 * 86_400));
+    let out = e.site.embargo().args(["--now", &later, "poll", "-c", "embargo.toml", "--once"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no usable maintainer certificate"), "{}", text(&out));
+    assert!(e.site.report_ids().is_empty());
+    assert_eq!(imap.uids(), uids);
+    for (uid, raw) in uids.iter().zip(&raws) {
+        let flags = imap.flags(*uid);
+        assert!(!flags.contains("\\Seen") && !flags.contains("\\Deleted"), "{flags}");
+        assert!(imap.body(*uid) == *raw);
+    }
+    // With the key valid again, the same messages are sealed.
+    assert!(e.poll_once().status.success());
+    e.assert_sealed_exactly(&raws, 1);
+}
+
+#[test]
+fn another_clients_deleted_message_is_not_expunged() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    let raws: Vec<Vec<u8>> = (0..3).map(|i| plain_mail(i, 100)).collect();
+    let uids: Vec<u32> = raws.iter().map(|r| imap.append(r)).collect();
+    imap.ok(&format!("UID STORE {} +FLAGS (\\Deleted)", uids[1]));
+    let out = e.poll_once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(imap.uids(), vec![uids[1]], "only the other client's message may remain");
+    assert!(imap.flags(uids[1]).contains("\\Deleted"));
+    e.assert_sealed_exactly(&[raws[0].clone(), raws[2].clone()], 1);
+}
+
+#[test]
+fn oversized_mail_stays_and_is_logged_by_uid_only() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site.write_config(&format!("[limits]\nmax_attachment_bytes = 4000\n{}", dovecot.mailbox_config(e.site.path(), "")));
+    let mut imap = dovecot.client();
+    let small = plain_mail(1, 500);
+    let big = plain_mail(2, 10_000);
+    imap.append(&small);
+    let big_uid = imap.append(&big);
+    let out = e.poll_once();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(imap.uids(), vec![big_uid]);
+    assert!(log.contains(&format!("uid={big_uid}")) && log.contains("max_attachment_bytes"), "{log}");
+    assert!(!log.contains("Overflow number 2"), "{log}");
+    e.assert_sealed_exactly(&[small], 1);
+}
+
+#[test]
+fn after_sealing_move_puts_mail_in_another_folder() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), "after_sealing = \"move:Sealed\""));
+    let mut imap = dovecot.client();
+    imap.ok("CREATE Sealed");
+    let raws: Vec<Vec<u8>> = (0..2).map(|i| plain_mail(i, 100)).collect();
+    for raw in &raws {
+        imap.append(raw);
+    }
+    let out = e.poll_once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(imap.uids().is_empty());
+    let status = imap.ok("STATUS Sealed (MESSAGES)");
+    assert!(String::from_utf8_lossy(&status[0]).contains("MESSAGES 2"));
+    e.assert_sealed_exactly(&raws, 1);
+}
+
+#[test]
+fn acknowledgements_carry_the_id_and_no_report_content() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    let smtp = SmtpSink::start();
+    e.site.write_config(&format!(
+        "policy_url = \"https://example.org/security\"\n[maintainers]\nnotify = [\"mailto:team@example.org\"]\n{}\n{}",
+        smtp.smtp_config(),
+        dovecot.mailbox_config(e.site.path(), "")
+    ));
+    let mut imap = dovecot.client();
+    let human = b"From: Rita Reporter <rita@example.org>\r\nTo: security@example.org\r\nSubject: CANARY-SUBJ-7731 remote crash\r\nMessage-ID: <ack1@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nCANARY-BODY-7731: send 4 KiB of A.\r\n".to_vec();
+    let robot = b"From: Vacation Bot <bot@example.org>\r\nSubject: Re: CANARY-SUBJ-7731\r\nAuto-Submitted: auto-replied\r\nMessage-ID: <ack2@example.org>\r\n\r\nCANARY-BODY-7731 I am away.\r\n".to_vec();
+    imap.append(&human);
+    imap.append(&robot);
+    let out = e.poll_once();
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    e.assert_sealed_exactly(&[human.clone(), robot.clone()], 1);
+    let (human_id, robot_id) = (e.id_for(&human), e.id_for(&robot));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while smtp.received().len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mails = smtp.received();
+    let to_rita: Vec<_> = mails.iter().filter(|m| m.rcpt_to.contains("rita@example.org")).collect();
+    assert_eq!(to_rita.len(), 1, "exactly one acknowledgement to the human sender");
+    let ack = &to_rita[0].text;
+    assert!(ack.contains(&human_id), "{ack}");
+    assert!(ack.contains("In-Reply-To: <ack1@example.org>"), "{ack}");
+    assert!(ack.contains("Auto-Submitted: auto-replied"), "{ack}");
+    assert!(ack.contains("https://example.org/security"), "{ack}");
+    assert!(!mails.iter().any(|m| m.rcpt_to.contains("bot@example.org")), "an auto-reply was answered");
+    let notices: Vec<_> = mails.iter().filter(|m| m.rcpt_to.contains("team@example.org")).collect();
+    assert_eq!(notices.len(), 2, "one notice per new report");
+    assert!(notices.iter().any(|m| m.text.contains(&human_id)) && notices.iter().any(|m| m.text.contains(&robot_id)));
+    for m in &mails {
+        assert!(!m.text.contains("CANARY"), "report content in a sent mail:\n{}", m.text);
+    }
+    assert!(!log.contains("CANARY") && !log.contains("rita@"), "{log}");
+}
+
+#[test]
+fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    // A long poll interval: only IDLE can make new mail show up quickly.
+    e.site.write_config(&dovecot.mailbox_config(e.site.path(), "poll_interval = \"10m\"").replace("poll_interval = \"1s\"\n", ""));
+    let mut imap = dovecot.client();
+    let log_path = e.site.tmp_dir().join("poll.log");
+    let mut child = Proc(
+        e.site
+            .embargo()
+            .args(["poll", "-c", "embargo.toml"])
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&log_path).unwrap().contains("idle=true") {
+        assert!(Instant::now() < deadline, "poller did not start: {}", fs::read_to_string(&log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let raws: Vec<Vec<u8>> = (0..3).map(|i| plain_mail(i, 100)).collect();
+    for raw in &raws {
+        imap.append(raw);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !imap.uids().is_empty() {
+        assert!(Instant::now() < deadline, "IDLE did not pick up new mail: {}", fs::read_to_string(&log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    e.assert_sealed_exactly(&raws, 1);
+
+    let second = e.poll_once();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(text(&second).contains("another poller holds"), "{}", text(&second));
+
+    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the poller did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", fs::read_to_string(&log_path).unwrap());
+}
+
+fn maildir_site(e: &Env) -> std::path::PathBuf {
+    let md = e.site.path().join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        fs::create_dir_all(md.join(sub)).unwrap();
+    }
+    e.site.write_config("[mailbox]\nkind = \"maildir\"\nfolder = \"Maildir\"\npoll_interval = \"1s\"\n");
+    md
+}
+
+fn deliver(md: &Path, n: usize, raw: &[u8]) {
+    let name = format!("{}.M{n}P1.test", 1_700_000_000 + n);
+    fs::write(md.join("tmp").join(&name), raw).unwrap();
+    fs::rename(md.join("tmp").join(&name), md.join("new").join(&name)).unwrap();
+}
+
+fn maildir_left(md: &Path) -> usize {
+    fs::read_dir(md.join("new")).unwrap().count() + fs::read_dir(md.join("cur")).unwrap().count()
+}
+
+#[test]
+fn maildir_round_trip_keeps_exact_bytes() {
+    let e = env();
+    let md = maildir_site(&e);
+    // Maildir keeps every byte: bare LF, NUL and 8-bit junk included.
+    let mut raws: Vec<Vec<u8>> = corpus(&e.gpg, &e.fpr).into_iter().map(|(_, r)| r).collect();
+    raws.push(b"Subject: lf only\n\nbody\x00\xff\n".to_vec());
+    raws.push(Vec::new());
+    for (n, raw) in raws.iter().enumerate() {
+        deliver(&md, n, raw);
+    }
+    let out = e.poll_once();
+    assert!(out.status.success(), "{}", text(&out));
+    e.assert_sealed_exactly(&raws, 1);
+    assert_eq!(maildir_left(&md), 0);
+    assert_eq!(e.manifest(&raws[0])["report"]["title"], "Overflow number 1");
+}
+
+#[test]
+fn maildir_poller_killed_at_random_moments_seals_every_message_exactly_once() {
+    let e = env();
+    let md = maildir_site(&e);
+    let raws: Vec<Vec<u8>> = (0..200).map(|i| plain_mail(i, 500 + (i * 53) % 3000)).collect();
+    for (n, raw) in raws.iter().enumerate() {
+        deliver(&md, n, raw);
+    }
+    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("random seed {seed}");
+    let (mut kills, mut rounds) = (0, 0);
+    loop {
+        rounds += 1;
+        assert!(rounds < 400, "the poller never finished");
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let wait = Duration::from_millis(20 + seed % 600);
+        let mut child = Proc(e.site.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        std::thread::sleep(wait);
+        match child.0.try_wait().unwrap() {
+            Some(status) => {
+                assert!(status.success(), "poll --once failed: {status}");
+                if maildir_left(&md) == 0 {
+                    break;
+                }
+            }
+            None => {
+                child.0.kill().unwrap();
+                child.0.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("{kills} kills in {rounds} runs");
+    assert!(kills >= 3, "the poller was not killed often enough to prove anything ({kills})");
+    e.assert_sealed_exactly(&raws, 10);
+}
+
+#[test]
+fn plain_imap_to_a_remote_host_is_refused() {
+    let e = env();
+    fs::write(e.site.path().join("pw"), "x\n").unwrap();
+    e.site.write_config("[mailbox]\nhost = \"imap.example.org\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"pw\"\n");
+    let out = e.poll_once();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("only allowed for a loopback host"), "{}", text(&out));
+}
