@@ -3,6 +3,9 @@
 //! real binary. Every process a test starts is stopped when its guard drops.
 #![allow(dead_code)]
 
+pub mod dovecot;
+pub mod smtp;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
