@@ -32,8 +32,15 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// `embargo` run from the site, with plain (uncoloured) log lines.
+    fn embargo(&self) -> std::process::Command {
+        let mut cmd = self.site.embargo();
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
     fn poll_once(&self) -> Output {
-        self.site.embargo().args(["poll", "-c", "embargo.toml", "--once"]).output().unwrap()
+        self.embargo().args(["poll", "-c", "embargo.toml", "--once"]).output().unwrap()
     }
 
     /// The report ID the poller must give `raw`.
@@ -214,7 +221,7 @@ fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait = Duration::from_millis(30 + seed % 900);
-        let mut child = Proc(e.site.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let mut child = Proc(e.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
         std::thread::sleep(wait);
         match child.0.try_wait().unwrap() {
             Some(status) => {
@@ -284,7 +291,7 @@ fn expired_key_seals_nothing_and_leaves_mail_unseen() {
     let uids: Vec<u32> = raws.iter().map(|r| imap.append(r)).collect();
     // Two years on, the maintainer key (valid for one) has expired.
     let later = embargo::clock::rfc3339(SystemTime::now() + Duration::from_secs(2 * 366 * 86_400));
-    let out = e.site.embargo().args(["--now", &later, "poll", "-c", "embargo.toml", "--once"]).output().unwrap();
+    let out = e.embargo().args(["--now", &later, "poll", "-c", "embargo.toml", "--once"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no usable maintainer certificate"), "{}", text(&out));
     assert!(e.site.report_ids().is_empty());
@@ -405,8 +412,7 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     let mut imap = dovecot.client();
     let log_path = e.site.tmp_dir().join("poll.log");
     let mut child = Proc(
-        e.site
-            .embargo()
+        e.embargo()
             .args(["poll", "-c", "embargo.toml"])
             .stderr(fs::File::create(&log_path).unwrap())
             .spawn()
@@ -500,7 +506,7 @@ fn maildir_poller_killed_at_random_moments_seals_every_message_exactly_once() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait = Duration::from_millis(20 + seed % 600);
-        let mut child = Proc(e.site.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let mut child = Proc(e.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
         std::thread::sleep(wait);
         match child.0.try_wait().unwrap() {
             Some(status) => {
