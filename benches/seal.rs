@@ -1,0 +1,179 @@
+//! `cargo bench --bench seal`: seals one large random attachment to three
+//! Cv25519 certificates with the real `embargo seal` binary (compat and
+//! rfc9580) and with `gpg --encrypt --compress-algo none` on the same file
+//! and keys, and prints throughput and peak RSS. Figures, not assertions.
+//!
+//! `EMBARGO_BENCH_MIB` sets the size (default 1024).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use openpgp::cert::prelude::*;
+use openpgp::serialize::SerializeInto;
+use sequoia_openpgp as openpgp;
+
+/// Runs `cmd` under GNU time; returns (seconds, peak RSS in MiB).
+fn measure(mut cmd: Command) -> (f64, f64) {
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("BENCH %e %M")
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let out = timed
+        .output()
+        .expect("GNU time (/usr/bin/time) is needed for peak RSS");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "benchmark command failed:\n{stderr}");
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("BENCH "))
+        .expect("time output");
+    let mut f = line.split_whitespace().skip(1);
+    let secs: f64 = f.next().unwrap().parse().unwrap();
+    let kib: f64 = f.next().unwrap().parse().unwrap();
+    (secs, kib / 1024.0)
+}
+
+fn write_random(path: &Path, mib: usize) {
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; 1024 * 1024];
+    for _ in 0..mib {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is accepted.
+    let mib: usize = std::env::var("EMBARGO_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let embargo = env!("CARGO_BIN_EXE_embargo");
+    let work = tempfile::Builder::new()
+        .prefix("embargo-bench")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = work.path();
+    let gnupghome = dir.join("gnupg");
+    fs::create_dir(&gnupghome).unwrap();
+    fs::set_permissions(
+        &gnupghome,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::create_dir(dir.join("keys")).unwrap();
+
+    // Three Cv25519 certificates that advertise SEIPDv2, known to both tools.
+    let mut fingerprints = Vec::new();
+    for i in 0..3 {
+        let (cert, _) = CertBuilder::general_purpose(Some(format!("bench {i} <b{i}@example.org>")))
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .generate()
+            .unwrap();
+        let armored = cert.armored().to_vec().unwrap();
+        fs::write(dir.join("keys").join(format!("k{i}.asc")), &armored).unwrap();
+        let mut import = Command::new("gpg")
+            .env("GNUPGHOME", &gnupghome)
+            .args(["--batch", "--quiet", "--import"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        import.stdin.take().unwrap().write_all(&armored).unwrap();
+        assert!(import.wait().unwrap().success());
+        fingerprints.push(cert.fingerprint().to_hex());
+    }
+    let input = dir.join("input.bin");
+    eprintln!("writing {mib} MiB of random data...");
+    write_random(&input, mib);
+    fs::write(
+        dir.join("report.json"),
+        br#"{"report":{"title":"bench","description":"bench"}}"#,
+    )
+    .unwrap();
+
+    let mut rows = Vec::new();
+    for format in ["compat", "rfc9580"] {
+        let root = dir.join(format);
+        fs::create_dir(&root).unwrap();
+        fs::write(
+            root.join("embargo.toml"),
+            format!("keys_dir = \"../keys\"\nmessage_format = \"{format}\"\n[limits]\nmax_attachment_bytes = {}\n", (mib as u64 + 1) << 20),
+        )
+        .unwrap();
+        let mut cmd = Command::new(embargo);
+        cmd.current_dir(&root)
+            .arg("seal")
+            .arg("-c")
+            .arg(root.join("embargo.toml"))
+            .arg("--report")
+            .arg(dir.join("report.json"))
+            .arg(&input);
+        let (secs, rss) = measure(cmd);
+        rows.push((format!("embargo seal ({format})"), secs, rss));
+        fs::remove_dir_all(root.join("data")).unwrap();
+    }
+    let mut cmd = Command::new("gpg");
+    cmd.env("GNUPGHOME", &gnupghome).args([
+        "--batch",
+        "--yes",
+        "--trust-model",
+        "always",
+        "--compress-algo",
+        "none",
+    ]);
+    for f in &fingerprints {
+        cmd.arg("-r").arg(f);
+    }
+    cmd.arg("--output")
+        .arg(dir.join("gpg.out"))
+        .arg("--encrypt")
+        .arg(&input);
+    let (secs, rss) = measure(cmd);
+    rows.push(("gpg --encrypt --compress-algo none".into(), secs, rss));
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &gnupghome)
+        .args(["--kill", "all"])
+        .status();
+
+    let gpg_rate = mib as f64 / rows[2].1;
+    println!("\nSealing {mib} MiB to 3 Cv25519 certificates (same file, same keys, one run):");
+    println!(
+        "{:<38} {:>9} {:>10} {:>13} {:>9}",
+        "tool", "seconds", "MiB/s", "peak RSS MiB", "vs gpg"
+    );
+    for (name, secs, rss) in &rows {
+        let rate = mib as f64 / secs;
+        println!(
+            "{name:<38} {secs:>9.2} {rate:>10.1} {rss:>13.1} {:>8.2}x",
+            rate / gpg_rate
+        );
+    }
+    println!("(embargo also fsyncs every part and the directories; gpg does not fsync.)");
+}
