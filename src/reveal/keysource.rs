@@ -44,6 +44,11 @@ impl KeyArgs {
     /// when the key is locked and no `--passphrase-file` was given.
     pub fn open(&self) -> Result<SecretSource, Error> {
         let path = match (&self.key, self.gpg) {
+            (None, true) if self.passphrase_file.is_some() => {
+                return Err(Error::Usage(
+                    "--passphrase-file goes with --key; with --gpg, gpg-agent asks for it".into(),
+                ));
+            }
             (None, true) => return Ok(SecretSource::Gpg { homedir: None }),
             (Some(path), false) => path,
             _ => {

@@ -1,0 +1,970 @@
+//! The maintainer side, through the real binary: `embargo decrypt`, `list`
+//! and `token new`, with keys made by stock GnuPG, a real gpg-agent, and
+//! stores that were tampered with.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use embargo::clock::{Clock, rfc3339};
+use embargo::config::MessageFormat;
+use embargo::id::ReportId;
+use embargo::keys::{IntakeSecrets, Recipients};
+use embargo::report::{Credit, CvssScore, ReportBody, Reporter, Severity};
+use embargo::seal::{Channel, Role, Sealer};
+use openpgp::Cert;
+use openpgp::parse::Parse;
+use sequoia_openpgp as openpgp;
+
+const DAY: u64 = 86_400;
+
+/// A sealer with this site's intake key, to `certs`, with the clock at `at`.
+fn sealer(state_dir: &Path, certs: Vec<Cert>, at: SystemTime) -> Sealer {
+    let secrets = Arc::new(IntakeSecrets::load_or_create(state_dir, "Test Project").unwrap());
+    Sealer::new(
+        Recipients::from_certs(certs),
+        secrets,
+        MessageFormat::Compat,
+        Clock::fixed(at),
+    )
+}
+
+fn body(title: &str, severity: Severity) -> ReportBody {
+    let mut b = ReportBody::default();
+    b.title = title.into();
+    b.severity = severity;
+    b.description = format!("Description of {title}.\nSecond line.");
+    b.affected_versions = "1.0 to 1.4".into();
+    b
+}
+
+fn reporter() -> Reporter {
+    Reporter {
+        name: "R. Searcher".into(),
+        email: "r@example.org".into(),
+        credit: Credit::Name,
+    }
+}
+
+/// Seals a report with `files` into `store_root` and returns its ID.
+fn seal(sealer: &Sealer, store_root: &Path, body: ReportBody, files: &[(&str, &[u8])]) -> ReportId {
+    let store = embargo::store::FsStore::open(store_root).unwrap();
+    let mut writer = sealer
+        .begin(&store, ReportId::random(), Channel::Web)
+        .unwrap();
+    for (name, bytes) in files {
+        writer
+            .add_attachment(
+                name,
+                "application/octet-stream",
+                Role::Poc,
+                &mut &bytes[..],
+                u64::MAX,
+            )
+            .unwrap();
+    }
+    let id = writer.id().clone();
+    writer.finish(body, reporter(), None).unwrap();
+    id
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Everything below `dir` (relative paths), sorted; empty if it does not exist.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            found.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn assert_refused(out: &Output, expect: &str, out_dir: &Path) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit 1, stderr:\n{err}"
+    );
+    assert!(err.contains(expect), "stderr should say {expect:?}:\n{err}");
+    assert!(tree(out_dir).is_empty(), "left behind: {:?}", tree(out_dir));
+    assert!(stdout(out).is_empty(), "stdout: {}", stdout(out));
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn gpg_key_file_with_passphrase_and_gpg_agent_give_identical_attachments() {
+    let site = Site::new();
+    let alice = Gpg::new();
+    let alice_fpr = alice.gen_key(
+        "Alice <alice@example.org>",
+        GpgKeyType::Cv25519,
+        "correct horse",
+        "1y",
+    );
+    let bob = Gpg::new();
+    let bob_fpr = bob.gen_key("Bob <bob@example.org>", GpgKeyType::Cv25519, "", "1y");
+    let certs = vec![
+        Cert::from_bytes(&alice.export_public(&alice_fpr)).unwrap(),
+        Cert::from_bytes(&bob.export_public(&bob_fpr)).unwrap(),
+    ];
+    let big = random_bytes(3 * 1024 * 1024 + 17, 7);
+    let files: [(&str, &[u8]); 3] = [
+        ("poc.py", b"print('pwned')\n"),
+        ("capture.bin", &big),
+        ("empty.txt", b""),
+    ];
+    let id = seal(
+        &sealer(&site.state_dir(), certs, SystemTime::now()),
+        &site.store_dir(),
+        body("RCE in parser", Severity::High),
+        &files,
+    );
+
+    let work = site.path();
+    let key = write(
+        work,
+        "alice-secret.asc",
+        &alice.export_secret(&alice_fpr, "correct horse"),
+    );
+    assert!(String::from_utf8_lossy(&fs::read(&key).unwrap()).contains("PRIVATE KEY"));
+    let pass = write(work, "pass.txt", b"correct horse\n");
+    let wrong = write(work, "wrong.txt", b"battery staple\n");
+    let signer = write(work, "signer.asc", &armored_public(&site.signing_cert()));
+    let store = site.store_dir();
+
+    // Wrong passphrase first: refused, nothing written.
+    let out1 = work.join("out1");
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(&key)
+        .arg("--passphrase-file")
+        .arg(&wrong)
+        .arg("--out")
+        .arg(&out1)
+        .output()
+        .unwrap();
+    assert_refused(&run, "wrong passphrase", &out1);
+
+    // A locked key without a passphrase and without a terminal: a clear error, no prompt.
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(&out1)
+        .output()
+        .unwrap();
+    assert_refused(&run, "protected by a passphrase", &out1);
+
+    // The exported, passphrase-protected key file.
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(&key)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--signer")
+        .arg(&signer)
+        .arg("--out")
+        .arg(&out1)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let dir1 = out1.join(id.as_str());
+    assert_eq!(stdout(&run).trim(), dir1.display().to_string());
+    assert!(!stderr(&run).contains("NOT checked"), "{}", stderr(&run));
+
+    // Bob's key, through a real gpg-agent in his GNUPGHOME; the report is
+    // named by its directory this time.
+    let out2 = work.join("out2");
+    let run = site
+        .embargo()
+        .env("GNUPGHOME", bob.home.path())
+        .arg("decrypt")
+        .arg(site.reports_dir().join(id.as_str()))
+        .arg("--gpg")
+        .arg("--signer")
+        .arg(&signer)
+        .arg("--out")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let dir2 = out2.join(id.as_str());
+
+    for dir in [&dir1, &dir2] {
+        assert_eq!(
+            tree(dir),
+            vec![
+                "capture.bin",
+                "empty.txt",
+                "manifest.json",
+                "poc.py",
+                "report.md"
+            ]
+        );
+        assert_eq!(mode(dir), 0o700);
+        for (name, bytes) in files {
+            assert_eq!(
+                fs::read(dir.join(name)).unwrap(),
+                bytes,
+                "{name} in {}",
+                dir.display()
+            );
+            assert_eq!(mode(&dir.join(name)), 0o600);
+        }
+        assert_eq!(mode(&dir.join("report.md")), 0o600);
+        assert_eq!(mode(&dir.join("manifest.json")), 0o600);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["id"], id.as_str());
+        assert_eq!(manifest["attachments"][1]["size"], big.len());
+        let md = fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(
+            md.contains("RCE in parser") && md.contains("verified: signed by the intake key"),
+            "{md}"
+        );
+        assert!(md.contains(&site.signing_cert().fingerprint().to_hex()));
+    }
+    // Nothing else appeared next to the report (no temporary directory).
+    let mut want: Vec<String> = [
+        "",
+        "/manifest.json",
+        "/report.md",
+        "/capture.bin",
+        "/empty.txt",
+        "/poc.py",
+    ]
+    .iter()
+    .map(|f| format!("{id}{f}"))
+    .collect();
+    want.sort();
+    assert_eq!(tree(&out1), want);
+
+    // A gpg home without a matching secret key fails cleanly.
+    let stranger = Gpg::new();
+    stranger.gen_key("Mallory <m@example.org>", GpgKeyType::Cv25519, "", "1y");
+    let out3 = work.join("out3");
+    let run = site
+        .embargo()
+        .env("GNUPGHOME", stranger.home.path())
+        .args(["decrypt", id.as_str(), "--gpg", "--store"])
+        .arg(&store)
+        .arg("--out")
+        .arg(&out3)
+        .output()
+        .unwrap();
+    assert_refused(&run, "gpg could not decrypt", &out3);
+}
+
+#[test]
+fn tampered_foreign_or_forged_reports_exit_1_and_leave_nothing() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    let other = sequoia_key("Other <other@example.org>");
+    let s = sealer(
+        &site.state_dir(),
+        vec![maintainer.clone()],
+        SystemTime::now(),
+    );
+    let store = site.store_dir();
+    // Same-sized attachments, so a swapped part differs only in content.
+    let a = seal(
+        &s,
+        &store,
+        body("A", Severity::High),
+        &[("a.bin", &random_bytes(3 << 20, 1)), ("b.txt", b"bee")],
+    );
+    let b = seal(
+        &s,
+        &store,
+        body("B", Severity::Low),
+        &[("a.bin", &random_bytes(3 << 20, 2)), ("b.txt", b"bee")],
+    );
+    // Signed by an intake key that is not the pinned one.
+    let rogue_state = site.path().join("rogue-state");
+    let forged = seal(
+        &sealer(&rogue_state, vec![maintainer.clone()], SystemTime::now()),
+        &store,
+        body("F", Severity::Low),
+        &[],
+    );
+
+    let work = site.path();
+    let key = write(work, "maint.asc", &armored_secret(&maintainer));
+    let other_key = write(work, "other.asc", &armored_secret(&other));
+    let signer = write(work, "signer.asc", &armored_public(&site.signing_cert()));
+    let out = work.join("out");
+    let decrypt = |id: &ReportId, key: &Path| {
+        site.embargo()
+            .args(["decrypt", id.as_str(), "--store"])
+            .arg(&store)
+            .arg("--key")
+            .arg(key)
+            .arg("--signer")
+            .arg(&signer)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+
+    assert_refused(
+        &decrypt(&a, &other_key),
+        "none of the given secret keys can decrypt",
+        &out,
+    );
+    assert_refused(
+        &decrypt(&forged, &key),
+        "not signed by the expected intake key",
+        &out,
+    );
+
+    let part = site.reports_dir().join(a.as_str()).join("001.pgp");
+    let original = fs::read(&part).unwrap();
+
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    fs::write(&part, &flipped).unwrap();
+    assert_refused(&decrypt(&a, &key), "damaged or was tampered with", &out);
+
+    fs::write(&part, &original[..original.len() / 2]).unwrap();
+    let run = decrypt(&a, &key);
+    assert_refused(&run, &format!("{a}/001.pgp"), &out);
+    assert!(
+        stderr(&run).contains("damaged") || stderr(&run).contains("truncated"),
+        "{}",
+        stderr(&run)
+    );
+
+    fs::copy(site.reports_dir().join(b.as_str()).join("001.pgp"), &part).unwrap();
+    assert_refused(&decrypt(&a, &key), "does not match the manifest", &out);
+    fs::write(&part, &original).unwrap();
+
+    let manifest = site.reports_dir().join(a.as_str()).join("manifest.pgp");
+    let original_manifest = fs::read(&manifest).unwrap();
+    fs::copy(
+        site.reports_dir().join(b.as_str()).join("manifest.pgp"),
+        &manifest,
+    )
+    .unwrap();
+    assert_refused(&decrypt(&a, &key), &format!("belongs to report {b}"), &out);
+    fs::write(&manifest, &original_manifest).unwrap();
+
+    // Restored: it decrypts; a second time it refuses to overwrite.
+    let run = decrypt(&a, &key);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let before = tree(&out);
+    let report_md = fs::read(out.join(a.as_str()).join("report.md")).unwrap();
+    let run = decrypt(&a, &key);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(stderr(&run).contains("already exists"), "{}", stderr(&run));
+    assert_eq!(tree(&out), before);
+    assert_eq!(
+        fs::read(out.join(a.as_str()).join("report.md")).unwrap(),
+        report_md
+    );
+
+    // A locked key with the wrong passphrase.
+    let (locked, _) = openpgp::cert::CertBuilder::general_purpose(Some("Locked <l@example.org>"))
+        .set_password(Some("right".into()))
+        .generate()
+        .unwrap();
+    let locked_id = seal(&s, &store, body("L", Severity::Low), &[]);
+    let locked_key = write(work, "locked.asc", &armored_secret(&locked));
+    let wrong = write(work, "wrong-pass", b"wrong\n");
+    let out_l = work.join("out-locked");
+    let run = site
+        .embargo()
+        .args(["decrypt", locked_id.as_str(), "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(&locked_key)
+        .arg("--passphrase-file")
+        .arg(&wrong)
+        .arg("--out")
+        .arg(&out_l)
+        .output()
+        .unwrap();
+    assert_refused(&run, "wrong passphrase", &out_l);
+
+    // Without a pinned signer it decrypts, but says loudly that it did not check.
+    let out_u = work.join("out-unchecked");
+    let run = site
+        .embargo()
+        .args(["decrypt", b.as_str(), "--store"])
+        .arg(&store)
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(&out_u)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("signature was NOT checked"),
+        "{}",
+        stderr(&run)
+    );
+    let md = fs::read_to_string(out_u.join(b.as_str()).join("report.md")).unwrap();
+    assert!(md.contains("NOT CHECKED"));
+
+    // With -c, the configured intake's own key is the signer: the forged one is refused.
+    let run = site
+        .embargo()
+        .args(["decrypt", forged.as_str(), "-c"])
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(work.join("out-c"))
+        .output()
+        .unwrap();
+    assert_refused(
+        &run,
+        "not signed by the expected intake key",
+        &work.join("out-c"),
+    );
+}
+
+#[test]
+fn hostile_names_and_markup_are_extracted_safely_and_rendered_inert() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    let s = sealer(
+        &site.state_dir(),
+        vec![maintainer.clone()],
+        SystemTime::now(),
+    );
+    let hostile = "[click me](https://evil.example/x) <img src=x onerror=alert(1)> ![pix](http://evil.example/p.png) <script>alert(1)</script> `code` ~~~ www.evil.example";
+    let mut b = body(hostile, Severity::Critical);
+    b.description = format!(
+        "{hostile}\n~~~~\n```\n</pre><iframe src=//evil.example>\n# Heading\n[ref]: http://evil.example\n"
+    );
+    b.impact = "<a href=\"javascript:alert(1)\">x</a>".into();
+    b.cwe = vec!["CWE-79".into()];
+    b.cvss = Some(CvssScore::parse("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H").unwrap());
+    let mut names: Vec<(String, Vec<u8>)> = vec![
+        ("../../../etc/passwd".into(), b"traversal".to_vec()),
+        ("/etc/shadow".into(), b"absolute".to_vec()),
+        ("nul\0byte.txt".into(), b"nul".to_vec()),
+        ("invoice\u{202E}fdp.exe".into(), b"rtlo".to_vec()),
+        ("\u{2066}\u{200F}".into(), b"only bidi".to_vec()),
+        (".bashrc".into(), b"dotfile".to_vec()),
+        ("..".into(), b"dotdot".to_vec()),
+        ("report.md".into(), b"not the report".to_vec()),
+        ("x".repeat(1000), b"long".to_vec()),
+        ("a\nb\tc\x1b[31m.txt".into(), b"controls".to_vec()),
+    ];
+    for i in 0..300 {
+        names.push(("dup.txt".into(), format!("copy {i}").into_bytes()));
+    }
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let id = seal(&s, &site.store_dir(), b, &files);
+
+    let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
+    let out = site.path().join("out");
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(site.store_dir())
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    // Only OUT/<ID>/ exists, and it holds only plain, regular files.
+    let dir = out.join(id.as_str());
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    let entries: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(entries.len(), names.len() + 2);
+    let mut lower = std::collections::HashSet::new();
+    for name in &entries {
+        let meta = fs::symlink_metadata(dir.join(name)).unwrap();
+        assert!(meta.is_file(), "{name:?}");
+        assert!(!name.is_empty() && name.len() <= 120, "{name:?}");
+        assert!(
+            !name.starts_with('.')
+                && !name.starts_with('-')
+                && !name.contains('/')
+                && !name.contains(".."),
+            "{name:?}"
+        );
+        assert!(!name.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')), "{name:?}");
+        assert!(lower.insert(name.to_lowercase()), "duplicate {name:?}");
+    }
+    // Every attachment's bytes are there under its sanitized name.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["attachments"].as_array().unwrap().len(),
+        names.len()
+    );
+    for (want, got) in [
+        ("etc_passwd", "traversal"),
+        ("etc_shadow", "absolute"),
+        ("nulbyte.txt", "nul"),
+        ("invoicefdp.exe", "rtlo"),
+        ("bashrc", "dotfile"),
+        ("report-2.md", "not the report"),
+        ("abc[31m.txt", "controls"),
+        ("dup.txt", "copy 0"),
+        ("dup-300.txt", "copy 299"),
+    ] {
+        assert_eq!(fs::read_to_string(dir.join(want)).unwrap(), got, "{want}");
+    }
+    assert!(
+        fs::read_to_string(dir.join("report.md"))
+            .unwrap()
+            .starts_with("# Vulnerability report")
+    );
+
+    // report.md: every reporter-controlled character is inside a code span
+    // or a fenced block; outside them nothing could form a link, an image
+    // or HTML.
+    let md = fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains(hostile),
+        "the title is shown verbatim (in code)"
+    );
+    assert!(
+        md.contains("invoice<U+202E>fdp.exe"),
+        "bidi characters are made visible"
+    );
+    assert!(!md.contains('\u{202E}') && !md.contains('\0') && !md.contains('\x1b'));
+    let outside = outside_code(&md);
+    for bad in ["<", ">", "](", "![", "http", "www.", "javascript:", "[ref]"] {
+        assert!(
+            !outside.contains(bad),
+            "{bad:?} outside code in report.md:\n{outside}\n----\n{md}"
+        );
+    }
+    assert!(
+        md.contains("**CVSS `3.1`:** 9.8 (` critical `)") || md.contains("9.8"),
+        "{md}"
+    );
+    assert!(md.contains("CWE-79") && md.contains("R. Searcher") && md.contains("credit by name"));
+    assert!(md.contains("Fix by:"), "{md}");
+}
+
+/// The text of a Markdown document outside fenced blocks and code spans
+/// (CommonMark rules for the fences and spans `render` emits).
+fn outside_code(md: &str) -> String {
+    let mut out = String::new();
+    let mut fence: Option<String> = None;
+    for line in md.lines() {
+        if let Some(f) = &fence {
+            if line.trim_end() == f {
+                fence = None;
+            }
+            continue;
+        }
+        let tildes = line.chars().take_while(|&c| c == '~').count();
+        if tildes >= 3 {
+            fence = Some("~".repeat(tildes));
+            continue;
+        }
+        // Remove code spans: a run of n backticks up to the next run of exactly n.
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i] == '`' {
+                let n = chars[i..].iter().take_while(|&&c| c == '`').count();
+                let mut j = i + n;
+                let mut closed = None;
+                while j < chars.len() {
+                    if chars[j] == '`' {
+                        let m = chars[j..].iter().take_while(|&&c| c == '`').count();
+                        if m == n {
+                            closed = Some(j + m);
+                            break;
+                        }
+                        j += m;
+                    } else {
+                        j += 1;
+                    }
+                }
+                match closed {
+                    Some(end) => i = end,
+                    None => panic!("unclosed code span in line {line:?}"),
+                }
+            } else {
+                out.push(chars[i]);
+                i += 1;
+            }
+        }
+        out.push('\n');
+    }
+    assert!(fence.is_none(), "unclosed fence");
+    out
+}
+
+#[test]
+fn list_sorts_by_urgency_with_policy_deadlines_and_overdue_marks() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    let stranger = sequoia_key("Stranger <s@example.org>");
+    let store = site.store_dir();
+    // Sealed "in the future" so that the keys made now are valid; --now
+    // then looks back from later still.
+    let t0 = SystemTime::now() + Duration::from_secs(DAY);
+    let at = |days: u64| t0 + Duration::from_secs(days * DAY);
+    let now = at(20);
+    let mut crit = body("Critical one", Severity::Critical);
+    crit.cvss = Some(CvssScore::parse("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H").unwrap());
+    let critical = seal(
+        &sealer(&site.state_dir(), vec![maintainer.clone()], at(10)),
+        &store,
+        crit,
+        &[("a", b"12345")],
+    );
+    let high = seal(
+        &sealer(&site.state_dir(), vec![maintainer.clone()], at(19)),
+        &store,
+        body("High one\u{202E}\x1b[2J", Severity::High),
+        &[],
+    );
+    let low = seal(
+        &sealer(&site.state_dir(), vec![maintainer.clone()], at(17)),
+        &store,
+        body("Low one", Severity::Low),
+        &[("x", b"1"), ("y", b"22")],
+    );
+    let unknown = seal(
+        &sealer(&site.state_dir(), vec![maintainer.clone()], at(20)),
+        &store,
+        body("Unknown one", Severity::Unknown),
+        &[],
+    );
+    let foreign = seal(
+        &sealer(&site.state_dir(), vec![stranger], at(5)),
+        &store,
+        body("Not for us", Severity::Critical),
+        &[],
+    );
+
+    let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
+    let list = |extra: &[&str]| {
+        site.embargo()
+            .args(["list", "--now", &rfc3339(now), "--store"])
+            .arg(&store)
+            .arg("--key")
+            .arg(&key)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    let run = list(&[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let table = stdout(&run);
+    assert!(
+        !table.contains('\x1b') && !table.contains('\u{202E}'),
+        "no colour or controls off a terminal:\n{table}"
+    );
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("ACK DUE") && lines[0].contains("FIX DUE"),
+        "{table}"
+    );
+    let order: Vec<&str> = lines[1..6]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    // critical: fix due day 17 (overdue); unknown: only an ack due (day 22);
+    // high: fix due day 49; low: fix due day 197; the foreign one last.
+    assert_eq!(
+        order,
+        [
+            critical.as_str(),
+            unknown.as_str(),
+            high.as_str(),
+            low.as_str(),
+            foreign.as_str()
+        ],
+        "{table}"
+    );
+    let row = |id: &ReportId| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap()
+            .to_string()
+    };
+    let short = |t: SystemTime| rfc3339(t)[..16].replace('T', " ");
+    assert!(
+        row(&critical).contains(&format!("{} OVERDUE", short(at(17)))),
+        "{table}"
+    );
+    assert!(
+        row(&critical).contains(&format!("{} OVERDUE", short(at(12)))),
+        "ack overdue too:\n{table}"
+    );
+    assert!(
+        row(&critical).contains("critical 9.8") && row(&critical).contains("10d 0h"),
+        "{table}"
+    );
+    assert!(
+        row(&low).contains(&format!("{} OVERDUE", short(at(19))))
+            && !row(&low).contains(&format!("{} OVERDUE", short(at(197)))),
+        "{table}"
+    );
+    assert!(
+        row(&low).contains(" 2 ") && row(&low).contains("3 B"),
+        "{table}"
+    );
+    assert!(
+        !row(&high).contains("OVERDUE") && row(&high).contains(&short(at(49))),
+        "{table}"
+    );
+    assert!(
+        row(&high).contains("High one[2J"),
+        "title stripped of controls:\n{table}"
+    );
+    assert!(
+        row(&foreign).contains("CANNOT OPEN: not encrypted to this key"),
+        "{table}"
+    );
+    assert!(
+        table.contains("5 reports, 2 overdue, 1 cannot be opened"),
+        "{table}"
+    );
+
+    // --json: the same data for scripts, with a [policy] from -c.
+    let conf_dir = site.path().join("maintainer");
+    fs::create_dir(&conf_dir).unwrap();
+    let conf = write(&conf_dir, "embargo.toml", b"state_dir = \"no-intake-here\"\n[policy]\nacknowledge_within = \"1d\"\nfix_within = { critical = \"3d\", high = \"30d\", medium = \"90d\", low = \"180d\" }\n");
+    let run = list(&["--json", "-c", conf.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("signature was NOT checked"));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&run)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let get = |id: &ReportId| {
+        rows.iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap()
+            .clone()
+    };
+    let c = get(&critical);
+    assert_eq!(c["fix_by"], rfc3339(at(13)));
+    assert_eq!(c["acknowledge_by"], rfc3339(at(11)));
+    assert_eq!(
+        (
+            c["fix_overdue"].as_bool(),
+            c["acknowledge_overdue"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        (c["severity"].as_str(), c["cvss_score"].as_f64()),
+        (Some("critical"), Some(9.8))
+    );
+    assert_eq!(
+        (c["attachments"].as_u64(), c["attachments_bytes"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(c["age_seconds"].as_u64(), Some(10 * DAY));
+    assert_eq!(c["received_at"], rfc3339(at(10)));
+    let h = get(&high);
+    assert_eq!(h["acknowledge_by"], rfc3339(at(20)));
+    assert_eq!(
+        h["acknowledge_overdue"], false,
+        "due exactly now is not overdue yet"
+    );
+    assert_eq!(get(&unknown)["fix_by"], serde_json::Value::Null);
+    let f = get(&foreign);
+    assert_eq!(
+        (f["status"].as_str(), f["error"].as_str()),
+        (Some("unreadable"), Some("not encrypted to this key"))
+    );
+    assert_eq!(rows[0]["id"], critical.as_str());
+    assert_eq!(rows[4]["id"], foreign.as_str());
+}
+
+#[test]
+fn command_line_usage_errors_exit_2_and_operational_errors_exit_1() {
+    let site = Site::new();
+    let run = |args: &[&str]| site.embargo().args(args).output().unwrap();
+    for args in [
+        &["decrypt", "K7Q3M-2XDA9-TF4BC-1ZP0R", "--store", "data"][..],
+        &[
+            "decrypt",
+            "K7Q3M-2XDA9-TF4BC-1ZP0R",
+            "--store",
+            "data",
+            "--key",
+            "k",
+            "--gpg",
+        ],
+        &[
+            "decrypt",
+            "K7Q3M-2XDA9-TF4BC-1ZP0R",
+            "--store",
+            "data",
+            "--gpg",
+            "--passphrase-file",
+            "p",
+        ],
+        &[
+            "decrypt",
+            "K7Q3M-2XDA9-TF4BC-1ZP0R",
+            "--key",
+            "k",
+            "--passphrase",
+            "secret",
+        ],
+        &["list", "--store", "data"],
+        &["fetch", "--from", "http://127.0.0.1:1", "--store", "data"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    site.store();
+    // No store at all: a usage error that says how to give one.
+    let key = write(
+        site.path(),
+        "k.asc",
+        &armored_secret(&sequoia_key("K <k@example.org>")),
+    );
+    let out = site
+        .embargo()
+        .args(["decrypt", "K7Q3M-2XDA9-TF4BC-1ZP0R", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--store"), "{}", stderr(&out));
+    // Plain http to another host would leak the token.
+    let token = write(site.path(), "token", b"embargo_x\n");
+    let out = site
+        .embargo()
+        .args(["fetch", "--from", "http://example.org", "--token-file"])
+        .arg(&token)
+        .args(["--store", "data"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
+
+    let out = site
+        .embargo()
+        .args(["decrypt", "not-an-id", "--store", "data", "--key"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a report ID"), "{}", stderr(&out));
+    let out = site
+        .embargo()
+        .args([
+            "decrypt",
+            "K7Q3M-2XDA9-TF4BC-1ZP0R",
+            "--store",
+            "data",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not in the store"),
+        "{}",
+        stderr(&out)
+    );
+    let public = write(
+        site.path(),
+        "pub.asc",
+        &armored_public(&sequoia_key("P <p@example.org>")),
+    );
+    let out = site
+        .embargo()
+        .args(["list", "--store", "data", "--key"])
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds no secret key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn token_new_prints_a_256_bit_token_and_its_sha256_line() {
+    let out = embargo().args(["token", "new"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let token = lines[0].strip_prefix("embargo_").unwrap();
+    assert!(
+        token.len() >= 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{token}"
+    );
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(lines[0].as_bytes()));
+    assert_eq!(lines[1], format!("token_sha256 = [\"{hash}\"]"));
+    // The line is valid configuration.
+    let config = embargo::config::Config::parse(&format!("[maintainers]\n{}\n", lines[1])).unwrap();
+    assert_eq!(config.maintainers.token_sha256, vec![hash]);
+    let again = embargo().args(["token", "new"]).output().unwrap();
+    assert_ne!(
+        String::from_utf8(again.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+        lines[0]
+    );
+}
