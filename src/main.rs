@@ -103,7 +103,7 @@ struct RevealOpts {
     #[arg(long, required_unless_present = "gpg", conflicts_with = "gpg")]
     key: Option<PathBuf>,
     /// File whose first line is the passphrase of --key (else asked on the terminal).
-    #[arg(long, requires = "key")]
+    #[arg(long, requires = "key", conflicts_with = "gpg")]
     passphrase_file: Option<PathBuf>,
     /// Decrypt with your gpg-agent (keys in GnuPG's keyring or on a smartcard; respects GNUPGHOME).
     #[arg(long)]
