@@ -209,6 +209,24 @@ impl Keyring {
     }
 }
 
+/// A summary of `keys_dir` (names, sizes, modification times) that changes
+/// whenever a file is added, removed or rewritten: polled to reload keys.
+pub fn dir_stamp(dir: &Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut entries: Vec<(std::ffi::OsString, u64, Option<SystemTime>)> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.file_name(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    entries.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    Some(h.finish())
+}
+
 /// Cheap check for armored secret keys, before any parsing.
 fn looks_secret(bytes: &[u8]) -> bool {
     bytes.windows(26).any(|w| w == b"BEGIN PGP PRIVATE KEY BLOCK")
@@ -441,4 +459,35 @@ pub fn armor_certs<'a>(certs: impl IntoIterator<Item = &'a Cert>) -> Result<Stri
         w.finalize().map_err(|e| KeyError::OpenPgp(e.into()))?;
     }
     String::from_utf8(out).map_err(|e| KeyError::OpenPgp(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_stamp_changes_when_a_key_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir_stamp(dir.path()).unwrap();
+        fs::write(dir.path().join("a.asc"), b"one").unwrap();
+        let one = dir_stamp(dir.path()).unwrap();
+        assert_ne!(empty, one);
+        assert_eq!(one, dir_stamp(dir.path()).unwrap(), "stable while nothing changes");
+        fs::write(dir.path().join("a.asc"), b"longer").unwrap();
+        assert_ne!(one, dir_stamp(dir.path()).unwrap());
+        assert!(dir_stamp(&dir.path().join("missing")).is_none());
+    }
+
+    #[test]
+    fn intake_secrets_are_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let a = IntakeSecrets::load_or_create(&state, "P").unwrap();
+        let b = IntakeSecrets::load_or_create(&state, "P").unwrap();
+        assert_eq!(a.signing_fingerprint(), b.signing_fingerprint());
+        assert_eq!(a.hmac_secret(), b.hmac_secret());
+        assert!(a.signer().is_ok());
+        fs::write(state.join(HMAC_FILE), b"short").unwrap();
+        assert!(matches!(IntakeSecrets::load_or_create(&state, "P"), Err(KeyError::BadState { .. })));
+    }
 }
