@@ -40,12 +40,16 @@ impl Env {
     }
 
     fn poll_once(&self) -> Output {
-        self.embargo().args(["poll", "-c", "embargo.toml", "--once"]).output().unwrap()
+        self.embargo()
+            .args(["poll", "-c", "embargo.toml", "--once"])
+            .output()
+            .unwrap()
     }
 
     /// The report ID the poller must give `raw`.
     fn id_for(&self, raw: &[u8]) -> String {
-        let secrets = IntakeSecrets::load_or_create(&self.site.state_dir(), "Test Project").unwrap();
+        let secrets =
+            IntakeSecrets::load_or_create(&self.site.state_dir(), "Test Project").unwrap();
         ReportId::for_message(secrets.hmac_secret(), raw).to_string()
     }
 
@@ -55,23 +59,38 @@ impl Env {
         let ids: BTreeSet<String> = self.site.report_ids().into_iter().collect();
         let expected: BTreeSet<String> = raws.iter().map(|r| self.id_for(r)).collect();
         assert_eq!(expected.len(), raws.len(), "test messages must differ");
-        assert_eq!(ids, expected, "reports in the store are not exactly the messages");
+        assert_eq!(
+            ids, expected,
+            "reports in the store are not exactly the messages"
+        );
         for (i, raw) in raws.iter().enumerate() {
             if i % decrypt_every != 0 {
                 continue;
             }
             let dir = self.site.reports_dir().join(self.id_for(raw));
             let (plain, _) = self.gpg.decrypt(&dir.join("001.pgp"));
-            assert!(plain == *raw, "message {i}: 001.pgp does not decrypt to the original bytes");
+            assert!(
+                plain == *raw,
+                "message {i}: 001.pgp does not decrypt to the original bytes"
+            );
         }
-        assert!(self.site.staging_entries().is_empty(), "{:?}", self.site.staging_entries());
+        assert!(
+            self.site.staging_entries().is_empty(),
+            "{:?}",
+            self.site.staging_entries()
+        );
     }
 
     /// The decrypted manifest of the report for `raw`.
     fn manifest(&self, raw: &[u8]) -> serde_json::Value {
-        let path = self.site.reports_dir().join(self.id_for(raw)).join("manifest.pgp");
+        let path = self
+            .site
+            .reports_dir()
+            .join(self.id_for(raw))
+            .join("manifest.pgp");
         // The manifest is signed by the intake key: gpg checks it.
-        self.gpg.import(&common::armored_public(&self.site.signing_cert()));
+        self.gpg
+            .import(&common::armored_public(&self.site.signing_cert()));
         let (json, status) = self.gpg.decrypt(&path);
         assert!(status.contains("GOODSIG"), "{status}");
         serde_json::from_slice(&json).unwrap()
@@ -89,12 +108,23 @@ impl Drop for Proc {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn plain_mail(n: usize, body_len: usize) -> Vec<u8> {
-    let body: String = (0..body_len).map(|i| char::from(b'a' + ((i * 7 + n) % 26) as u8)).collect::<String>();
-    let body = body.as_bytes().chunks(72).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n");
+    let body: String = (0..body_len)
+        .map(|i| char::from(b'a' + ((i * 7 + n) % 26) as u8))
+        .collect::<String>();
+    let body = body
+        .as_bytes()
+        .chunks(72)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\r\n");
     format!(
         "From: Reporter {n} <r{n}@example.org>\r\nTo: security@example.org\r\nSubject: Overflow number {n}\r\nMessage-ID: <m{n}@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
     )
@@ -105,7 +135,11 @@ fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -115,7 +149,11 @@ fn base64(bytes: &[u8]) -> String {
             }
         }
     }
-    out.as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join("\r\n")
+    out.as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 /// The round-trip corpus: (label, raw message).
@@ -126,30 +164,68 @@ fn corpus(gpg: &Gpg, fpr: &str) -> Vec<(&'static str, Vec<u8>)> {
     let mut multipart = b"From: Multi <multi@example.org>\r\nSubject: PoC attached\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BOUND\"\r\n\r\n--BOUND\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attached PoC.\r\n--BOUND\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"poc.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
     multipart.extend_from_slice(base64(&bin).as_bytes());
     multipart.extend_from_slice(b"\r\n--BOUND\r\nContent-Type: application/x-raw; name=\"raw8bit.dat\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
-    multipart.extend(common::random_bytes(3000, 9).into_iter().map(|b| if b == 0 || b == b'\r' || b == b'\n' { 0x80 } else { b }));
+    multipart.extend(common::random_bytes(3000, 9).into_iter().map(|b| {
+        if b == 0 || b == b'\r' || b == b'\n' {
+            0x80
+        } else {
+            b
+        }
+    }));
     multipart.extend_from_slice(b"\r\n--BOUND--\r\n");
     v.push(("multipart", multipart));
-    let armored = String::from_utf8(gpg.run(&["--armor", "--encrypt", "-r", fpr], Some(b"the real report")).stdout).unwrap().replace('\n', "\r\n");
+    let armored = String::from_utf8(
+        gpg.run(
+            &["--armor", "--encrypt", "-r", fpr],
+            Some(b"the real report"),
+        )
+        .stdout,
+    )
+    .unwrap()
+    .replace('\n', "\r\n");
     v.push((
         "pgp-mime",
         format!("From: Careful <careful@example.org>\r\nSubject: encrypted\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"ENC\"\r\n\r\n--ENC\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--ENC\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n{armored}\r\n--ENC--\r\n").into_bytes(),
     ));
-    v.push(("inline-pgp", format!("From: Inline <inline@example.org>\r\nSubject: inline\r\n\r\n{armored}\r\n").into_bytes()));
+    v.push((
+        "inline-pgp",
+        format!("From: Inline <inline@example.org>\r\nSubject: inline\r\n\r\n{armored}\r\n")
+            .into_bytes(),
+    ));
     v.push(("unterminated multipart", b"From: a@example.org\r\nSubject: broken\r\nContent-Type: multipart/mixed; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nunterminated\r\n--zz\r\nContent-Type: text/plain\r\n".to_vec()));
     v.push(("bad base64", b"From: b@example.org\r\nSubject: bad b64\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!@@@###not base64***\r\n".to_vec()));
     v.push(("bad charset and qp", b"From: c@example.org\r\nSubject: qp\r\nContent-Type: text/plain; charset=x-no-such-charset\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=\r\n=\r\n".to_vec()));
     v.push(("bad encoded word", b"From: =?utf-8?B?////?= <d@example.org>\r\nSubject: =?x-unknown?Q?=FF=FE?= =?utf-8?B?****?=\r\n\r\nbody\r\n".to_vec()));
-    v.push(("no headers", b"just a line of text without any header\r\n".to_vec()));
+    v.push((
+        "no headers",
+        b"just a line of text without any header\r\n".to_vec(),
+    ));
     v.push(("8-bit junk", b"Subject: \xff\xfe\x80 junk\r\nFrom: \xc3\x28 <\xff@bad>\r\nX-\xf0\x28\x8c\x28: \x80\r\n\r\nbody \xff\xfe\r\n".to_vec()));
-    v.push(("no boundary", b"From: e@example.org\r\nContent-Type: multipart/alternative\r\n\r\n--x\r\n\r\ntext\r\n".to_vec()));
-    v.push(("huge header", format!("From: f@example.org\r\nSubject: {}\r\nX-Long: {}\r\n\r\nbody\r\n", "S".repeat(5000), "x".repeat(20_000)).into_bytes()));
+    v.push((
+        "no boundary",
+        b"From: e@example.org\r\nContent-Type: multipart/alternative\r\n\r\n--x\r\n\r\ntext\r\n"
+            .to_vec(),
+    ));
+    v.push((
+        "huge header",
+        format!(
+            "From: f@example.org\r\nSubject: {}\r\nX-Long: {}\r\n\r\nbody\r\n",
+            "S".repeat(5000),
+            "x".repeat(20_000)
+        )
+        .into_bytes(),
+    ));
     let mut nested = String::from("From: g@example.org\r\nSubject: nested\r\n");
     for i in 0..60 {
-        nested.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"));
+        nested.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+        ));
     }
     nested.push_str("Content-Type: text/plain\r\n\r\ndeep\r\n");
     v.push(("deep nesting", nested.into_bytes()));
-    v.push(("nul bytes", b"From: h@example.org\r\nSubject: nul\x00byte\r\n\r\nbefore\x00after\r\n".to_vec()));
+    v.push((
+        "nul bytes",
+        b"From: h@example.org\r\nSubject: nul\x00byte\r\n\r\nbefore\x00after\r\n".to_vec(),
+    ));
     v
 }
 
@@ -157,7 +233,8 @@ fn corpus(gpg: &Gpg, fpr: &str) -> Vec<(&'static str, Vec<u8>)> {
 fn imap_round_trip_of_plain_multipart_pgp_and_malformed_mail() {
     let e = env();
     let dovecot = Dovecot::start();
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
     let mut imap = dovecot.client();
     let corpus = corpus(&e.gpg, &e.fpr);
     let mut served = Vec::new();
@@ -179,7 +256,13 @@ fn imap_round_trip_of_plain_multipart_pgp_and_malformed_mail() {
     let m = e.manifest(&served[0]);
     assert_eq!(m["channel"], "email");
     assert_eq!(m["report"]["title"], "Overflow number 1");
-    assert!(m["report"]["description"].as_str().unwrap().starts_with("bipwdk"), "{m}");
+    assert!(
+        m["report"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("bipwdk"),
+        "{m}"
+    );
     assert_eq!(m["reporter"]["email"], "r1@example.org");
     assert_eq!(m["email"]["message_id"], "<m1@example.org>");
     assert_eq!(m["email"]["encryption"], "none");
@@ -187,15 +270,27 @@ fn imap_round_trip_of_plain_multipart_pgp_and_malformed_mail() {
     assert_eq!(m["attachments"][0]["media_type"], "message/rfc822");
     assert_eq!(m["attachments"][0]["size"], served[0].len());
     let m = e.manifest(&served[1]);
-    assert_eq!(m["email"]["attachments"], serde_json::json!(["poc.bin", "raw8bit.dat"]));
+    assert_eq!(
+        m["email"]["attachments"],
+        serde_json::json!(["poc.bin", "raw8bit.dat"])
+    );
     assert_eq!(m["report"]["description"], "See the attached PoC.");
     assert_eq!(e.manifest(&served[2])["email"]["encryption"], "pgp-mime");
     assert_eq!(e.manifest(&served[3])["email"]["encryption"], "inline-pgp");
     let title = e.manifest(&served[8])["report"]["title"].clone();
-    assert!(title == "(no subject)" || title == "(unparseable message)", "{title}");
+    assert!(
+        title == "(no subject)" || title == "(unparseable message)",
+        "{title}"
+    );
     // Logs carry UIDs and IDs, never subjects or senders.
     assert!(log.contains(&e.id_for(&served[0])), "{log}");
-    for secret in ["Overflow number", "r1@example.org", "Reporter 1", "PoC attached", "multi@example.org"] {
+    for secret in [
+        "Overflow number",
+        "r1@example.org",
+        "Reporter 1",
+        "PoC attached",
+        "multi@example.org",
+    ] {
         assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
     }
     assert!(common::files_containing(e.site.path(), b"See the attached PoC").is_empty());
@@ -205,13 +300,20 @@ fn imap_round_trip_of_plain_multipart_pgp_and_malformed_mail() {
 fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
     let e = env();
     let dovecot = Dovecot::start();
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
     let mut imap = dovecot.client();
-    let raws: Vec<Vec<u8>> = (0..300).map(|i| plain_mail(i, 500 + (i * 37) % 3000)).collect();
+    let raws: Vec<Vec<u8>> = (0..300)
+        .map(|i| plain_mail(i, 500 + (i * 37) % 3000))
+        .collect();
     for raw in &raws {
         imap.append(raw);
     }
-    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("random seed {seed}");
     let (mut kills, mut rounds) = (0, 0);
     loop {
@@ -221,7 +323,14 @@ fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait = Duration::from_millis(30 + seed % 900);
-        let mut child = Proc(e.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let mut child = Proc(
+            e.embargo()
+                .args(["poll", "-c", "embargo.toml", "--once"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         std::thread::sleep(wait);
         match child.0.try_wait().unwrap() {
             Some(status) => {
@@ -238,7 +347,10 @@ fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
         }
     }
     eprintln!("{kills} kills in {rounds} runs");
-    assert!(kills >= 3, "the poller was not killed often enough to prove anything ({kills})");
+    assert!(
+        kills >= 3,
+        "the poller was not killed often enough to prove anything ({kills})"
+    );
     // A last run finds nothing to do and changes nothing.
     let before = e.site.report_ids();
     assert!(e.poll_once().status.success());
@@ -251,7 +363,8 @@ fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
 fn committed_but_not_deleted_mail_and_uidvalidity_reset_give_no_duplicates() {
     let e = env();
     let mut dovecot = Dovecot::start();
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
     let raws: Vec<Vec<u8>> = (0..6).map(|i| plain_mail(i, 200)).collect();
     {
         let mut imap = dovecot.client();
@@ -266,7 +379,10 @@ fn committed_but_not_deleted_mail_and_uidvalidity_reset_give_no_duplicates() {
         assert!(matches!(outcome, embargo::mailbox::Outcome::Sealed(_)));
     }
     let (again, _) = embargo::mailbox::seal_message(&intake, &raws[0]).unwrap();
-    assert_eq!(again, embargo::mailbox::Outcome::AlreadySealed(e.id_for(&raws[0]).parse().unwrap()));
+    assert_eq!(
+        again,
+        embargo::mailbox::Outcome::AlreadySealed(e.id_for(&raws[0]).parse().unwrap())
+    );
     drop(intake);
     let before = dovecot.client().uidvalidity();
     std::thread::sleep(Duration::from_millis(1100));
@@ -285,20 +401,32 @@ fn committed_but_not_deleted_mail_and_uidvalidity_reset_give_no_duplicates() {
 fn expired_key_seals_nothing_and_leaves_mail_unseen() {
     let e = env();
     let dovecot = Dovecot::start();
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
     let mut imap = dovecot.client();
     let raws: Vec<Vec<u8>> = (0..3).map(|i| plain_mail(i, 100)).collect();
     let uids: Vec<u32> = raws.iter().map(|r| imap.append(r)).collect();
     // Two years on, the maintainer key (valid for one) has expired.
     let later = embargo::clock::rfc3339(SystemTime::now() + Duration::from_secs(2 * 366 * 86_400));
-    let out = e.embargo().args(["--now", &later, "poll", "-c", "embargo.toml", "--once"]).output().unwrap();
+    let out = e
+        .embargo()
+        .args(["--now", &later, "poll", "-c", "embargo.toml", "--once"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("no usable maintainer certificate"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no usable maintainer certificate"),
+        "{}",
+        text(&out)
+    );
     assert!(e.site.report_ids().is_empty());
     assert_eq!(imap.uids(), uids);
     for (uid, raw) in uids.iter().zip(&raws) {
         let flags = imap.flags(*uid);
-        assert!(!flags.contains("\\Seen") && !flags.contains("\\Deleted"), "{flags}");
+        assert!(
+            !flags.contains("\\Seen") && !flags.contains("\\Deleted"),
+            "{flags}"
+        );
         assert!(imap.body(*uid) == *raw);
     }
     // With the key valid again, the same messages are sealed.
@@ -310,14 +438,19 @@ fn expired_key_seals_nothing_and_leaves_mail_unseen() {
 fn another_clients_deleted_message_is_not_expunged() {
     let e = env();
     let dovecot = Dovecot::start();
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
     let mut imap = dovecot.client();
     let raws: Vec<Vec<u8>> = (0..3).map(|i| plain_mail(i, 100)).collect();
     let uids: Vec<u32> = raws.iter().map(|r| imap.append(r)).collect();
     imap.ok(&format!("UID STORE {} +FLAGS (\\Deleted)", uids[1]));
     let out = e.poll_once();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(imap.uids(), vec![uids[1]], "only the other client's message may remain");
+    assert_eq!(
+        imap.uids(),
+        vec![uids[1]],
+        "only the other client's message may remain"
+    );
     assert!(imap.flags(uids[1]).contains("\\Deleted"));
     e.assert_sealed_exactly(&[raws[0].clone(), raws[2].clone()], 1);
 }
@@ -326,7 +459,10 @@ fn another_clients_deleted_message_is_not_expunged() {
 fn oversized_mail_stays_and_is_logged_by_uid_only() {
     let e = env();
     let dovecot = Dovecot::start();
-    e.site.write_config(&format!("[limits]\nmax_attachment_bytes = 4000\n{}", dovecot.mailbox_config(e.site.path(), "")));
+    e.site.write_config(&format!(
+        "[limits]\nmax_attachment_bytes = 4000\n{}",
+        dovecot.mailbox_config(e.site.path(), "")
+    ));
     let mut imap = dovecot.client();
     let small = plain_mail(1, 500);
     let big = plain_mail(2, 10_000);
@@ -336,7 +472,10 @@ fn oversized_mail_stays_and_is_logged_by_uid_only() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert_eq!(imap.uids(), vec![big_uid]);
-    assert!(log.contains(&format!("uid={big_uid}")) && log.contains("max_attachment_bytes"), "{log}");
+    assert!(
+        log.contains(&format!("uid={big_uid}")) && log.contains("max_attachment_bytes"),
+        "{log}"
+    );
     assert!(!log.contains("Overflow number 2"), "{log}");
     e.assert_sealed_exactly(&[small], 1);
 }
@@ -345,7 +484,8 @@ fn oversized_mail_stays_and_is_logged_by_uid_only() {
 fn after_sealing_move_puts_mail_in_another_folder() {
     let e = env();
     let dovecot = Dovecot::start();
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), "after_sealing = \"move:Sealed\""));
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), "after_sealing = \"move:Sealed\""));
     let mut imap = dovecot.client();
     imap.ok("CREATE Sealed");
     let raws: Vec<Vec<u8>> = (0..2).map(|i| plain_mail(i, 100)).collect();
@@ -386,19 +526,39 @@ fn acknowledgements_carry_the_id_and_no_report_content() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mails = smtp.received();
-    let to_rita: Vec<_> = mails.iter().filter(|m| m.rcpt_to.contains("rita@example.org")).collect();
-    assert_eq!(to_rita.len(), 1, "exactly one acknowledgement to the human sender");
+    let to_rita: Vec<_> = mails
+        .iter()
+        .filter(|m| m.rcpt_to.contains("rita@example.org"))
+        .collect();
+    assert_eq!(
+        to_rita.len(),
+        1,
+        "exactly one acknowledgement to the human sender"
+    );
     let ack = &to_rita[0].text;
     assert!(ack.contains(&human_id), "{ack}");
     assert!(ack.contains("In-Reply-To: <ack1@example.org>"), "{ack}");
     assert!(ack.contains("Auto-Submitted: auto-replied"), "{ack}");
     assert!(ack.contains("https://example.org/security"), "{ack}");
-    assert!(!mails.iter().any(|m| m.rcpt_to.contains("bot@example.org")), "an auto-reply was answered");
-    let notices: Vec<_> = mails.iter().filter(|m| m.rcpt_to.contains("team@example.org")).collect();
+    assert!(
+        !mails.iter().any(|m| m.rcpt_to.contains("bot@example.org")),
+        "an auto-reply was answered"
+    );
+    let notices: Vec<_> = mails
+        .iter()
+        .filter(|m| m.rcpt_to.contains("team@example.org"))
+        .collect();
     assert_eq!(notices.len(), 2, "one notice per new report");
-    assert!(notices.iter().any(|m| m.text.contains(&human_id)) && notices.iter().any(|m| m.text.contains(&robot_id)));
+    assert!(
+        notices.iter().any(|m| m.text.contains(&human_id))
+            && notices.iter().any(|m| m.text.contains(&robot_id))
+    );
     for m in &mails {
-        assert!(!m.text.contains("CANARY"), "report content in a sent mail:\n{}", m.text);
+        assert!(
+            !m.text.contains("CANARY"),
+            "report content in a sent mail:\n{}",
+            m.text
+        );
     }
     assert!(!log.contains("CANARY") && !log.contains("rita@"), "{log}");
 }
@@ -408,7 +568,11 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     let e = env();
     let dovecot = Dovecot::start();
     // A long poll interval: only IDLE can make new mail show up quickly.
-    e.site.write_config(&dovecot.mailbox_config(e.site.path(), "poll_interval = \"10m\"").replace("poll_interval = \"1s\"\n", ""));
+    e.site.write_config(
+        &dovecot
+            .mailbox_config(e.site.path(), "poll_interval = \"10m\"")
+            .replace("poll_interval = \"1s\"\n", ""),
+    );
     let mut imap = dovecot.client();
     let log_path = e.site.tmp_dir().join("poll.log");
     let mut child = Proc(
@@ -420,7 +584,11 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !fs::read_to_string(&log_path).unwrap().contains("idle=true") {
-        assert!(Instant::now() < deadline, "poller did not start: {}", fs::read_to_string(&log_path).unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "poller did not start: {}",
+            fs::read_to_string(&log_path).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -430,25 +598,43 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while !imap.uids().is_empty() {
-        assert!(Instant::now() < deadline, "IDLE did not pick up new mail: {}", fs::read_to_string(&log_path).unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "IDLE did not pick up new mail: {}",
+            fs::read_to_string(&log_path).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     e.assert_sealed_exactly(&raws, 1);
 
     let second = e.poll_once();
     assert_eq!(second.status.code(), Some(1));
-    assert!(text(&second).contains("another poller holds"), "{}", text(&second));
+    assert!(
+        text(&second).contains("another poller holds"),
+        "{}",
+        text(&second)
+    );
 
-    std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the poller did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the poller did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(status.success(), "{status}: {}", fs::read_to_string(&log_path).unwrap());
+    assert!(
+        status.success(),
+        "{status}: {}",
+        fs::read_to_string(&log_path).unwrap()
+    );
 }
 
 fn maildir_site(e: &Env) -> std::path::PathBuf {
@@ -456,7 +642,9 @@ fn maildir_site(e: &Env) -> std::path::PathBuf {
     for sub in ["new", "cur", "tmp"] {
         fs::create_dir_all(md.join(sub)).unwrap();
     }
-    e.site.write_config("[mailbox]\nkind = \"maildir\"\nfolder = \"Maildir\"\npoll_interval = \"1s\"\n");
+    e.site.write_config(
+        "[mailbox]\nkind = \"maildir\"\nfolder = \"Maildir\"\npoll_interval = \"1s\"\n",
+    );
     md
 }
 
@@ -492,11 +680,17 @@ fn maildir_round_trip_keeps_exact_bytes() {
 fn maildir_poller_killed_at_random_moments_seals_every_message_exactly_once() {
     let e = env();
     let md = maildir_site(&e);
-    let raws: Vec<Vec<u8>> = (0..200).map(|i| plain_mail(i, 500 + (i * 53) % 3000)).collect();
+    let raws: Vec<Vec<u8>> = (0..200)
+        .map(|i| plain_mail(i, 500 + (i * 53) % 3000))
+        .collect();
     for (n, raw) in raws.iter().enumerate() {
         deliver(&md, n, raw);
     }
-    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("random seed {seed}");
     let (mut kills, mut rounds) = (0, 0);
     loop {
@@ -506,7 +700,14 @@ fn maildir_poller_killed_at_random_moments_seals_every_message_exactly_once() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let wait = Duration::from_millis(20 + seed % 600);
-        let mut child = Proc(e.embargo().args(["poll", "-c", "embargo.toml", "--once"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let mut child = Proc(
+            e.embargo()
+                .args(["poll", "-c", "embargo.toml", "--once"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         std::thread::sleep(wait);
         match child.0.try_wait().unwrap() {
             Some(status) => {
@@ -523,7 +724,10 @@ fn maildir_poller_killed_at_random_moments_seals_every_message_exactly_once() {
         }
     }
     eprintln!("{kills} kills in {rounds} runs");
-    assert!(kills >= 3, "the poller was not killed often enough to prove anything ({kills})");
+    assert!(
+        kills >= 3,
+        "the poller was not killed often enough to prove anything ({kills})"
+    );
     e.assert_sealed_exactly(&raws, 10);
 }
 
@@ -534,5 +738,9 @@ fn plain_imap_to_a_remote_host_is_refused() {
     e.site.write_config("[mailbox]\nhost = \"imap.example.org\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"pw\"\n");
     let out = e.poll_once();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("only allowed for a loopback host"), "{}", text(&out));
+    assert!(
+        text(&out).contains("only allowed for a loopback host"),
+        "{}",
+        text(&out)
+    );
 }

@@ -25,21 +25,30 @@ pub struct Dovecot {
 
 /// A free TCP port on 127.0.0.1 (free when this returns).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on 127.0.0.1:{port}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on 127.0.0.1:{port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Stops `child` with SIGTERM, then SIGKILL if it lingers.
 pub fn stop_child(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -57,15 +66,34 @@ impl Dovecot {
             Path::new(DOVECOT).exists(),
             "{DOVECOT} is missing: install Debian's dovecot-imapd (apt-get install -y dovecot-imapd)"
         );
-        let dir = tempfile::Builder::new().prefix("dc").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dc")
+            .tempdir_in("/tmp")
+            .unwrap();
         // Mail processes run as the `dovecot` user: it must reach the Maildir.
-        fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         for sub in ["run", "state", "mail", "home"] {
             fs::create_dir(dir.path().join(sub)).unwrap();
         }
-        let ok = Command::new("chown").args(["-R", "dovecot:dovecot"]).arg(dir.path().join("mail")).arg(dir.path().join("home")).status().unwrap();
-        assert!(ok.success(), "chown to the dovecot user failed (are the tests running as root?)");
-        let mut d = Dovecot { dir, port: free_port(), child: None };
+        let ok = Command::new("chown")
+            .args(["-R", "dovecot:dovecot"])
+            .arg(dir.path().join("mail"))
+            .arg(dir.path().join("home"))
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "chown to the dovecot user failed (are the tests running as root?)"
+        );
+        let mut d = Dovecot {
+            dir,
+            port: free_port(),
+            child: None,
+        };
         d.write_config();
         d.start_again();
         d
@@ -192,12 +220,18 @@ pub struct Imap {
 impl Imap {
     pub fn connect(port: u16) -> Imap {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut greeting = String::new();
         reader.read_line(&mut greeting).unwrap();
         assert!(greeting.starts_with("* OK"), "{greeting}");
-        Imap { reader, writer: stream, tag: 0 }
+        Imap {
+            reader,
+            writer: stream,
+            tag: 0,
+        }
     }
 
     /// Reads one response line, with any literals it announces inlined.
@@ -210,7 +244,11 @@ impl Imap {
             out.extend_from_slice(&line);
             let text = String::from_utf8_lossy(&line);
             let trimmed = text.trim_end();
-            if let Some(n) = trimmed.strip_suffix('}').and_then(|s| s.rsplit_once('{')).and_then(|(_, n)| n.parse::<usize>().ok()) {
+            if let Some(n) = trimmed
+                .strip_suffix('}')
+                .and_then(|s| s.rsplit_once('{'))
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+            {
                 let mut literal = vec![0u8; n];
                 self.reader.read_exact(&mut literal).unwrap();
                 out.extend_from_slice(&literal);
@@ -225,10 +263,16 @@ impl Imap {
     pub fn command(&mut self, cmd: &str, literal: Option<&[u8]>) -> (Vec<Vec<u8>>, String) {
         self.tag += 1;
         let tag = format!("t{}", self.tag);
-        self.writer.write_all(format!("{tag} {cmd}\r\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+            .unwrap();
         if let Some(bytes) = literal {
             let cont = self.read_response_line();
-            assert!(cont.starts_with(b"+"), "no continuation: {}", String::from_utf8_lossy(&cont));
+            assert!(
+                cont.starts_with(b"+"),
+                "no continuation: {}",
+                String::from_utf8_lossy(&cont)
+            );
             self.writer.write_all(bytes).unwrap();
             self.writer.write_all(b"\r\n").unwrap();
         }
@@ -236,7 +280,10 @@ impl Imap {
         loop {
             let line = self.read_response_line();
             if line.starts_with(format!("{tag} ").as_bytes()) {
-                return (untagged, String::from_utf8_lossy(&line).trim_end().to_string());
+                return (
+                    untagged,
+                    String::from_utf8_lossy(&line).trim_end().to_string(),
+                );
             }
             untagged.push(line);
         }
@@ -244,7 +291,10 @@ impl Imap {
 
     pub fn ok(&mut self, cmd: &str) -> Vec<Vec<u8>> {
         let (untagged, status) = self.command(cmd, None);
-        assert!(status.split_whitespace().nth(1) == Some("OK"), "{cmd}: {status}");
+        assert!(
+            status.split_whitespace().nth(1) == Some("OK"),
+            "{cmd}: {status}"
+        );
         untagged
     }
 
@@ -253,7 +303,13 @@ impl Imap {
         let (_, status) = self.command(&format!("APPEND INBOX {{{}}}", raw.len()), Some(raw));
         assert!(status.contains(" OK "), "APPEND: {status}");
         // t1 OK [APPENDUID <validity> <uid>] ...
-        status.split("APPENDUID ").nth(1).and_then(|s| s.split(&[' ', ']'][..]).nth(1)).unwrap().parse().unwrap()
+        status
+            .split("APPENDUID ")
+            .nth(1)
+            .and_then(|s| s.split(&[' ', ']'][..]).nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     /// UIDs in INBOX (after a NOOP to see other clients' changes).
@@ -263,7 +319,10 @@ impl Imap {
         for line in self.ok("UID SEARCH ALL") {
             let text = String::from_utf8_lossy(&line);
             if let Some(rest) = text.strip_prefix("* SEARCH") {
-                uids.extend(rest.split_whitespace().filter_map(|n| n.parse::<u32>().ok()));
+                uids.extend(
+                    rest.split_whitespace()
+                        .filter_map(|n| n.parse::<u32>().ok()),
+                );
             }
         }
         uids.sort();
@@ -273,22 +332,36 @@ impl Imap {
     /// The FLAGS of message `uid`.
     pub fn flags(&mut self, uid: u32) -> String {
         let lines = self.ok(&format!("UID FETCH {uid} (FLAGS)"));
-        lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).find(|l| l.contains("FLAGS")).unwrap_or_default()
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .find(|l| l.contains("FLAGS"))
+            .unwrap_or_default()
     }
 
     /// The raw bytes of message `uid` as the server serves them (PEEK: not marked seen).
     pub fn body(&mut self, uid: u32) -> Vec<u8> {
         let lines = self.ok(&format!("UID FETCH {uid} (BODY.PEEK[])"));
-        let line = lines.into_iter().find(|l| l.starts_with(b"* ") && l.windows(5).any(|w| w == b"BODY[")).unwrap();
+        let line = lines
+            .into_iter()
+            .find(|l| l.starts_with(b"* ") && l.windows(5).any(|w| w == b"BODY["))
+            .unwrap();
         let open = line.windows(2).position(|w| w == b"}\r").unwrap();
         let start_n = line[..open].iter().rposition(|&b| b == b'{').unwrap();
-        let n: usize = String::from_utf8_lossy(&line[start_n + 1..open]).parse().unwrap();
+        let n: usize = String::from_utf8_lossy(&line[start_n + 1..open])
+            .parse()
+            .unwrap();
         line[open + 3..open + 3 + n].to_vec()
     }
 
     pub fn uidvalidity(&mut self) -> u32 {
         let lines = self.ok("STATUS INBOX (UIDVALIDITY)");
         let text = String::from_utf8_lossy(&lines[0]).into_owned();
-        text.split("UIDVALIDITY ").nth(1).unwrap().trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap()
+        text.split("UIDVALIDITY ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .unwrap()
     }
 }

@@ -26,7 +26,15 @@ impl SmtpSink {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
             .arg(dir.path().join("maildir"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -40,7 +48,10 @@ impl SmtpSink {
 
     /// The `[smtp]` section sending to this server.
     pub fn smtp_config(&self) -> String {
-        format!("[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Test Security <security@example.org>\"\n", self.port)
+        format!(
+            "[smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Test Security <security@example.org>\"\n",
+            self.port
+        )
     }
 
     /// Every mail received so far.
