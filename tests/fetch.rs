@@ -1,0 +1,336 @@
+//! `embargo fetch` against a real `embargo serve` on 127.0.0.1: complete
+//! copies, nothing twice, a SIGKILL mid-download resumed to an identical
+//! store, and a wrong token that gets a 401 and writes nothing.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use embargo::id::ReportId;
+use embargo::report::{ReportBody, Reporter};
+use embargo::seal::{Channel, Role};
+
+/// A running `embargo serve`; killed (by PID) and reaped on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(site: &Site) -> Server {
+        let mut child = site
+            .embargo()
+            .env("EMBARGO_LOG", "warn")
+            .arg("serve")
+            .arg("-c")
+            .arg(site.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut url = None;
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                url = Some(rest.trim().trim_end_matches('/').to_string());
+                break;
+            }
+        }
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let Some(url) = url else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("embargo serve did not start:\n{seen}");
+        };
+        Server { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seals a report with `files` into the site's store.
+fn seal(site: &Site, files: &[(&str, &[u8])]) -> ReportId {
+    let sealer = site.intake().sealer;
+    let store = site.store();
+    let mut writer = sealer
+        .begin(&store, ReportId::random(), Channel::Api)
+        .unwrap();
+    for (name, bytes) in files {
+        writer
+            .add_attachment(
+                name,
+                "application/octet-stream",
+                Role::Poc,
+                &mut &bytes[..],
+                u64::MAX,
+            )
+            .unwrap();
+    }
+    let id = writer.id().clone();
+    let mut body = ReportBody::default();
+    body.title = format!("report with {} files", files.len());
+    body.description = "d".into();
+    writer.finish(body, Reporter::default(), None).unwrap();
+    id
+}
+
+/// Every file under `root/reports` except staging and trash, with its bytes.
+fn report_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let reports = root.join("reports");
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(&reports) else {
+        return out;
+    };
+    for dir in rd.flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        for part in fs::read_dir(dir.path()).unwrap().flatten() {
+            out.push((
+                format!("{name}/{}", part.file_name().to_string_lossy()),
+                fs::read(part.path()).unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn fetch_cmd(site: &Site, url: &str, token: &Path, local: &Path) -> Command {
+    let mut cmd = site.embargo();
+    cmd.args(["fetch", "--from", url, "--token-file"])
+        .arg(token)
+        .arg("--store")
+        .arg(local);
+    cmd
+}
+
+/// Runs a fetch and kills it (SIGKILL) while the large part is half downloaded.
+/// Returns false if the download finished before it could be caught.
+fn fetch_killed_midway(
+    site: &Site,
+    url: &str,
+    token: &Path,
+    local: &Path,
+    big: &ReportId,
+    big_size: u64,
+) -> bool {
+    let mut child = fetch_cmd(site, url, token, local)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = local
+        .join(".fetch-partial")
+        .join(big.as_str())
+        .join("001.pgp");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let caught = loop {
+        let size = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if size > 0 && size < big_size / 2 {
+            child.kill().unwrap();
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = child.kill();
+    child.wait().unwrap();
+    caught
+}
+
+#[test]
+fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    site.add_key("maint.asc", &armored_public(&maintainer));
+    let token = embargo::reveal::new_token();
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\n{}\n",
+        token.config_line
+    ));
+    let big_bytes = random_bytes(96 << 20, 3);
+    let big = seal(&site, &[("big.bin", &big_bytes), ("small.txt", b"small")]);
+    let small = seal(&site, &[("a.txt", b"a")]);
+    let empty = seal(&site, &[]);
+    let big_size = fs::metadata(site.reports_dir().join(big.as_str()).join("001.pgp"))
+        .unwrap()
+        .len();
+
+    let server = Server::start(&site);
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("local");
+    let good = work.path().join("token");
+    fs::write(&good, format!("{}\n", token.token.as_str())).unwrap();
+    let bad = work.path().join("bad-token");
+    fs::write(&bad, embargo::reveal::new_token().token.as_str()).unwrap();
+
+    // A wrong token: 401, a clear message, nothing written at all.
+    let run = fetch_cmd(&site, &server.url, &bad, &local)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("refused the fetch token (401)"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(
+        !local.exists(),
+        "a refused fetch created {}",
+        local.display()
+    );
+    let direct = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/sealed", server.url))
+        .bearer_auth("nope")
+        .send()
+        .unwrap();
+    assert_eq!(direct.status().as_u16(), 401);
+
+    // Killed in the middle of the large part: nothing half-done is visible.
+    let mut caught = false;
+    for _ in 0..5 {
+        if fetch_killed_midway(&site, &server.url, &good, &local, &big, big_size) {
+            caught = true;
+            break;
+        }
+        fs::remove_dir_all(&local).unwrap();
+    }
+    assert!(
+        caught,
+        "could not interrupt the download of {big_size} bytes"
+    );
+    let local_store = embargo::store::FsStore::open(&local).unwrap();
+    use embargo::store::Store;
+    assert!(!local_store.contains(&big).unwrap());
+    assert!(!local.join("reports").join(big.as_str()).exists());
+    let partial_dir = local.join(".fetch-partial");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&partial_dir).unwrap().permissions())
+            & 0o777,
+        0o700
+    );
+    let partial = fs::metadata(partial_dir.join(big.as_str()).join("001.pgp"))
+        .unwrap()
+        .len();
+    // Whatever was committed before the kill is complete and identical.
+    let server_files = report_files(&site.store_dir());
+    for (name, bytes) in report_files(&local) {
+        let theirs = server_files
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} is not on the server"));
+        assert_eq!(&theirs.1, &bytes, "{name}");
+    }
+
+    // Rerun: resumes the partial part with Range, ends identical.
+    let run = fetch_cmd(&site, &server.url, &good, &local)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(String::from_utf8_lossy(&run.stdout).contains(big.as_str()));
+    let total: u64 = server_files.iter().map(|(_, b)| b.len() as u64).sum();
+    let moved: u64 = stderr(&run)
+        .split("new report(s) (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!(
+        moved <= total - partial,
+        "the rerun downloaded {moved} bytes, the partial {partial} should have been kept:\n{}",
+        stderr(&run)
+    );
+    assert_eq!(report_files(&local), server_files);
+    let mut ids = local_store.list().unwrap();
+    ids.sort();
+    let mut want = vec![big.clone(), small.clone(), empty.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(
+        tree_is_empty(&partial_dir),
+        "partial downloads left: {:?}",
+        fs::read_dir(&partial_dir).unwrap().collect::<Vec<_>>()
+    );
+    assert!(
+        fs::read_dir(local.join("reports/.staging"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+
+    // A second run gets nothing.
+    let run = fetch_cmd(&site, &server.url, &good, &local)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        run.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert!(
+        stderr(&run).contains("fetched 0 new report(s) (0 bytes); 3 already here"),
+        "{}",
+        stderr(&run)
+    );
+
+    // A new report on the server: exactly that one comes.
+    let newer = seal(&site, &[("n.txt", b"new")]);
+    let run = fetch_cmd(&site, &server.url, &good, &local)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), newer.as_str());
+    assert_eq!(report_files(&local), report_files(&site.store_dir()));
+
+    // What was fetched decrypts and verifies.
+    let key = work.path().join("maint.asc");
+    fs::write(&key, armored_secret(&maintainer)).unwrap();
+    let signer = work.path().join("signer.asc");
+    fs::write(&signer, armored_public(&site.signing_cert())).unwrap();
+    let out = work.path().join("out");
+    let run = site
+        .embargo()
+        .args(["decrypt", big.as_str(), "--store"])
+        .arg(&local)
+        .arg("--key")
+        .arg(&key)
+        .arg("--signer")
+        .arg(&signer)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(out.join(big.as_str()).join("big.bin")).unwrap() == big_bytes);
+    drop(server);
+}
+
+fn tree_is_empty(dir: &Path) -> bool {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().all(|e| e.file_name() == ".lock"))
+        .unwrap_or(true)
+}
