@@ -264,6 +264,7 @@ async fn drain(
 ) -> Result<(), MailboxError> {
     let limit = ctx.intake.config.limits.max_attachment_bytes;
     loop {
+        ctx.refresh_keys().await?;
         let uids = session.uid_search("ALL").await?;
         if uids.iter().all(|u| foreign.contains(u)) {
             return Ok(());

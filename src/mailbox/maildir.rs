@@ -53,6 +53,7 @@ async fn drain(ctx: &mut Context, root: &Path) -> Result<(), MailboxError> {
     let limit = ctx.intake.config.limits.max_attachment_bytes;
     let cur = root.join("cur");
     loop {
+        ctx.refresh_keys().await?;
         let mut pending = Vec::new();
         for name in list(&cur)? {
             if !is_trashed(&name) {

@@ -330,9 +330,33 @@ struct Context {
     acks: Option<Arc<ack::Acker>>,
     shutdown: CancellationToken,
     summary: Summary,
+    /// `keys_dir` as it was when `intake` was opened.
+    keys_stamp: Option<u64>,
+    clock: Clock,
 }
 
 impl Context {
+    /// Reopens the intake when `keys_dir` changed (a key added, renewed or
+    /// removed), so that new reports are sealed to the current set; a broken
+    /// new set fails closed like a failed start.
+    async fn refresh_keys(&mut self) -> Result<(), MailboxError> {
+        let dir = self.intake.config.keys_dir.clone();
+        let stamp = tokio::task::spawn_blocking(move || crate::keys::dir_stamp(&dir))
+            .await
+            .map_err(|e| MailboxError::Task(e.to_string()))?;
+        if stamp == self.keys_stamp {
+            return Ok(());
+        }
+        let (config, clock) = (self.intake.config.clone(), self.clock);
+        let intake = tokio::task::spawn_blocking(move || Intake::open(config, clock))
+            .await
+            .map_err(|e| MailboxError::Task(e.to_string()))??;
+        tracing::info!("keys_dir changed: maintainer certificates reloaded");
+        self.intake = Arc::new(intake);
+        self.keys_stamp = stamp;
+        Ok(())
+    }
+
     /// Seals `raw` on a blocking thread.
     async fn seal(
         &mut self,
@@ -383,6 +407,7 @@ pub async fn run(
     let mut backoff = BACKOFF_START;
     loop {
         let config = config.clone();
+        let keys_stamp = crate::keys::dir_stamp(&config.keys_dir);
         let opened = tokio::task::spawn_blocking(move || Intake::open(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))?;
@@ -394,6 +419,8 @@ pub async fn run(
                     acks: acks.clone(),
                     shutdown: shutdown.clone(),
                     summary: Summary::default(),
+                    keys_stamp,
+                    clock,
                 };
                 let result = if mailbox.kind == "maildir" {
                     maildir::run(&mut ctx, &mailbox, once).await
@@ -424,6 +451,31 @@ pub async fn run(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// For `embargo serve`: starts the poller in the background when
+/// `[mailbox]` is configured. Returns its health (for `/healthz`) and task;
+/// the task ends after `shutdown` is cancelled. `None` without `[mailbox]`.
+pub fn spawn(
+    config: Config,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Option<(
+    Health,
+    tokio::task::JoinHandle<Result<Summary, MailboxError>>,
+)> {
+    config.mailbox.as_ref()?;
+    let health = Health::new();
+    let task_health = health.clone();
+    let task = tokio::spawn(async move {
+        let result = run(config, clock, false, task_health.clone(), shutdown).await;
+        if let Err(e) = &result {
+            tracing::error!("mailbox poller stopped: {e}");
+            task_health.failed(e);
+        }
+        result
+    });
+    Some((health, task))
 }
 
 /// `embargo poll`: runs [`run`] on its own runtime, stopping cleanly (between
