@@ -607,6 +607,25 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     }
     e.assert_sealed_exactly(&raws, 1);
 
+    // A maintainer key added while the poller runs is used for the next report.
+    let gpg2 = Gpg::new();
+    let fpr2 = gpg2.gen_key("Second <second@example.org>", GpgKeyType::Cv25519, "", "1y");
+    e.site.add_key("second.asc", &gpg2.export_public(&fpr2));
+    let late = plain_mail(99, 100);
+    imap.append(&late);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !imap.uids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "late mail not sealed: {}",
+            fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let part = e.site.reports_dir().join(e.id_for(&late)).join("001.pgp");
+    assert!(gpg2.decrypt(&part).0 == late, "not sealed to the new key");
+    assert!(e.gpg.decrypt(&part).0 == late, "not sealed to the old key");
+
     let second = e.poll_once();
     assert_eq!(second.status.code(), Some(1));
     assert!(
@@ -743,4 +762,59 @@ fn plain_imap_to_a_remote_host_is_refused() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn without_a_usable_key_the_poller_retries_and_health_says_why() {
+    let e = env();
+    let md = maildir_site(&e);
+    let key = fs::read(e.site.keys_dir().join("maintainer.asc")).unwrap();
+    fs::remove_file(e.site.keys_dir().join("maintainer.asc")).unwrap();
+    let raw = plain_mail(1, 100);
+    deliver(&md, 1, &raw);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (health, task) = embargo::mailbox::spawn(
+            e.site.config(),
+            embargo::clock::Clock::system(),
+            shutdown.clone(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while health.check().is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "health never reported the missing key"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let problem = health.check().unwrap_err();
+        assert!(
+            problem.contains("no usable maintainer certificate"),
+            "{problem}"
+        );
+        assert_eq!(
+            maildir_left(&md),
+            1,
+            "the message must stay while no key is usable"
+        );
+        assert!(e.site.report_ids().is_empty());
+        // The key comes back: the next retry seals the message and health recovers.
+        e.site.add_key("maintainer.asc", &key);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while health.check().is_err() || maildir_left(&md) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the poller did not recover: {:?}",
+                health.check()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(health.snapshot().sealed, 1);
+        shutdown.cancel();
+        let summary = task.await.unwrap().unwrap();
+        assert_eq!(summary.sealed, 1);
+    });
+    e.assert_sealed_exactly(&[raw], 1);
 }
