@@ -289,10 +289,11 @@ fn remove_abandoned(out: &Path) {
             fields.next(),
             fields.next().and_then(|p| p.parse::<u32>().ok()),
         );
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-                let _ = fs::remove_dir_all(entry.path());
-            }
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }

@@ -261,13 +261,12 @@ impl Http {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
+            && length != expected
         {
-            if length != expected {
-                return Err(Error::BadListing(format!(
-                    "{id}/{} is sent as {length} bytes, {expected} expected from the listing",
-                    part.name
-                )));
-            }
+            return Err(Error::BadListing(format!(
+                "{id}/{} is sent as {length} bytes, {expected} expected from the listing",
+                part.name
+            )));
         }
         file.set_len(have).map_err(write_err(path))?;
         file.seek(SeekFrom::Start(have)).map_err(write_err(path))?;
@@ -415,13 +414,13 @@ fn read_token(path: &Path) -> Result<Zeroizing<String>, Error> {
             path.display()
         )));
     }
-    if let Ok(meta) = fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "{} is readable by other users: chmod 600 it",
-                path.display()
-            );
-        }
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "{} is readable by other users: chmod 600 it",
+            path.display()
+        );
     }
     Ok(token)
 }
@@ -437,5 +436,90 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Write {
         path: path.to_path_buf(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(id: &str, parts: &[(&str, u64)]) -> ListedReport {
+        ListedReport {
+            id: id.into(),
+            parts: parts
+                .iter()
+                .map(|(n, s)| PartInfo {
+                    name: n.to_string(),
+                    size: *s,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn hostile_listings_are_refused() {
+        let id = ReportId::random().to_string();
+        let mut seen = std::collections::HashSet::new();
+        assert!(
+            validate(
+                listed(&id, &[("manifest.pgp", 10), ("001.pgp", 5)]),
+                &mut seen
+            )
+            .is_ok()
+        );
+        for bad in [
+            listed(&id, &[("manifest.pgp", 10)]),         // listed twice
+            listed("../../etc", &[("manifest.pgp", 10)]), // not an ID
+            listed(
+                &ReportId::random().to_string().to_lowercase(),
+                &[("manifest.pgp", 1)],
+            ), // not canonical
+            listed(&ReportId::random().to_string(), &[("001.pgp", 1)]), // no manifest
+            listed(
+                &ReportId::random().to_string(),
+                &[("manifest.pgp", 1), ("../x", 1)],
+            ),
+            listed(
+                &ReportId::random().to_string(),
+                &[("manifest.pgp", 1), ("001.pgp", 1), ("001.pgp", 1)],
+            ),
+            listed(
+                &ReportId::random().to_string(),
+                &[("manifest.pgp", MAX_MANIFEST_BYTES * 4)],
+            ),
+            listed(
+                &ReportId::random().to_string(),
+                &[("manifest.pgp", 1), ("001.pgp", u64::MAX)],
+            ),
+        ] {
+            let shown = format!(
+                "{:?}",
+                bad.parts.iter().map(|p| &p.name).collect::<Vec<_>>()
+            );
+            assert!(
+                matches!(validate(bad, &mut seen), Err(Error::BadListing(_))),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_only_travel_over_https_or_to_this_machine() {
+        assert_eq!(
+            base_url("https://example.org/intake/").unwrap(),
+            "https://example.org/intake"
+        );
+        assert!(base_url("http://127.0.0.1:8080").is_ok());
+        assert!(base_url("http://[::1]:8080/").is_ok());
+        assert!(base_url("http://localhost:1/").is_ok());
+        for bad in [
+            "http://example.org",
+            "ftp://127.0.0.1",
+            "https://u:p@example.org",
+            "https://example.org/?a=b",
+            "nonsense",
+        ] {
+            assert!(matches!(base_url(bad), Err(Error::Usage(_))), "{bad}");
+        }
     }
 }
