@@ -818,3 +818,57 @@ fn without_a_usable_key_the_poller_retries_and_health_says_why() {
     });
     e.assert_sealed_exactly(&[raw], 1);
 }
+
+#[test]
+fn store_failure_leaves_fetched_mail_unseen_and_undeleted_until_it_is_fixed() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    let log_path = e.site.tmp_dir().join("poll.log");
+    let _poller = Proc(
+        e.embargo()
+            .args(["poll", "-c", "embargo.toml"])
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || fs::read_to_string(&log_path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log().contains("mailbox selected") {
+        assert!(Instant::now() < deadline, "poller did not start: {}", log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The store breaks while the poller runs: staging cannot be created.
+    let staging = e.site.reports_dir().join(".staging");
+    fs::rename(&staging, e.site.reports_dir().join(".staging-away")).unwrap();
+    fs::write(&staging, b"not a directory").unwrap();
+    let raw = plain_mail(1, 100);
+    let uid = imap.append(&raw);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log().contains("sealing failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no sealing failure logged: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(imap.uids(), vec![uid]);
+    let flags = imap.flags(uid);
+    assert!(
+        !flags.contains("\\Seen") && !flags.contains("\\Deleted"),
+        "{flags}"
+    );
+    assert!(e.site.report_ids().is_empty());
+    // Repaired: the retry (with backoff) seals and removes it.
+    fs::remove_file(&staging).unwrap();
+    fs::rename(e.site.reports_dir().join(".staging-away"), &staging).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !imap.uids().is_empty() {
+        assert!(Instant::now() < deadline, "not retried: {}", log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    e.assert_sealed_exactly(&[raw], 1);
+}
