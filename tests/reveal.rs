@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -967,4 +967,175 @@ fn token_new_prints_a_256_bit_token_and_its_sha256_line() {
             .unwrap(),
         lines[0]
     );
+}
+
+/// Waits until `out` holds a temporary directory with some plaintext in it.
+fn wait_for_partial(out: &Path, child: &mut std::process::Child) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let started = fs::read_dir(out).into_iter().flatten().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".embargo-partial-")
+                && fs::read_dir(e.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|f| f.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        });
+        if started {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn interrupted_decrypt_leaves_nothing_and_a_killed_ones_leftovers_are_removed() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    let s = sealer(
+        &site.state_dir(),
+        vec![maintainer.clone()],
+        SystemTime::now(),
+    );
+    let big = random_bytes(96 << 20, 9);
+    let id = seal(
+        &s,
+        &site.store_dir(),
+        body("Big", Severity::Medium),
+        &[("one.bin", &big), ("two.bin", &big)],
+    );
+    let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
+    let out = site.path().join("out");
+    let spawn = || {
+        site.embargo()
+            .args(["decrypt", id.as_str(), "--store"])
+            .arg(site.store_dir())
+            .arg("--key")
+            .arg(&key)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // SIGTERM (as Ctrl-C would be SIGINT) in the middle: the plaintext goes.
+    let mut child = spawn();
+    assert!(
+        wait_for_partial(&out, &mut child),
+        "the decryption finished before it could be interrupted"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(130), "{}", stderr(&done));
+    assert!(stderr(&done).contains("interrupted; nothing was kept"));
+    assert!(tree(&out).is_empty(), "left behind: {:?}", tree(&out));
+
+    // SIGKILL cannot be caught: the next run removes what it left.
+    let mut child = spawn();
+    assert!(wait_for_partial(&out, &mut child));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!tree(&out).is_empty());
+    let done = spawn().wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(
+        !stderr(&done).contains('\r') && !stderr(&done).contains("eta"),
+        "no progress bar off a terminal: {}",
+        stderr(&done)
+    );
+    let mut want: Vec<String> = ["", "/manifest.json", "/one.bin", "/report.md", "/two.bin"]
+        .iter()
+        .map(|f| format!("{id}{f}"))
+        .collect();
+    want.sort();
+    assert_eq!(tree(&out), want);
+    assert!(fs::read(out.join(id.as_str()).join("two.bin")).unwrap() == big);
+}
+
+#[test]
+fn a_locked_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: script(1) from util-linux is needed for a terminal");
+        return;
+    }
+    let site = Site::new();
+    let (locked, _) = openpgp::cert::CertBuilder::general_purpose(Some("Locked <l@example.org>"))
+        .set_password(Some("Tr0ub4dor-and-3".into()))
+        .generate()
+        .unwrap();
+    let s = sealer(&site.state_dir(), vec![locked.clone()], SystemTime::now());
+    let big = random_bytes(9 << 20, 5);
+    let id = seal(
+        &s,
+        &site.store_dir(),
+        body("Prompted", Severity::Low),
+        &[("big.bin", &big)],
+    );
+    let key = write(site.path(), "locked.asc", &armored_secret(&locked));
+    let out = site.path().join("out");
+    let cmd = format!(
+        "{} decrypt {id} --store {} --key {} --out {}",
+        embargo_bin().display(),
+        site.store_dir().display(),
+        key.display(),
+        out.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("EMBARGO_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = child.stdout.take().unwrap();
+    let mut transcript = String::new();
+    let mut answered = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        use std::io::{Read, Write};
+        let n = output.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        transcript.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let prompts = transcript.matches("Passphrase for the secret key").count();
+        if prompts > answered {
+            // A wrong answer first, then the right one.
+            let answer = if answered == 0 {
+                "battery-staple-9\n"
+            } else {
+                "Tr0ub4dor-and-3\n"
+            };
+            input.write_all(answer.as_bytes()).unwrap();
+            input.flush().unwrap();
+            answered += 1;
+        }
+    }
+    drop(input);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{transcript}");
+    assert_eq!(answered, 2, "{transcript}");
+    assert!(
+        transcript.contains("wrong passphrase, try again"),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains("Tr0ub4dor") && !transcript.contains("battery-staple"),
+        "the passphrase was echoed:\n{transcript}"
+    );
+    assert!(fs::read(out.join(id.as_str()).join("big.bin")).unwrap() == big);
 }
