@@ -279,6 +279,26 @@ fn gpg_key_file_with_passphrase_and_gpg_agent_give_identical_attachments() {
     want.sort();
     assert_eq!(tree(&out1), want);
 
+    // `list --gpg` opens the manifest through the agent as well.
+    let run = site
+        .embargo()
+        .env("GNUPGHOME", bob.home.path())
+        .args(["list", "--gpg", "--json", "--store"])
+        .arg(&store)
+        .arg("--signer")
+        .arg(&signer)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["title"], "RCE in parser");
+    assert_eq!(rows[0]["signature_checked"], true);
+    assert_eq!(
+        rows[0]["attachments_bytes"].as_u64(),
+        Some(big.len() as u64 + 15)
+    );
+
     // A gpg home without a matching secret key fails cleanly.
     let stranger = Gpg::new();
     stranger.gen_key("Mallory <m@example.org>", GpgKeyType::Cv25519, "", "1y");

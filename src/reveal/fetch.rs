@@ -139,7 +139,9 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
 fn commit(store: &FsStore, id: &ReportId, parts: &[PartInfo], dir: &Path) -> Result<bool, Error> {
     let mut staging = match store.stage(id) {
         Ok(s) => s,
-        Err(StoreError::Exists(_)) => return Ok(false),
+        // Committed meanwhile by another writer: nothing to do. A directory
+        // without a manifest (copied by hand?) is reported, not replaced.
+        Err(StoreError::Exists(_)) if store.contains(id)? => return Ok(false),
         Err(e) => return Err(e.into()),
     };
     let mut ordered: Vec<&PartInfo> = parts.iter().filter(|p| p.name != "manifest.pgp").collect();
