@@ -359,10 +359,10 @@ async fn fetch(
         .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
         .await?;
     while let Some(f) = fetches.try_next().await? {
-        if f.uid == Some(uid) {
-            if let Some(body) = f.body() {
-                raw = Some(Zeroizing::new(body.to_vec()));
-            }
+        if f.uid == Some(uid)
+            && let Some(body) = f.body()
+        {
+            raw = Some(Zeroizing::new(body.to_vec()));
         }
     }
     Ok(raw)

@@ -284,13 +284,13 @@ fn check_config(mailbox: &Mailbox) -> Result<(), MailboxError> {
             "username and password_file are required for kind = \"imap\"".into(),
         ));
     }
-    if let Some(folder) = mailbox.after_sealing.strip_prefix("move:") {
-        if folder.is_empty() || folder == mailbox.folder {
-            return Err(MailboxError::Config(format!(
-                "after_sealing = {:?} must name another folder than {:?}",
-                mailbox.after_sealing, mailbox.folder
-            )));
-        }
+    if let Some(folder) = mailbox.after_sealing.strip_prefix("move:")
+        && (folder.is_empty() || folder == mailbox.folder)
+    {
+        return Err(MailboxError::Config(format!(
+            "after_sealing = {:?} must name another folder than {:?}",
+            mailbox.after_sealing, mailbox.folder
+        )));
     }
     Ok(())
 }
