@@ -111,11 +111,13 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
 
     let mut summary = FetchSummary::default();
     for (id, parts) in reports {
+        let dir = partial_root.join(id.as_str());
         if store.contains(&id)? {
+            // A run killed right after committing may have left its downloads.
+            let _ = fs::remove_dir_all(&dir);
             summary.already_present += 1;
             continue;
         }
-        let dir = partial_root.join(id.as_str());
         DirBuilder::new()
             .mode(0o700)
             .recursive(true)
@@ -357,6 +359,17 @@ fn validate(
     }
     if !names.contains("manifest.pgp") {
         return Err(Error::BadListing(format!("{id} has no manifest.pgp")));
+    }
+    // Attachments are numbered from 001 without gaps (DESIGN §3): a listing
+    // that leaves one out would make an incomplete local copy.
+    for n in 1..names.len() {
+        if !names.contains(&crate::store::attachment_part_name(n)) {
+            return Err(Error::BadListing(format!(
+                "{id} lists {} parts but not {}",
+                names.len(),
+                crate::store::attachment_part_name(n)
+            )));
+        }
     }
     Ok((id, report.parts))
 }
