@@ -1159,3 +1159,50 @@ fn a_locked_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
     );
     assert!(fs::read(out.join(id.as_str()).join("big.bin")).unwrap() == big);
 }
+
+#[test]
+fn a_locked_key_whose_primary_key_encrypts_opens_with_its_passphrase() {
+    use openpgp::cert::{CertBuilder, CipherSuite};
+    use openpgp::types::KeyFlags;
+    let site = Site::new();
+    // Old-style single-key certificate: the primary key itself encrypts.
+    let (cert, _) = CertBuilder::new()
+        .set_cipher_suite(CipherSuite::RSA2k)
+        .add_userid("Old <old@example.org>")
+        .set_primary_key_flags(
+            KeyFlags::empty()
+                .set_certification()
+                .set_storage_encryption()
+                .set_transport_encryption(),
+        )
+        .set_password(Some("pw-old".into()))
+        .generate()
+        .unwrap();
+    let s = sealer(&site.state_dir(), vec![cert.clone()], SystemTime::now());
+    let id = seal(
+        &s,
+        &site.store_dir(),
+        body("Old key", Severity::Low),
+        &[("f.txt", b"old school")],
+    );
+    let key = write(site.path(), "old.asc", &armored_secret(&cert));
+    let pass = write(site.path(), "old-pass", b"pw-old\n");
+    let out = site.path().join("out");
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(site.store_dir())
+        .arg("--key")
+        .arg(&key)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        fs::read(out.join(id.as_str()).join("f.txt")).unwrap(),
+        b"old school"
+    );
+}
