@@ -872,3 +872,88 @@ fn store_failure_leaves_fetched_mail_unseen_and_undeleted_until_it_is_fixed() {
     }
     e.assert_sealed_exactly(&[raw], 1);
 }
+
+#[test]
+fn serve_runs_the_poller_and_healthz_reports_its_failures() {
+    let e = env();
+    let md = maildir_site(&e);
+    let port = common::dovecot::free_port();
+    let config = fs::read_to_string(e.site.config_path()).unwrap();
+    fs::write(
+        e.site.config_path(),
+        format!("listen = \"127.0.0.1:{port}\"\n{config}"),
+    )
+    .unwrap();
+    let log_path = e.site.tmp_dir().join("serve.log");
+    let mut server = Proc(
+        e.embargo()
+            .args(["serve", "-c", "embargo.toml"])
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || fs::read_to_string(&log_path).unwrap();
+    common::dovecot::wait_for_port(port, "embargo serve");
+    let healthz = || {
+        let r = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let raw = plain_mail(1, 100);
+    deliver(&md, 1, &raw);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while maildir_left(&md) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not poll the Maildir: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    e.assert_sealed_exactly(&[raw], 1);
+    assert_eq!(healthz().0, 200, "{}", healthz().1);
+
+    // The Maildir disappears: /healthz says the poller cannot deliver.
+    fs::rename(&md, e.site.path().join("Maildir-away")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = healthz();
+        if status == 503 {
+            assert!(body.contains("mailbox poller"), "{body}");
+            assert!(
+                !body.contains(e.site.path().to_str().unwrap()),
+                "a path leaked: {body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthz stayed {status}: {body}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::rename(e.site.path().join("Maildir-away"), &md).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while healthz().0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "healthz did not recover: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", log());
+}

@@ -163,8 +163,24 @@ pub async fn serve_with(config: Config, clock: Clock, ready: impl FnOnce(SocketA
     let local = listener.local_addr().map_err(|source| IntakeError::Listen { addr, source })?;
     tracing::info!(%local, "web intake listening");
     reload_on_sighup(state.clone());
+    // With [mailbox], the poller runs beside the intake and stops with it.
+    let stop_poller = tokio_util::sync::CancellationToken::new();
+    let poller = crate::mailbox::spawn(state.config().clone(), clock, stop_poller.clone());
+    if let Some((health, _)) = &poller {
+        state.set_mailbox_health(health.clone());
+    }
     ready(local);
-    run(listener, state, terminate()).await
+    let stop = stop_poller.clone();
+    let result = run(listener, state, async move {
+        terminate().await;
+        stop.cancel();
+    })
+    .await;
+    stop_poller.cancel();
+    if let Some((_, task)) = poller {
+        let _ = task.await;
+    }
+    result
 }
 
 /// `embargo serve`, on a runtime of its own.

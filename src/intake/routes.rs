@@ -227,6 +227,9 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         }
         Err(_) => problems.push("the store check failed".into()),
     }
+    if let Some(problem) = state.mailbox_health().and_then(|h| h.public_problem()) {
+        problems.push(problem);
+    }
     let usable = keys.usable_at(now).len();
     let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({

@@ -37,6 +37,8 @@ struct Inner {
     uploads: Arc<Semaphore>,
     rate: Mutex<RateTable>,
     tokens: Vec<[u8; 32]>,
+    /// The mailbox poller's health, when `serve` runs one.
+    mailbox: std::sync::OnceLock<crate::mailbox::Health>,
 }
 
 /// The maintainer certificates as last loaded, and the sealer built on them.
@@ -133,8 +135,19 @@ impl AppState {
                 uploads,
                 rate: Mutex::new(RateTable::default()),
                 tokens,
+                mailbox: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets `/healthz` report the mailbox poller started next to the intake.
+    pub fn set_mailbox_health(&self, health: crate::mailbox::Health) {
+        let _ = self.inner.mailbox.set(health);
+    }
+
+    /// The mailbox poller's health, when one runs in this process.
+    pub fn mailbox_health(&self) -> Option<&crate::mailbox::Health> {
+        self.inner.mailbox.get()
     }
 
     pub fn config(&self) -> &Config {

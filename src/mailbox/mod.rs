@@ -176,6 +176,14 @@ impl Health {
         }
     }
 
+    /// The problem in words fit for a public page (`/healthz`): no paths,
+    /// host names or server replies; the details are in the log.
+    pub fn public_problem(&self) -> Option<String> {
+        self.snapshot().problem.map(|_| {
+            "the mailbox poller cannot deliver mail right now (details in the server log)".into()
+        })
+    }
+
     fn update(&self, f: impl FnOnce(&mut HealthState)) {
         match self.0.lock() {
             Ok(mut s) => f(&mut s),
