@@ -27,9 +27,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::serialize::SerializeInto;
+use sequoia_openpgp as openpgp;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -52,7 +52,9 @@ pub enum IntakeError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}; check `listen` in the config and that no other process uses the port")]
+    #[error(
+        "cannot listen on {addr}: {source}; check `listen` in the config and that no other process uses the port"
+    )]
     Listen {
         addr: String,
         #[source]
@@ -144,7 +146,9 @@ fn reload_on_sighup(state: AppState) {
                     let result = tokio::task::spawn_blocking(move || state.reload_keys()).await;
                     match result {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!("reloading keys failed, the keys in use are kept: {e}"),
+                        Ok(Err(e)) => {
+                            tracing::error!("reloading keys failed, the keys in use are kept: {e}")
+                        }
                         Err(e) => tracing::error!("reloading keys failed: {e}"),
                     }
                 }
@@ -156,11 +160,22 @@ fn reload_on_sighup(state: AppState) {
 
 /// `embargo serve`: opens the intake and serves it on `config.listen` until
 /// SIGTERM; keys reload on SIGHUP. `ready` is called with the bound address.
-pub async fn serve_with(config: Config, clock: Clock, ready: impl FnOnce(SocketAddr)) -> Result<(), IntakeError> {
+pub async fn serve_with(
+    config: Config,
+    clock: Clock,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), IntakeError> {
     let state = AppState::open(config, clock)?;
     let addr = state.config().listen.clone();
-    let listener = TcpListener::bind(&addr).await.map_err(|source| IntakeError::Listen { addr: addr.clone(), source })?;
-    let local = listener.local_addr().map_err(|source| IntakeError::Listen { addr, source })?;
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| IntakeError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| IntakeError::Listen { addr, source })?;
     tracing::info!(%local, "web intake listening");
     reload_on_sighup(state.clone());
     // With [mailbox], the poller runs beside the intake and stops with it.
@@ -191,11 +206,15 @@ pub fn serve(config: Config, clock: Clock) -> Result<(), IntakeError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, IntakeError> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(IntakeError::Serve)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(IntakeError::Serve)
 }
 
 /// User ID of the demo key: nobody should mistake it for a real one.
-pub const DEMO_USER_ID: &str = "DEMO maintainer key - throwaway, do not use for real reports (embargo demo)";
+pub const DEMO_USER_ID: &str =
+    "DEMO maintainer key - throwaway, do not use for real reports (embargo demo)";
 /// Where `embargo demo` listens.
 pub const DEMO_LISTEN: &str = "127.0.0.1:8080";
 
@@ -203,7 +222,10 @@ pub const DEMO_LISTEN: &str = "127.0.0.1:8080";
 /// `maintainer-secret.asc`, mode 0600; public part in `keys/`), `state/`
 /// and `data/`. An existing demo key is reused. Returns the config.
 pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
-    let demo_err = |reason: String| IntakeError::Demo { dir: dir.to_owned(), reason };
+    let demo_err = |reason: String| IntakeError::Demo {
+        dir: dir.to_owned(),
+        reason,
+    };
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).map_err(|e| demo_err(e.to_string()))?;
     let secret_path = dir.join("maintainer-secret.asc");
@@ -212,8 +234,16 @@ pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
             .set_cipher_suite(CipherSuite::Cv25519)
             .generate()
             .map_err(|e| demo_err(e.to_string()))?;
-        let secret = zeroize::Zeroizing::new(cert.as_tsk().armored().to_vec().map_err(|e| demo_err(e.to_string()))?);
-        let public = cert.armored().to_vec().map_err(|e| demo_err(e.to_string()))?;
+        let secret = zeroize::Zeroizing::new(
+            cert.as_tsk()
+                .armored()
+                .to_vec()
+                .map_err(|e| demo_err(e.to_string()))?,
+        );
+        let public = cert
+            .armored()
+            .to_vec()
+            .map_err(|e| demo_err(e.to_string()))?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -221,7 +251,8 @@ pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
             .open(&secret_path)
             .map_err(|e| demo_err(e.to_string()))?;
         f.write_all(&secret).map_err(|e| demo_err(e.to_string()))?;
-        std::fs::write(keys.join("demo-maintainer.asc"), public).map_err(|e| demo_err(e.to_string()))?;
+        std::fs::write(keys.join("demo-maintainer.asc"), public)
+            .map_err(|e| demo_err(e.to_string()))?;
     }
     let mut config = Config::defaults_in(dir);
     config.listen = DEMO_LISTEN.into();

@@ -50,24 +50,110 @@ pub struct AttachmentView {
 
 /// Label, help text and kind of every form field, in form order.
 const FORM: &[(&str, &str, &str, &str, bool)] = &[
-    ("title", "Title", "One line that names the problem, e.g. \u{201c}Path traversal in the export endpoint\u{201d}.", "text", true),
-    ("affected_versions", "Affected versions", "Versions, commits or deployments you tested.", "text", false),
-    ("environment", "Environment", "Operating system, configuration, browser: what someone needs to reproduce it.", "textarea", false),
-    ("severity", "Severity (your estimate)", "If you give a CVSS vector and leave this on \u{201c}not sure\u{201d}, its rating is used.", "select", false),
-    ("cvss_vector", "CVSS vector (optional)", "CVSS 3.0, 3.1 or 4.0, e.g. CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H.", "text", false),
-    ("cwe", "CWE (optional)", "Weakness identifiers separated by commas, e.g. CWE-22, CWE-79.", "text", false),
-    ("description", "Description", "What is wrong and where. Plain text; include what you expected and what happened.", "textarea", true),
-    ("impact", "Impact", "What an attacker gains, and under which conditions.", "textarea", false),
-    ("steps_to_reproduce", "Steps to reproduce", "Numbered steps. Attach scripts or captures below instead of pasting long ones.", "textarea", false),
-    ("mitigations", "Mitigations", "Workarounds or fixes you know of.", "textarea", false),
-    ("reporter_name", "Your name or handle (optional)", "Needed only if you want to be credited by name.", "text", false),
-    ("reporter_email", "Your e-mail address (optional)", "So the maintainers can reply. Leave empty to stay anonymous: then keep your receipt to refer to this report.", "email", false),
-    ("credit", "Credit", "How the advisory should credit you.", "select", false),
+    (
+        "title",
+        "Title",
+        "One line that names the problem, e.g. \u{201c}Path traversal in the export endpoint\u{201d}.",
+        "text",
+        true,
+    ),
+    (
+        "affected_versions",
+        "Affected versions",
+        "Versions, commits or deployments you tested.",
+        "text",
+        false,
+    ),
+    (
+        "environment",
+        "Environment",
+        "Operating system, configuration, browser: what someone needs to reproduce it.",
+        "textarea",
+        false,
+    ),
+    (
+        "severity",
+        "Severity (your estimate)",
+        "If you give a CVSS vector and leave this on \u{201c}not sure\u{201d}, its rating is used.",
+        "select",
+        false,
+    ),
+    (
+        "cvss_vector",
+        "CVSS vector (optional)",
+        "CVSS 3.0, 3.1 or 4.0, e.g. CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H.",
+        "text",
+        false,
+    ),
+    (
+        "cwe",
+        "CWE (optional)",
+        "Weakness identifiers separated by commas, e.g. CWE-22, CWE-79.",
+        "text",
+        false,
+    ),
+    (
+        "description",
+        "Description",
+        "What is wrong and where. Plain text; include what you expected and what happened.",
+        "textarea",
+        true,
+    ),
+    (
+        "impact",
+        "Impact",
+        "What an attacker gains, and under which conditions.",
+        "textarea",
+        false,
+    ),
+    (
+        "steps_to_reproduce",
+        "Steps to reproduce",
+        "Numbered steps. Attach scripts or captures below instead of pasting long ones.",
+        "textarea",
+        false,
+    ),
+    (
+        "mitigations",
+        "Mitigations",
+        "Workarounds or fixes you know of.",
+        "textarea",
+        false,
+    ),
+    (
+        "reporter_name",
+        "Your name or handle (optional)",
+        "Needed only if you want to be credited by name.",
+        "text",
+        false,
+    ),
+    (
+        "reporter_email",
+        "Your e-mail address (optional)",
+        "So the maintainers can reply. Leave empty to stay anonymous: then keep your receipt to refer to this report.",
+        "email",
+        false,
+    ),
+    (
+        "credit",
+        "Credit",
+        "How the advisory should credit you.",
+        "select",
+        false,
+    ),
 ];
 
-const SEVERITIES: &[(&str, &str)] =
-    &[("", "Not sure"), ("low", "Low"), ("medium", "Medium"), ("high", "High"), ("critical", "Critical")];
-const CREDITS: &[(&str, &str)] = &[("anonymous", "Do not name me"), ("name", "Credit me by the name above")];
+const SEVERITIES: &[(&str, &str)] = &[
+    ("", "Not sure"),
+    ("low", "Low"),
+    ("medium", "Medium"),
+    ("high", "High"),
+    ("critical", "Critical"),
+];
+const CREDITS: &[(&str, &str)] = &[
+    ("anonymous", "Do not name me"),
+    ("name", "Credit me by the name above"),
+];
 
 /// A maintainer certificate as listed on the form.
 pub struct KeyView {
@@ -148,7 +234,12 @@ fn policy_view(state: &AppState) -> PolicyView {
     let p = &state.config().policy;
     let fix = ["critical", "high", "medium", "low"]
         .iter()
-        .filter_map(|s| p.fix_deadline(s).map(|span| FixView { severity: s.to_string(), within: span_words(span) }))
+        .filter_map(|s| {
+            p.fix_deadline(s).map(|span| FixView {
+                severity: s.to_string(),
+                within: span_words(span),
+            })
+        })
         .collect();
     PolicyView {
         acknowledge: span_words(p.acknowledge_within),
@@ -159,7 +250,11 @@ fn policy_view(state: &AppState) -> PolicyView {
 
 /// Groups a hex fingerprint by four for reading aloud.
 pub fn grouped(hex: &str) -> String {
-    hex.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn field_views(raw: Option<&RawReport>, errors: &FieldErrors, max_bytes: usize) -> Vec<FieldView> {
@@ -172,7 +267,11 @@ fn field_views(raw: Option<&RawReport>, errors: &FieldErrors, max_bytes: usize) 
                 _ => &[],
             }
             .iter()
-            .map(|&(v, l)| OptionView { value: v, label: l, selected: value.eq_ignore_ascii_case(v) })
+            .map(|&(v, l)| OptionView {
+                value: v,
+                label: l,
+                selected: value.eq_ignore_ascii_case(v),
+            })
             .collect();
             FieldView {
                 name,
@@ -190,7 +289,12 @@ fn field_views(raw: Option<&RawReport>, errors: &FieldErrors, max_bytes: usize) 
 }
 
 /// The form, empty or filled in again with `raw` and its `errors`.
-pub fn form_page(state: &AppState, raw: Option<&RawReport>, errors: &FieldErrors, had_files: bool) -> FormPage {
+pub fn form_page(
+    state: &AppState,
+    raw: Option<&RawReport>,
+    errors: &FieldErrors,
+    had_files: bool,
+) -> FormPage {
     let config = state.config();
     let keys_now = state.keys();
     let now = state.clock().now();
@@ -213,7 +317,11 @@ pub fn form_page(state: &AppState, raw: Option<&RawReport>, errors: &FieldErrors
         errors: errors
             .0
             .iter()
-            .map(|(f, m)| ErrorView { name: f.clone(), label: label_of(f).to_string(), message: m.clone() })
+            .map(|(f, m)| ErrorView {
+                name: f.clone(),
+                label: label_of(f).to_string(),
+                message: m.clone(),
+            })
             .collect(),
         had_files,
         accepting: !keys.is_empty(),
@@ -225,14 +333,18 @@ pub fn form_page(state: &AppState, raw: Option<&RawReport>, errors: &FieldErrors
 }
 
 fn label_of(field: &str) -> &str {
-    FORM.iter().find(|f| f.0 == field).map(|f| f.1).unwrap_or(field)
+    FORM.iter()
+        .find(|f| f.0 == field)
+        .map(|f| f.1)
+        .unwrap_or(field)
 }
 
 /// The receipt page for an accepted report.
 pub fn receipt_page(state: &AppState, accepted: &Accepted) -> ReceiptPage {
     let config = state.config();
     let received = accepted.sealed.received_at;
-    let deadlines = crate::report::Deadlines::for_report(&config.policy, received, accepted.severity);
+    let deadlines =
+        crate::report::Deadlines::for_report(&config.policy, received, accepted.severity);
     ReceiptPage {
         project_name: config.project_name.clone(),
         id: accepted.sealed.id.to_string(),
@@ -241,20 +353,33 @@ pub fn receipt_page(state: &AppState, accepted: &Accepted) -> ReceiptPage {
             .sealed
             .attachments
             .iter()
-            .map(|a| AttachmentView { name: a.name.clone(), size: human_size(a.size), sha256: a.sha256.clone() })
+            .map(|a| AttachmentView {
+                name: a.name.clone(),
+                size: human_size(a.size),
+                sha256: a.sha256.clone(),
+            })
             .collect(),
         receipt: accepted.receipt.clone(),
         policy: policy_view(state),
         acknowledge_by: rfc3339(deadlines.acknowledge_by),
         fix_by: deadlines.fix_by.map(rfc3339),
-        severity: if accepted.severity == Severity::Unknown { String::new() } else { accepted.severity.to_string() },
+        severity: if accepted.severity == Severity::Unknown {
+            String::new()
+        } else {
+            accepted.severity.to_string()
+        },
     }
 }
 
 /// Renders a template as an HTML response with `status`.
 pub fn html<T: Template>(status: StatusCode, page: &T) -> Response {
     match page.render() {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], Html(body)).into_response(),
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            Html(body),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!("rendering a page failed: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()

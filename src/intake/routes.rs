@@ -29,19 +29,37 @@ const SECURITY_TXT_MAX_AHEAD: Duration = Duration::from_secs(365 * 86_400);
 pub async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }
 
 /// `GET /`: the form.
 pub async fn form(State(state): State<AppState>) -> Response {
-    html(StatusCode::OK, &form_page(&state, None, &FieldErrors::default(), false))
+    html(
+        StatusCode::OK,
+        &form_page(&state, None, &FieldErrors::default(), false),
+    )
 }
 
 /// `GET /static/style.css`.
@@ -72,8 +90,14 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().map_err(|_| refuse())?;
-        let authority = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")).ok_or_else(refuse)?;
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).ok_or_else(refuse)?;
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(refuse)?;
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .ok_or_else(refuse)?;
         if !authority.eq_ignore_ascii_case(host) {
             return Err(refuse());
         }
@@ -112,11 +136,20 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
             tracing::info!(channel = "web", "report sealed and stored");
             html(StatusCode::CREATED, &receipt_page(&state, &accepted))
         }
-        Err(Refused::Invalid { raw, errors, had_files }) => {
-            html(StatusCode::BAD_REQUEST, &form_page(&state, Some(&raw), &errors, had_files))
-        }
+        Err(Refused::Invalid {
+            raw,
+            errors,
+            had_files,
+        }) => html(
+            StatusCode::BAD_REQUEST,
+            &form_page(&state, Some(&raw), &errors, had_files),
+        ),
         Err(Refused::Error(e)) => {
-            tracing::info!(status = e.status.as_u16(), code = e.code, "form report refused");
+            tracing::info!(
+                status = e.status.as_u16(),
+                code = e.code,
+                "form report refused"
+            );
             error_page(&state, &e)
         }
     }
@@ -144,7 +177,11 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
         }
         Err(Refused::Invalid { errors, .. }) => ApiError::invalid(errors).into_response(),
         Err(Refused::Error(e)) => {
-            tracing::info!(status = e.status.as_u16(), code = e.code, "API report refused");
+            tracing::info!(
+                status = e.status.as_u16(),
+                code = e.code,
+                "API report refused"
+            );
             e.into_response()
         }
     }
@@ -155,8 +192,11 @@ pub async fn keys_asc(State(state): State<AppState>) -> Response {
     let keys = state.keys();
     let usable = keys.usable_at(state.clock().now());
     if usable.is_empty() {
-        return ApiError::unavailable("no_usable_key", "no maintainer certificate is usable at the moment")
-            .into_response();
+        return ApiError::unavailable(
+            "no_usable_key",
+            "no maintainer certificate is usable at the moment",
+        )
+        .into_response();
     }
     match armor_certs(usable.iter().map(|e| &e.cert)) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response(),
@@ -183,9 +223,14 @@ fn base_url(headers: &HeaderMap, fallback: &str) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
         .unwrap_or(fallback);
-    let local = host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
+    let local =
+        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
     format!("{}://{host}", if local { "http" } else { "https" })
 }
 
@@ -231,7 +276,11 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         problems.push(problem);
     }
     let usable = keys.usable_at(now).len();
-    let status = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if problems.is_empty() { "ok" } else { "unavailable" },
         "usable_keys": usable,
@@ -263,9 +312,15 @@ mod tests {
         assert!(check_same_origin(&headers(&[("sec-fetch-site", "same-origin")])).is_ok());
         assert!(check_same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
         assert!(check_same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
-        let ok = [("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")];
+        let ok = [
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:8080"),
+        ];
         assert!(check_same_origin(&headers(&ok)).is_ok());
-        let bad = [("origin", "https://evil.example"), ("host", "127.0.0.1:8080")];
+        let bad = [
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8080"),
+        ];
         assert!(check_same_origin(&headers(&bad)).is_err());
         assert!(check_same_origin(&headers(&[("origin", "null"), ("host", "a")])).is_err());
     }

@@ -37,7 +37,10 @@ fn store_error(e: StoreError) -> ApiError {
         StoreError::NotFound(_) | StoreError::BadPartName(_) => ApiError::not_found(),
         other => {
             tracing::error!("reading the store failed: {other}");
-            ApiError::unavailable("store_unavailable", "the report store is unavailable; try again later")
+            ApiError::unavailable(
+                "store_unavailable",
+                "the report store is unavailable; try again later",
+            )
         }
     }
 }
@@ -46,21 +49,22 @@ fn store_error(e: StoreError) -> ApiError {
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let store = state.store().clone();
-    let listing = tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut out = Vec::new();
-        for id in store.list()? {
-            match store.parts(&id) {
-                Ok(parts) => out.push(json!({ "id": id.to_string(), "parts": parts })),
-                // Removed between listing and reading: not a complete report any more.
-                Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+    let listing =
+        tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, StoreError> {
+            let mut out = Vec::new();
+            for id in store.list()? {
+                match store.parts(&id) {
+                    Ok(parts) => out.push(json!({ "id": id.to_string(), "parts": parts })),
+                    // Removed between listing and reading: not a complete report any more.
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|_| ApiError::internal())?
-    .map_err(store_error)?;
+            Ok(out)
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(store_error)?;
     Ok(Json(json!({ "reports": listing })).into_response())
 }
 
@@ -75,13 +79,18 @@ enum Range {
 /// Parses `bytes=a-b`, `bytes=a-` or `bytes=-n`. Several ranges, or a
 /// header that is not understood, mean the whole part (RFC 9110 allows it).
 fn parse_range(value: Option<&HeaderValue>, size: u64) -> Range {
-    let Some(spec) = value.and_then(|v| v.to_str().ok()).and_then(|v| v.trim().strip_prefix("bytes=")) else {
+    let Some(spec) = value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
         return Range::Whole;
     };
     if spec.contains(',') {
         return Range::Whole;
     }
-    let Some((a, b)) = spec.split_once('-') else { return Range::Whole };
+    let Some((a, b)) = spec.split_once('-') else {
+        return Range::Whole;
+    };
     let (a, b) = (a.trim(), b.trim());
     let parsed = match (a.is_empty(), b.is_empty()) {
         (true, false) => match b.parse::<u64>() {
@@ -90,7 +99,9 @@ fn parse_range(value: Option<&HeaderValue>, size: u64) -> Range {
             Err(_) => return Range::Whole,
         },
         (false, _) => {
-            let Ok(start) = a.parse::<u64>() else { return Range::Whole };
+            let Ok(start) = a.parse::<u64>() else {
+                return Range::Whole;
+            };
             let end = if b.is_empty() {
                 size.saturating_sub(1)
             } else {
@@ -106,7 +117,10 @@ fn parse_range(value: Option<&HeaderValue>, size: u64) -> Range {
     if size == 0 || parsed.0 >= size {
         return Range::Unsatisfiable;
     }
-    Range::Part { start: parsed.0, end: parsed.1 }
+    Range::Part {
+        start: parsed.0,
+        end: parsed.1,
+    }
 }
 
 /// `GET /api/v1/sealed/{id}/{part}`: one ciphertext part.
@@ -125,7 +139,10 @@ pub async fn part(
         let mut reader = store.open_part(&id, &part)?;
         let size = reader
             .seek(SeekFrom::End(0))
-            .map_err(|source| StoreError::Io { path: format!("{id}/{part}"), source })?;
+            .map_err(|source| StoreError::Io {
+                path: format!("{id}/{part}"),
+                source,
+            })?;
         Ok((reader, size))
     })
     .await
@@ -160,7 +177,10 @@ pub async fn part(
             match limited.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
-                    if tx.blocking_send(Ok(Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
                         return; // the client went away
                     }
                 }
@@ -171,11 +191,16 @@ pub async fn part(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pgp-encrypted"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/pgp-encrypted"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {

@@ -49,7 +49,12 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    fn build(keyring: Keyring, secrets: &Arc<IntakeSecrets>, config: &Config, clock: Clock) -> KeySet {
+    fn build(
+        keyring: Keyring,
+        secrets: &Arc<IntakeSecrets>,
+        config: &Config,
+        clock: Clock,
+    ) -> KeySet {
         let sealer = keyring
             .recipients()
             .ok()
@@ -78,17 +83,27 @@ impl KeySet {
             .iter()
             .map(|e| {
                 let judged = judge(&e.file, e.cert.clone(), now);
-                format!("{}: {}", e.fingerprint().to_hex(), judged.problem.as_deref().unwrap_or("unusable"))
+                format!(
+                    "{}: {}",
+                    e.fingerprint().to_hex(),
+                    judged.problem.as_deref().unwrap_or("unusable")
+                )
             })
             .collect();
         if !self.keyring.bad_files.is_empty() {
-            reasons.push(format!("{} unreadable key file(s)", self.keyring.bad_files.len()));
+            reasons.push(format!(
+                "{} unreadable key file(s)",
+                self.keyring.bad_files.len()
+            ));
         }
         if reasons.is_empty() {
             reasons.push("the keys directory holds no certificate".into());
         }
         reasons.truncate(5);
-        Some(format!("no usable maintainer certificate ({}): reports are refused until one is added", reasons.join("; ")))
+        Some(format!(
+            "no usable maintainer certificate ({}): reports are refused until one is added",
+            reasons.join("; ")
+        ))
     }
 }
 
@@ -99,11 +114,17 @@ impl AppState {
     /// Secret key material in `keys_dir` still does.
     pub fn open(config: Config, clock: Clock) -> Result<AppState, IntakeError> {
         let keyring = Keyring::load(&config.keys_dir, clock)?;
-        let secrets = Arc::new(IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?);
+        let secrets = Arc::new(IntakeSecrets::load_or_create(
+            &config.state_dir,
+            &config.project_name,
+        )?);
         let store = Arc::new(FsStore::open(&config.store)?);
         let removed = store.remove_stale_staging()?;
         if removed > 0 {
-            tracing::info!(removed, "removed incomplete reports left by an interrupted run");
+            tracing::info!(
+                removed,
+                "removed incomplete reports left by an interrupted run"
+            );
         }
         Ok(AppState::from_parts(config, clock, keyring, secrets, store))
     }
@@ -122,7 +143,11 @@ impl AppState {
             .maintainers
             .token_sha256
             .iter()
-            .filter_map(|t| hex::decode(t).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()))
+            .filter_map(|t| {
+                hex::decode(t)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            })
             .collect();
         let uploads = Arc::new(Semaphore::new(config.limits.max_concurrent_uploads));
         AppState {
@@ -179,7 +204,12 @@ impl AppState {
     pub fn reload_keys(&self) -> Result<(), IntakeError> {
         let keyring = Keyring::load(&self.inner.config.keys_dir, self.inner.clock)?;
         log_keyring(&keyring, &self.inner.config);
-        let set = Arc::new(KeySet::build(keyring, &self.inner.secrets, &self.inner.config, self.inner.clock));
+        let set = Arc::new(KeySet::build(
+            keyring,
+            &self.inner.secrets,
+            &self.inner.config,
+            self.inner.clock,
+        ));
         let usable = set.usable_at(self.inner.clock.now()).len();
         match self.inner.keys.write() {
             Ok(mut k) => *k = set,
@@ -240,7 +270,10 @@ fn peer_key(peer: IpAddr) -> IpAddr {
             s[4..].fill(0);
             IpAddr::V6(s.into())
         }
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -254,7 +287,8 @@ struct RateTable {
 impl RateTable {
     fn allow(&mut self, peer: IpAddr, limit: u32, now: Instant) -> bool {
         if self.windows.len() >= RATE_TABLE_SWEEP_AT {
-            self.windows.retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
+            self.windows
+                .retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
         }
         let entry = self.windows.entry(peer).or_insert((now, 0));
         if now.duration_since(entry.0) >= RATE_WINDOW {
@@ -286,6 +320,9 @@ mod tests {
         let a = peer_key("2001:db8:1:2:aaaa::1".parse().unwrap());
         let b = peer_key("2001:db8:1:2:bbbb::2".parse().unwrap());
         assert_eq!(a, b);
-        assert_eq!(peer_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            peer_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -60,7 +60,11 @@ pub struct Accepted {
 /// Why an upload was refused.
 pub enum Refused {
     /// The fields are invalid: the form is shown again with these values.
-    Invalid { raw: Box<RawReport>, errors: FieldErrors, had_files: bool },
+    Invalid {
+        raw: Box<RawReport>,
+        errors: FieldErrors,
+        had_files: bool,
+    },
     /// Any other refusal.
     Error(ApiError),
 }
@@ -72,8 +76,16 @@ impl From<ApiError> for Refused {
 }
 
 /// Receives, validates and seals one report from a multipart body.
-pub async fn receive(state: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Result<Accepted, Refused> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+pub async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    kind: Kind,
+) -> Result<Accepted, Refused> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let boundary = multer::parse_boundary(content_type).map_err(|e| match e {
         multer::Error::NoBoundary => ApiError::bad_request(
             "no_boundary",
@@ -152,13 +164,26 @@ async fn receive_parts(
 ) -> Result<Accepted, Refused> {
     let limits = &state.config().limits;
     let budget = Arc::new(HeaderBudget::default());
-    let stream = BodyStream { inner: body.into_data_stream(), budget: budget.clone(), yield_next: false };
+    let stream = BodyStream {
+        inner: body.into_data_stream(),
+        budget: budget.clone(),
+        yield_next: false,
+    };
     let whole = (limits.max_attachments as u64)
-        .saturating_mul(limits.max_attachment_bytes.saturating_add(MAX_PART_HEADER_BYTES))
-        .saturating_add(((FIELDS.len() + 2) * (limits.max_field_bytes + JSON_OVERHEAD_BYTES)) as u64)
+        .saturating_mul(
+            limits
+                .max_attachment_bytes
+                .saturating_add(MAX_PART_HEADER_BYTES),
+        )
+        .saturating_add(
+            ((FIELDS.len() + 2) * (limits.max_field_bytes + JSON_OVERHEAD_BYTES)) as u64,
+        )
         .saturating_add(MAX_PART_HEADER_BYTES);
-    let constraints =
-        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(whole).per_field(u64::MAX));
+    let constraints = multer::Constraints::new().size_limit(
+        multer::SizeLimit::new()
+            .whole_stream(whole)
+            .per_field(u64::MAX),
+    );
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
 
     let mut raw = RawReport::default();
@@ -173,28 +198,47 @@ async fn receive_parts(
         budget.start();
         let next = multipart.next_field().await;
         budget.stop();
-        let Some(mut field) = next.map_err(multipart_error)? else { break };
+        let Some(mut field) = next.map_err(multipart_error)? else {
+            break;
+        };
         let name = field.name().unwrap_or("").to_string();
         if name == "attachment" {
             let file_name = clean_file_name(field.file_name().unwrap_or(""));
-            let first = field.chunk().await.map_err(multipart_error)?;
-            if field.file_name().is_some_and(str::is_empty) && first.is_none() {
+            let mut first = field.chunk().await.map_err(multipart_error)?;
+            while first.as_ref().is_some_and(Bytes::is_empty) {
+                first = field.chunk().await.map_err(multipart_error)?;
+            }
+            if first.is_none() && field.file_name().is_none_or(str::is_empty) {
                 continue; // a form's file input with no file chosen
             }
             files += 1;
             if files > limits.max_attachments {
                 return Err(ApiError::too_large(
                     "too_many_attachments",
-                    format!("a report may have at most {} attachments; nothing was stored", limits.max_attachments),
+                    format!(
+                        "a report may have at most {} attachments; nothing was stored",
+                        limits.max_attachments
+                    ),
                 )
                 .into());
             }
             if session.is_none() {
-                *session = Some(Session::start(sealer.clone(), state.store().clone(), channel, state));
+                *session = Some(Session::start(
+                    sealer.clone(),
+                    state.store().clone(),
+                    channel,
+                    state,
+                ));
             }
-            let Some(s) = session.as_mut() else { return Err(ApiError::internal().into()) };
+            let Some(s) = session.as_mut() else {
+                return Err(ApiError::internal().into());
+            };
             let media_type = media_type_for(&file_name);
-            s.send(Msg::Begin { name: file_name, media_type }).await?;
+            s.send(Msg::Begin {
+                name: file_name,
+                media_type,
+            })
+            .await?;
             let mut size = 0u64;
             let mut chunk = first;
             while let Some(bytes) = chunk {
@@ -216,15 +260,23 @@ async fn receive_parts(
             return Err(ApiError::bad_request(
                 "unknown_part",
                 match kind {
-                    Kind::Form => "the form sent a part this intake does not know; use the form at /",
-                    Kind::Api => "parts must be named \"report\" (the input JSON) or \"attachment\" (files)",
+                    Kind::Form => {
+                        "the form sent a part this intake does not know; use the form at /"
+                    }
+                    Kind::Api => {
+                        "parts must be named \"report\" (the input JSON) or \"attachment\" (files)"
+                    }
                 },
             )
             .into());
         }
         if !seen.insert(name.clone()) {
             if kind == Kind::Api {
-                return Err(ApiError::bad_request("duplicate_part", "the part \"report\" was sent more than once").into());
+                return Err(ApiError::bad_request(
+                    "duplicate_part",
+                    "the part \"report\" was sent more than once",
+                )
+                .into());
             }
             errors.push(&name, "was sent more than once".into());
             continue;
@@ -243,7 +295,8 @@ async fn receive_parts(
                     )
                     .into());
                 }
-                raw = RawReport::from_json(&value).map_err(|e| Refused::Error(ApiError::invalid(e)))?;
+                raw = RawReport::from_json(&value)
+                    .map_err(|e| Refused::Error(ApiError::invalid(e)))?;
             }
             Kind::Form => {
                 let text = match std::str::from_utf8(&value) {
@@ -254,14 +307,24 @@ async fn receive_parts(
                     }
                 };
                 if truncated {
-                    errors.push(&name, format!("is longer than the limit of {} bytes", limits.max_field_bytes));
+                    errors.push(
+                        &name,
+                        format!(
+                            "is longer than the limit of {} bytes",
+                            limits.max_field_bytes
+                        ),
+                    );
                 }
                 raw.set(&name, text);
             }
         }
     }
     if kind == Kind::Api && !seen.contains("report") {
-        return Err(ApiError::bad_request("missing_report", "the part \"report\" (the input JSON) is missing").into());
+        return Err(ApiError::bad_request(
+            "missing_report",
+            "the part \"report\" (the input JSON) is missing",
+        )
+        .into());
     }
     let validated = raw.validate(limits);
     let (body, reporter) = match validated {
@@ -278,21 +341,39 @@ async fn receive_parts(
     };
     let severity = body.severity;
     if session.is_none() {
-        *session = Some(Session::start(sealer.clone(), state.store().clone(), channel, state));
+        *session = Some(Session::start(
+            sealer.clone(),
+            state.store().clone(),
+            channel,
+            state,
+        ));
     }
-    let Some(s) = session.take() else { return Err(ApiError::internal().into()) };
+    let Some(s) = session.take() else {
+        return Err(ApiError::internal().into());
+    };
     let (sealed, receipt) = s.finish(body, reporter).await?;
-    Ok(Accepted { sealed, receipt, severity })
+    Ok(Accepted {
+        sealed,
+        receipt,
+        severity,
+    })
 }
 
 fn invalid(raw: RawReport, errors: FieldErrors, files: usize) -> Refused {
-    Refused::Invalid { raw: Box::new(raw), errors, had_files: files > 0 }
+    Refused::Invalid {
+        raw: Box::new(raw),
+        errors,
+        had_files: files > 0,
+    }
 }
 
 fn file_too_large(limit: u64) -> ApiError {
     ApiError::too_large(
         "file_too_large",
-        format!("an attachment is larger than the limit of {limit} bytes ({}); nothing was stored", human_size(limit)),
+        format!(
+            "an attachment is larger than the limit of {limit} bytes ({}); nothing was stored",
+            human_size(limit)
+        ),
     )
 }
 
@@ -311,12 +392,16 @@ pub fn human_size(bytes: u64) -> String {
         value /= 1024.0;
         unit = u;
     }
-    if value.fract() == 0.0 { format!("{value:.0} {unit}") } else { format!("{value:.1} {unit}") }
+    let text = format!("{value:.1}");
+    format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// Reads a text part, keeping at most `cap` bytes (the rest is skipped).
 /// Returns the bytes and whether there were more.
-async fn read_capped(field: &mut multer::Field<'_>, cap: usize) -> Result<(Zeroizing<Vec<u8>>, bool), ApiError> {
+async fn read_capped(
+    field: &mut multer::Field<'_>,
+    cap: usize,
+) -> Result<(Zeroizing<Vec<u8>>, bool), ApiError> {
     let mut value = Zeroizing::new(Vec::new());
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         let room = cap - value.len();
@@ -335,8 +420,17 @@ async fn read_capped(field: &mut multer::Field<'_>, cap: usize) -> Result<(Zeroi
 pub fn clean_file_name(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
-    let cleaned: String = cleaned.trim().trim_start_matches('.').chars().take(MAX_FILE_NAME_CHARS).collect();
-    if cleaned.trim().is_empty() { "attachment".into() } else { cleaned }
+    let cleaned: String = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .chars()
+        .take(MAX_FILE_NAME_CHARS)
+        .collect();
+    if cleaned.trim().is_empty() {
+        "attachment".into()
+    } else {
+        cleaned
+    }
 }
 
 /// Maps multipart parse failures to client errors, without echoing input.
@@ -345,19 +439,32 @@ fn multipart_error(e: multer::Error) -> ApiError {
         multer::Error::StreamReadFailed(source) => match source.downcast_ref::<BodyError>() {
             Some(BodyError::HeadersTooLong) => ApiError::bad_request(
                 "headers_too_long",
-                format!("a part's headers are longer than {} bytes", MAX_PART_HEADER_BYTES),
+                format!(
+                    "a part's headers are longer than {} bytes",
+                    MAX_PART_HEADER_BYTES
+                ),
             ),
-            _ => ApiError::bad_request("upload_interrupted", "the upload stopped before it was complete; nothing was stored"),
+            _ => ApiError::bad_request(
+                "upload_interrupted",
+                "the upload stopped before it was complete; nothing was stored",
+            ),
         },
         multer::Error::StreamSizeExceeded { limit } => ApiError::too_large(
             "request_too_large",
-            format!("the request is larger than {limit} bytes, more than the attachment and field limits allow"),
+            format!(
+                "the request is larger than {limit} bytes, more than the attachment and field limits allow"
+            ),
         ),
-        multer::Error::IncompleteStream | multer::Error::IncompleteFieldData { .. } => ApiError::bad_request(
-            "incomplete_multipart",
-            "the multipart body ended before its final boundary; nothing was stored",
+        multer::Error::IncompleteStream | multer::Error::IncompleteFieldData { .. } => {
+            ApiError::bad_request(
+                "incomplete_multipart",
+                "the multipart body ended before its final boundary; nothing was stored",
+            )
+        }
+        _ => ApiError::bad_request(
+            "malformed_multipart",
+            "the multipart body is malformed; nothing was stored",
         ),
-        _ => ApiError::bad_request("malformed_multipart", "the multipart body is malformed; nothing was stored"),
     }
 }
 
@@ -365,9 +472,10 @@ fn multipart_error(e: multer::Error) -> ApiError {
 fn seal_error(e: SealError) -> ApiError {
     match e {
         SealError::TooLarge { limit } => file_too_large(limit),
-        SealError::TooManyAttachments { limit } => {
-            ApiError::too_large("too_many_attachments", format!("a report may have at most {limit} attachments"))
-        }
+        SealError::TooManyAttachments { limit } => ApiError::too_large(
+            "too_many_attachments",
+            format!("a report may have at most {limit} attachments"),
+        ),
         SealError::Keys(KeyError::NoUsableKey { .. }) => {
             tracing::warn!("report refused: no maintainer certificate is usable any more");
             ApiError::unavailable(
@@ -377,11 +485,15 @@ fn seal_error(e: SealError) -> ApiError {
         }
         SealError::Store(StoreError::Io { .. }) => {
             tracing::error!("the store is not writable: {e}");
-            ApiError::unavailable("store_unavailable", "the report store is unavailable; nothing was stored, please try again later")
+            ApiError::unavailable(
+                "store_unavailable",
+                "the report store is unavailable; nothing was stored, please try again later",
+            )
         }
-        SealError::Input(_) => {
-            ApiError::bad_request("upload_interrupted", "the upload stopped before it was complete; nothing was stored")
-        }
+        SealError::Input(_) => ApiError::bad_request(
+            "upload_interrupted",
+            "the upload stopped before it was complete; nothing was stored",
+        ),
         other => {
             tracing::error!("sealing failed: {other}");
             ApiError::internal()
@@ -391,7 +503,10 @@ fn seal_error(e: SealError) -> ApiError {
 
 /// What the receiving side tells the sealing thread.
 enum Msg {
-    Begin { name: String, media_type: &'static str },
+    Begin {
+        name: String,
+        media_type: &'static str,
+    },
     Data(Bytes),
     End,
     Finish(Box<(ReportBody, Reporter)>),
@@ -409,13 +524,20 @@ impl Session {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let limit = state.config().limits.max_attachment_bytes;
         let project = state.config().project_name.clone();
-        let handle = tokio::task::spawn_blocking(move || seal_session(&sealer, &store, channel, limit, &project, rx));
-        Session { tx, handle: Some(handle) }
+        let handle = tokio::task::spawn_blocking(move || {
+            seal_session(&sealer, &store, channel, limit, &project, rx)
+        });
+        Session {
+            tx,
+            handle: Some(handle),
+        }
     }
 
     /// Waits for the sealing thread to end and returns its result.
     async fn outcome(&mut self) -> Result<(SealedReport, String), ApiError> {
-        let Some(handle) = self.handle.take() else { return Err(ApiError::internal()) };
+        let Some(handle) = self.handle.take() else {
+            return Err(ApiError::internal());
+        };
         match handle.await {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => Err(seal_error(e)),
@@ -435,7 +557,11 @@ impl Session {
         }
     }
 
-    async fn finish(mut self, body: ReportBody, reporter: Reporter) -> Result<(SealedReport, String), ApiError> {
+    async fn finish(
+        mut self,
+        body: ReportBody,
+        reporter: Reporter,
+    ) -> Result<(SealedReport, String), ApiError> {
         self.send(Msg::Finish(Box::new((body, reporter)))).await?;
         self.outcome().await
     }
@@ -466,7 +592,10 @@ fn seal_session(
     loop {
         match rx.blocking_recv() {
             Some(Msg::Begin { name, media_type }) => {
-                let mut reader = ChannelReader { rx: &mut rx, chunk: Bytes::new() };
+                let mut reader = ChannelReader {
+                    rx: &mut rx,
+                    chunk: Bytes::new(),
+                };
                 writer.add_attachment(&name, media_type, Role::Poc, &mut reader, limit)?;
             }
             Some(Msg::Finish(fields)) => {
@@ -476,9 +605,16 @@ fn seal_session(
                 return Ok((sealed, receipt));
             }
             Some(Msg::Data(_) | Msg::End) => {
-                return Err(SealError::Input(io::Error::other("file data outside a file")));
+                return Err(SealError::Input(io::Error::other(
+                    "file data outside a file",
+                )));
             }
-            None => return Err(SealError::Input(io::Error::new(io::ErrorKind::UnexpectedEof, "upload abandoned"))),
+            None => {
+                return Err(SealError::Input(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upload abandoned",
+                )));
+            }
         }
     }
 }
@@ -501,7 +637,12 @@ impl Read for ChannelReader<'_> {
                 Some(Msg::Data(bytes)) => self.chunk = bytes,
                 Some(Msg::End) => return Ok(0),
                 Some(_) => return Err(io::Error::other("unexpected message inside a file")),
-                None => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "upload abandoned")),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upload abandoned",
+                    ));
+                }
             }
         }
     }
@@ -555,7 +696,11 @@ impl Stream for BodyStream {
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
                 if self.budget.active.load(Ordering::Relaxed) {
-                    let used = self.budget.used.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+                    let used = self
+                        .budget
+                        .used
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed)
+                        + bytes.len() as u64;
                     if used > MAX_PART_HEADER_BYTES {
                         return Poll::Ready(Some(Err(BodyError::HeadersTooLong)));
                     }
@@ -582,7 +727,10 @@ mod tests {
         assert_eq!(clean_file_name(".."), "attachment");
         assert_eq!(clean_file_name(".hidden"), "hidden");
         assert_eq!(clean_file_name("bad\u{0}\u{7}\nname.txt"), "badname.txt");
-        assert_eq!(clean_file_name(&"x".repeat(4096)).chars().count(), MAX_FILE_NAME_CHARS);
+        assert_eq!(
+            clean_file_name(&"x".repeat(4096)).chars().count(),
+            MAX_FILE_NAME_CHARS
+        );
         assert_eq!(clean_file_name(""), "attachment");
     }
 

@@ -1,0 +1,231 @@
+//! The real `embargo serve` binary on a loopback port, stopped by PID when
+//! its guard drops (also when a test fails), with its log kept for checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::Site;
+
+/// A running `embargo serve -c SITE/embargo.toml`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Server {
+    /// Starts the server for `site` (its config gets `listen` on port 0).
+    pub fn start(site: &Site) -> Server {
+        let mut child = site
+            .embargo()
+            .args(["serve", "-c"])
+            .arg(site.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("embargo serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        log2.lock().unwrap().extend_from_slice(&line);
+                        let text = String::from_utf8_lossy(&line);
+                        if let Some(rest) = text.split("listening on http://").nth(1) {
+                            let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
+                        }
+                    }
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            base: String::new(),
+            addr: String::new(),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => {
+                server.base = format!("http://{addr}");
+                server.addr = addr;
+            }
+            Err(_) => panic!(
+                "embargo serve did not start; its log:\n{}",
+                server.log_text()
+            ),
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    pub fn log_bytes(&self) -> Vec<u8> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the server process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit status, or `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The peak resident set size of the server (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reqwest client that never uses a proxy (all traffic stays on loopback).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes as an HTTP request and returns (status, headers+body).
+/// With `close_write`, the write half is shut after sending, so the server
+/// sees the body end early.
+pub fn raw_http(addr: &str, request: &[u8], close_write: bool) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // The server may answer and close before reading everything.
+    let _ = stream.write_all(request);
+    if close_write {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// A multipart/form-data body built by hand, for hostile variants.
+pub struct RawMultipart {
+    pub boundary: String,
+    pub body: Vec<u8>,
+}
+
+impl RawMultipart {
+    pub fn new() -> RawMultipart {
+        RawMultipart {
+            boundary: "----embargotestboundary7MA4YWxkTrZu0gW".into(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn text(mut self, name: &str, value: &[u8]) -> RawMultipart {
+        self.body.extend_from_slice(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n",
+                self.boundary
+            )
+            .as_bytes(),
+        );
+        self.body.extend_from_slice(value);
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// A file part with `filename` written as given (raw bytes).
+    pub fn file(mut self, filename: &[u8], content: &[u8]) -> RawMultipart {
+        self.body.extend_from_slice(
+            format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"",
+                self.boundary
+            )
+            .as_bytes(),
+        );
+        self.body.extend_from_slice(filename);
+        self.body
+            .extend_from_slice(b"\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        self.body.extend_from_slice(content);
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    pub fn raw(mut self, bytes: &[u8]) -> RawMultipart {
+        self.body.extend_from_slice(bytes);
+        self
+    }
+
+    pub fn end(mut self) -> RawMultipart {
+        self.body
+            .extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+        self
+    }
+
+    /// The full HTTP request to `path` with a correct Content-Length.
+    pub fn request(&self, addr: &str, path: &str) -> Vec<u8> {
+        let mut out = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.boundary,
+            self.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
