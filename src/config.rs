@@ -106,6 +106,7 @@ pub struct Config {
     pub maintainers: Maintainers,
     pub smtp: Option<Smtp>,
     pub mailbox: Option<Mailbox>,
+    pub retention: Retention,
 }
 
 impl Default for Config {
@@ -124,6 +125,7 @@ impl Default for Config {
             maintainers: Maintainers::default(),
             smtp: None,
             mailbox: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -197,13 +199,55 @@ impl Policy {
 }
 
 /// Who may fetch sealed reports and who is told that one arrived.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Maintainers {
     /// Hex SHA-256 of each fetch token (`embargo token new`).
     pub token_sha256: Vec<String>,
     /// Content-free "new report" notices: `mailto:` or `https://` URLs.
     pub notify: Vec<String>,
+    /// JSON body POSTed to webhook targets; `{project}`, `{count}`, `{kind}`
+    /// and `{text}` are replaced (string values JSON-escaped).
+    pub notify_webhook_body: String,
+    /// At most one notice per window; reports arriving in it are counted (5m).
+    pub notify_window: Span,
+}
+
+/// The default webhook body: Slack/Mattermost-style `text` plus fields for scripts.
+pub const DEFAULT_WEBHOOK_BODY: &str =
+    r#"{"text": "{text}", "project": "{project}", "kind": "{kind}", "count": {count}}"#;
+
+impl Default for Maintainers {
+    fn default() -> Self {
+        Maintainers {
+            token_sha256: Vec::new(),
+            notify: Vec::new(),
+            notify_webhook_body: DEFAULT_WEBHOOK_BODY.into(),
+            notify_window: Span(Duration::from_secs(5 * 60)),
+        }
+    }
+}
+
+/// How long sealed reports stay on the server (`[retention]`); by default forever.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Delete reports that arrived longer ago than this (none: keep).
+    pub max_age: Option<Span>,
+    /// Delete a report once every part of it was downloaded by `embargo fetch`.
+    pub delete_after_fetch: bool,
+    /// How often the rules are applied (1h).
+    pub interval: Span,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: None,
+            delete_after_fetch: false,
+            interval: Span(Duration::from_secs(3600)),
+        }
+    }
 }
 
 /// Outgoing mail for acknowledgements and notices.
@@ -363,6 +407,33 @@ impl Config {
                         .into(),
                 });
             }
+        }
+        let body = crate::notify::fill_webhook_body(
+            &self.maintainers.notify_webhook_body,
+            "P",
+            1,
+            "reports",
+            "t",
+        );
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&body) {
+            return Err(ConfigError::Value {
+                key: "maintainers.notify_webhook_body",
+                message: format!(
+                    "is not JSON once filled in ({e}); put string placeholders in quotes: \"{{text}}\""
+                ),
+            });
+        }
+        if self.maintainers.notify_window.0.is_zero() {
+            return Err(ConfigError::Value {
+                key: "maintainers.notify_window",
+                message: "must be longer than 0s (the default is 5m)".into(),
+            });
+        }
+        if self.retention.interval.0.is_zero() {
+            return Err(ConfigError::Value {
+                key: "retention.interval",
+                message: "must be longer than 0s (the default is 1h)".into(),
+            });
         }
         let limits = &self.limits;
         if limits.max_concurrent_uploads == 0 || limits.rate_limit_per_minute == 0 {

@@ -15,8 +15,13 @@
 //! - [`reveal`]: the maintainer's side: `decrypt`, `list`, `fetch`.
 //! - [`id`]: report IDs; [`clock`]: an injectable "now".
 //! - [`app`]: the operations behind each command (`seal`, `keys check`, …).
+//! - [`metrics`]: counters for `GET /metrics` (Prometheus text, fixed labels only).
+//! - [`notify`]: batched, content-free "new report" notices (mail, webhooks).
+//! - [`alerts`]: key-expiry alerts (30/7/1 days, expired, none usable).
+//! - [`retention`]: `[retention]`: deletes whole reports by age or once fetched.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -24,7 +29,10 @@ pub mod id;
 pub mod intake;
 pub mod keys;
 pub mod mailbox;
+pub mod metrics;
+pub mod notify;
 pub mod report;
+pub mod retention;
 pub mod reveal;
 pub mod seal;
 pub mod store;

@@ -1,0 +1,630 @@
+//! Content-free notices to the `[maintainers] notify` targets: "N new
+//! reports arrived" and key alerts, by mail (`mailto:` through `[smtp]`) and
+//! by webhook (`https://`, a JSON body from `notify_webhook_body`).
+//!
+//! Intake never waits for a notice: [`NotifierHandle::report_arrived`] only
+//! adds one to a counter and wakes the background task. The task sends at
+//! most one report notice per `notify_window`, stating how many reports
+//! arrived, and retries failed deliveries with backoff. A notice says how
+//! many and nothing else: no ID, title, reporter, size or address.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lettre::message::Mailbox as Address;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::alerts::Alert;
+use crate::config::{Config, Smtp, Tls};
+use crate::metrics::Metrics;
+
+/// Attempts per notice and target before it is given up (and logged).
+pub const MAX_ATTEMPTS: u32 = 8;
+/// Wait before the first retry; doubled after each failure, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(120);
+/// Longest one delivery (an SMTP exchange or an HTTP request) may take.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// On shutdown, how long the last notice may still take.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `[maintainers] notify` or `[smtp]` setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    #[error("[maintainers] notify {target:?}: {reason}")]
+    Target { target: String, reason: String },
+    #[error("[smtp]: {0}")]
+    Smtp(String),
+    #[error("cannot read [smtp] password_file {path}: {source}")]
+    Password {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client for webhooks: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Where notices go.
+#[derive(Clone, Debug)]
+enum Target {
+    Mail(Address),
+    Webhook(reqwest::Url),
+}
+
+impl Target {
+    /// How the target is named in logs: never the mail address or a
+    /// webhook's path and query (which often hold a secret).
+    fn describe(&self, index: usize) -> String {
+        match self {
+            Target::Mail(_) => format!("notify[{index}] (mailto)"),
+            Target::Webhook(url) => format!(
+                "notify[{index}] ({}://{})",
+                url.scheme(),
+                url.host_str().unwrap_or("?")
+            ),
+        }
+    }
+}
+
+/// Whether `host` is a loopback name or address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Parses the `notify` list: `mailto:ADDRESS`, `https://…`, or `http://…`
+/// to a loopback host only (for tests and a local relay).
+fn targets(config: &Config) -> Result<Vec<Target>, NotifyError> {
+    let mut out = Vec::new();
+    for raw in &config.maintainers.notify {
+        let bad = |reason: String| NotifyError::Target {
+            target: raw.clone(),
+            reason,
+        };
+        if let Some(addr) = raw.strip_prefix("mailto:") {
+            if config.smtp.is_none() {
+                return Err(bad("mailto: notices need an [smtp] section".into()));
+            }
+            let addr = addr
+                .parse::<Address>()
+                .map_err(|e| bad(format!("not a mail address ({e})")))?;
+            out.push(Target::Mail(addr));
+            continue;
+        }
+        let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("not a URL ({e})")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if url.host_str().is_some_and(is_loopback) => {}
+            "http" => {
+                return Err(bad(
+                    "plain http:// is only allowed to a loopback host: use https://".into(),
+                ));
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme {other:?}: use mailto: or https://"
+                )));
+            }
+        }
+        out.push(Target::Webhook(url));
+    }
+    Ok(out)
+}
+
+/// Fills the webhook body template: `{project}`, `{kind}` and `{text}` as
+/// JSON-escaped string contents (put them in quotes), `{count}` as a number.
+/// One pass, so a value containing a placeholder is never expanded again.
+pub fn fill_webhook_body(
+    template: &str,
+    project: &str,
+    count: u64,
+    kind: &str,
+    text: &str,
+) -> String {
+    let escape = |s: &str| {
+        let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        quoted[1..quoted.len() - 1].to_string()
+    };
+    let values = [
+        ("{project}", escape(project)),
+        ("{count}", count.to_string()),
+        ("{kind}", escape(kind)),
+        ("{text}", escape(text)),
+    ];
+    let mut out = String::with_capacity(template.len() + 128);
+    let mut rest = template;
+    'outer: while let Some(pos) = rest.find('{') {
+        out.push_str(&rest[..pos]);
+        rest = &rest[pos..];
+        for (name, value) in &values {
+            if let Some(after) = rest.strip_prefix(name) {
+                out.push_str(value);
+                rest = after;
+                continue 'outer;
+            }
+        }
+        out.push('{');
+        rest = &rest[1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Wraps each line of `text` at spaces to at most `width` columns where it
+/// can, so the mail stays 7-bit plain text instead of quoted-printable.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.lines() {
+        let mut column = 0;
+        for word in line.split(' ') {
+            if column > 0 && column + 1 + word.len() > width {
+                out.push('\n');
+                column = 0;
+            } else if column > 0 {
+                out.push(' ');
+                column += 1;
+            }
+            out.push_str(word);
+            column += word.len();
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `Auto-Submitted: auto-generated` (RFC 3834): other robots must not answer.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".into())
+    }
+}
+
+/// One notice, the same for every target.
+#[derive(Clone, Debug)]
+struct Notice {
+    /// `reports` or `keys`.
+    kind: &'static str,
+    count: u64,
+    subject: String,
+    text: String,
+}
+
+/// What a notice is sent with.
+struct Sender {
+    targets: Vec<Target>,
+    mail: Option<(AsyncSmtpTransport<Tokio1Executor>, Address)>,
+    http: reqwest::Client,
+    project: String,
+    body_template: String,
+    window: Duration,
+    metrics: Option<Arc<Metrics>>,
+}
+
+fn smtp_transport(
+    smtp: &Smtp,
+) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Address), NotifyError> {
+    let bad = |m: String| NotifyError::Smtp(m);
+    let from: Address = smtp
+        .from
+        .parse()
+        .map_err(|e| bad(format!("from = {:?} is not an address: {e}", smtp.from)))?;
+    let builder = match smtp.tls {
+        Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
+            .map_err(|e| bad(e.to_string()))?,
+        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+            .map_err(|e| bad(e.to_string()))?,
+        Tls::None if is_loopback(&smtp.host) => {
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+        }
+        Tls::None => {
+            return Err(bad(format!(
+                "tls = \"none\" is only allowed for a loopback host, not {}: use \"implicit\" or \"starttls\"",
+                smtp.host
+            )));
+        }
+    };
+    let mut builder = builder.port(smtp.port).timeout(Some(SEND_TIMEOUT));
+    match (&smtp.username, &smtp.password_file) {
+        (Some(user), Some(path)) => {
+            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                NotifyError::Password {
+                    path: path.clone(),
+                    source,
+                }
+            })?);
+            let password = text.trim_end_matches(['\r', '\n']).to_string();
+            builder = builder.credentials(Credentials::new(user.clone(), password));
+        }
+        (None, None) => {}
+        _ => return Err(bad("username and password_file go together".into())),
+    }
+    Ok((builder.build(), from))
+}
+
+impl Sender {
+    fn new(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<Sender, NotifyError> {
+        let targets = targets(config)?;
+        let mail = match &config.smtp {
+            Some(smtp) if targets.iter().any(|t| matches!(t, Target::Mail(_))) => {
+                Some(smtp_transport(smtp)?)
+            }
+            _ => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            // A redirect could lead a notice to plain http or elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("embargo/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(NotifyError::Http)?;
+        Ok(Sender {
+            targets,
+            mail,
+            http,
+            project: config.project_name.clone(),
+            body_template: config.maintainers.notify_webhook_body.clone(),
+            window: config.maintainers.notify_window.0,
+            metrics,
+        })
+    }
+
+    fn reports_notice(&self, count: u64) -> Notice {
+        let window = crate::config::Span(self.window);
+        let reports = if count == 1 { "report" } else { "reports" };
+        Notice {
+            kind: "reports",
+            count,
+            subject: format!("[{}] {count} new vulnerability {reports}", self.project),
+            text: format!(
+                "{count} new vulnerability {reports} arrived at the {} intake (notices are sent at most once every {window}). \
+                 They are sealed to the maintainers' keys: fetch them with `embargo fetch` and read them with `embargo decrypt`. \
+                 Notices never carry report content.",
+                self.project
+            ),
+        }
+    }
+
+    fn alert_notice(&self, alerts: &[String]) -> Notice {
+        Notice {
+            kind: "keys",
+            count: alerts.len() as u64,
+            subject: format!("[{}] maintainer key alert", self.project),
+            text: alerts.join("\n"),
+        }
+    }
+
+    async fn deliver_once(&self, target: &Target, notice: &Notice) -> Result<(), String> {
+        match target {
+            Target::Mail(to) => {
+                let (transport, from) = self.mail.as_ref().ok_or("no [smtp] transport")?;
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to.clone())
+                    .subject(notice.subject.clone())
+                    .header(AutoSubmitted)
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(wrap(&notice.text, 72))
+                    .map_err(|e| format!("cannot build the mail: {e}"))?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Target::Webhook(url) => {
+                let body = fill_webhook_body(
+                    &self.body_template,
+                    &self.project,
+                    notice.count,
+                    notice.kind,
+                    &notice.text,
+                );
+                let response = self
+                    .http
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    // Without the URL: its path or query may be a secret.
+                    .map_err(|e| e.without_url().to_string())?;
+                let status = response.status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {status}"))
+                }
+            }
+        }
+    }
+
+    /// Delivers `notice` to target `index`, retrying with backoff.
+    async fn deliver(&self, index: usize, target: &Target, notice: &Notice, attempts: u32) {
+        let mut wait = RETRY_FIRST;
+        for attempt in 1..=attempts {
+            match self.deliver_once(target, notice).await {
+                Ok(()) => {
+                    tracing::info!(target = %target.describe(index), kind = notice.kind, count = notice.count, "notice sent");
+                    if let Some(m) = &self.metrics {
+                        m.notice_sent();
+                    }
+                    return;
+                }
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(target = %target.describe(index), attempt, "notice not delivered, retrying in {}s: {e}", wait.as_secs());
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(target = %target.describe(index), kind = notice.kind, count = notice.count, "notice given up after {attempts} attempts: {e}");
+                    if let Some(m) = &self.metrics {
+                        m.notice_failed();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `notice` to every target at once.
+    async fn send(&self, notice: &Notice, attempts: u32) {
+        let all = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.deliver(i, t, notice, attempts));
+        futures_util::future::join_all(all).await;
+    }
+}
+
+struct Shared {
+    pending: AtomicU64,
+    alerts: Mutex<Vec<String>>,
+    wake: Notify,
+}
+
+/// Tells the notifier that something happened; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct NotifierHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NotifierHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierHandle")
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl NotifierHandle {
+    /// One report was committed. Call after the 2xx / after the mail was
+    /// sealed; it only bumps a counter.
+    pub fn report_arrived(&self) {
+        self.shared.pending.fetch_add(1, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
+    /// Queues a key alert; it is sent without waiting for the window.
+    pub fn alert(&self, alert: &Alert) {
+        let line = match &alert.fingerprint {
+            Some(fpr) => format!("{fpr}: {}", alert.message),
+            None => alert.message.clone(),
+        };
+        match self.shared.alerts.lock() {
+            Ok(mut a) => a.push(line),
+            Err(poisoned) => poisoned.into_inner().push(line),
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Reports counted but not yet announced.
+    pub fn pending(&self) -> u64 {
+        self.shared.pending.load(Ordering::Relaxed)
+    }
+
+    fn take_alerts(&self) -> Vec<String> {
+        match self.shared.alerts.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+/// The background task that sends notices.
+pub struct Notifier;
+
+impl Notifier {
+    /// Checks the `notify` targets (and `[smtp]` when a `mailto:` needs it)
+    /// and starts the task on the current Tokio runtime. With no targets the
+    /// handle still counts, and nothing is sent. The task ends when
+    /// `shutdown` is cancelled, after one last attempt (bounded by
+    /// [`FLUSH_TIMEOUT`]) to announce reports still pending.
+    pub fn spawn(
+        config: &Config,
+        metrics: Option<Arc<Metrics>>,
+        shutdown: CancellationToken,
+    ) -> Result<(NotifierHandle, JoinHandle<()>), NotifyError> {
+        let sender = Sender::new(config, metrics)?;
+        let handle = NotifierHandle {
+            shared: Arc::new(Shared {
+                pending: AtomicU64::new(0),
+                alerts: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+            }),
+        };
+        let task = tokio::spawn(run(sender, handle.clone(), shutdown));
+        Ok((handle, task))
+    }
+}
+
+async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken) {
+    if sender.targets.is_empty() {
+        return;
+    }
+    loop {
+        // Wait for something to say (a permit stored by notify_one is not lost).
+        while handle.pending() == 0
+            && handle
+                .shared
+                .alerts
+                .lock()
+                .map(|a| a.is_empty())
+                .unwrap_or(true)
+        {
+            tokio::select! {
+                () = handle.shared.wake.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+        let alerts = handle.take_alerts();
+        if !alerts.is_empty() {
+            let notice = sender.alert_notice(&alerts);
+            tokio::select! {
+                () = sender.send(&notice, MAX_ATTEMPTS) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        if handle.pending() > 0 {
+            // Collect for one window: a burst becomes one notice, and two
+            // report notices are always at least a window apart.
+            let stopping = tokio::select! {
+                () = tokio::time::sleep(sender.window) => false,
+                () = shutdown.cancelled() => true,
+            };
+            let count = handle.shared.pending.swap(0, Ordering::Relaxed);
+            if count > 0 {
+                let notice = sender.reports_notice(count);
+                if stopping {
+                    let _ = tokio::time::timeout(FLUSH_TIMEOUT, sender.send(&notice, 1)).await;
+                } else {
+                    tokio::select! {
+                        () = sender.send(&notice, MAX_ATTEMPTS) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text).unwrap()
+    }
+
+    #[test]
+    fn webhook_bodies_are_json_and_values_cannot_inject() {
+        let body = fill_webhook_body(
+            crate::config::DEFAULT_WEBHOOK_BODY,
+            "A \"quoted\" {count}",
+            3,
+            "reports",
+            "line\nbreak",
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["project"], "A \"quoted\" {count}");
+        assert_eq!(v["text"], "line\nbreak");
+        assert_eq!(
+            fill_webhook_body("{x} {{count}}", "p", 2, "k", "t"),
+            "{x} {2}"
+        );
+    }
+
+    #[test]
+    fn mail_text_is_wrapped() {
+        let text = "word ".repeat(40);
+        let wrapped = wrap(text.trim_end(), 72);
+        assert!(wrapped.lines().all(|l| l.len() <= 72), "{wrapped}");
+        assert_eq!(wrapped.split_whitespace().count(), 40);
+        assert_eq!(wrap("a\nb", 72), "a\nb\n");
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let smtp =
+            "[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"s@example.org\"\n";
+        let ok = config(&format!(
+            "[maintainers]\nnotify = [\"mailto:a@example.org\", \"https://hooks.example.org/x\", \"http://127.0.0.1:9/x\"]\n{smtp}"
+        ));
+        assert_eq!(targets(&ok).unwrap().len(), 3);
+        for (bad, why) in [
+            (
+                "[maintainers]\nnotify = [\"mailto:a@example.org\"]",
+                "[smtp]",
+            ),
+            (
+                "[maintainers]\nnotify = [\"http://hooks.example.org/x\"]",
+                "loopback",
+            ),
+            ("[maintainers]\nnotify = [\"ftp://127.0.0.1/x\"]", "scheme"),
+            (
+                "[maintainers]\nnotify = [\"mailto:not an address\"]\n[smtp]\nhost = \"h\"\nfrom = \"s@example.org\"",
+                "address",
+            ),
+        ] {
+            let err = targets(&config(bad)).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        let remote_plain = config(
+            "[maintainers]\nnotify = [\"mailto:a@example.org\"]\n[smtp]\nhost = \"smtp.example.org\"\ntls = \"none\"\nfrom = \"s@example.org\"",
+        );
+        assert!(
+            Sender::new(&remote_plain, None)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("loopback")
+        );
+    }
+
+    #[test]
+    fn a_bad_template_or_window_is_refused_by_name() {
+        let err = Config::parse("[maintainers]\nnotify_webhook_body = \"{text}\"").unwrap_err();
+        assert!(err.contains("notify_webhook_body"), "{err}");
+        let err = Config::parse("[maintainers]\nnotify_window = \"0s\"").unwrap_err();
+        assert!(err.contains("notify_window"), "{err}");
+        let c = Config::parse("[maintainers]\nnotify_window = \"1m\"").unwrap();
+        assert_eq!(c.maintainers.notify_window.0, Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn without_targets_reports_are_only_counted() {
+        let (handle, task) =
+            Notifier::spawn(&Config::default(), None, CancellationToken::new()).unwrap();
+        handle.report_arrived();
+        handle.report_arrived();
+        assert_eq!(handle.pending(), 2);
+        task.await.unwrap();
+    }
+}

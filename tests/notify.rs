@@ -1,0 +1,398 @@
+//! Content-free "new report" notices against a real SMTP server (aiosmtpd on
+//! loopback) and a local HTTP receiver: a burst of reports gives exactly one
+//! notice per target, stating the count, retried after a failure, and
+//! nothing secret reaches the logs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::smtp::SmtpSink;
+use embargo::config::Config;
+use embargo::metrics::Metrics;
+use embargo::notify::Notifier;
+use tokio_util::sync::CancellationToken;
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Hit {
+    path: String,
+    content_type: String,
+    body: String,
+    at: Instant,
+}
+
+/// A tiny HTTP server on 127.0.0.1 that records every POST and answers the
+/// first `fail_first` requests with 503. Stopped (thread joined) on drop.
+struct Receiver {
+    port: u16,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(fail_first: usize) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = AtomicUsize::new(0);
+        let (h, s) = (hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let n = served.fetch_add(1, Ordering::SeqCst);
+                if let Some(hit) = serve_one(stream, n < fail_first) {
+                    h.lock().unwrap().push(hit);
+                }
+            }
+        });
+        Receiver {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(mut stream: TcpStream, fail: bool) -> Option<Hit> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let (mut length, mut content_type) = (0usize, String::new());
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().ok()?,
+            "content-type" => content_type = value.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let status = if fail {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    Some(Hit {
+        path,
+        content_type,
+        body: String::from_utf8(body).ok()?,
+        at: Instant::now(),
+    })
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every log line of this test binary. A global subscriber, because a
+/// thread-local one races with tests logging on other threads (tracing
+/// caches per-callsite interest).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+fn logs() -> Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+    .clone()
+}
+
+fn config(smtp: &SmtpSink, hook: &str, window: &str) -> Config {
+    Config::parse(&format!(
+        "project_name = \"Acme \\\"Widgets\\\"\"\n\
+         [maintainers]\nnotify = [\"mailto:team@example.org\", \"{hook}\"]\nnotify_window = \"{window}\"\n{}",
+        smtp.smtp_config()
+    ))
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Waits (driving the runtime) until `done` or the deadline.
+async fn wait_until(what: &str, secs: u64, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_burst_of_reports_gives_exactly_one_notice_per_target_with_the_count_and_no_content() {
+    let smtp = SmtpSink::start();
+    // The first webhook attempt fails: the notice must be retried, once.
+    let receiver = Receiver::start(1);
+    let secret_path = "/hooks/T0P-SECRET-WEBHOOK-TOKEN";
+    let config = config(&smtp, &receiver.url(secret_path), "3s");
+    let logs = logs();
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+
+    runtime().block_on(async {
+        let (handle, task) =
+            Notifier::spawn(&config, Some(metrics.clone()), shutdown.clone()).unwrap();
+        let burst_at = Instant::now();
+        for _ in 0..7 {
+            handle.report_arrived();
+        }
+        wait_until("one mail and one accepted webhook", 30, || {
+            smtp.received().len() == 1 && receiver.hits().len() == 2
+        })
+        .await;
+        let first_at = receiver.hits()[1].at;
+        assert!(
+            first_at - burst_at >= Duration::from_secs(3),
+            "the notice waits for the window to collect the burst"
+        );
+
+        // Nothing more within the next window: a burst is one notice.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(smtp.received().len(), 1, "exactly one mail for the burst");
+        assert_eq!(
+            receiver.hits().len(),
+            2,
+            "one failed attempt and one delivered notice"
+        );
+        assert_eq!(handle.pending(), 0);
+
+        // A later report gives a second notice, at least a window after the first.
+        handle.report_arrived();
+        handle.report_arrived();
+        wait_until("the second notice", 30, || {
+            smtp.received().len() == 2 && receiver.hits().len() == 3
+        })
+        .await;
+        let second_at = receiver.hits()[2].at;
+        assert!(
+            second_at - first_at >= Duration::from_secs(3),
+            "never two report notices within one window"
+        );
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .unwrap()
+            .unwrap();
+    });
+
+    // The mails: to the team, the count, no content.
+    // Unfolded: the mail body is wrapped at 72 columns.
+    let mut mails: Vec<(String, String)> = smtp
+        .received()
+        .into_iter()
+        .map(|m| (m.rcpt_to, m.text.replace('\n', " ")))
+        .collect();
+    mails.sort_by_key(|(_, text)| text.contains(" 2 new"));
+    assert!(mails.iter().all(|(to, _)| to.contains("team@example.org")));
+    let first = &mails[0].1;
+    assert!(!first.contains("quoted-printable"), "{first}");
+    assert!(
+        first.contains("Subject: [Acme \"Widgets\"] 7 new vulnerability reports"),
+        "{first}"
+    );
+    assert!(first.contains("Auto-Submitted: auto-generated"), "{first}");
+    assert!(
+        first.contains("Notices never carry report content"),
+        "{first}"
+    );
+    assert!(
+        mails[1].1.contains("2 new vulnerability reports"),
+        "{}",
+        mails[1].1
+    );
+    // No report ID (five groups of five) in any notice.
+    let id_like = |s: &str| {
+        s.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+            .any(|w| {
+                w.len() == 29 && w.split('-').count() == 5 && w.split('-').all(|g| g.len() == 5)
+            })
+    };
+    assert!(mails.iter().all(|(_, text)| !id_like(text)));
+
+    // The webhook: the same JSON twice (failed, then retried), then count 2.
+    let hits = receiver.hits();
+    assert!(
+        hits.iter()
+            .all(|h| h.path == secret_path && h.content_type == "application/json")
+    );
+    assert_eq!(
+        hits[0].body, hits[1].body,
+        "the retry sends the same notice"
+    );
+    let body: serde_json::Value = serde_json::from_str(&hits[1].body).unwrap();
+    assert_eq!(body["count"], 7);
+    assert_eq!(body["kind"], "reports");
+    assert_eq!(body["project"], "Acme \"Widgets\"");
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("7 new vulnerability reports arrived"),
+        "{body}"
+    );
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 4, "only the template's fields: {keys:?}");
+    assert!(!id_like(&hits[1].body));
+    let second: serde_json::Value = serde_json::from_str(&hits[2].body).unwrap();
+    assert_eq!(second["count"], 2);
+
+    // Metrics count deliveries per target; logs name targets without secrets.
+    let rendered = metrics.render();
+    assert!(
+        rendered.contains("embargo_notices_sent_total 4"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("embargo_notices_failed_total 0"),
+        "{rendered}"
+    );
+    let logs = logs.text();
+    assert!(logs.contains("notice sent"), "{logs}");
+    assert!(logs.contains("retrying"), "{logs}");
+    assert!(
+        !logs.contains("T0P-SECRET"),
+        "webhook path in the logs: {logs}"
+    );
+    assert!(
+        !logs.contains("team@example.org"),
+        "recipient address in the logs: {logs}"
+    );
+}
+
+#[test]
+fn reports_pending_at_shutdown_are_announced_without_waiting_for_the_window() {
+    let smtp = SmtpSink::start();
+    let receiver = Receiver::start(0);
+    let config = config(&smtp, &receiver.url("/hook"), "1h");
+    let shutdown = CancellationToken::new();
+    runtime().block_on(async {
+        let (handle, task) = Notifier::spawn(&config, None, shutdown.clone()).unwrap();
+        handle.report_arrived();
+        handle.report_arrived();
+        handle.report_arrived();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            smtp.received().is_empty() && receiver.hits().is_empty(),
+            "still inside the window"
+        );
+        let stopping = Instant::now();
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(stopping.elapsed() < Duration::from_secs(12));
+    });
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 1);
+    let text = mails[0].text.replace('\n', " ");
+    assert!(text.contains("3 new vulnerability reports"), "{text}");
+    let hits = receiver.hits();
+    assert_eq!(hits.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&hits[0].body).unwrap();
+    assert_eq!(body["count"], 3);
+}
+
+#[test]
+fn key_alerts_go_through_the_same_targets_at_once() {
+    let smtp = SmtpSink::start();
+    let receiver = Receiver::start(0);
+    let config = config(&smtp, &receiver.url("/hook"), "1h");
+    let shutdown = CancellationToken::new();
+    runtime().block_on(async {
+        let (handle, task) = Notifier::spawn(&config, None, shutdown.clone()).unwrap();
+        let keyring = embargo::keys::Keyring {
+            dir: "keys".into(),
+            entries: vec![],
+            bad_files: vec![],
+            checked_at: std::time::SystemTime::now(),
+        };
+        for alert in embargo::alerts::expiry_alerts(&keyring, std::time::SystemTime::now()) {
+            handle.alert(&alert);
+        }
+        wait_until("the alert", 30, || {
+            smtp.received().len() == 1 && receiver.hits().len() == 1
+        })
+        .await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    let mail = &smtp.received()[0].text.replace('\n', " ");
+    assert!(mail.contains("maintainer key alert"), "{mail}");
+    assert!(mail.contains("NO usable maintainer certificate"), "{mail}");
+    let body: serde_json::Value = serde_json::from_str(&receiver.hits()[0].body).unwrap();
+    assert_eq!(body["kind"], "keys");
+    assert_eq!(body["count"], 1);
+}

@@ -1,0 +1,261 @@
+//! `[retention]`: reports older than `max_age` disappear whole, fresh ones
+//! stay; with `delete_after_fetch` a report goes only once every part was
+//! served; deletions are logged by ID only. Time is injected (`now`).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use embargo::clock::Clock;
+use embargo::config::{Config, Retention};
+use embargo::id::ReportId;
+use embargo::retention::{self, ArrivalTimes, mark_fetched};
+use embargo::store::{FsStore, Store};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Writes a complete report (fake ciphertext: the store does not care) and
+/// sets its arrival time to `arrived`.
+fn report(store: &FsStore, attachments: usize, arrived: SystemTime) -> ReportId {
+    let id = ReportId::random();
+    let mut staging = store.stage(&id).unwrap();
+    for n in 1..=attachments {
+        let mut part = staging.create_part(&format!("{n:03}.pgp")).unwrap();
+        part.write_all(&vec![n as u8; 1000 * n]).unwrap();
+        part.finish().unwrap();
+    }
+    let mut manifest = staging.create_part("manifest.pgp").unwrap();
+    manifest.write_all(b"sealed manifest").unwrap();
+    manifest.finish().unwrap();
+    staging.commit().unwrap();
+    File::options()
+        .write(true)
+        .open(store.report_dir(&id).join("manifest.pgp"))
+        .unwrap()
+        .set_modified(arrived)
+        .unwrap();
+    assert_eq!(store.arrived_at(&id), Some(arrived));
+    id
+}
+
+fn rules(text: &str) -> Retention {
+    Config::parse(&format!("[retention]\n{text}"))
+        .unwrap()
+        .retention
+}
+
+/// Everything under `reports/`, including staging and trash.
+fn all_entries(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in ["reports", "reports/.staging", "reports/.trash"] {
+        for e in fs::read_dir(root.join(dir)).unwrap().flatten() {
+            out.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn reports_older_than_max_age_disappear_whole_and_fresh_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(&dir.path().join("data")).unwrap();
+    let state = dir.path().join("state");
+    let now = SystemTime::now();
+    let old = report(&store, 3, now - 31 * DAY);
+    let older = report(&store, 0, now - 400 * DAY);
+    let fresh = report(&store, 2, now - 29 * DAY);
+    let new = report(&store, 1, now);
+
+    assert!(
+        retention::apply(&store, &state, &rules(""), now)
+            .unwrap()
+            .is_empty(),
+        "default keeps everything"
+    );
+    assert_eq!(store.list().unwrap().len(), 4);
+
+    let rules = rules("max_age = \"30d\"");
+    let mut deleted = retention::apply(&store, &state, &rules, now).unwrap();
+    deleted.sort();
+    let mut expected = vec![old.clone(), older.clone()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    let mut kept = vec![fresh.clone(), new.clone()];
+    kept.sort();
+    assert_eq!(store.list().unwrap(), kept);
+    for gone in [&old, &older] {
+        assert!(
+            !store.report_dir(gone).exists(),
+            "{gone} left something behind"
+        );
+        assert!(!store.contains(gone).unwrap());
+    }
+    assert_eq!(
+        store.parts(&fresh).unwrap().len(),
+        3,
+        "fresh reports keep every part"
+    );
+    // Nothing half-deleted anywhere: only the two fresh report directories.
+    let entries = all_entries(&dir.path().join("data"));
+    let expected: Vec<String> = {
+        let mut v = vec![
+            "reports/.staging".to_string(),
+            "reports/.trash".to_string(),
+            format!("reports/{fresh}"),
+            format!("reports/{new}"),
+        ];
+        v.sort();
+        v
+    };
+    assert_eq!(entries, expected);
+
+    // Two days later the 29-day-old report has crossed the line too.
+    let later = now + 2 * DAY;
+    assert_eq!(
+        retention::apply(&store, &state, &rules, later).unwrap(),
+        vec![fresh]
+    );
+    assert_eq!(store.list().unwrap(), vec![new]);
+}
+
+#[test]
+fn delete_after_fetch_waits_for_every_part_and_forgets_its_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(&dir.path().join("data")).unwrap();
+    let state = dir.path().join("state");
+    let now = SystemTime::now();
+    let whole = report(&store, 2, now);
+    let partly = report(&store, 2, now);
+    let untouched = report(&store, 1, now);
+    for part in ["manifest.pgp", "001.pgp", "002.pgp"] {
+        mark_fetched(&state, &whole, part).unwrap();
+    }
+    mark_fetched(&state, &whole, "001.pgp").unwrap(); // idempotent
+    for part in ["manifest.pgp", "001.pgp"] {
+        mark_fetched(&state, &partly, part).unwrap();
+    }
+    assert!(
+        mark_fetched(&state, &whole, "../../etc/passwd").is_err(),
+        "only part names"
+    );
+    let mode = fs::metadata(state.join("fetched")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o077,
+        0
+    );
+
+    let rules = rules("delete_after_fetch = true");
+    assert_eq!(
+        retention::apply(&store, &state, &rules, now).unwrap(),
+        vec![whole.clone()]
+    );
+    let mut kept = vec![partly.clone(), untouched.clone()];
+    kept.sort();
+    assert_eq!(store.list().unwrap(), kept);
+    assert!(
+        !state.join("fetched").join(whole.as_str()).exists(),
+        "marks of deleted reports are forgotten"
+    );
+    assert!(state.join("fetched").join(partly.as_str()).exists());
+
+    mark_fetched(&state, &partly, "002.pgp").unwrap();
+    assert_eq!(
+        retention::apply(&store, &state, &rules, now).unwrap(),
+        vec![partly]
+    );
+    assert_eq!(store.list().unwrap(), vec![untouched]);
+}
+
+/// Every log line of this test binary (a global subscriber: a thread-local
+/// one races with tests logging on other threads).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsStore::open(&dir.path().join("data")).unwrap());
+    let state = dir.path().join("state");
+    let real_now = SystemTime::now();
+    let a = report(&store, 1, real_now - 3 * DAY);
+    let b = report(&store, 1, real_now);
+
+    assert!(
+        retention::spawn(
+            store.clone(),
+            state.clone(),
+            rules(""),
+            Clock::system(),
+            None,
+            Default::default()
+        )
+        .is_none(),
+        "no task when nothing is ever deleted"
+    );
+
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let metrics = Arc::new(embargo::metrics::Metrics::default());
+    // A fixed clock: `a` is three days old at its "now", `b` brand new.
+    let clock = Clock::fixed(real_now);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let task = retention::spawn(
+                store.clone(),
+                state.clone(),
+                rules("max_age = \"2d\"\ninterval = \"1h\""),
+                clock,
+                Some(metrics.clone()),
+                shutdown.clone(),
+            )
+            .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while store.contains(&a).unwrap() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the first pass runs at start"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            shutdown.cancel();
+            task.await.unwrap();
+        });
+    assert_eq!(store.list().unwrap(), vec![b]);
+    assert!(
+        metrics
+            .render()
+            .contains("embargo_retention_deleted_total 1")
+    );
+    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("report deleted by retention") && l.contains(a.as_str()))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("max_age"), "{line}");
+    assert!(
+        !logs.contains(&dir.path().display().to_string()),
+        "no paths in retention logs: {logs}"
+    );
+}
