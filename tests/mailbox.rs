@@ -957,3 +957,50 @@ fn serve_runs_the_poller_and_healthz_reports_its_failures() {
     };
     assert!(status.success(), "{status}: {}", log());
 }
+
+#[test]
+fn untrusted_certificates_are_refused_for_implicit_tls_and_starttls() {
+    let e = env();
+    let dovecot = Dovecot::start_tls();
+    let mut imap = dovecot.client();
+    let raw = plain_mail(1, 100);
+    let uid = imap.append(&raw);
+    let base = dovecot.mailbox_config(e.site.path(), "");
+    let implicit = base
+        .replace("tls = \"none\"", "tls = \"implicit\"")
+        .replace(
+            &format!("port = {}", dovecot.port),
+            &format!("port = {}", dovecot.tls_port.unwrap()),
+        );
+    let starttls = base.replace("tls = \"none\"", "tls = \"starttls\"");
+    for config in [implicit, starttls] {
+        e.site.write_config(&config);
+        let out = e.poll_once();
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(log.contains("invalid peer certificate"), "{log}");
+    }
+    assert!(e.site.report_ids().is_empty());
+    assert_eq!(imap.uids(), vec![uid]);
+    assert!(!imap.flags(uid).contains("\\Seen"));
+}
+
+#[test]
+fn without_uidplus_the_poller_refuses_to_delete_and_says_why() {
+    let e = env();
+    let dovecot = Dovecot::start_with("imap_capability = IMAP4rev1 IDLE", false);
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    let raw = plain_mail(1, 100);
+    let uid = imap.append(&raw);
+    let out = e.poll_once();
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("does not offer UIDPLUS") && log.contains("another client"),
+        "{log}"
+    );
+    assert!(e.site.report_ids().is_empty());
+    assert_eq!(imap.uids(), vec![uid]);
+}

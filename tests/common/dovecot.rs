@@ -20,6 +20,9 @@ const DOVECOT: &str = "/usr/sbin/dovecot";
 pub struct Dovecot {
     pub dir: TempDir,
     pub port: u16,
+    /// The implicit-TLS port, when started with [`Dovecot::start_tls`].
+    pub tls_port: Option<u16>,
+    extra: String,
     child: Option<Child>,
 }
 
@@ -62,6 +65,17 @@ pub fn stop_child(child: &mut Child) {
 
 impl Dovecot {
     pub fn start() -> Dovecot {
+        Dovecot::start_with("", false)
+    }
+
+    /// With TLS (STARTTLS on `port`, implicit TLS on `tls_port`) using a
+    /// fresh self-signed certificate for 127.0.0.1, which no client trusts.
+    pub fn start_tls() -> Dovecot {
+        Dovecot::start_with("", true)
+    }
+
+    /// With `extra` lines appended to the configuration.
+    pub fn start_with(extra: &str, tls: bool) -> Dovecot {
         assert!(
             Path::new(DOVECOT).exists(),
             "{DOVECOT} is missing: install Debian's dovecot-imapd (apt-get install -y dovecot-imapd)"
@@ -89,9 +103,35 @@ impl Dovecot {
             ok.success(),
             "chown to the dovecot user failed (are the tests running as root?)"
         );
+        let tls_port = tls.then(free_port);
+        if tls {
+            let ok = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("cert.pem"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl must be installed");
+            assert!(ok.success(), "openssl req failed");
+        }
         let mut d = Dovecot {
             dir,
             port: free_port(),
+            tls_port,
+            extra: extra.to_string(),
             child: None,
         };
         d.write_config();
@@ -102,13 +142,21 @@ impl Dovecot {
     fn write_config(&self) {
         let p = self.dir.path().display();
         let port = self.port;
+        let (ssl, imaps_port) = match self.tls_port {
+            Some(tls_port) => (
+                format!("yes\nssl_cert = <{p}/cert.pem\nssl_key = <{p}/key.pem"),
+                tls_port,
+            ),
+            None => ("no".to_string(), 0),
+        };
+        let extra = &self.extra;
         let conf = format!(
             r#"protocols = imap
 listen = 127.0.0.1
 base_dir = {p}/run
 state_dir = {p}/state
 log_path = {p}/dovecot.log
-ssl = no
+ssl = {ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{p}/mail
@@ -130,9 +178,11 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
+{extra}
 "#
         );
         fs::write(self.dir.path().join("dovecot.conf"), conf).unwrap();
