@@ -1046,21 +1046,23 @@ fn interrupted_decrypt_leaves_nothing_and_a_killed_ones_leftovers_are_removed() 
             .unwrap()
     };
 
-    // SIGTERM (as Ctrl-C would be SIGINT) in the middle: the plaintext goes.
-    let mut child = spawn();
-    assert!(
-        wait_for_partial(&out, &mut child),
-        "the decryption finished before it could be interrupted"
-    );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let done = child.wait_with_output().unwrap();
-    assert_eq!(done.status.code(), Some(130), "{}", stderr(&done));
-    assert!(stderr(&done).contains("interrupted; nothing was kept"));
-    assert!(tree(&out).is_empty(), "left behind: {:?}", tree(&out));
+    // Ctrl-C (SIGINT) or SIGTERM in the middle: the plaintext goes.
+    for sig in ["-INT", "-TERM"] {
+        let mut child = spawn();
+        assert!(
+            wait_for_partial(&out, &mut child),
+            "the decryption finished before it could be interrupted"
+        );
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let done = child.wait_with_output().unwrap();
+        assert_eq!(done.status.code(), Some(130), "{sig}: {}", stderr(&done));
+        assert!(stderr(&done).contains("interrupted; nothing was kept"));
+        assert!(tree(&out).is_empty(), "{sig} left behind: {:?}", tree(&out));
+    }
 
     // SIGKILL cannot be caught: the next run removes what it left.
     let mut child = spawn();

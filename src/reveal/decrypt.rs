@@ -244,23 +244,29 @@ impl Drop for PartialDir {
 /// Removes `dir` and exits when the user interrupts: plaintext must not
 /// stay in a half-written directory.
 fn remove_on_signal(dir: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    // Registered here, before any plaintext is written, not in the thread.
+    let signals = {
+        let _context = rt.enter();
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    let (Ok(mut interrupt), Ok(mut terminate)) = signals else {
+        return;
+    };
     std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
         rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
         });
         for _ in 0..5 {
