@@ -1,6 +1,7 @@
 //! `embargo fetch` against a real `embargo serve` on 127.0.0.1: complete
 //! copies, nothing twice, a SIGKILL mid-download resumed to an identical
-//! store, and a wrong token that gets a 401 and writes nothing.
+//! store, and a wrong token that gets a 401 and writes nothing; and a lying
+//! stand-in server (hostile IDs, part names, sizes) that gets nothing stored.
 
 mod common;
 
@@ -333,4 +334,94 @@ fn tree_is_empty(dir: &Path) -> bool {
     fs::read_dir(dir)
         .map(|rd| rd.flatten().all(|e| e.file_name() == ".lock"))
         .unwrap_or(true)
+}
+
+/// A lying HTTP server on 127.0.0.1: answers every request from `respond`
+/// (path → status, body). Stops with the test process.
+fn lying_server(respond: impl Fn(&str) -> (u16, Vec<u8>) + Send + 'static) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request);
+            let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let (status, body) = respond(&path);
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
+}
+
+#[test]
+fn a_lying_server_gets_nothing_into_the_store() {
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    fs::write(&token, "embargo_test").unwrap();
+    let id = ReportId::random();
+
+    // Hostile IDs and part names: refused before anything is written.
+    for listing in [
+        r#"{"reports":[{"id":"../../../tmp/x","parts":[{"name":"manifest.pgp","size":1}]}]}"#
+            .to_string(),
+        format!(
+            r#"{{"reports":[{{"id":"{id}","parts":[{{"name":"manifest.pgp","size":1}},{{"name":"../../x","size":1}}]}}]}}"#
+        ),
+        format!(r#"{{"reports":[{{"id":"{id}","parts":[{{"name":"/etc/passwd","size":1}}]}}]}}"#),
+        "not json".to_string(),
+    ] {
+        let url = lying_server(move |_| (200, listing.clone().into_bytes()));
+        let local = work.path().join("hostile");
+        let run = fetch_cmd(&site, &url, &token, &local).output().unwrap();
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert!(
+            stderr(&run).contains("the server sent something embargo does not accept"),
+            "{}",
+            stderr(&run)
+        );
+        assert!(!local.exists(), "{}", local.display());
+    }
+
+    // A part longer than listed: refused, no report visible, nothing staged.
+    let listing = format!(
+        r#"{{"reports":[{{"id":"{id}","parts":[{{"name":"manifest.pgp","size":10}},{{"name":"001.pgp","size":5}}]}}]}}"#
+    );
+    let url = lying_server(move |path| {
+        if path == "/api/v1/sealed" {
+            (200, listing.clone().into_bytes())
+        } else {
+            (200, vec![7u8; 20])
+        }
+    });
+    let local = work.path().join("long");
+    let run = fetch_cmd(&site, &url, &token, &local).output().unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("expected from the listing") || stderr(&run).contains("longer than"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(report_files(&local).is_empty());
+    assert!(
+        fs::read_dir(local.join("reports/.staging"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(!local.join("reports").join(id.as_str()).exists());
 }
