@@ -217,10 +217,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let args = reveal::DecryptArgs { target: report, store, out, keys, signer, policy };
             Ok(match reveal::decrypt(&args) {
                 Ok(done) => {
-                    if done.signature == embargo::seal::SignatureCheck::NotChecked {
-                        eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
-                    }
-                    eprintln!("embargo: report {} decrypted and verified: {} attachment(s), report.md, manifest.json", done.id, done.files.len());
+                    let signature = match &done.signature {
+                        embargo::seal::SignatureCheck::Verified(fpr) => format!("manifest signed by the intake key {fpr}"),
+                        _ => {
+                            eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
+                            "manifest signature NOT checked".into()
+                        }
+                    };
+                    eprintln!("embargo: report {} decrypted: {} attachment(s) matched the manifest's sizes and SHA-256, {signature}; see report.md", done.id, done.files.len());
                     println!("{}", done.dir.display());
                     ExitCode::SUCCESS
                 }

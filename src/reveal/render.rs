@@ -12,7 +12,7 @@ use super::names::is_deceptive;
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::config::Policy;
 use crate::report::{Credit, Deadlines};
-use crate::seal::{Manifest, SignatureCheck};
+use crate::seal::{Channel, Manifest, Role, SignatureCheck};
 
 /// One extracted attachment: the manifest entry's index and where it went.
 #[derive(Clone, Debug)]
@@ -35,9 +35,9 @@ pub fn report_markdown(
     let _ = writeln!(o, "- **Title:** {}", code(&r.title));
     let _ = writeln!(
         o,
-        "- **Received:** {} (via {:?})",
+        "- **Received:** {} (via {})",
         code(&manifest.received_at),
-        manifest.channel
+        channel(manifest.channel)
     );
     let _ = writeln!(o, "- **Severity:** {}", r.severity);
     match &r.cvss {
@@ -116,11 +116,14 @@ pub fn report_markdown(
         };
         let _ = writeln!(
             o,
-            "- {} ({} bytes, {}, {:?}), saved as {}\n  - SHA-256 {}",
+            "- {} ({} bytes, {}, {}), saved as {}\n  - SHA-256 {}",
             code(&a.name),
             a.size,
             code(&a.media_type),
-            a.role,
+            match a.role {
+                Role::Poc => "attached file",
+                Role::OriginalMessage => "the original mail message",
+            },
             code(&f.saved_as),
             code(&a.sha256)
         );
@@ -157,6 +160,14 @@ pub fn report_markdown(
         let _ = writeln!(o, "- **Sealed to:** {}", code(r));
     }
     out
+}
+
+fn channel(c: Channel) -> &'static str {
+    match c {
+        Channel::Web => "the web form",
+        Channel::Api => "the API",
+        Channel::Email => "email",
+    }
 }
 
 /// Shows a character that must not reach a viewer as such.
