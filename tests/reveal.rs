@@ -798,6 +798,29 @@ fn list_sorts_by_urgency_with_policy_deadlines_and_overdue_marks() {
         "{table}"
     );
 
+    // On a terminal (script(1) gives one), overdue dates are red as well.
+    if Command::new("script").arg("--version").output().is_ok() {
+        let cmd = format!(
+            "{} list --now {} --store {} --key {}",
+            embargo_bin().display(),
+            rfc3339(now),
+            store.display(),
+            key.display()
+        );
+        let run = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let shown = stdout(&run);
+        assert!(run.status.success(), "{shown}");
+        assert!(
+            shown.contains(&format!("\x1b[1;31m{} OVERDUE\x1b[0m", short(at(17)))),
+            "{shown:?}"
+        );
+    }
+
     // --json: the same data for scripts, with a [policy] from -c.
     let conf_dir = site.path().join("maintainer");
     fs::create_dir(&conf_dir).unwrap();
