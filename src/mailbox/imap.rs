@@ -263,6 +263,8 @@ async fn drain(
     foreign: &mut HashSet<u32>,
 ) -> Result<(), MailboxError> {
     let limit = ctx.intake.config.limits.max_attachment_bytes;
+    // UIDs removed in this drain: one seen again was not really removed.
+    let mut removed = HashSet::new();
     loop {
         ctx.refresh_keys().await?;
         let uids = session.uid_search("ALL").await?;
@@ -291,6 +293,14 @@ async fn drain(
                 return Ok(());
             }
             if foreign.contains(&uid) {
+                continue;
+            }
+            if removed.contains(&uid) {
+                tracing::warn!(
+                    uid,
+                    "the server still lists a message it was told to remove: leaving it"
+                );
+                foreign.insert(uid);
                 continue;
             }
             if item.size.is_some_and(|s| u64::from(s) > limit) {
@@ -339,6 +349,7 @@ async fn drain(
                 }
             }
             remove(session, uid, removal).await?;
+            removed.insert(uid);
             tracing::info!(uid, id = %outcome.id(), "removed from the mailbox");
             ctx.after_removal(&outcome, &facts).await;
             progress = true;

@@ -297,6 +297,43 @@ mod tests {
         assert_eq!(parse(inline, 100).email.encryption, "inline-pgp");
     }
 
+    /// Mutated messages never make the parser panic (the `catch_unwind` in
+    /// [`parse`] is a last resort, not the plan).
+    #[test]
+    fn mutated_mail_never_panics() {
+        let seeds: [&[u8]; 3] = [
+            b"From: a@example.org\r\nSubject: =?utf-8?q?x?=\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--b\r\nContent-Disposition: attachment; filename*=utf-8''x%20y\r\n\r\nz\r\n--b--\r\n",
+            b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"q\"\r\n\r\n--q\r\n\r\n--q\r\n",
+            b"Subject: =?iso-8859-1?B?/w==?=\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=E9=\r\n",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let mut m = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 8 + 1) {
+                let at = (next() as usize) % (m.len() + 1);
+                match next() % 4 {
+                    0 if at < m.len() => m[at] = next() as u8,
+                    1 if at < m.len() => {
+                        m.remove(at);
+                    }
+                    2 => m.insert(
+                        at,
+                        [b'\r', b'\n', b'-', b'=', b';', b'"', 0, 0xff][(next() % 8) as usize],
+                    ),
+                    _ => m.truncate(at),
+                }
+            }
+            let result = std::panic::catch_unwind(|| parse_inner(&m, 100));
+            assert!(result.is_ok(), "mailparse panicked on {m:?}");
+        }
+    }
+
     #[test]
     fn auto_replies_are_not_answered() {
         for h in [
