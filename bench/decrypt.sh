@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # Benchmark: `embargo decrypt` throughput on one large attachment, against
 # `gpg --decrypt` of the very same sealed part with the same key. The key is
 # made by stock gpg (Curve25519, no passphrase, so no pinentry is timed);
@@ -32,25 +32,22 @@ head -c $((MIB * 1048576)) /dev/urandom > "$W/payload.bin"
 
 ID=$("$BIN" seal -c "$W/site/embargo.toml" --report "$W/report.json" "$W/payload.bin")
 PART="$W/site/data/reports/$ID/001.pgp"
-rm -f "$W/payload.bin.copy"
 sync
 
-now() { date +%s.%N; }
-rate() { echo "$MIB $1 $2" | awk '{ printf "%.1f MiB/s (%.2f s)", $1 / ($3 - $2), $3 - $2 }'; }
+# Wall-clock time and CPU time (user+sys, children included): on a shared
+# machine the CPU figure is the steadier one.
+TIMEFORMAT="%R %U %S"
+measure() { { time "$@" >/dev/null 2>&1; } 2>&1 | awk -v m="$MIB" '{ printf "%6.1f MiB/s wall (%.2f s), %6.1f MiB/s of CPU (%.2f s)", m / $1, $1, m / ($2 + $3), $2 + $3 }'; }
 
-t0=$(now)
-"$BIN" decrypt "$ID" --store "$W/site/data" --key "$W/secret.asc" --out "$W/out-key" 2>/dev/null >/dev/null
-t1=$(now)
-"$BIN" decrypt "$ID" --store "$W/site/data" --gpg --out "$W/out-gpg" 2>/dev/null >/dev/null
-t2=$(now)
-gpg --batch --quiet --decrypt --output "$W/gpg.out" "$PART" 2>/dev/null
-t3=$(now)
+KEY=$(measure "$BIN" decrypt "$ID" --store "$W/site/data" --key "$W/secret.asc" --out "$W/out-key")
+AGENT=$(measure "$BIN" decrypt "$ID" --store "$W/site/data" --gpg --out "$W/out-gpg")
+GPG=$(measure gpg --batch --quiet --decrypt --output "$W/gpg.out" "$PART")
 
 cmp -s "$W/payload.bin" "$W/out-key/$ID/payload.bin" || { echo "decrypt --key gave different bytes" >&2; exit 1; }
 cmp -s "$W/payload.bin" "$W/out-gpg/$ID/payload.bin" || { echo "decrypt --gpg gave different bytes" >&2; exit 1; }
 cmp -s "$W/payload.bin" "$W/gpg.out" || { echo "gpg gave different bytes" >&2; exit 1; }
 
-echo "decrypt of one $MIB MiB attachment ($PROFILE build, $(nproc) CPUs, includes SHA-256 check and fsync):"
-echo "  embargo decrypt --key: $(rate "$t0" "$t1")"
-echo "  embargo decrypt --gpg: $(rate "$t1" "$t2")"
-echo "  gpg --decrypt:         $(rate "$t2" "$t3")"
+echo "decrypt of one $MIB MiB attachment ($PROFILE build, $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)):"
+echo "  embargo decrypt --key: $KEY  (+ SHA-256 check, fsync)"
+echo "  embargo decrypt --gpg: $AGENT"
+echo "  gpg --decrypt:         $GPG"
