@@ -47,7 +47,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MailboxError {
-    #[error("no [mailbox] section in the configuration: add one (DESIGN §7) to run the poller")]
+    #[error("no [mailbox] section in the configuration: add one (see the example in deploy/embargo.toml) to run the poller")]
     NotConfigured,
     #[error("[mailbox] {0}")]
     Config(String),
