@@ -8,11 +8,12 @@
 //! through `Store::stage` → `create_part` → `commit`.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
@@ -32,6 +33,8 @@ const MAX_LISTING_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_PART_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 /// Most parts in one report (`001.pgp`…`999.pgp` and the manifest).
 const MAX_PARTS: usize = 1000;
+/// Total download size from which a progress bar is worth showing.
+const PROGRESS_MIN_BYTES: u64 = 8 * 1024 * 1024;
 /// How long to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const COPY_BUFFER: usize = 256 * 1024;
@@ -103,13 +106,22 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
         .open(partial_root.join(".lock"))
         .map_err(write_err(&partial_root))?;
     if lock.try_lock().is_err() {
-        return Err(Error::Usage(format!(
-            "another `embargo fetch` is writing to {}: wait for it to finish",
-            args.store.display()
-        )));
+        return Err(Error::Fetch {
+            url: http.base.clone(),
+            detail: format!(
+                "another `embargo fetch` is writing to {}: wait for it to finish",
+                args.store.display()
+            ),
+        });
     }
 
     let mut summary = FetchSummary::default();
+    let missing: u64 = reports
+        .iter()
+        .filter(|(id, _)| !store.contains(id).unwrap_or(false))
+        .flat_map(|(_, parts)| parts.iter().map(|p| p.size))
+        .sum();
+    let bar = progress_bar(missing);
     for (id, parts) in reports {
         let dir = partial_root.join(id.as_str());
         if store.contains(&id)? {
@@ -124,7 +136,8 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
             .create(&dir)
             .map_err(write_err(&dir))?;
         for part in &parts {
-            summary.bytes += http.download(&id, part, &dir.join(&part.name))?;
+            bar.set_message(format!("{id}/{}", part.name));
+            summary.bytes += http.download(&id, part, &dir.join(&part.name), &bar)?;
         }
         if commit(&store, &id, &parts, &dir)? {
             summary.fetched.push(id);
@@ -133,7 +146,22 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
         }
         fs::remove_dir_all(&dir).map_err(write_err(&dir))?;
     }
+    bar.finish_and_clear();
     Ok(summary)
+}
+
+/// A byte progress bar on a terminal for large downloads; hidden otherwise.
+fn progress_bar(total: u64) -> ProgressBar {
+    if total < PROGRESS_MIN_BYTES || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 /// Moves the downloaded parts of one report into the store, manifest last.
@@ -222,7 +250,13 @@ impl Http {
 
     /// Makes `path` hold exactly `part.size` bytes of the part, resuming a
     /// partial file with `Range`. Returns the bytes transferred.
-    fn download(&self, id: &ReportId, part: &PartInfo, path: &Path) -> Result<u64, Error> {
+    fn download(
+        &self,
+        id: &ReportId,
+        part: &PartInfo,
+        path: &Path,
+        bar: &ProgressBar,
+    ) -> Result<u64, Error> {
         let url = format!("{}/api/v1/sealed/{id}/{}", self.base, part.name);
         let mut file = OpenOptions::new()
             .create(true)
@@ -236,6 +270,7 @@ impl Http {
         if have > part.size {
             have = 0;
         }
+        bar.inc(have);
         if have == part.size {
             return Ok(0);
         }
@@ -257,6 +292,7 @@ impl Http {
                     detail: format!("the server answered {}", response.status()),
                 });
             }
+            bar.set_position(bar.position().saturating_sub(have));
             have = 0;
         }
         let expected = part.size - have;
@@ -296,6 +332,7 @@ impl Http {
                 )));
             }
             file.write_all(&buf[..n]).map_err(write_err(path))?;
+            bar.inc(n as u64);
         }
         if got != expected {
             return Err(Error::Fetch {
