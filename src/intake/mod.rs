@@ -180,7 +180,9 @@ pub async fn serve_with(
     reload_on_sighup(state.clone());
     // With [mailbox], the poller runs beside the intake and stops with it.
     let stop_poller = tokio_util::sync::CancellationToken::new();
-    let poller = crate::mailbox::spawn(state.config().clone(), clock, stop_poller.clone());
+    // TODO(lead): pass serve's NotifierHandle here once serve runs one, so web and
+    // mail reports share one batched notice; the poller runs its own meanwhile.
+    let poller = crate::mailbox::spawn(state.config().clone(), clock, stop_poller.clone(), None);
     if let Some((health, _)) = &poller {
         state.set_mailbox_health(health.clone());
     }

@@ -218,11 +218,11 @@ pub struct ErrorPage {
 /// Writes a span the way people say it: `48 hours`, `7 days`.
 pub fn span_words(span: Span) -> String {
     let secs = span.0.as_secs();
-    let (n, unit) = if secs % 86_400 == 0 && secs >= 3 * 86_400 {
+    let (n, unit) = if secs.is_multiple_of(86_400) && secs >= 3 * 86_400 {
         (secs / 86_400, "day")
-    } else if secs % 3600 == 0 && secs >= 3600 {
+    } else if secs.is_multiple_of(3600) && secs >= 3600 {
         (secs / 3600, "hour")
-    } else if secs % 60 == 0 && secs >= 60 {
+    } else if secs.is_multiple_of(60) && secs >= 60 {
         (secs / 60, "minute")
     } else {
         (secs, "second")

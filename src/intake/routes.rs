@@ -107,20 +107,20 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The checks every submission passes before its body is read.
 fn admit(state: &AppState, request: &Request) -> Result<(), ApiError> {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        if !state.rate_allow(peer.ip()) {
-            return Err(ApiError {
-                retry_after: Some(60),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "at most {} reports a minute are accepted from one address; wait a minute and send again",
-                        state.config().limits.rate_limit_per_minute
-                    ),
-                )
-            });
-        }
+    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+        && !state.rate_allow(peer.ip())
+    {
+        return Err(ApiError {
+            retry_after: Some(60),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "at most {} reports a minute are accepted from one address; wait a minute and send again",
+                    state.config().limits.rate_limit_per_minute
+                ),
+            )
+        });
     }
     check_same_origin(request.headers())
 }

@@ -56,14 +56,15 @@ impl Browser {
         };
         let start = Instant::now();
         loop {
-            if let Ok(r) = browser.http.get(format!("{}/status", browser.base)).send() {
-                if r.json::<Value>()
-                    .ok()
-                    .and_then(|v| v["value"]["ready"].as_bool())
-                    == Some(true)
-                {
-                    break;
-                }
+            let ready = browser
+                .http
+                .get(format!("{}/status", browser.base))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<Value>().ok())
+                .and_then(|v| v["value"]["ready"].as_bool());
+            if ready == Some(true) {
+                break;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
