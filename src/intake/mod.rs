@@ -37,7 +37,7 @@ pub use state::AppState;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::keys::KeyError;
+use crate::keys::{IntakeSecrets, KeyError};
 use crate::store::StoreError;
 
 /// How long in-flight uploads may still finish after SIGTERM; those still
@@ -259,22 +259,36 @@ pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
     let mut config = Config::defaults_in(dir);
     config.listen = DEMO_LISTEN.into();
     config.project_name = "embargo demo".into();
+    // The intake signing key, public part beside the demo key for --signer.
+    let secrets = IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?;
+    std::fs::write(dir.join("signing-key.asc"), secrets.signing_cert_armored()?)
+        .map_err(|e| demo_err(e.to_string()))?;
     Ok(config)
+}
+
+/// The command that decrypts report `ID` submitted to the demo in `dir`.
+pub fn demo_decrypt_command(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "decrypt ID --store {d}/data --key {d}/maintainer-secret.asc --signer {d}/signing-key.asc --out {d}/revealed"
+    )
 }
 
 /// `embargo demo`: prepares `./demo/` and serves on 127.0.0.1:8080.
 pub fn demo(dir: &Path, clock: Clock) -> Result<(), IntakeError> {
     let config = prepare_demo(dir)?;
     let shown = dir.display().to_string();
+    let command = demo_decrypt_command(dir);
     runtime()?.block_on(serve_with(config, clock, |addr| {
         println!("embargo demo: a throwaway DEMO maintainer key is in {shown}/ (never use it for real reports).");
         println!();
         println!("  Report form:  http://{addr}/");
         println!();
-        println!("Submit a report, note its ID from the receipt, then decrypt it with:");
+        println!("Submit a report with the form, note the ID on the receipt, then decrypt it");
+        println!("(it appears under {shown}/revealed/ID/):");
         println!();
-        println!("  embargo decrypt ID --store {shown}/data --key {shown}/maintainer-secret.asc");
-        println!("  (from a checkout: cargo run -- decrypt ID --store {shown}/data --key {shown}/maintainer-secret.asc)");
+        println!("  embargo {command}");
+        println!("  (from a checkout: cargo run --release -- {command})");
         println!();
         println!("Press Ctrl-C to stop.");
     }))

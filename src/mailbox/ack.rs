@@ -1,6 +1,7 @@
-//! Acknowledgements to reporters and content-free notices to maintainers,
-//! sent over SMTP (`[smtp]`) after a report is committed. Neither ever
-//! quotes the report; failures are logged and never affect sealing.
+//! Acknowledgements to reporters, sent over SMTP (`[smtp]`) after a report
+//! is committed and its message removed. They never quote the report;
+//! failures are logged and never affect sealing. (Notices to maintainers
+//! are [`crate::notify`]'s.)
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,7 +27,6 @@ pub const ACK_WINDOW: Duration = Duration::from_secs(3600);
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 const ACK_TEMPLATE: &str = include_str!("../../templates/ack.txt");
-const NOTICE_TEMPLATE: &str = include_str!("../../templates/notice.txt");
 
 /// `Auto-Submitted: auto-replied` (RFC 3834), so that other robots do not answer.
 #[derive(Clone)]
@@ -46,11 +46,10 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// Sends acknowledgements and notices.
+/// Sends acknowledgements.
 pub(super) struct Acker {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Address,
-    notify: Vec<Address>,
     project: String,
     policy: Policy,
     policy_url: Option<String>,
@@ -91,20 +90,9 @@ impl Acker {
             (None, None) => {}
             _ => return Err(bad("username and password_file go together".into())),
         }
-        let mut notify = Vec::new();
-        for target in &config.maintainers.notify {
-            if let Some(addr) = target.strip_prefix("mailto:") {
-                notify.push(addr.parse().map_err(|e| {
-                    MailboxError::Config(format!(
-                        "[maintainers] notify {target:?} is not a mail address: {e}"
-                    ))
-                })?);
-            }
-        }
         Ok(Acker {
             transport: builder.build(),
             from,
-            notify,
             project: config.project_name.clone(),
             policy: config.policy.clone(),
             policy_url: config.policy_url.clone(),
@@ -113,8 +101,8 @@ impl Acker {
     }
 
     /// After a report was committed and its message removed: the reporter's
-    /// acknowledgement (when allowed) and the maintainers' notices.
-    pub(super) async fn report_sealed(&self, id: &ReportId, reply: &ReplyFacts) {
+    /// acknowledgement, when one may be sent.
+    pub(super) async fn acknowledge(&self, id: &ReportId, reply: &ReplyFacts) {
         match self.acknowledgement(id, reply) {
             Ok(Some(message)) => match self.transport.send(message).await {
                 Ok(_) => tracing::info!(id = %id, "acknowledgement sent"),
@@ -122,27 +110,6 @@ impl Acker {
             },
             Ok(None) => {}
             Err(reason) => tracing::info!(id = %id, "no acknowledgement: {reason}"),
-        }
-        for to in &self.notify {
-            let body = fill(
-                NOTICE_TEMPLATE,
-                &[("project", &self.project), ("id", id.as_str())],
-            );
-            let message = Message::builder()
-                .from(self.from.clone())
-                .to(to.clone())
-                .subject(format!("[{}] new vulnerability report {id}", self.project))
-                .header(AutoSubmitted)
-                .header(ContentType::TEXT_PLAIN)
-                .body(body);
-            match message {
-                Ok(m) => {
-                    if let Err(e) = self.transport.send(m).await {
-                        tracing::warn!(id = %id, "maintainer notice not sent: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!(id = %id, "maintainer notice not built: {e}"),
-            }
         }
     }
 

@@ -8,7 +8,8 @@
 //!
 //! - [`message`]: manifest metadata parsed from the raw bytes.
 //! - `imap`: the IMAP source (async-imap over rustls); `maildir`: a Maildir.
-//! - `ack`: acknowledgements to reporters and notices to maintainers (SMTP).
+//! - `ack`: acknowledgements to reporters (SMTP); maintainers are told by
+//!   [`crate::notify`] (content-free, batched).
 //! - [`Health`]: what `/healthz` reports about the poller.
 
 mod ack;
@@ -30,6 +31,7 @@ use crate::app::{AppError, Intake};
 use crate::clock::Clock;
 use crate::config::{Config, Mailbox};
 use crate::id::ReportId;
+use crate::notify::{Notifier, NotifierHandle, NotifyError};
 use crate::seal::{Channel, Role, SealError};
 use crate::store::{Store, StoreError};
 
@@ -101,6 +103,8 @@ pub enum MailboxError {
     },
     #[error("the sealing task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
     #[error("cannot start the poller's runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -336,6 +340,7 @@ struct Context {
     intake: Arc<Intake>,
     health: Health,
     acks: Option<Arc<ack::Acker>>,
+    notifier: Option<NotifierHandle>,
     shutdown: CancellationToken,
     summary: Summary,
     /// `keys_dir` as it was when `intake` was opened.
@@ -384,12 +389,18 @@ impl Context {
         Ok((outcome, facts))
     }
 
-    /// After the message is gone from the mailbox: acknowledgement and notices
-    /// for a report sealed now (never again for one found already sealed).
+    /// After the message is gone from the mailbox: the maintainers' notice
+    /// and the reporter's acknowledgement for a report sealed now (never
+    /// again for one found already sealed).
     async fn after_removal(&mut self, outcome: &Outcome, facts: &MailFacts) {
         self.summary.removed += 1;
-        if let (Outcome::Sealed(id), Some(acks)) = (outcome, &self.acks) {
-            acks.report_sealed(id, &facts.reply).await;
+        if let Outcome::Sealed(id) = outcome {
+            if let Some(notifier) = &self.notifier {
+                notifier.report_arrived();
+            }
+            if let Some(acks) = &self.acks {
+                acks.acknowledge(id, &facts.reply).await;
+            }
         }
     }
 }
@@ -397,12 +408,45 @@ impl Context {
 /// Runs the poller until `shutdown` (or, with `once`, until the mailbox is
 /// drained). Failures are retried with backoff in long-running mode and
 /// shown in `health`; with `once` the first failure is returned.
+///
+/// New reports are announced through `notifier` (the one `serve` shares
+/// with the web intake); without one, the poller runs its own for
+/// `[maintainers] notify` and flushes it before returning.
 pub async fn run(
     config: Config,
     clock: Clock,
     once: bool,
     health: Health,
     shutdown: CancellationToken,
+    notifier: Option<NotifierHandle>,
+) -> Result<Summary, MailboxError> {
+    let mut own = None;
+    let notifier = match notifier {
+        Some(n) => Some(n),
+        None if !config.maintainers.notify.is_empty() => {
+            let stop = CancellationToken::new();
+            let (handle, task) = Notifier::spawn(&config, None, stop.clone())?;
+            own = Some((stop, task));
+            Some(handle)
+        }
+        None => None,
+    };
+    let result = run_poller(config, clock, once, health, shutdown, notifier).await;
+    if let Some((stop, task)) = own {
+        // Announces what is still pending (bounded by notify::FLUSH_TIMEOUT).
+        stop.cancel();
+        let _ = task.await;
+    }
+    result
+}
+
+async fn run_poller(
+    config: Config,
+    clock: Clock,
+    once: bool,
+    health: Health,
+    shutdown: CancellationToken,
+    notifier: Option<NotifierHandle>,
 ) -> Result<Summary, MailboxError> {
     let mailbox = config.mailbox.clone().ok_or(MailboxError::NotConfigured)?;
     check_config(&mailbox)?;
@@ -425,6 +469,7 @@ pub async fn run(
                     intake: Arc::new(intake),
                     health: health.clone(),
                     acks: acks.clone(),
+                    notifier: notifier.clone(),
                     shutdown: shutdown.clone(),
                     summary: Summary::default(),
                     keys_stamp,
@@ -462,12 +507,13 @@ pub async fn run(
 }
 
 /// For `embargo serve`: starts the poller in the background when
-/// `[mailbox]` is configured. Returns its health (for `/healthz`) and task;
+/// `[mailbox]` is configured, announcing new reports through `notifier`. Returns its health (for `/healthz`) and task;
 /// the task ends after `shutdown` is cancelled. `None` without `[mailbox]`.
 pub fn spawn(
     config: Config,
     clock: Clock,
     shutdown: CancellationToken,
+    notifier: Option<NotifierHandle>,
 ) -> Option<(
     Health,
     tokio::task::JoinHandle<Result<Summary, MailboxError>>,
@@ -476,7 +522,7 @@ pub fn spawn(
     let health = Health::new();
     let task_health = health.clone();
     let task = tokio::spawn(async move {
-        let result = run(config, clock, false, task_health.clone(), shutdown).await;
+        let result = run(config, clock, false, task_health.clone(), shutdown, notifier).await;
         if let Err(e) = &result {
             tracing::error!("mailbox poller stopped: {e}");
             task_health.failed(e);
@@ -507,7 +553,7 @@ pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary,
             tracing::info!("stopping after the current message");
             stop.cancel();
         });
-        let summary = run(config, clock, once, Health::new(), shutdown).await?;
+        let summary = run(config, clock, once, Health::new(), shutdown, None).await?;
         tracing::info!(
             sealed = summary.sealed,
             already_sealed = summary.already_sealed,
