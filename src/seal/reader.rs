@@ -88,6 +88,9 @@ impl SecretSource {
             let mut unlocked = Vec::new();
             for ka in cert.keys().secret() {
                 let key = ka.key().clone();
+                if is_stub(key.secret()) {
+                    continue;
+                }
                 if key.secret().is_encrypted() {
                     let Some(pass) = passphrase else {
                         return Err(RevealError::NeedPassphrase(cert.fingerprint().to_hex()));
@@ -118,9 +121,16 @@ impl SecretSource {
     /// Whether any loaded secret key is still locked by a passphrase.
     pub fn key_needs_passphrase(bytes: &[u8]) -> bool {
         openpgp::cert::CertParser::from_bytes(bytes)
-            .map(|p| p.flatten().any(|c| c.keys().secret().any(|ka| ka.key().secret().is_encrypted())))
+            .map(|p| p.flatten().any(|c| c.keys().secret().any(|ka| ka.key().secret().is_encrypted() && !is_stub(ka.key().secret()))))
             .unwrap_or(false)
     }
+}
+
+/// Whether secret key material is only a placeholder (GnuPG's
+/// `--export-secret-subkeys` primary key, or a key on a smartcard): there is
+/// nothing to unlock, and asking for a passphrase would wrongly fail.
+fn is_stub(secret: &openpgp::packet::key::SecretKeyMaterial) -> bool {
+    matches!(secret, openpgp::packet::key::SecretKeyMaterial::Encrypted(e) if !e.s2k().is_supported())
 }
 
 /// Opens reports with one secret source, optionally pinning the signer.
