@@ -1231,3 +1231,91 @@ fn a_locked_key_whose_primary_key_encrypts_opens_with_its_passphrase() {
         b"old school"
     );
 }
+
+#[test]
+fn subkeys_exported_without_the_primary_secret_open_with_the_passphrase() {
+    // `gpg --export-secret-subkeys` (offline primary key): the primary is a
+    // stub without secret material, the encryption subkey is protected.
+    let site = Site::new();
+    let gpg = Gpg::new();
+    let fpr = gpg.gen_key(
+        "Sub <sub@example.org>",
+        GpgKeyType::Cv25519,
+        "sub-pass",
+        "1y",
+    );
+    let open_fpr = gpg.gen_key("Open <open@example.org>", GpgKeyType::Cv25519, "", "1y");
+    let certs = [&fpr, &open_fpr].map(|f| Cert::from_bytes(&gpg.export_public(f)).unwrap());
+    let s = sealer(&site.state_dir(), certs.to_vec(), SystemTime::now());
+    let id = seal(
+        &s,
+        &site.store_dir(),
+        body("Subkeys", Severity::Low),
+        &[("f.txt", b"subkey only")],
+    );
+    let exported = gpg
+        .run(
+            &[
+                "--passphrase",
+                "sub-pass",
+                "--armor",
+                "--export-secret-subkeys",
+                &fpr,
+            ],
+            None,
+        )
+        .stdout;
+    let key = write(site.path(), "subkeys.asc", &exported);
+    let pass = write(site.path(), "pass", b"sub-pass\n");
+    let out = site.path().join("out");
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(site.store_dir())
+        .arg("--key")
+        .arg(&key)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        fs::read(out.join(id.as_str()).join("f.txt")).unwrap(),
+        b"subkey only"
+    );
+
+    // An unprotected subkey behind a stub primary needs no passphrase at all.
+    let open_key = write(
+        site.path(),
+        "open-subkeys.asc",
+        &gpg.run(
+            &[
+                "--passphrase",
+                "",
+                "--armor",
+                "--export-secret-subkeys",
+                &open_fpr,
+            ],
+            None,
+        )
+        .stdout,
+    );
+    let out2 = site.path().join("out2");
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(site.store_dir())
+        .arg("--key")
+        .arg(&open_key)
+        .arg("--out")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        fs::read(out2.join(id.as_str()).join("f.txt")).unwrap(),
+        b"subkey only"
+    );
+}
