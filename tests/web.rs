@@ -1236,7 +1236,7 @@ fn sigterm_stops_the_server_cleanly() {
 }
 
 #[test]
-fn demo_makes_a_clearly_marked_throwaway_key() {
+fn demo_makes_a_clearly_marked_throwaway_key_and_its_command_decrypts() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let config = embargo::intake::prepare_demo(&demo).unwrap();
@@ -1256,4 +1256,54 @@ fn demo_makes_a_clearly_marked_throwaway_key() {
     let before = std::fs::read(&secret).unwrap();
     embargo::intake::prepare_demo(&demo).unwrap();
     assert_eq!(std::fs::read(&secret).unwrap(), before);
+
+    // The demo layout is a site: serve it (on a free port), submit, and run
+    // exactly the decrypt command the demo prints.
+    let site = Site::new();
+    embargo::intake::prepare_demo(site.path()).unwrap();
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[limits]\n{TEST_LIMITS}\n"
+    ));
+    let srv = Server::start(&site);
+    let form = Form::new()
+        .text("title", "Demo report")
+        .text("description", "Works end to end.")
+        .part(
+            "attachment",
+            Part::bytes(b"demo poc".to_vec()).file_name("poc.txt"),
+        );
+    let r = client()
+        .post(srv.url("/report"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let page = r.text().unwrap();
+    let id = page
+        .split("id=\"report-id\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    let command = embargo::intake::demo_decrypt_command(site.path()).replace("ID", &id);
+    let args: Vec<&str> = command.split_whitespace().collect();
+    let out = site.embargo().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let revealed = site.path().join("revealed").join(&id);
+    let files: Vec<String> = std::fs::read_dir(&revealed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.iter().any(|f| f == "report.md"), "{files:?}");
+    let poc = files
+        .iter()
+        .find(|f| f.contains("poc"))
+        .unwrap_or_else(|| panic!("{files:?}"));
+    assert_eq!(std::fs::read(revealed.join(poc)).unwrap(), b"demo poc");
 }
