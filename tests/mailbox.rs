@@ -653,6 +653,35 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
         text(&second)
     );
 
+    // SIGHUP reloads keys; it must not stop the poller.
+    let reloads = || {
+        fs::read_to_string(&log_path)
+            .unwrap()
+            .matches("maintainer certificates reloaded")
+            .count()
+    };
+    let before = reloads();
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let late2 = plain_mail(98, 100);
+    imap.append(&late2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !imap.uids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "not running after SIGHUP: {}",
+            fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP stopped the poller"
+    );
+    assert_eq!(reloads(), before + 1, "SIGHUP did not reload the keys");
+
     std::process::Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()
@@ -798,7 +827,7 @@ fn without_a_usable_key_the_poller_retries_and_health_says_why() {
             e.site.config(),
             embargo::clock::Clock::system(),
             shutdown.clone(),
-            None,
+            embargo::mailbox::Links::default(),
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -180,9 +180,11 @@ pub async fn serve_with(
     reload_on_sighup(state.clone());
     // With [mailbox], the poller runs beside the intake and stops with it.
     let stop_poller = tokio_util::sync::CancellationToken::new();
-    // TODO(lead): pass serve's NotifierHandle here once serve runs one, so web and
-    // mail reports share one batched notice; the poller runs its own meanwhile.
-    let poller = crate::mailbox::spawn(state.config().clone(), clock, stop_poller.clone(), None);
+    // TODO(lead): put serve's NotifierHandle and Metrics into Links once serve
+    // runs them, so web and mail reports share one batched notice and one
+    // /metrics; meanwhile the poller runs its own notifier.
+    let links = crate::mailbox::Links::default();
+    let poller = crate::mailbox::spawn(state.config().clone(), clock, stop_poller.clone(), links);
     if let Some((health, _)) = &poller {
         state.set_mailbox_health(health.clone());
     }

@@ -287,6 +287,9 @@ async fn drain(
                 }
             }
         }
+        if let Some(m) = &ctx.links.metrics {
+            m.set_poller_backlog(listed.keys().filter(|u| !foreign.contains(u)).count() as u64);
+        }
         let mut progress = false;
         for (uid, item) in listed {
             if ctx.shutdown.is_cancelled() {

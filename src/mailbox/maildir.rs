@@ -63,6 +63,9 @@ async fn drain(ctx: &mut Context, root: &Path) -> Result<(), MailboxError> {
         for name in list(&root.join("new"))? {
             pending.push(root.join("new").join(name));
         }
+        if let Some(m) = &ctx.links.metrics {
+            m.set_poller_backlog(pending.len() as u64);
+        }
         let mut progress = false;
         for path in pending {
             if ctx.shutdown.is_cancelled() {

@@ -21,6 +21,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -31,6 +32,7 @@ use crate::app::{AppError, Intake};
 use crate::clock::Clock;
 use crate::config::{Config, Mailbox};
 use crate::id::ReportId;
+use crate::metrics::Metrics;
 use crate::notify::{Notifier, NotifierHandle, NotifyError};
 use crate::seal::{Channel, Role, SealError};
 use crate::store::{Store, StoreError};
@@ -49,7 +51,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MailboxError {
-    #[error("no [mailbox] section in the configuration: add one (see the example in deploy/embargo.toml) to run the poller")]
+    #[error(
+        "no [mailbox] section in the configuration: add one (see the example in deploy/embargo.toml) to run the poller"
+    )]
     NotConfigured,
     #[error("[mailbox] {0}")]
     Config(String),
@@ -212,6 +216,19 @@ impl Health {
     }
 }
 
+/// What the poller shares with the rest of a running server; all optional.
+#[derive(Clone, Default)]
+pub struct Links {
+    /// Announces new reports (batched, content-free). Without one, the
+    /// poller runs its own for `[maintainers] notify`.
+    pub notifier: Option<NotifierHandle>,
+    /// Counters for `/metrics`: reports, bytes sealed, backlog, errors.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Set (on SIGHUP) to reload the maintainer certificates before the
+    /// next message even when `keys_dir` looks unchanged.
+    pub reload_keys: Arc<AtomicBool>,
+}
+
 /// What one run of the poller did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -340,7 +357,7 @@ struct Context {
     intake: Arc<Intake>,
     health: Health,
     acks: Option<Arc<ack::Acker>>,
-    notifier: Option<NotifierHandle>,
+    links: Links,
     shutdown: CancellationToken,
     summary: Summary,
     /// `keys_dir` as it was when `intake` was opened.
@@ -357,14 +374,14 @@ impl Context {
         let stamp = tokio::task::spawn_blocking(move || crate::keys::dir_stamp(&dir))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))?;
-        if stamp == self.keys_stamp {
+        if stamp == self.keys_stamp && !self.links.reload_keys.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
         let (config, clock) = (self.intake.config.clone(), self.clock);
         let intake = tokio::task::spawn_blocking(move || Intake::open(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))??;
-        tracing::info!("keys_dir changed: maintainer certificates reloaded");
+        tracing::info!("maintainer certificates reloaded");
         self.intake = Arc::new(intake);
         self.keys_stamp = stamp;
         Ok(())
@@ -376,13 +393,28 @@ impl Context {
         raw: Zeroizing<Vec<u8>>,
     ) -> Result<(Outcome, MailFacts), MailboxError> {
         let intake = self.intake.clone();
-        let (outcome, facts) = tokio::task::spawn_blocking(move || seal_message(&intake, &raw))
-            .await
-            .map_err(|e| MailboxError::Task(e.to_string()))??;
+        let (outcome, facts, sealed_bytes) = tokio::task::spawn_blocking(move || {
+            let (outcome, facts) = seal_message(&intake, &raw)?;
+            let bytes = match &outcome {
+                Outcome::Sealed(id) => intake
+                    .store
+                    .parts(id)
+                    .map(|p| p.iter().map(|p| p.size).sum())
+                    .unwrap_or(0),
+                Outcome::AlreadySealed(_) => 0,
+            };
+            Ok::<_, MailboxError>((outcome, facts, bytes))
+        })
+        .await
+        .map_err(|e| MailboxError::Task(e.to_string()))??;
         match &outcome {
             Outcome::Sealed(_) => {
                 self.summary.sealed += 1;
                 self.health.sealed_one();
+                if let Some(m) = &self.links.metrics {
+                    m.report_accepted(crate::metrics::Channel::Email);
+                    m.bytes_sealed(sealed_bytes);
+                }
             }
             Outcome::AlreadySealed(_) => self.summary.already_sealed += 1,
         }
@@ -395,7 +427,7 @@ impl Context {
     async fn after_removal(&mut self, outcome: &Outcome, facts: &MailFacts) {
         self.summary.removed += 1;
         if let Outcome::Sealed(id) = outcome {
-            if let Some(notifier) = &self.notifier {
+            if let Some(notifier) = &self.links.notifier {
                 notifier.report_arrived();
             }
             if let Some(acks) = &self.acks {
@@ -409,8 +441,8 @@ impl Context {
 /// drained). Failures are retried with backoff in long-running mode and
 /// shown in `health`; with `once` the first failure is returned.
 ///
-/// New reports are announced through `notifier` (the one `serve` shares
-/// with the web intake); without one, the poller runs its own for
+/// New reports are announced through `links.notifier` (the one `serve`
+/// shares with the web intake); without one, the poller runs its own for
 /// `[maintainers] notify` and flushes it before returning.
 pub async fn run(
     config: Config,
@@ -418,20 +450,16 @@ pub async fn run(
     once: bool,
     health: Health,
     shutdown: CancellationToken,
-    notifier: Option<NotifierHandle>,
+    mut links: Links,
 ) -> Result<Summary, MailboxError> {
     let mut own = None;
-    let notifier = match notifier {
-        Some(n) => Some(n),
-        None if !config.maintainers.notify.is_empty() => {
-            let stop = CancellationToken::new();
-            let (handle, task) = Notifier::spawn(&config, None, stop.clone())?;
-            own = Some((stop, task));
-            Some(handle)
-        }
-        None => None,
-    };
-    let result = run_poller(config, clock, once, health, shutdown, notifier).await;
+    if links.notifier.is_none() && !config.maintainers.notify.is_empty() {
+        let stop = CancellationToken::new();
+        let (handle, task) = Notifier::spawn(&config, links.metrics.clone(), stop.clone())?;
+        own = Some((stop, task));
+        links.notifier = Some(handle);
+    }
+    let result = run_poller(config, clock, once, health, shutdown, links).await;
     if let Some((stop, task)) = own {
         // Announces what is still pending (bounded by notify::FLUSH_TIMEOUT).
         stop.cancel();
@@ -446,7 +474,7 @@ async fn run_poller(
     once: bool,
     health: Health,
     shutdown: CancellationToken,
-    notifier: Option<NotifierHandle>,
+    links: Links,
 ) -> Result<Summary, MailboxError> {
     let mailbox = config.mailbox.clone().ok_or(MailboxError::NotConfigured)?;
     check_config(&mailbox)?;
@@ -469,7 +497,7 @@ async fn run_poller(
                     intake: Arc::new(intake),
                     health: health.clone(),
                     acks: acks.clone(),
-                    notifier: notifier.clone(),
+                    links: links.clone(),
                     shutdown: shutdown.clone(),
                     summary: Summary::default(),
                     keys_stamp,
@@ -492,6 +520,9 @@ async fn run_poller(
             Ok(()) => return Ok(summary),
             Err(e) => {
                 health.failed(&e);
+                if let Some(m) = &links.metrics {
+                    m.poller_error();
+                }
                 if once {
                     return Err(e);
                 }
@@ -507,13 +538,13 @@ async fn run_poller(
 }
 
 /// For `embargo serve`: starts the poller in the background when
-/// `[mailbox]` is configured, announcing new reports through `notifier`. Returns its health (for `/healthz`) and task;
+/// `[mailbox]` is configured, linked to the server's notifier and metrics. Returns its health (for `/healthz`) and task;
 /// the task ends after `shutdown` is cancelled. `None` without `[mailbox]`.
 pub fn spawn(
     config: Config,
     clock: Clock,
     shutdown: CancellationToken,
-    notifier: Option<NotifierHandle>,
+    links: Links,
 ) -> Option<(
     Health,
     tokio::task::JoinHandle<Result<Summary, MailboxError>>,
@@ -522,7 +553,7 @@ pub fn spawn(
     let health = Health::new();
     let task_health = health.clone();
     let task = tokio::spawn(async move {
-        let result = run(config, clock, false, task_health.clone(), shutdown, notifier).await;
+        let result = run(config, clock, false, task_health.clone(), shutdown, links).await;
         if let Err(e) = &result {
             tracing::error!("mailbox poller stopped: {e}");
             task_health.failed(e);
@@ -533,7 +564,7 @@ pub fn spawn(
 }
 
 /// `embargo poll`: runs [`run`] on its own runtime, stopping cleanly (between
-/// messages) on SIGTERM or SIGINT.
+/// messages) on SIGTERM or SIGINT; SIGHUP reloads the maintainer certificates.
 pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary, MailboxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -544,6 +575,15 @@ pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary,
         let shutdown = CancellationToken::new();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(MailboxError::Runtime)?;
+        let links = Links::default();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(MailboxError::Runtime)?;
+        let reload = links.reload_keys.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                reload.store(true, Ordering::Relaxed);
+            }
+        });
         let stop = shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -553,7 +593,7 @@ pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary,
             tracing::info!("stopping after the current message");
             stop.cancel();
         });
-        let summary = run(config, clock, once, Health::new(), shutdown, None).await?;
+        let summary = run(config, clock, once, Health::new(), shutdown, links).await?;
         tracing::info!(
             sealed = summary.sealed,
             already_sealed = summary.already_sealed,
