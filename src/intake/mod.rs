@@ -10,6 +10,7 @@
 //! a shutdown signal, [`serve`] and [`demo`] are `embargo serve` and
 //! `embargo demo`.
 
+pub mod conn;
 pub mod error;
 pub mod pages;
 pub mod routes;
@@ -100,7 +101,8 @@ pub async fn run(
         tracing::info!("shutting down: finishing uploads in flight");
         let _ = stopping_tx.send(());
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state).into_make_service_with_connect_info::<conn::PeerAddr>();
+    let listener = conn::StallingListener::new(listener, conn::STALL_TIMEOUT);
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let grace = async {
         if stopping_rx.await.is_ok() {

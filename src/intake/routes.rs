@@ -1,7 +1,6 @@
 //! The public routes of DESIGN §6: form, report submission (form and API),
 //! keys, security.txt and health.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
@@ -11,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::conn::PeerAddr;
 use super::error::ApiError;
 use super::pages::{error_page, form_page, html, receipt_page};
 use super::state::AppState;
@@ -107,7 +107,7 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The checks every submission passes before its body is read.
 fn admit(state: &AppState, request: &Request) -> Result<(), ApiError> {
-    if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>()
+    if let Some(ConnectInfo(PeerAddr(peer))) = request.extensions().get::<ConnectInfo<PeerAddr>>()
         && !state.rate_allow(peer.ip())
     {
         return Err(ApiError {
