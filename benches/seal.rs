@@ -15,7 +15,7 @@ use openpgp::serialize::SerializeInto;
 use sequoia_openpgp as openpgp;
 
 /// Runs `cmd` under GNU time; returns (seconds, peak RSS in MiB).
-fn measure(mut cmd: Command) -> (f64, f64) {
+fn measure(cmd: Command) -> (f64, f64) {
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let envs: Vec<_> = cmd

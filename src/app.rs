@@ -60,18 +60,34 @@ impl Intake {
             tracing::warn!(fingerprint = %entry.fingerprint(), expires = %entry.expires.map(rfc3339).unwrap_or_default(), "certificate expires soon: ask its maintainer to extend it");
         }
         let recipients = keyring.recipients()?;
-        let secrets = Arc::new(IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?);
+        let secrets = Arc::new(IntakeSecrets::load_or_create(
+            &config.state_dir,
+            &config.project_name,
+        )?);
         let store = Arc::new(FsStore::open(&config.store)?);
         let removed = store.remove_stale_staging()?;
         if removed > 0 {
-            tracing::info!(removed, "removed incomplete reports left by an interrupted run");
+            tracing::info!(
+                removed,
+                "removed incomplete reports left by an interrupted run"
+            );
         }
         let sealer = Sealer::new(recipients, secrets.clone(), config.message_format, clock);
-        Ok(Intake { config, keyring, secrets, store, sealer })
+        Ok(Intake {
+            config,
+            keyring,
+            secrets,
+            store,
+            sealer,
+        })
     }
 
     /// Seals a report given as input JSON plus attachment files (`embargo seal`).
-    pub fn seal_files(&self, report_json: &[u8], attachments: &[PathBuf]) -> Result<SealedReport, AppError> {
+    pub fn seal_files(
+        &self,
+        report_json: &[u8],
+        attachments: &[PathBuf],
+    ) -> Result<SealedReport, AppError> {
         let raw = RawReport::from_json(report_json)?;
         let (body, reporter) = raw.validate(&self.config.limits)?;
         let limits = &self.config.limits;
@@ -85,14 +101,28 @@ impl Intake {
         // Open every file before anything is written, so a typo stores nothing.
         let mut files = Vec::new();
         for path in attachments {
-            let file = File::open(path).map_err(|source| AppError::Read { path: path.clone(), source })?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
+            let file = File::open(path).map_err(|source| AppError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "attachment".into());
             files.push((name, file));
         }
-        let mut writer = self.sealer.begin(self.store.as_ref(), ReportId::random(), Channel::Api)?;
+        let mut writer =
+            self.sealer
+                .begin(self.store.as_ref(), ReportId::random(), Channel::Api)?;
         for (name, mut file) in files {
             let media_type = media_type_for(&name);
-            writer.add_attachment(&name, media_type, Role::Poc, &mut file, limits.max_attachment_bytes)?;
+            writer.add_attachment(
+                &name,
+                media_type,
+                Role::Poc,
+                &mut file,
+                limits.max_attachment_bytes,
+            )?;
         }
         Ok(writer.finish(body, reporter, None)?)
     }
@@ -101,7 +131,10 @@ impl Intake {
 /// A media type guessed from a file name's extension; the name stays
 /// untrusted and this only helps the maintainer's tools.
 pub fn media_type_for(name: &str) -> &'static str {
-    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
     match ext.as_str() {
         "txt" | "log" | "md" => "text/plain",
         "py" => "text/x-python",
@@ -131,24 +164,46 @@ pub fn keys_check(keyring: &Keyring, warn_within: std::time::Duration) -> (Strin
     let mut out = String::new();
     let _ = writeln!(out, "Certificates in {}:", keyring.dir.display());
     if keyring.entries.is_empty() && keyring.bad_files.is_empty() {
-        let _ = writeln!(out, "  (none: put the maintainers' public certificates here as *.asc or *.pgp)");
+        let _ = writeln!(
+            out,
+            "  (none: put the maintainers' public certificates here as *.asc or *.pgp)"
+        );
     }
     let soon = keyring.expiring_within(warn_within);
     for e in &keyring.entries {
         let status = match &e.problem {
-            None if soon.iter().any(|s| s.fingerprint() == e.fingerprint()) => "usable (expires soon)".to_string(),
-            None => format!("usable ({} encryption subkey{})", e.encryption_keys.len(), if e.encryption_keys.len() == 1 { "" } else { "s" }),
+            None if soon.iter().any(|s| s.fingerprint() == e.fingerprint()) => {
+                "usable (expires soon)".to_string()
+            }
+            None => format!(
+                "usable ({} encryption subkey{})",
+                e.encryption_keys.len(),
+                if e.encryption_keys.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
             Some(p) => format!("NOT USABLE: {p}"),
         };
         let expires = e.expires.map(rfc3339).unwrap_or_else(|| "never".into());
         let uid = e.user_id.as_deref().unwrap_or("(no user ID)");
-        let _ = writeln!(out, "{}  expires {expires}  {uid}  [{}]\n    {status}", e.fingerprint().to_hex(), e.file.display());
+        let _ = writeln!(
+            out,
+            "{}  expires {expires}  {uid}  [{}]\n    {status}",
+            e.fingerprint().to_hex(),
+            e.file.display()
+        );
     }
     for b in &keyring.bad_files {
         let _ = writeln!(out, "{}\n    NOT USABLE: {}", b.file.display(), b.reason);
     }
     let usable = keyring.entries.iter().filter(|e| e.is_usable()).count();
-    let _ = writeln!(out, "{usable} of {} certificates usable.", keyring.entries.len());
+    let _ = writeln!(
+        out,
+        "{usable} of {} certificates usable.",
+        keyring.entries.len()
+    );
     (out, usable > 0)
 }
 

@@ -12,7 +12,9 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}; check the path given with -c or EMBARGO_CONFIG")]
+    #[error(
+        "cannot read config file {path}: {source}; check the path given with -c or EMBARGO_CONFIG"
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -46,7 +48,11 @@ impl FromStr for Span {
             "h" => 3600,
             "d" => 86_400,
             "w" => 7 * 86_400,
-            _ => return Err(format!("{s:?} has unknown unit {unit:?}: use s, m, h, d or w")),
+            _ => {
+                return Err(format!(
+                    "{s:?} has unknown unit {unit:?}: use s, m, h, d or w"
+                ));
+            }
         };
         n.checked_mul(unit_secs)
             .map(|secs| Span(Duration::from_secs(secs)))
@@ -58,7 +64,7 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.0.as_secs();
         for (unit, size) in [("w", 7 * 86_400), ("d", 86_400), ("h", 3600), ("m", 60)] {
-            if secs >= size && secs % size == 0 {
+            if secs >= size && secs.is_multiple_of(size) {
                 return write!(f, "{}{unit}", secs / size);
             }
         }
@@ -364,10 +370,8 @@ impl Config {
         join(&mut self.keys_dir);
         join(&mut self.state_dir);
         join(&mut self.store);
-        if let Some(smtp) = &mut self.smtp {
-            if let Some(p) = &mut smtp.password_file {
-                join(p);
-            }
+        if let Some(p) = self.smtp.as_mut().and_then(|s| s.password_file.as_mut()) {
+            join(p);
         }
         if let Some(mailbox) = &mut self.mailbox {
             if let Some(p) = &mut mailbox.password_file {
@@ -385,11 +389,12 @@ impl Config {
         if self.store.to_string_lossy().starts_with("s3://") {
             return Err(ConfigError::Value {
                 key: "store",
-                message: "S3-compatible stores are not supported by this build yet; use a directory"
-                    .into(),
+                message:
+                    "S3-compatible stores are not supported by this build yet; use a directory"
+                        .into(),
             });
         }
-        for (severity, _) in &self.policy.fix_within {
+        for severity in self.policy.fix_within.keys() {
             if !["critical", "high", "medium", "low"].contains(&severity.as_str()) {
                 return Err(ConfigError::Value {
                     key: "policy.fix_within",
@@ -468,7 +473,10 @@ mod tests {
 
     #[test]
     fn spans_parse_and_print() {
-        assert_eq!("48h".parse::<Span>().unwrap().0, Duration::from_secs(48 * 3600));
+        assert_eq!(
+            "48h".parse::<Span>().unwrap().0,
+            Duration::from_secs(48 * 3600)
+        );
         assert_eq!("7d".parse::<Span>().unwrap().to_string(), "1w");
         assert_eq!("90s".parse::<Span>().unwrap().to_string(), "90s");
         assert!("7".parse::<Span>().is_err());

@@ -18,7 +18,9 @@ pub struct ReportId(String);
 
 /// A string that is not a report ID.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is not a report ID (expected five groups of five characters like K7Q3M-2XDA9-TF4BC-1ZP0R)")]
+#[error(
+    "{0:?} is not a report ID (expected five groups of five characters like K7Q3M-2XDA9-TF4BC-1ZP0R)"
+)]
 pub struct InvalidId(String);
 
 impl ReportId {
@@ -140,10 +142,21 @@ mod tests {
     #[test]
     fn encoding_matches_crockford_base32() {
         // 0xff… encodes to all Z; 0x00… to all 0; 0x84 0x21 0x08 0x42 0x10 → 1s.
-        assert_eq!(ReportId::from_bits(&[0xff; 13]).as_str(), "ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ");
-        assert_eq!(ReportId::from_bits(&[0; 13]).as_str(), "00000-00000-00000-00000");
-        let ones = [0x08, 0x42, 0x10, 0x84, 0x21, 0x08, 0x42, 0x10, 0x84, 0x21, 0x08, 0x42, 0x10];
-        assert_eq!(ReportId::from_bits(&ones).as_str(), "11111-11111-11111-11111");
+        assert_eq!(
+            ReportId::from_bits(&[0xff; 13]).as_str(),
+            "ZZZZZ-ZZZZZ-ZZZZZ-ZZZZZ"
+        );
+        assert_eq!(
+            ReportId::from_bits(&[0; 13]).as_str(),
+            "00000-00000-00000-00000"
+        );
+        let ones = [
+            0x08, 0x42, 0x10, 0x84, 0x21, 0x08, 0x42, 0x10, 0x84, 0x21, 0x08, 0x42, 0x10,
+        ];
+        assert_eq!(
+            ReportId::from_bits(&ones).as_str(),
+            "11111-11111-11111-11111"
+        );
     }
 
     #[test]
@@ -158,7 +171,15 @@ mod tests {
     fn parsing_normalises_and_rejects() {
         let id: ReportId = "k7q3m-2xda9-tf4bc-1zpor".parse().unwrap();
         assert_eq!(id.as_str(), "K7Q3M-2XDA9-TF4BC-1ZP0R");
-        for bad in ["", "../../etc", "K7Q3M-2XDA9-TF4BC", "K7Q3M-2XDA9-TF4BC-1ZP0RR", "K7Q3M-2XDA9-TF4BC-1ZP0U", "K7Q3M/2XDA9/TF4BC/1ZP0R", "é7Q3M-2XDA9-TF4BC-1ZP0R"] {
+        for bad in [
+            "",
+            "../../etc",
+            "K7Q3M-2XDA9-TF4BC",
+            "K7Q3M-2XDA9-TF4BC-1ZP0RR",
+            "K7Q3M-2XDA9-TF4BC-1ZP0U",
+            "K7Q3M/2XDA9/TF4BC/1ZP0R",
+            "é7Q3M-2XDA9-TF4BC-1ZP0R",
+        ] {
             assert!(bad.parse::<ReportId>().is_err(), "{bad}");
         }
     }

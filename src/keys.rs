@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::cert::prelude::*;
 use openpgp::cert::CertParser;
+use openpgp::cert::prelude::*;
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::{Serialize, SerializeInto};
@@ -31,7 +31,9 @@ const MAX_KEY_FILE_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    #[error("cannot read keys directory {dir}: {source}; create it and put the maintainers' public certificates (*.asc or *.pgp) in it")]
+    #[error(
+        "cannot read keys directory {dir}: {source}; create it and put the maintainers' public certificates (*.asc or *.pgp) in it"
+    )]
     Dir {
         dir: PathBuf,
         #[source]
@@ -43,17 +45,25 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file} holds secret key material: keys_dir must only hold maintainers' public certificates. Remove the file now, export the public part with `gpg --export --armor FINGERPRINT`, and consider the secret key exposed if this server is shared")]
+    #[error(
+        "{file} holds secret key material: keys_dir must only hold maintainers' public certificates. Remove the file now, export the public part with `gpg --export --armor FINGERPRINT`, and consider the secret key exposed if this server is shared"
+    )]
     SecretKey { file: PathBuf },
-    #[error("no usable maintainer certificate in {dir}{details}: reports are refused until one is added (run `embargo keys check` for each certificate's status)")]
+    #[error(
+        "no usable maintainer certificate in {dir}{details}: reports are refused until one is added (run `embargo keys check` for each certificate's status)"
+    )]
     NoUsableKey { dir: PathBuf, details: String },
-    #[error("cannot use state directory {dir}: {source}; make it writable by the user running embargo")]
+    #[error(
+        "cannot use state directory {dir}: {source}; make it writable by the user running embargo"
+    )]
     State {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("intake secret {file} is damaged: {reason}; restore it from backup (a new signing key would not match receipts already given)")]
+    #[error(
+        "intake secret {file} is damaged: {reason}; restore it from backup (a new signing key would not match receipts already given)"
+    )]
     BadState { file: PathBuf, reason: String },
     #[error("OpenPGP operation failed: {0}")]
     OpenPgp(#[source] anyhow::Error),
@@ -109,7 +119,10 @@ impl Keyring {
     pub fn load(dir: &Path, clock: Clock) -> Result<Keyring, KeyError> {
         let now = clock.now();
         let mut files: Vec<PathBuf> = fs::read_dir(dir)
-            .map_err(|source| KeyError::Dir { dir: dir.to_owned(), source })?
+            .map_err(|source| KeyError::Dir {
+                dir: dir.to_owned(),
+                source,
+            })?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.is_file())
@@ -123,16 +136,23 @@ impl Keyring {
                 file.extension().and_then(|e| e.to_str()),
                 Some("asc" | "pgp" | "gpg")
             );
-            let meta = fs::metadata(&file).map_err(|source| KeyError::File { file: file.clone(), source })?;
+            let meta = fs::metadata(&file).map_err(|source| KeyError::File {
+                file: file.clone(),
+                source,
+            })?;
             if meta.len() > MAX_KEY_FILE_BYTES {
                 if is_key_file {
-                    bad_files.push(BadFile { file, reason: "larger than 16 MiB, not a certificate".into() });
+                    bad_files.push(BadFile {
+                        file,
+                        reason: "larger than 16 MiB, not a certificate".into(),
+                    });
                 }
                 continue;
             }
-            let bytes = Zeroizing::new(
-                fs::read(&file).map_err(|source| KeyError::File { file: file.clone(), source })?,
-            );
+            let bytes = Zeroizing::new(fs::read(&file).map_err(|source| KeyError::File {
+                file: file.clone(),
+                source,
+            })?);
             if looks_secret(&bytes) {
                 return Err(KeyError::SecretKey { file });
             }
@@ -157,17 +177,28 @@ impl Keyring {
             }
             if is_key_file && found == 0 {
                 let reason = parse_error.unwrap_or_else(|| "holds no OpenPGP certificate".into());
-                bad_files.push(BadFile { file, reason: format!("not an OpenPGP certificate ({reason})") });
+                bad_files.push(BadFile {
+                    file,
+                    reason: format!("not an OpenPGP certificate ({reason})"),
+                });
             }
         }
-        Ok(Keyring { dir: dir.to_owned(), entries, bad_files, checked_at: now })
+        Ok(Keyring {
+            dir: dir.to_owned(),
+            entries,
+            bad_files,
+            checked_at: now,
+        })
     }
 
     /// The usable certificates, or the fail-closed error when there is none.
     pub fn usable(&self) -> Result<Vec<&CertEntry>, KeyError> {
         let usable: Vec<&CertEntry> = self.entries.iter().filter(|e| e.is_usable()).collect();
         if usable.is_empty() {
-            return Err(KeyError::NoUsableKey { dir: self.dir.clone(), details: self.why_none() });
+            return Err(KeyError::NoUsableKey {
+                dir: self.dir.clone(),
+                details: self.why_none(),
+            });
         }
         Ok(usable)
     }
@@ -175,12 +206,19 @@ impl Keyring {
     /// The usable certificates as `Recipients` for the sealer.
     pub fn recipients(&self) -> Result<Recipients, KeyError> {
         let certs = self.usable()?.into_iter().map(|e| e.cert.clone()).collect();
-        Ok(Recipients { certs, dir: self.dir.clone() })
+        Ok(Recipients {
+            certs,
+            dir: self.dir.clone(),
+        })
     }
 
     /// The earliest expiry among usable certificates (for security.txt).
     pub fn earliest_expiry(&self) -> Option<SystemTime> {
-        self.entries.iter().filter(|e| e.is_usable()).filter_map(|e| e.expires).min()
+        self.entries
+            .iter()
+            .filter(|e| e.is_usable())
+            .filter_map(|e| e.expires)
+            .min()
     }
 
     /// Usable certificates expiring within `within` of the check.
@@ -197,9 +235,18 @@ impl Keyring {
             .entries
             .iter()
             .map(|e| {
-                format!("{} {}: {}", e.file.display(), e.fingerprint(), e.problem.as_deref().unwrap_or("usable"))
+                format!(
+                    "{} {}: {}",
+                    e.file.display(),
+                    e.fingerprint(),
+                    e.problem.as_deref().unwrap_or("usable")
+                )
             })
-            .chain(self.bad_files.iter().map(|b| format!("{}: {}", b.file.display(), b.reason)))
+            .chain(
+                self.bad_files
+                    .iter()
+                    .map(|b| format!("{}: {}", b.file.display(), b.reason)),
+            )
             .collect();
         if reasons.is_empty() {
             return " (the directory holds no *.asc or *.pgp certificate)".into();
@@ -229,8 +276,12 @@ pub fn dir_stamp(dir: &Path) -> Option<u64> {
 
 /// Cheap check for armored secret keys, before any parsing.
 fn looks_secret(bytes: &[u8]) -> bool {
-    bytes.windows(26).any(|w| w == b"BEGIN PGP PRIVATE KEY BLOCK")
-        || bytes.windows(25).any(|w| w == b"BEGIN PGP SECRET KEY BLOCK")
+    bytes
+        .windows(26)
+        .any(|w| w == b"BEGIN PGP PRIVATE KEY BLOCK")
+        || bytes
+            .windows(25)
+            .any(|w| w == b"BEGIN PGP SECRET KEY BLOCK")
 }
 
 /// Judges one certificate under the standard policy at `now`.
@@ -249,7 +300,9 @@ pub fn judge(file: &Path, cert: Cert, now: SystemTime) -> CertEntry {
     let vc = match entry.cert.with_policy(&POLICY, now) {
         Ok(vc) => vc,
         Err(e) => {
-            entry.problem = Some(format!("not valid under the standard policy ({e}): renew or replace the certificate"));
+            entry.problem = Some(format!(
+                "not valid under the standard policy ({e}): renew or replace the certificate"
+            ));
             return entry;
         }
     };
@@ -258,12 +311,17 @@ pub fn judge(file: &Path, cert: Cert, now: SystemTime) -> CertEntry {
     }
     let primary_expiry = vc.primary_key().key_expiration_time();
     if let RevocationStatus::Revoked(_) = vc.revocation_status() {
-        entry.problem = Some("revoked: remove the file and ask the maintainer for their current certificate".into());
+        entry.problem = Some(
+            "revoked: remove the file and ask the maintainer for their current certificate".into(),
+        );
         return entry;
     }
     if vc.alive().is_err() {
         entry.problem = Some(match primary_expiry {
-            Some(t) if t <= now => format!("expired {}: ask the maintainer to extend it, or remove the file", rfc3339(t)),
+            Some(t) if t <= now => format!(
+                "expired {}: ask the maintainer to extend it, or remove the file",
+                rfc3339(t)
+            ),
             _ => "not yet valid (created in the future?): check the clock".into(),
         });
         return entry;
@@ -273,7 +331,11 @@ pub fn judge(file: &Path, cert: Cert, now: SystemTime) -> CertEntry {
         .supported()
         .alive()
         .revoked(false)
-        .key_flags(KeyFlags::empty().set_storage_encryption().set_transport_encryption())
+        .key_flags(
+            KeyFlags::empty()
+                .set_storage_encryption()
+                .set_transport_encryption(),
+        )
         .collect();
     if subkeys.is_empty() {
         entry.problem = Some(
@@ -303,7 +365,10 @@ pub struct Recipients {
 impl Recipients {
     /// Builds recipients from certificates directly (used by tests and tools).
     pub fn from_certs(certs: Vec<Cert>) -> Recipients {
-        Recipients { certs, dir: PathBuf::from("(given certificates)") }
+        Recipients {
+            certs,
+            dir: PathBuf::from("(given certificates)"),
+        }
     }
 
     /// The certificates still usable at `now`, with their encryption subkeys.
@@ -329,7 +394,10 @@ impl Recipients {
             }
         }
         if valid.is_empty() {
-            return Err(KeyError::NoUsableKey { dir: self.dir.clone(), details: format!(" ({})", reasons.join("; ")) });
+            return Err(KeyError::NoUsableKey {
+                dir: self.dir.clone(),
+                details: format!(" ({})", reasons.join("; ")),
+            });
         }
         Ok(valid)
     }
@@ -344,7 +412,9 @@ pub struct IntakeSecrets {
 
 impl fmt::Debug for IntakeSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IntakeSecrets").field("signing", &self.signing.fingerprint()).finish_non_exhaustive()
+        f.debug_struct("IntakeSecrets")
+            .field("signing", &self.signing.fingerprint())
+            .finish_non_exhaustive()
     }
 }
 
@@ -354,9 +424,15 @@ const HMAC_FILE: &str = "hmac.key";
 impl IntakeSecrets {
     /// Loads the intake secrets from `state_dir`, creating them on first use.
     pub fn load_or_create(state_dir: &Path, project_name: &str) -> Result<IntakeSecrets, KeyError> {
-        let state_err = |source| KeyError::State { dir: state_dir.to_owned(), source };
+        let state_err = |source| KeyError::State {
+            dir: state_dir.to_owned(),
+            source,
+        };
         fs::create_dir_all(state_dir).map_err(state_err)?;
-        let mode = fs::metadata(state_dir).map_err(state_err)?.permissions().mode();
+        let mode = fs::metadata(state_dir)
+            .map_err(state_err)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
             fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700)).map_err(state_err)?;
         }
@@ -382,14 +458,22 @@ impl IntakeSecrets {
         }
 
         let bytes = Zeroizing::new(fs::read(&signing_path).map_err(state_err)?);
-        let signing = Cert::from_bytes(&bytes[..])
-            .map_err(|e| KeyError::BadState { file: signing_path.clone(), reason: e.to_string() })?;
+        let signing = Cert::from_bytes(&bytes[..]).map_err(|e| KeyError::BadState {
+            file: signing_path.clone(),
+            reason: e.to_string(),
+        })?;
         if !signing.is_tsk() {
-            return Err(KeyError::BadState { file: signing_path, reason: "holds no secret key".into() });
+            return Err(KeyError::BadState {
+                file: signing_path,
+                reason: "holds no secret key".into(),
+            });
         }
         let hmac = Zeroizing::new(fs::read(&hmac_path).map_err(state_err)?);
         if hmac.len() < 32 {
-            return Err(KeyError::BadState { file: hmac_path, reason: "shorter than 32 bytes".into() });
+            return Err(KeyError::BadState {
+                file: hmac_path,
+                reason: "shorter than 32 bytes".into(),
+            });
         }
         Ok(IntakeSecrets { signing, hmac })
     }
@@ -413,7 +497,11 @@ impl IntakeSecrets {
 
     /// The public signing certificate, ASCII-armored.
     pub fn signing_cert_armored(&self) -> Result<String, KeyError> {
-        let bytes = self.signing_cert().armored().to_vec().map_err(KeyError::OpenPgp)?;
+        let bytes = self
+            .signing_cert()
+            .armored()
+            .to_vec()
+            .map_err(KeyError::OpenPgp)?;
         String::from_utf8(bytes).map_err(|e| KeyError::OpenPgp(e.into()))
     }
 
@@ -432,9 +520,17 @@ impl IntakeSecrets {
 /// then linked into place (which fails if the other process won).
 fn create_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), rand::random::<u64>()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         match fs::hard_link(&tmp, path) {
@@ -472,7 +568,11 @@ mod tests {
         fs::write(dir.path().join("a.asc"), b"one").unwrap();
         let one = dir_stamp(dir.path()).unwrap();
         assert_ne!(empty, one);
-        assert_eq!(one, dir_stamp(dir.path()).unwrap(), "stable while nothing changes");
+        assert_eq!(
+            one,
+            dir_stamp(dir.path()).unwrap(),
+            "stable while nothing changes"
+        );
         fs::write(dir.path().join("a.asc"), b"longer").unwrap();
         assert_ne!(one, dir_stamp(dir.path()).unwrap());
         assert!(dir_stamp(&dir.path().join("missing")).is_none());
@@ -488,6 +588,9 @@ mod tests {
         assert_eq!(a.hmac_secret(), b.hmac_secret());
         assert!(a.signer().is_ok());
         fs::write(state.join(HMAC_FILE), b"short").unwrap();
-        assert!(matches!(IntakeSecrets::load_or_create(&state, "P"), Err(KeyError::BadState { .. })));
+        assert!(matches!(
+            IntakeSecrets::load_or_create(&state, "P"),
+            Err(KeyError::BadState { .. })
+        ));
     }
 }

@@ -159,7 +159,13 @@ impl RawReport {
             if required && value.is_empty() {
                 errors.push(name, "is required".into());
             } else if value.len() > limits.max_field_bytes {
-                errors.push(name, format!("is longer than the limit of {} bytes", limits.max_field_bytes));
+                errors.push(
+                    name,
+                    format!(
+                        "is longer than the limit of {} bytes",
+                        limits.max_field_bytes
+                    ),
+                );
             } else if value.contains('\0') {
                 errors.push(name, "contains a NUL byte".into());
             }
@@ -180,10 +186,16 @@ impl RawReport {
         let credit_text = text("credit", false);
 
         if title.chars().count() > MAX_TITLE_CHARS {
-            errors.push("title", format!("is longer than {MAX_TITLE_CHARS} characters"));
+            errors.push(
+                "title",
+                format!("is longer than {MAX_TITLE_CHARS} characters"),
+            );
         }
         if title.chars().any(char::is_control) {
-            errors.push("title", "must be one line without control characters".into());
+            errors.push(
+                "title",
+                "must be one line without control characters".into(),
+            );
         }
         let cvss = if cvss_text.is_empty() {
             None
@@ -201,7 +213,10 @@ impl RawReport {
             s => match s.parse() {
                 Ok(s) => s,
                 Err(()) => {
-                    errors.push("severity", "must be low, medium, high, critical or unknown".into());
+                    errors.push(
+                        "severity",
+                        "must be low, medium, high, critical or unknown".into(),
+                    );
                     Severity::Unknown
                 }
             },
@@ -214,7 +229,10 @@ impl RawReport {
             }
         };
         if !email.is_empty() && !is_plausible_email(&email) {
-            errors.push("reporter_email", "is not an e-mail address like name@example.org".into());
+            errors.push(
+                "reporter_email",
+                "is not an e-mail address like name@example.org".into(),
+            );
         }
         let credit = match credit_text.as_str() {
             "" => Credit::Anonymous,
@@ -243,7 +261,14 @@ impl RawReport {
             steps_to_reproduce,
             mitigations,
         };
-        Ok((body, Reporter { name, email, credit }))
+        Ok((
+            body,
+            Reporter {
+                name,
+                email,
+                credit,
+            },
+        ))
     }
 }
 
@@ -266,7 +291,10 @@ impl FieldErrors {
 
     /// The first error for `field`, if any.
     pub fn for_field(&self, field: &str) -> Option<&str> {
-        self.0.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
+        self.0
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, m)| m.as_str())
     }
 }
 
@@ -285,7 +313,9 @@ impl fmt::Display for FieldErrors {
 impl std::error::Error for FieldErrors {}
 
 /// How bad the reporter thinks it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default, Zeroize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default, Zeroize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     #[default]
@@ -388,11 +418,19 @@ impl CvssScore {
 /// Parses `CWE-79, CWE-78` (or bare numbers) into a normalised list.
 pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
-    for item in text.split([',', ' ', ';']).map(str::trim).filter(|s| !s.is_empty()) {
+    for item in text
+        .split([',', ' ', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let upper = item.to_ascii_uppercase();
         let digits = upper.strip_prefix("CWE-").unwrap_or(&upper);
         match digits.parse::<u32>() {
-            Ok(n) if !digits.is_empty() && digits.len() <= 7 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(n)
+                if !digits.is_empty()
+                    && digits.len() <= 7
+                    && digits.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 let id = format!("CWE-{n}");
                 if !out.contains(&id) {
                     out.push(id);
@@ -410,7 +448,10 @@ pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
 /// A deliberately simple syntax check: one `@`, no spaces or controls, a
 /// dotted domain. Deliverability cannot be checked without contacting it.
 pub fn is_plausible_email(s: &str) -> bool {
-    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"".contains(c)) {
+    if s.len() > 254
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>()[]\\,;:\"".contains(c))
+    {
         return false;
     }
     match s.split_once('@') {
@@ -486,7 +527,9 @@ impl Deadlines {
     pub fn for_report(policy: &Policy, received: SystemTime, severity: Severity) -> Deadlines {
         Deadlines {
             acknowledge_by: received + policy.acknowledge_within.0,
-            fix_by: policy.fix_deadline(severity.as_str()).map(|s| received + s.0),
+            fix_by: policy
+                .fix_deadline(severity.as_str())
+                .map(|s| received + s.0),
         }
     }
 }
@@ -505,7 +548,9 @@ mod tests {
 
     #[test]
     fn required_fields_and_all_errors_at_once() {
-        let errors = raw(&[("severity", "urgent"), ("cwe", "XSS")]).validate(&Limits::default()).unwrap_err();
+        let errors = raw(&[("severity", "urgent"), ("cwe", "XSS")])
+            .validate(&Limits::default())
+            .unwrap_err();
         for field in ["title", "description", "severity", "cwe"] {
             assert!(errors.for_field(field).is_some(), "{field}: {errors}");
         }
@@ -514,10 +559,15 @@ mod tests {
     #[test]
     fn cvss_versions_are_scored() {
         let v31 = CvssScore::parse("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H").unwrap();
-        assert_eq!((v31.score, v31.rating.as_str(), v31.version.as_str()), (9.8, "critical", "3.1"));
+        assert_eq!(
+            (v31.score, v31.rating.as_str(), v31.version.as_str()),
+            (9.8, "critical", "3.1")
+        );
         let v30 = CvssScore::parse("CVSS:3.0/AV:L/AC:H/PR:H/UI:R/S:U/C:L/I:N/A:N").unwrap();
         assert_eq!(v30.rating, "low");
-        let v40 = CvssScore::parse("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N").unwrap();
+        let v40 =
+            CvssScore::parse("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N")
+                .unwrap();
         assert_eq!((v40.score, v40.rating.as_str()), (9.3, "critical"));
         assert!(CvssScore::parse("AV:N/AC:L/Au:N/C:P/I:P/A:P").is_err());
         assert!(CvssScore::parse("CVSS:3.1/AV:X").is_err());
@@ -528,7 +578,10 @@ mod tests {
         let (body, reporter) = raw(&[
             ("title", "t"),
             ("description", "d"),
-            ("cvss_vector", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+            (
+                "cvss_vector",
+                "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
+            ),
             ("cwe", "cwe-78, 79"),
         ])
         .validate(&Limits::default())
@@ -540,13 +593,26 @@ mod tests {
 
     #[test]
     fn field_limits_and_email() {
-        let limits = Limits { max_field_bytes: 8, ..Limits::default() };
-        let e = raw(&[("title", "t"), ("description", "123456789")]).validate(&limits).unwrap_err();
+        let limits = Limits {
+            max_field_bytes: 8,
+            ..Limits::default()
+        };
+        let e = raw(&[("title", "t"), ("description", "123456789")])
+            .validate(&limits)
+            .unwrap_err();
         assert!(e.for_field("description").unwrap().contains("8 bytes"));
         for good in ["a@b.org", "first.last+tag@sub.example.com"] {
             assert!(is_plausible_email(good), "{good}");
         }
-        for bad in ["", "a", "a@b", "a @b.org", "a@b..org", "<a@b.org>", "a@@b.org"] {
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "a @b.org",
+            "a@b..org",
+            "<a@b.org>",
+            "a@@b.org",
+        ] {
             assert!(!is_plausible_email(bad), "{bad}");
         }
     }

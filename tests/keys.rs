@@ -12,14 +12,17 @@ use common::*;
 fn run(site: &Site, args: &[&str]) -> Output {
     let mut cmd = site.embargo();
     cmd.args(args);
-    if !args.iter().any(|a| *a == "-c") {
+    if !args.contains(&"-c") {
         cmd.arg("-c").arg(site.config_path());
     }
     cmd.output().unwrap()
 }
 
 fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// An RFC 3339 instant `days` from now.
@@ -46,10 +49,22 @@ fn keys_check_names_each_problem_and_fails_when_none_is_usable() {
     let out = run(&site, &["keys", "check"]);
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains(&expiring) && stdout.contains("usable (expires soon)"), "{stdout}");
-    assert!(stdout.contains(&revoked) && stdout.contains("NOT USABLE: revoked"), "{stdout}");
-    assert!(stdout.contains(&sign_only) && stdout.contains("no alive, non-revoked encryption subkey"), "{stdout}");
-    assert!(stdout.contains("garbage.asc") && stdout.contains("not an OpenPGP certificate"), "{stdout}");
+    assert!(
+        stdout.contains(&expiring) && stdout.contains("usable (expires soon)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&revoked) && stdout.contains("NOT USABLE: revoked"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&sign_only) && stdout.contains("no alive, non-revoked encryption subkey"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("garbage.asc") && stdout.contains("not an OpenPGP certificate"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("README"), "{stdout}");
     assert!(stdout.contains("1 of 3 certificates usable"), "{stdout}");
 
@@ -59,17 +74,35 @@ fn keys_check_names_each_problem_and_fails_when_none_is_usable() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(stdout.contains("NOT USABLE: expired"), "{stdout}");
-    assert!(stderr.contains("no usable maintainer certificate"), "{stderr}");
-    assert!(stderr.contains("embargo keys check"), "the error says what to run: {stderr}");
+    assert!(
+        stderr.contains("no usable maintainer certificate"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("embargo keys check"),
+        "the error says what to run: {stderr}"
+    );
 
     // Sealing at that time fails closed and stores nothing.
     let inputs = tempfile::tempdir().unwrap();
     let report = inputs.path().join("r.json");
     fs::write(&report, report_json("t", "d")).unwrap();
-    let out = run(&site, &["--now", &later, "seal", "--report", report.to_str().unwrap()]);
+    let out = run(
+        &site,
+        &[
+            "--now",
+            &later,
+            "seal",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no usable maintainer certificate") && stderr.contains("expired"), "{stderr}");
+    assert!(
+        stderr.contains("no usable maintainer certificate") && stderr.contains("expired"),
+        "{stderr}"
+    );
     assert!(site.report_ids().is_empty());
 }
 
@@ -82,11 +115,17 @@ fn a_secret_key_in_keys_dir_is_refused_by_name() {
     site.add_key("oops.asc", &gpg.export_secret(&fpr, ""));
     let report = site.tmp_dir().join("r.json");
     fs::write(&report, report_json("t", "d")).unwrap();
-    for args in [&["keys", "check"][..], &["seal", "--report", report.to_str().unwrap()][..]] {
+    for args in [
+        &["keys", "check"][..],
+        &["seal", "--report", report.to_str().unwrap()][..],
+    ] {
         let out = run(&site, args);
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("oops.asc") && stderr.contains("secret key material"), "{stderr}");
+        assert!(
+            stderr.contains("oops.asc") && stderr.contains("secret key material"),
+            "{stderr}"
+        );
     }
     // Binary secret keys with another extension are found too.
     fs::remove_file(site.keys_dir().join("oops.asc")).unwrap();
@@ -103,12 +142,22 @@ fn an_empty_keys_dir_fails_closed() {
     let out = run(&site, &["keys", "check"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout.contains("(none: put the maintainers' public certificates here"), "{stdout}");
-    assert!(stderr.contains("holds no *.asc or *.pgp certificate"), "{stderr}");
+    assert!(
+        stdout.contains("(none: put the maintainers' public certificates here"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("holds no *.asc or *.pgp certificate"),
+        "{stderr}"
+    );
     fs::remove_dir(site.keys_dir()).unwrap();
     let out = run(&site, &["keys", "check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("cannot read keys directory"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("cannot read keys directory"),
+        "{}",
+        text(&out).1
+    );
 }
 
 #[test]
@@ -117,12 +166,24 @@ fn keys_signing_prints_the_intake_certificate_and_keeps_its_secret_private() {
     let out = run(&site, &["keys", "signing"]);
     let (stdout, _) = text(&out);
     assert!(out.status.success());
-    assert!(stdout.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"), "{stdout}");
+    assert!(
+        stdout.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("PRIVATE"));
-    let mode = |p: &str| fs::metadata(site.state_dir().join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        fs::metadata(site.state_dir().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("signing-key.pgp"), 0o600);
     assert_eq!(mode("hmac.key"), 0o600);
-    assert_eq!(fs::metadata(site.state_dir()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(site.state_dir()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     // Stable across runs: the same key is printed again.
     assert_eq!(text(&run(&site, &["keys", "signing"])).0, stdout);
 }
@@ -130,7 +191,10 @@ fn keys_signing_prints_the_intake_certificate_and_keeps_its_secret_private() {
 #[test]
 fn seal_prints_an_id_and_refuses_bad_input_without_storing_anything() {
     let site = Site::new();
-    site.add_key("alice.asc", &armored_public(&sequoia_key("alice <a@example.org>")));
+    site.add_key(
+        "alice.asc",
+        &armored_public(&sequoia_key("alice <a@example.org>")),
+    );
     let inputs = tempfile::tempdir().unwrap();
     let write = |name: &str, bytes: &[u8]| {
         let p = inputs.path().join(name);
@@ -149,9 +213,21 @@ fn seal_prints_an_id_and_refuses_bad_input_without_storing_anything() {
 
     let cases: [(&str, Vec<u8>, &str); 4] = [
         ("bad.json", b"{not json".to_vec(), "not valid input JSON"),
-        ("notitle.json", br#"{"report":{"description":"d"}}"#.to_vec(), "title is required"),
-        ("typo.json", br#"{"report":{"title":"t","description":"d","severty":"high"}}"#.to_vec(), "severty"),
-        ("cvss.json", br#"{"report":{"title":"t","description":"d","cvss_vector":"CVSS:3.1/AV:Q"}}"#.to_vec(), "cvss_vector"),
+        (
+            "notitle.json",
+            br#"{"report":{"description":"d"}}"#.to_vec(),
+            "title is required",
+        ),
+        (
+            "typo.json",
+            br#"{"report":{"title":"t","description":"d","severty":"high"}}"#.to_vec(),
+            "severty",
+        ),
+        (
+            "cvss.json",
+            br#"{"report":{"title":"t","description":"d","cvss_vector":"CVSS:3.1/AV:Q"}}"#.to_vec(),
+            "cvss_vector",
+        ),
     ];
     for (name, bytes, expected) in cases {
         let path = write(name, &bytes);
@@ -180,7 +256,12 @@ fn config_errors_name_the_key() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("max_attachmnets"), "{stderr}");
-    let out = site.embargo().args(["keys", "check"]).env("EMBARGO_CONFIG", site.path().join("missing.toml")).output().unwrap();
+    let out = site
+        .embargo()
+        .args(["keys", "check"])
+        .env("EMBARGO_CONFIG", site.path().join("missing.toml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("missing.toml"), "{}", text(&out).1);
 }

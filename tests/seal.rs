@@ -15,24 +15,40 @@ use embargo::keys::IntakeSecrets;
 use embargo::report::RawReport;
 use embargo::seal::{Channel, RevealError, Role, SignatureCheck};
 use embargo::store::Store;
-use sequoia_openpgp as openpgp;
 use openpgp::parse::{PacketParser, PacketParserResult, Parse};
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
+use sequoia_openpgp as openpgp;
 use sha2::{Digest, Sha256};
 
 fn body_and_reporter(site: &Site) -> (embargo::report::ReportBody, embargo::report::Reporter) {
-    RawReport::from_json(&report_json("Heap overflow in parser", "Send 4 KiB of 'A'."))
-        .unwrap()
-        .validate(&site.config().limits)
-        .unwrap()
+    RawReport::from_json(&report_json(
+        "Heap overflow in parser",
+        "Send 4 KiB of 'A'.",
+    ))
+    .unwrap()
+    .validate(&site.config().limits)
+    .unwrap()
 }
 
 /// Seals a report with the given attachments through the library.
-fn seal(site: &Site, sealer: &embargo::seal::Sealer, attachments: &[(&str, &[u8])]) -> embargo::seal::SealedReport {
+fn seal(
+    site: &Site,
+    sealer: &embargo::seal::Sealer,
+    attachments: &[(&str, &[u8])],
+) -> embargo::seal::SealedReport {
     let store = site.store();
-    let mut w = sealer.begin(&store, ReportId::random(), Channel::Api).unwrap();
+    let mut w = sealer
+        .begin(&store, ReportId::random(), Channel::Api)
+        .unwrap();
     for (name, bytes) in attachments {
-        w.add_attachment(name, "application/octet-stream", Role::Poc, &mut &bytes[..], u64::MAX).unwrap();
+        w.add_attachment(
+            name,
+            "application/octet-stream",
+            Role::Poc,
+            &mut &bytes[..],
+            u64::MAX,
+        )
+        .unwrap();
     }
     let (body, reporter) = body_and_reporter(site);
     w.finish(body, reporter, None).unwrap()
@@ -41,9 +57,19 @@ fn seal(site: &Site, sealer: &embargo::seal::Sealer, attachments: &[(&str, &[u8]
 #[test]
 fn every_part_decrypts_with_stock_gpg_under_rsa_and_curve25519_keys() {
     let rsa = Gpg::new();
-    let rsa_fpr = rsa.gen_key("Maintainer RSA <rsa@example.org>", GpgKeyType::Rsa4096, "", "0");
+    let rsa_fpr = rsa.gen_key(
+        "Maintainer RSA <rsa@example.org>",
+        GpgKeyType::Rsa4096,
+        "",
+        "0",
+    );
     let cv = Gpg::new();
-    let cv_fpr = cv.gen_key("Maintainer Cv <cv@example.org>", GpgKeyType::Cv25519, "", "0");
+    let cv_fpr = cv.gen_key(
+        "Maintainer Cv <cv@example.org>",
+        GpgKeyType::Cv25519,
+        "",
+        "0",
+    );
     let site = Site::new();
     site.add_key("rsa.asc", &rsa.export_public(&rsa_fpr));
     site.add_key("cv.pgp", &cv.export_public(&cv_fpr));
@@ -51,28 +77,57 @@ fn every_part_decrypts_with_stock_gpg_under_rsa_and_curve25519_keys() {
     let intake = site.intake();
     let big = random_bytes(5 * 1024 * 1024, 7);
     let passwd = b"root:x:0:0:root:/root:/bin/bash\n".to_vec();
-    let sealed = seal(&site, &intake.sealer, &[("poc.bin", &big), ("../../etc/passwd", &passwd)]);
+    let sealed = seal(
+        &site,
+        &intake.sealer,
+        &[("poc.bin", &big), ("../../etc/passwd", &passwd)],
+    );
     let dir = site.reports_dir().join(sealed.id.as_str());
-    let mut names: Vec<String> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    assert_eq!(names, ["001.pgp", "002.pgp", "manifest.pgp"], "only the parts, named by number");
+    assert_eq!(
+        names,
+        ["001.pgp", "002.pgp", "manifest.pgp"],
+        "only the parts, named by number"
+    );
     assert_eq!(sealed.recipients.len(), 2);
 
     let signing_fpr = site.signing_cert().fingerprint().to_hex();
     for gpg in [&rsa, &cv] {
         gpg.import(&armored_public(&site.signing_cert()));
         let (json, status) = gpg.decrypt(&dir.join("manifest.pgp"));
-        assert!(status.contains("GOODSIG"), "gpg must report a good signature:\n{status}");
-        assert!(status.contains(&format!("VALIDSIG {signing_fpr}")), "signed by the intake key:\n{status}");
-        assert_eq!(status.matches("ENC_TO").count(), 2, "encrypted to both maintainers:\n{status}");
+        assert!(
+            status.contains("GOODSIG"),
+            "gpg must report a good signature:\n{status}"
+        );
+        assert!(
+            status.contains(&format!("VALIDSIG {signing_fpr}")),
+            "signed by the intake key:\n{status}"
+        );
+        assert_eq!(
+            status.matches("ENC_TO").count(),
+            2,
+            "encrypted to both maintainers:\n{status}"
+        );
         let manifest: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(manifest["schema"], "embargo.report.v1");
         assert_eq!(manifest["id"], sealed.id.as_str());
         assert_eq!(manifest["report"]["title"], "Heap overflow in parser");
         assert_eq!(manifest["attachments"][1]["name"], "../../etc/passwd");
-        assert_eq!(manifest["attachments"][0]["sha256"], hex::encode(Sha256::digest(&big)));
+        assert_eq!(
+            manifest["attachments"][0]["sha256"],
+            hex::encode(Sha256::digest(&big))
+        );
         assert_eq!(manifest["attachments"][0]["size"], big.len() as u64);
-        let recipients: Vec<&str> = manifest["recipients"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let recipients: Vec<&str> = manifest["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert!(recipients.contains(&rsa_fpr.as_str()) && recipients.contains(&cv_fpr.as_str()));
 
         let (one, status) = gpg.decrypt(&dir.join("001.pgp"));
@@ -83,9 +138,18 @@ fn every_part_decrypts_with_stock_gpg_under_rsa_and_curve25519_keys() {
 
         let packets = gpg.list_packets(&dir.join("002.pgp"));
         assert!(packets.contains(":literal data packet:"), "{packets}");
-        assert!(packets.contains("name=\"\""), "literal packet names nothing:\n{packets}");
-        assert!(!packets.contains("compressed packet"), "no compression:\n{packets}");
-        assert!(packets.contains("mdc_method: 2"), "SEIPDv1 with MDC:\n{packets}");
+        assert!(
+            packets.contains("name=\"\""),
+            "literal packet names nothing:\n{packets}"
+        );
+        assert!(
+            !packets.contains("compressed packet"),
+            "no compression:\n{packets}"
+        );
+        assert!(
+            packets.contains("mdc_method: 2"),
+            "SEIPDv1 with MDC:\n{packets}"
+        );
     }
 }
 
@@ -114,7 +178,11 @@ fn compat_gives_seipdv1_and_rfc9580_gives_seipdv2_only_when_every_recipient_supp
     let cases = [
         (MessageFormat::Compat, vec![alice.clone(), bob.clone()], 1),
         (MessageFormat::Rfc9580, vec![alice.clone(), bob.clone()], 2),
-        (MessageFormat::Rfc9580, vec![alice.clone(), carol.clone()], 1),
+        (
+            MessageFormat::Rfc9580,
+            vec![alice.clone(), carol.clone()],
+            1,
+        ),
         (MessageFormat::Compat, vec![carol.clone()], 1),
     ];
     for (format, certs, version) in cases {
@@ -122,7 +190,11 @@ fn compat_gives_seipdv1_and_rfc9580_gives_seipdv2_only_when_every_recipient_supp
         let sealed = seal(&site, &sealer, &[("a.txt", b"attachment")]);
         let dir = site.reports_dir().join(sealed.id.as_str());
         for part in ["manifest.pgp", "001.pgp"] {
-            assert_eq!(seipd_versions(&dir.join(part)), vec![version], "{format:?} {part}");
+            assert_eq!(
+                seipd_versions(&dir.join(part)),
+                vec![version],
+                "{format:?} {part}"
+            );
         }
         // Whatever the framing, the reader opens it.
         let opened = opener(&alice, Some(site.signing_cert()))
@@ -141,12 +213,21 @@ fn sealer_includes(sealed: &embargo::seal::SealedReport, cert: &openpgp::Cert) -
 #[test]
 fn a_seal_killed_mid_attachment_leaves_no_report_and_the_next_start_cleans_up() {
     let site = Site::new();
-    site.add_key("alice.asc", &armored_public(&sequoia_key("alice <alice@example.org>")));
+    site.add_key(
+        "alice.asc",
+        &armored_public(&sequoia_key("alice <alice@example.org>")),
+    );
     let inputs = tempfile::tempdir().unwrap();
     let report = inputs.path().join("report.json");
     fs::write(&report, report_json("t", "d")).unwrap();
     let fifo = inputs.path().join("poc.bin");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
 
     let mut child = site
         .embargo()
@@ -166,7 +247,9 @@ fn a_seal_killed_mid_attachment_leaves_no_report_and_the_next_start_cleans_up() 
     let staged_bytes = || -> u64 {
         site.staging_entries()
             .iter()
-            .filter_map(|e| fs::metadata(site.reports_dir().join(".staging").join(e).join("001.pgp")).ok())
+            .filter_map(|e| {
+                fs::metadata(site.reports_dir().join(".staging").join(e).join("001.pgp")).ok()
+            })
             .map(|m| m.len())
             .sum()
     };
@@ -178,15 +261,37 @@ fn a_seal_killed_mid_attachment_leaves_no_report_and_the_next_start_cleans_up() 
     child.wait().unwrap();
     drop(pipe);
 
-    assert!(site.report_ids().is_empty(), "a killed seal must leave no visible report");
+    assert!(
+        site.report_ids().is_empty(),
+        "a killed seal must leave no visible report"
+    );
     assert!(site.store().list().unwrap().is_empty());
-    assert_eq!(site.staging_entries().len(), 1, "the leftover is in staging only");
+    assert_eq!(
+        site.staging_entries().len(),
+        1,
+        "the leftover is in staging only"
+    );
 
     let small = inputs.path().join("small.txt");
     fs::write(&small, b"small").unwrap();
-    let out = site.embargo().args(["seal", "-c"]).arg(site.config_path()).arg("--report").arg(&report).arg(&small).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(site.staging_entries().is_empty(), "the next start removed the leftover");
+    let out = site
+        .embargo()
+        .args(["seal", "-c"])
+        .arg(site.config_path())
+        .arg("--report")
+        .arg(&report)
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        site.staging_entries().is_empty(),
+        "the next start removed the leftover"
+    );
     assert_eq!(site.report_ids().len(), 1);
 }
 
@@ -222,17 +327,40 @@ fn a_canary_in_every_field_and_file_never_reaches_disk_or_logs() {
         .arg(&poc)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let id: ReportId = String::from_utf8(out.stdout.clone()).unwrap().trim().parse().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: ReportId = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
-    for dir in [site.store_dir(), site.state_dir(), site.tmp_dir(), site.keys_dir()] {
-        assert_eq!(files_containing(&dir, CANARY.as_bytes()), Vec::<std::path::PathBuf>::new(), "plaintext in {}", dir.display());
+    for dir in [
+        site.store_dir(),
+        site.state_dir(),
+        site.tmp_dir(),
+        site.keys_dir(),
+    ] {
+        assert_eq!(
+            files_containing(&dir, CANARY.as_bytes()),
+            Vec::<std::path::PathBuf>::new(),
+            "plaintext in {}",
+            dir.display()
+        );
     }
     for stream in [&out.stdout, &out.stderr] {
-        assert!(!String::from_utf8_lossy(stream).contains(CANARY), "plaintext in output");
+        assert!(
+            !String::from_utf8_lossy(stream).contains(CANARY),
+            "plaintext in output"
+        );
     }
     // The canary is really in there, sealed.
-    let opened = opener(&alice, Some(site.signing_cert())).open_manifest(&site.store(), &id).unwrap();
+    let opened = opener(&alice, Some(site.signing_cert()))
+        .open_manifest(&site.store(), &id)
+        .unwrap();
     assert!(opened.manifest.report.title.contains(CANARY));
     assert!(opened.manifest.attachments[0].name.contains(CANARY));
 }
@@ -240,10 +368,17 @@ fn a_canary_in_every_field_and_file_never_reaches_disk_or_logs() {
 /// Builds a manifest.pgp with arbitrary JSON, signed by `signer`.
 fn forge_manifest(json: &[u8], to: &openpgp::Cert, signer: openpgp::crypto::KeyPair) -> Vec<u8> {
     let p = embargo::keys::POLICY.clone();
-    let recipients: Vec<_> = to.keys().with_policy(&p, None).for_storage_encryption().for_transport_encryption().collect();
+    let recipients: Vec<_> = to
+        .keys()
+        .with_policy(&p, None)
+        .for_storage_encryption()
+        .for_transport_encryption()
+        .collect();
     let mut out = Vec::new();
     let message = Message::new(&mut out);
-    let message = Encryptor::for_recipients(message, recipients).build().unwrap();
+    let message = Encryptor::for_recipients(message, recipients)
+        .build()
+        .unwrap();
     let message = Signer::new(message, signer).unwrap().build().unwrap();
     let mut message = LiteralWriter::new(message).build().unwrap();
     message.write_all(json).unwrap();
@@ -267,7 +402,8 @@ fn the_reader_refuses_tampered_truncated_swapped_mismatched_and_forged_parts() {
     let m = open.open_manifest(&store, &good.id).unwrap();
     assert_eq!(m.signature, SignatureCheck::Verified(signer.fingerprint()));
     let mut out = Vec::new();
-    open.decrypt_attachment(&store, &good.id, &m.manifest.attachments[0], &mut out).unwrap();
+    open.decrypt_attachment(&store, &good.id, &m.manifest.attachments[0], &mut out)
+        .unwrap();
     assert!(out == poc);
 
     let part = |id: &ReportId, name: &str| site.reports_dir().join(id.as_str()).join(name);
@@ -284,14 +420,26 @@ fn the_reader_refuses_tampered_truncated_swapped_mismatched_and_forged_parts() {
     bytes[mid] ^= 0x01;
     fs::write(part(&r.id, "001.pgp"), &bytes).unwrap();
     let e = attempt(&r.id).unwrap_err();
-    assert!(matches!(e, RevealError::Tampered { .. } | RevealError::Mismatch { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RevealError::Tampered { .. } | RevealError::Mismatch { .. }
+        ),
+        "{e}"
+    );
 
     // Truncated.
     let r = seal(&site, &sealer, &[("poc", &poc)]);
     let bytes = fs::read(part(&r.id, "001.pgp")).unwrap();
     fs::write(part(&r.id, "001.pgp"), &bytes[..bytes.len() - 100]).unwrap();
     let e = attempt(&r.id).unwrap_err();
-    assert!(matches!(e, RevealError::Tampered { .. } | RevealError::Mismatch { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RevealError::Tampered { .. } | RevealError::Mismatch { .. }
+        ),
+        "{e}"
+    );
 
     // A part swapped in from another report (same size, other bytes).
     let a = seal(&site, &sealer, &[("poc", &poc)]);
@@ -311,29 +459,48 @@ fn the_reader_refuses_tampered_truncated_swapped_mismatched_and_forged_parts() {
     // A validly signed manifest whose hash does not match the part.
     let secrets = IntakeSecrets::load_or_create(&site.state_dir(), "Test Project").unwrap();
     let r = seal(&site, &sealer, &[("poc", &poc)]);
-    let mut json: serde_json::Value = serde_json::to_value(&open.open_manifest(&store, &r.id).unwrap().manifest).unwrap();
+    let mut json: serde_json::Value =
+        serde_json::to_value(&open.open_manifest(&store, &r.id).unwrap().manifest).unwrap();
     json["attachments"][0]["sha256"] = hex::encode(Sha256::digest(b"something else")).into();
-    let forged = forge_manifest(&serde_json::to_vec(&json).unwrap(), &alice, secrets.signer().unwrap());
+    let forged = forge_manifest(
+        &serde_json::to_vec(&json).unwrap(),
+        &alice,
+        secrets.signer().unwrap(),
+    );
     fs::write(part(&r.id, "manifest.pgp"), forged).unwrap();
     let e = attempt(&r.id).unwrap_err();
     assert!(matches!(e, RevealError::Mismatch { .. }), "{e}");
 
     // The same manifest signed by another key.
     let mallory = sequoia_key("mallory <m@example.org>");
-    let key = mallory.primary_key().key().clone().parts_into_secret().unwrap().into_keypair().unwrap();
+    let key = mallory
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .unwrap()
+        .into_keypair()
+        .unwrap();
     let forged = forge_manifest(&serde_json::to_vec(&json).unwrap(), &alice, key);
     fs::write(part(&r.id, "manifest.pgp"), forged).unwrap();
     let e = open.open_manifest(&store, &r.id).unwrap_err();
     assert!(matches!(e, RevealError::BadSignature { .. }), "{e}");
 
     // A genuine report checked against the wrong signer.
-    let e = opener(&alice, Some(mallory.clone())).open_manifest(&store, &good.id).unwrap_err();
+    let e = opener(&alice, Some(mallory.clone()))
+        .open_manifest(&store, &good.id)
+        .unwrap_err();
     assert!(matches!(e, RevealError::BadSignature { .. }), "{e}");
 
     // A key that is not a recipient.
-    let e = opener(&mallory, Some(signer)).open_manifest(&store, &good.id).unwrap_err();
+    let e = opener(&mallory, Some(signer))
+        .open_manifest(&store, &good.id)
+        .unwrap_err();
     assert!(matches!(e, RevealError::NoMatchingKey { .. }), "{e}");
-    assert!(e.to_string().contains("none of the given secret keys"), "{e}");
+    assert!(
+        e.to_string().contains("none of the given secret keys"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -353,15 +520,29 @@ fn memory_for_sealing_does_not_depend_on_attachment_size() {
     let alice = sequoia_key("alice <alice@example.org>");
     let sealer = sealer_for(&site, vec![alice.clone()], MessageFormat::Rfc9580);
     let store = site.store();
-    let mut w = sealer.begin(&store, ReportId::random(), Channel::Api).unwrap();
+    let mut w = sealer
+        .begin(&store, ReportId::random(), Channel::Api)
+        .unwrap();
     let size = 64 * 1024 * 1024;
-    let entry = w.add_attachment("big", "application/octet-stream", Role::Poc, &mut Gen(size, 0), size).unwrap();
+    let entry = w
+        .add_attachment(
+            "big",
+            "application/octet-stream",
+            Role::Poc,
+            &mut Gen(size, 0),
+            size,
+        )
+        .unwrap();
     assert_eq!(entry.size, size);
     let (body, reporter) = body_and_reporter(&site);
     let sealed = w.finish(body, reporter, None).unwrap();
     // A limit one byte short refuses and leaves nothing.
-    let mut w = sealer.begin(&store, ReportId::random(), Channel::Api).unwrap();
-    let e = w.add_attachment("big", "x", Role::Poc, &mut Gen(1000, 0), 999).unwrap_err();
+    let mut w = sealer
+        .begin(&store, ReportId::random(), Channel::Api)
+        .unwrap();
+    let e = w
+        .add_attachment("big", "x", Role::Poc, &mut Gen(1000, 0), 999)
+        .unwrap_err();
     assert!(e.to_string().contains("999 bytes"), "{e}");
     drop(w);
     assert_eq!(store.list().unwrap(), vec![sealed.id]);

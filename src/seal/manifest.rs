@@ -93,7 +93,12 @@ pub struct Manifest {
 
 impl fmt::Debug for Manifest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Manifest({}, {} attachments)", self.id, self.attachments.len())
+        write!(
+            f,
+            "Manifest({}, {} attachments)",
+            self.id,
+            self.attachments.len()
+        )
     }
 }
 
@@ -105,7 +110,9 @@ pub enum ManifestError {
     Json(String),
     #[error("the manifest has schema {0:?}, but this embargo reads {SCHEMA}: upgrade embargo")]
     Schema(String),
-    #[error("the manifest lists attachment {0:?} in a way this embargo does not accept (bad part name, duplicate, or not numbered from 001)")]
+    #[error(
+        "the manifest lists attachment {0:?} in a way this embargo does not accept (bad part name, duplicate, or not numbered from 001)"
+    )]
     Parts(String),
 }
 
@@ -116,14 +123,23 @@ impl Manifest {
         struct Probe {
             schema: Option<String>,
         }
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let probe: Probe =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         match probe.schema.as_deref() {
             Some(SCHEMA) => {}
-            other => return Err(ManifestError::Schema(other.unwrap_or("(none)").chars().take(64).collect())),
+            other => {
+                return Err(ManifestError::Schema(
+                    other.unwrap_or("(none)").chars().take(64).collect(),
+                ));
+            }
         }
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         for (i, a) in manifest.attachments.iter().enumerate() {
-            if a.file != crate::store::attachment_part_name(i + 1) || a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if a.file != crate::store::attachment_part_name(i + 1)
+                || a.sha256.len() != 64
+                || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 return Err(ManifestError::Parts(a.file.chars().take(40).collect()));
             }
         }

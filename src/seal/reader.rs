@@ -34,19 +34,33 @@ const GPG_HEAD_BYTES: u64 = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RevealError {
-    #[error("none of the given secret keys can decrypt {part} (it is encrypted to {recipients}): use the key of one of the maintainers it was sealed to")]
+    #[error(
+        "none of the given secret keys can decrypt {part} (it is encrypted to {recipients}): use the key of one of the maintainers it was sealed to"
+    )]
     NoMatchingKey { part: String, recipients: String },
-    #[error("wrong passphrase for secret key {0}: try again, or give the right file with --passphrase-file")]
+    #[error(
+        "wrong passphrase for secret key {0}: try again, or give the right file with --passphrase-file"
+    )]
     WrongPassphrase(String),
-    #[error("secret key {0} is protected by a passphrase, and none was given: run on a terminal to be asked, or use --passphrase-file")]
+    #[error(
+        "secret key {0} is protected by a passphrase, and none was given: run on a terminal to be asked, or use --passphrase-file"
+    )]
     NeedPassphrase(String),
-    #[error("the key file holds no secret key: export it with `gpg --export-secret-keys --armor FINGERPRINT`, or use --gpg")]
+    #[error(
+        "the key file holds no secret key: export it with `gpg --export-secret-keys --armor FINGERPRINT`, or use --gpg"
+    )]
     NoSecretKey,
-    #[error("{part} is not signed by the expected intake key{detail}: the report may be forged; check --signer, and do not trust its content")]
+    #[error(
+        "{part} is not signed by the expected intake key{detail}: the report may be forged; check --signer, and do not trust its content"
+    )]
     BadSignature { part: String, detail: String },
-    #[error("{part} is damaged or was tampered with ({detail}): fetch it again from the server; if it stays so, the store was modified")]
+    #[error(
+        "{part} is damaged or was tampered with ({detail}): fetch it again from the server; if it stays so, the store was modified"
+    )]
     Tampered { part: String, detail: String },
-    #[error("{part} does not match the manifest ({detail}): a part was truncated, replaced or moved from another report")]
+    #[error(
+        "{part} does not match the manifest ({detail}): a part was truncated, replaced or moved from another report"
+    )]
     Mismatch { part: String, detail: String },
     #[error("manifest of {id} is unreadable: {source}")]
     Manifest {
@@ -54,7 +68,9 @@ pub enum RevealError {
         #[source]
         source: ManifestError,
     },
-    #[error("the manifest in {dir} belongs to report {found}: a report directory was renamed or swapped")]
+    #[error(
+        "the manifest in {dir} belongs to report {found}: a report directory was renamed or swapped"
+    )]
     WrongId { dir: String, found: String },
     #[error("gpg could not decrypt {part}: {detail}")]
     Gpg { part: String, detail: String },
@@ -78,9 +94,13 @@ pub enum SecretSource {
 impl SecretSource {
     /// Loads secret keys from transferable secret key bytes (armored or
     /// binary, one or several), unlocking them with `passphrase` if needed.
-    pub fn from_key_bytes(bytes: &[u8], passphrase: Option<&Password>) -> Result<SecretSource, RevealError> {
+    pub fn from_key_bytes(
+        bytes: &[u8],
+        passphrase: Option<&Password>,
+    ) -> Result<SecretSource, RevealError> {
         let mut certs = Vec::new();
-        let parser = openpgp::cert::CertParser::from_bytes(bytes).map_err(|_| RevealError::NoSecretKey)?;
+        let parser =
+            openpgp::cert::CertParser::from_bytes(bytes).map_err(|_| RevealError::NoSecretKey)?;
         for cert in parser.flatten() {
             if !cert.is_tsk() {
                 continue;
@@ -121,7 +141,13 @@ impl SecretSource {
     /// Whether any loaded secret key is still locked by a passphrase.
     pub fn key_needs_passphrase(bytes: &[u8]) -> bool {
         openpgp::cert::CertParser::from_bytes(bytes)
-            .map(|p| p.flatten().any(|c| c.keys().secret().any(|ka| ka.key().secret().is_encrypted() && !is_stub(ka.key().secret()))))
+            .map(|p| {
+                p.flatten().any(|c| {
+                    c.keys()
+                        .secret()
+                        .any(|ka| ka.key().secret().is_encrypted() && !is_stub(ka.key().secret()))
+                })
+            })
             .unwrap_or(false)
     }
 }
@@ -161,14 +187,30 @@ impl Opener {
     }
 
     /// Decrypts and checks the manifest of report `id` in `store`.
-    pub fn open_manifest(&self, store: &dyn Store, id: &ReportId) -> Result<OpenedManifest, RevealError> {
+    pub fn open_manifest(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+    ) -> Result<OpenedManifest, RevealError> {
         let part = format!("{id}/manifest.pgp");
         let reader = store.open_part(id, "manifest.pgp")?;
         let mut json = Zeroizing::new(Vec::new());
-        let outcome = self.decrypt(&part, reader.take(MAX_MANIFEST_BYTES + 1), &mut *json, true, MAX_MANIFEST_BYTES)?;
-        let manifest = Manifest::from_json(&json).map_err(|source| RevealError::Manifest { id: id.to_string(), source })?;
+        let outcome = self.decrypt(
+            &part,
+            reader.take(MAX_MANIFEST_BYTES + 1),
+            &mut *json,
+            true,
+            MAX_MANIFEST_BYTES,
+        )?;
+        let manifest = Manifest::from_json(&json).map_err(|source| RevealError::Manifest {
+            id: id.to_string(),
+            source,
+        })?;
         if &manifest.id != id {
-            return Err(RevealError::WrongId { dir: id.to_string(), found: manifest.id.to_string() });
+            return Err(RevealError::WrongId {
+                dir: id.to_string(),
+                found: manifest.id.to_string(),
+            });
         }
         let signature = match (&self.signer, outcome.signer) {
             (Some(_), Some(fpr)) => SignatureCheck::Verified(fpr),
@@ -180,7 +222,10 @@ impl Opener {
             }
             (None, _) => SignatureCheck::NotChecked,
         };
-        Ok(OpenedManifest { manifest, signature })
+        Ok(OpenedManifest {
+            manifest,
+            signature,
+        })
     }
 
     /// Decrypts one attachment into `out`, checking it against its entry.
@@ -194,15 +239,26 @@ impl Opener {
     ) -> Result<(), RevealError> {
         let part = format!("{id}/{}", entry.file);
         let reader = store.open_part(id, &entry.file)?;
-        let mut checked = CheckingWriter { out, hash: Sha256::new(), size: 0, limit: entry.size };
+        let mut checked = CheckingWriter {
+            out,
+            hash: Sha256::new(),
+            size: 0,
+            limit: entry.size,
+        };
         self.decrypt(&part, reader, &mut checked, false, entry.size)?;
         let CheckingWriter { hash, size, .. } = checked;
         if size != entry.size {
-            return Err(RevealError::Mismatch { part, detail: format!("{size} bytes, the manifest says {}", entry.size) });
+            return Err(RevealError::Mismatch {
+                part,
+                detail: format!("{size} bytes, the manifest says {}", entry.size),
+            });
         }
         let sha256 = hex::encode(hash.finalize());
         if !sha256.eq_ignore_ascii_case(&entry.sha256) {
-            return Err(RevealError::Mismatch { part, detail: "SHA-256 differs from the manifest".into() });
+            return Err(RevealError::Mismatch {
+                part,
+                detail: "SHA-256 differs from the manifest".into(),
+            });
         }
         Ok(())
     }
@@ -218,7 +274,10 @@ impl Opener {
         // gpg needs to see the start of the message to find the session key.
         let mut head = Vec::new();
         if let SecretSource::Gpg { .. } = self.source {
-            (&mut reader).take(GPG_HEAD_BYTES).read_to_end(&mut head).map_err(|e| tampered(part, e.to_string()))?;
+            (&mut reader)
+                .take(GPG_HEAD_BYTES)
+                .read_to_end(&mut head)
+                .map_err(|e| tampered(part, e.to_string()))?;
         }
         let reader = Cursor::new(head.clone()).chain(reader);
         let helper = Helper {
@@ -231,8 +290,13 @@ impl Opener {
             signer: None,
             failure: None,
         };
-        let builder = DecryptorBuilder::from_reader(reader).map_err(|e| tampered(part, e.to_string()))?;
-        let builder = if signed { builder } else { builder.buffer_size(ATTACHMENT_BUFFER) };
+        let builder =
+            DecryptorBuilder::from_reader(reader).map_err(|e| tampered(part, e.to_string()))?;
+        let builder = if signed {
+            builder
+        } else {
+            builder.buffer_size(ATTACHMENT_BUFFER)
+        };
         let mut decryptor = match builder.with_policy(&POLICY, None, helper) {
             Ok(d) => d,
             Err(e) => return Err(classify(part, e, None)),
@@ -251,10 +315,16 @@ impl Opener {
             };
             total += n as u64;
             if total > limit {
-                return Err(RevealError::Mismatch { part: part.into(), detail: format!("longer than the {limit} bytes expected") });
+                return Err(RevealError::Mismatch {
+                    part: part.into(),
+                    detail: format!("longer than the {limit} bytes expected"),
+                });
             }
             out.write_all(&buf[..n]).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => RevealError::Mismatch { part: part.into(), detail: e.to_string() },
+                io::ErrorKind::InvalidData => RevealError::Mismatch {
+                    part: part.into(),
+                    detail: e.to_string(),
+                },
                 _ => RevealError::Output(e),
             })?;
         }
@@ -262,7 +332,9 @@ impl Opener {
             return Err(tampered(part, "the message ended early".into()));
         }
         let helper = decryptor.into_helper();
-        Ok(Outcome { signer: helper.signer })
+        Ok(Outcome {
+            signer: helper.signer,
+        })
     }
 }
 
@@ -271,7 +343,10 @@ struct Outcome {
 }
 
 fn tampered(part: &str, detail: String) -> RevealError {
-    RevealError::Tampered { part: part.into(), detail }
+    RevealError::Tampered {
+        part: part.into(),
+        detail,
+    }
 }
 
 /// Turns a sequoia failure into the error a maintainer can act on.
@@ -283,10 +358,12 @@ fn classify(part: &str, e: anyhow::Error, helper: Option<Helper<'_>>) -> RevealE
     if let Some(f) = e.downcast_ref::<HelperFailure>() {
         return f.clone().into_error();
     }
-    if let Some(io) = e.downcast_ref::<io::Error>() {
-        if let Some(f) = io.get_ref().and_then(|inner| inner.downcast_ref::<HelperFailure>()) {
-            return f.clone().into_error();
-        }
+    if let Some(f) = e
+        .downcast_ref::<io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<HelperFailure>())
+    {
+        return f.clone().into_error();
     }
     tampered(part, format!("{e:#}").chars().take(300).collect())
 }
@@ -304,12 +381,15 @@ enum HelperFailure {
 impl HelperFailure {
     fn into_error(self) -> RevealError {
         match self {
-            HelperFailure::NoKey { part, recipients } => RevealError::NoMatchingKey { part, recipients },
+            HelperFailure::NoKey { part, recipients } => {
+                RevealError::NoMatchingKey { part, recipients }
+            }
             HelperFailure::Signature { part, detail } => RevealError::BadSignature { part, detail },
             HelperFailure::Gpg { part, detail } => RevealError::Gpg { part, detail },
-            HelperFailure::NotEncrypted { part } => {
-                RevealError::Tampered { part, detail: "it is not encrypted, so it was not written by embargo".into() }
-            }
+            HelperFailure::NotEncrypted { part } => RevealError::Tampered {
+                part,
+                detail: "it is not encrypted, so it was not written by embargo".into(),
+            },
         }
     }
 }
@@ -347,10 +427,8 @@ impl VerificationHelper for Helper<'_> {
                     if !self.signed || self.opener.signer.is_none() {
                         continue;
                     }
-                    for result in &results {
-                        if let Ok(good) = result {
-                            self.signer = Some(good.ka.cert().fingerprint());
-                        }
+                    for good in results.iter().flatten() {
+                        self.signer = Some(good.ka.cert().fingerprint());
                     }
                     if self.signer.is_none() {
                         let detail = results
@@ -371,7 +449,10 @@ impl VerificationHelper for Helper<'_> {
         }
         if self.signed && self.opener.signer.is_some() && self.signer.is_none() {
             let part = self.part.clone();
-            return Err(self.fail(HelperFailure::Signature { part, detail: " (it carries no signature)".into() }));
+            return Err(self.fail(HelperFailure::Signature {
+                part,
+                detail: " (it carries no signature)".into(),
+            }));
         }
         Ok(())
     }
@@ -387,7 +468,11 @@ impl DecryptionHelper for Helper<'_> {
     ) -> openpgp::Result<Option<Cert>> {
         self.recipients = pkesks
             .iter()
-            .map(|p| p.recipient().map(|r| r.to_hex()).unwrap_or_else(|| "an anonymous recipient".into()))
+            .map(|p| {
+                p.recipient()
+                    .map(|r| r.to_hex())
+                    .unwrap_or_else(|| "an anonymous recipient".into())
+            })
             .collect();
         match &self.opener.source {
             SecretSource::Keys(certs) => {
@@ -401,12 +486,14 @@ impl DecryptionHelper for Helper<'_> {
                             if !matches {
                                 continue;
                             }
-                            let Ok(mut keypair) = ka.key().clone().into_keypair() else { continue };
-                            if let Some((algo, sk)) = pkesk.decrypt(&mut keypair, sym_algo) {
-                                if decrypt(algo, &sk) {
-                                    self.key_used = true;
-                                    return Ok(None);
-                                }
+                            let Ok(mut keypair) = ka.key().clone().into_keypair() else {
+                                continue;
+                            };
+                            if let Some((algo, sk)) = pkesk.decrypt(&mut keypair, sym_algo)
+                                && decrypt(algo, &sk)
+                            {
+                                self.key_used = true;
+                                return Ok(None);
                             }
                         }
                     }
@@ -435,44 +522,104 @@ impl DecryptionHelper for Helper<'_> {
 /// Asks gpg for the session key of the message starting with `head`.
 /// gpg asks gpg-agent, which may ask a smartcard or a pinentry; the
 /// plaintext gpg produces goes to /dev/null.
-fn gpg_session_key(homedir: Option<&PathBuf>, head: &[u8]) -> Result<(Option<SymmetricAlgorithm>, SessionKey), String> {
+fn gpg_session_key(
+    homedir: Option<&PathBuf>,
+    head: &[u8],
+) -> Result<(Option<SymmetricAlgorithm>, SessionKey), String> {
     let mut cmd = Command::new("gpg");
     if let Some(home) = homedir {
         cmd.arg("--homedir").arg(home);
     }
-    cmd.args(["--batch", "--no-tty", "--quiet", "--status-fd", "1", "--show-session-key", "--yes", "--output", "/dev/null", "--decrypt"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    // gpg's stdin is a pipe here, so gpg-agent would not know where to show
+    // its pinentry (passphrase, smartcard PIN): tell it our terminal, as
+    // GPG_TTY=$(tty) in a shell profile would.
+    if std::env::var_os("GPG_TTY").is_none()
+        && let Some(tty) = terminal_name()
+    {
+        cmd.env("GPG_TTY", tty);
+    }
+    cmd.args([
+        "--batch",
+        "--no-tty",
+        "--quiet",
+        "--status-fd",
+        "1",
+        "--show-session-key",
+        "--yes",
+        "--output",
+        "/dev/null",
+        "--decrypt",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     // Without a terminal, a pinentry needs to know where to ask; gpg-agent's
     // own configuration decides, as it does for gpg itself.
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run gpg ({e}): install GnuPG, or use --key FILE"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run gpg ({e}): install GnuPG, or use --key FILE"))?;
     let mut stdin = child.stdin.take().ok_or("gpg has no stdin")?;
     let head = head.to_vec();
     let writer = std::thread::spawn(move || {
         // gpg stops reading once the data fails; a broken pipe is expected.
         let _ = stdin.write_all(&head);
     });
-    let output = child.wait_with_output().map_err(|e| format!("gpg failed: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("gpg failed: {e}"))?;
     let _ = writer.join();
     let stdout = Zeroizing::new(output.stdout);
     for line in stdout.split(|&b| b == b'\n') {
-        let Some(rest) = line.strip_prefix(b"[GNUPG:] SESSION_KEY ") else { continue };
-        let rest = std::str::from_utf8(rest).map_err(|_| "gpg printed an unreadable session key")?;
-        let (algo, hex_key) = rest.trim().split_once(':').ok_or("gpg printed an unreadable session key")?;
-        let algo: u8 = algo.parse().map_err(|_| "gpg printed an unreadable session key")?;
-        let bytes = Zeroizing::new(hex::decode(hex_key).map_err(|_| "gpg printed an unreadable session key")?);
-        return Ok((Some(SymmetricAlgorithm::from(algo)), SessionKey::from(&bytes[..])));
+        let Some(rest) = line.strip_prefix(b"[GNUPG:] SESSION_KEY ") else {
+            continue;
+        };
+        let rest =
+            std::str::from_utf8(rest).map_err(|_| "gpg printed an unreadable session key")?;
+        let (algo, hex_key) = rest
+            .trim()
+            .split_once(':')
+            .ok_or("gpg printed an unreadable session key")?;
+        let algo: u8 = algo
+            .parse()
+            .map_err(|_| "gpg printed an unreadable session key")?;
+        let bytes = Zeroizing::new(
+            hex::decode(hex_key).map_err(|_| "gpg printed an unreadable session key")?,
+        );
+        return Ok((
+            Some(SymmetricAlgorithm::from(algo)),
+            SessionKey::from(&bytes[..]),
+        ));
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
     let reason = stderr
         .lines()
         .filter(|l| l.starts_with("gpg: "))
         .map(|l| l.trim_start_matches("gpg: "))
-        .find(|l| l.contains("secret key") || l.contains("decrypt") || l.contains("agent") || l.contains("card"))
+        .find(|l| {
+            l.contains("secret key")
+                || l.contains("decrypt")
+                || l.contains("agent")
+                || l.contains("card")
+        })
         .unwrap_or("no secret key for any recipient in the gpg keyring")
         .to_string();
-    Err(format!("{reason}; check that the maintainer key is in this GNUPGHOME and gpg-agent is running"))
+    Err(format!(
+        "{reason}; check that the maintainer key is in this GNUPGHOME and gpg-agent is running"
+    ))
+}
+
+/// The terminal this process runs on, if any (`/dev/pts/N`).
+fn terminal_name() -> Option<PathBuf> {
+    use std::io::IsTerminal;
+    let fds = [
+        (0, io::stdin().is_terminal()),
+        (2, io::stderr().is_terminal()),
+        (1, io::stdout().is_terminal()),
+    ];
+    fds.into_iter()
+        .filter(|(_, tty)| *tty)
+        .filter_map(|(fd, _)| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+        .find(|p| p.starts_with("/dev/"))
 }
 
 /// Counts and hashes decrypted bytes on their way out, stopping at `limit`.
@@ -486,7 +633,10 @@ struct CheckingWriter<'a> {
 impl Write for CheckingWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.size + buf.len() as u64 > self.limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than the {} bytes the manifest says", self.limit)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("longer than the {} bytes the manifest says", self.limit),
+            ));
         }
         let n = self.out.write(buf)?;
         self.hash.update(&buf[..n]);

@@ -8,12 +8,12 @@ use std::time::SystemTime;
 
 use sequoia_openpgp as openpgp;
 
+use openpgp::KeyHandle;
 use openpgp::cert::Preferences;
-use openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use openpgp::packet::Key;
+use openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::{DataFormat, Features, KeyFlags};
-use openpgp::KeyHandle;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -92,8 +92,20 @@ pub struct SealedReport {
 }
 
 impl Sealer {
-    pub fn new(recipients: Recipients, secrets: Arc<IntakeSecrets>, format: MessageFormat, clock: Clock) -> Sealer {
-        Sealer { inner: Arc::new(SealerInner { recipients, secrets, format, clock }) }
+    pub fn new(
+        recipients: Recipients,
+        secrets: Arc<IntakeSecrets>,
+        format: MessageFormat,
+        clock: Clock,
+    ) -> Sealer {
+        Sealer {
+            inner: Arc::new(SealerInner {
+                recipients,
+                secrets,
+                format,
+                clock,
+            }),
+        }
     }
 
     pub fn secrets(&self) -> &Arc<IntakeSecrets> {
@@ -107,22 +119,27 @@ impl Sealer {
     /// Starts report `id` in `store`. The recipients are judged now: a
     /// certificate that expired since it was loaded is not used, and if none
     /// is left the report is refused before anything is written.
-    pub fn begin(&self, store: &dyn Store, id: ReportId, channel: Channel) -> Result<ReportWriter, SealError> {
+    pub fn begin(
+        &self,
+        store: &dyn Store,
+        id: ReportId,
+        channel: Channel,
+    ) -> Result<ReportWriter, SealError> {
         let now = self.inner.clock.now();
         let mut keys = Vec::new();
         let mut recipients = Vec::new();
         for vc in self.inner.recipients.at(now)? {
             let features = match self.inner.format {
                 MessageFormat::Compat => Features::empty().set_seipdv1(),
-                MessageFormat::Rfc9580 => vc.features().unwrap_or_else(|| Features::empty().set_seipdv1()),
+                MessageFormat::Rfc9580 => vc
+                    .features()
+                    .unwrap_or_else(|| Features::empty().set_seipdv1()),
             };
-            for ka in vc
-                .keys()
-                .supported()
-                .alive()
-                .revoked(false)
-                .key_flags(KeyFlags::empty().set_storage_encryption().set_transport_encryption())
-            {
+            for ka in vc.keys().supported().alive().revoked(false).key_flags(
+                KeyFlags::empty()
+                    .set_storage_encryption()
+                    .set_transport_encryption(),
+            ) {
                 keys.push(EncryptionKey {
                     features: features.clone(),
                     handle: ka.key().key_handle(),
@@ -156,7 +173,9 @@ impl Sealer {
                 .cleartext()
                 .build()
                 .map_err(SealError::OpenPgp)?;
-            signer.write_all(text.as_bytes()).map_err(|e| SealError::OpenPgp(e.into()))?;
+            signer
+                .write_all(text.as_bytes())
+                .map_err(|e| SealError::OpenPgp(e.into()))?;
             signer.finalize().map_err(SealError::OpenPgp)?;
         }
         String::from_utf8(out).map_err(|e| SealError::OpenPgp(e.into()))
@@ -246,7 +265,8 @@ impl ReportWriter {
                     return Err(SealError::TooLarge { limit });
                 }
                 hash.update(&buf[..n]);
-                w.write_all(&buf[..n]).map_err(|e| SealError::OpenPgp(e.into()))?;
+                w.write_all(&buf[..n])
+                    .map_err(|e| SealError::OpenPgp(e.into()))?;
             }
             Ok(())
         })?;
@@ -259,12 +279,20 @@ impl ReportWriter {
             media_type: media_type.to_string(),
             role,
         });
-        Ok(self.attachments.last().unwrap_or_else(|| unreachable!("just pushed")))
+        Ok(self
+            .attachments
+            .last()
+            .unwrap_or_else(|| unreachable!("just pushed")))
     }
 
     /// Writes the signed manifest last and commits the report: only after
     /// this returns is the report durable and visible.
-    pub fn finish(mut self, report: ReportBody, reporter: Reporter, email: Option<EmailMeta>) -> Result<SealedReport, SealError> {
+    pub fn finish(
+        mut self,
+        report: ReportBody,
+        reporter: Reporter,
+        email: Option<EmailMeta>,
+    ) -> Result<SealedReport, SealError> {
         let manifest = Manifest {
             schema: SCHEMA.into(),
             id: self.id.clone(),
@@ -282,7 +310,16 @@ impl ReportWriter {
             w.write_all(&json).map_err(|e| SealError::OpenPgp(e.into()))
         })?;
         self.parts.insert(0, part);
-        let ReportWriter { staging, id, received_at, parts, recipients, attachments, sealer, .. } = self;
+        let ReportWriter {
+            staging,
+            id,
+            received_at,
+            parts,
+            recipients,
+            attachments,
+            sealer,
+            ..
+        } = self;
         staging.commit()?;
         Ok(SealedReport {
             id,
@@ -290,7 +327,11 @@ impl ReportWriter {
             parts,
             attachments: attachments
                 .iter()
-                .map(|a| AttachmentSummary { name: a.name.clone(), size: a.size, sha256: a.sha256.clone() })
+                .map(|a| AttachmentSummary {
+                    name: a.name.clone(),
+                    size: a.size,
+                    sha256: a.sha256.clone(),
+                })
                 .collect(),
             recipients,
             signing_key: sealer.inner.secrets.signing_fingerprint().to_hex(),
@@ -305,11 +346,19 @@ impl ReportWriter {
         body: impl FnOnce(&mut Message<'_>) -> Result<(), SealError>,
     ) -> Result<SealedPart, SealError> {
         let pgp = SealError::OpenPgp;
-        let mut sink = CipherSink { sink: self.staging.create_part(name)?, hash: Sha256::new() };
+        let mut sink = CipherSink {
+            sink: self.staging.create_part(name)?,
+            hash: Sha256::new(),
+        };
         {
-            let recipients = self.keys.iter().map(|k| Recipient::new(k.features.clone(), k.handle.clone(), &k.key));
+            let recipients = self
+                .keys
+                .iter()
+                .map(|k| Recipient::new(k.features.clone(), k.handle.clone(), &k.key));
             let message = Message::new(&mut sink);
-            let mut message = Encryptor::for_recipients(message, recipients).build().map_err(pgp)?;
+            let mut message = Encryptor::for_recipients(message, recipients)
+                .build()
+                .map_err(pgp)?;
             if signed {
                 let keypair = self.sealer.inner.secrets.signer()?;
                 message = Signer::new(message, keypair)
@@ -318,13 +367,20 @@ impl ReportWriter {
                     .build()
                     .map_err(pgp)?;
             }
-            let mut literal = LiteralWriter::new(message).format(DataFormat::Binary).build().map_err(pgp)?;
+            let mut literal = LiteralWriter::new(message)
+                .format(DataFormat::Binary)
+                .build()
+                .map_err(pgp)?;
             body(&mut literal)?;
             literal.finalize().map_err(pgp)?;
         }
         let CipherSink { sink, hash } = sink;
         let size = sink.finish()?;
-        Ok(SealedPart { name: name.to_string(), size, sha256: hex::encode(hash.finalize()) })
+        Ok(SealedPart {
+            name: name.to_string(),
+            size,
+            sha256: hex::encode(hash.finalize()),
+        })
     }
 }
 
@@ -337,13 +393,19 @@ impl SealedReport {
             rfc3339(self.received_at)
         );
         for part in &self.parts {
-            text.push_str(&format!("  {}  {:>12} bytes  {}\n", part.name, part.size, part.sha256));
+            text.push_str(&format!(
+                "  {}  {:>12} bytes  {}\n",
+                part.name, part.size, part.sha256
+            ));
         }
         text.push_str("\nEncrypted to the maintainer certificates:\n");
         for r in &self.recipients {
             text.push_str(&format!("  {r}\n"));
         }
-        text.push_str(&format!("\nSigned by the intake key {}.\n", self.signing_key));
+        text.push_str(&format!(
+            "\nSigned by the intake key {}.\n",
+            self.signing_key
+        ));
         text
     }
 }

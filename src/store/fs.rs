@@ -23,7 +23,10 @@ pub struct FsStore {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.display().to_string(), source }
+    move |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn mkdir_private(path: &Path) -> io::Result<()> {
@@ -41,7 +44,11 @@ impl FsStore {
     /// Opens (creating if needed) the store rooted at `root`.
     pub fn open(root: &Path) -> Result<FsStore, StoreError> {
         let reports = root.join("reports");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&reports).map_err(io_err(&reports))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&reports)
+            .map_err(io_err(&reports))?;
         for sub in [STAGING, TRASH] {
             mkdir_private(&reports.join(sub)).map_err(io_err(&reports))?;
         }
@@ -70,13 +77,19 @@ impl Store for FsStore {
         }
         let staging_root = self.reports.join(STAGING);
         let dir = staging_root.join(id.as_str());
-        fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                StoreError::Exists(id.clone())
-            } else {
-                StoreError::Io { path: dir.display().to_string(), source: e }
-            }
-        })?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    StoreError::Exists(id.clone())
+                } else {
+                    StoreError::Io {
+                        path: dir.display().to_string(),
+                        source: e,
+                    }
+                }
+            })?;
         let lock = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -102,7 +115,11 @@ impl Store for FsStore {
         let mut ids: Vec<ReportId> = fs::read_dir(&self.reports)
             .map_err(io_err(&self.reports))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<ReportId>().ok()))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.parse::<ReportId>().ok())
+            })
             // A name that parses but is not canonical (lower case) is not ours.
             .filter(|id| self.report_dir(id).join("manifest.pgp").is_file())
             .collect();
@@ -116,13 +133,17 @@ impl Store for FsStore {
         let mut parts: Vec<PartInfo> = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if is_part_name(&name) {
                 let size = entry.metadata().map_err(io_err(&dir))?.len();
                 parts.push(PartInfo { name, size });
             }
         }
-        parts.sort_by(|a, b| (a.name != "manifest.pgp", &a.name).cmp(&(b.name != "manifest.pgp", &b.name)));
+        parts.sort_by(|a, b| {
+            (a.name != "manifest.pgp", &a.name).cmp(&(b.name != "manifest.pgp", &b.name))
+        });
         Ok(parts)
     }
 
@@ -134,14 +155,20 @@ impl Store for FsStore {
         match File::open(&path) {
             Ok(f) => Ok(Box::new(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(id.clone())),
-            Err(e) => Err(StoreError::Io { path: path.display().to_string(), source: e }),
+            Err(e) => Err(StoreError::Io {
+                path: path.display().to_string(),
+                source: e,
+            }),
         }
     }
 
     fn remove(&self, id: &ReportId) -> Result<(), StoreError> {
         let dir = self.complete(id)?;
         // Renaming out of reports/ first makes the removal atomic for readers.
-        let trash = self.reports.join(TRASH).join(format!("{}-{}", id.as_str(), rand::random::<u32>()));
+        let trash =
+            self.reports
+                .join(TRASH)
+                .join(format!("{}-{}", id.as_str(), rand::random::<u32>()));
         fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         sync_dir(&self.reports).map_err(io_err(&self.reports))?;
         fs::remove_dir_all(&trash).map_err(io_err(&trash))
@@ -149,7 +176,11 @@ impl Store for FsStore {
 
     fn check_writable(&self) -> Result<(), StoreError> {
         let staging = self.reports.join(STAGING);
-        let probe = staging.join(format!(".probe-{}-{}", std::process::id(), rand::random::<u64>()));
+        let probe = staging.join(format!(
+            ".probe-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let result = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -207,8 +238,17 @@ impl Staging for FsStaging {
             return Err(StoreError::BadPartName(name.chars().take(40).collect()));
         }
         let path = self.dir.join(name);
-        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io_err(&path))?;
-        Ok(Box::new(FsPart { out: BufWriter::with_capacity(WRITE_BUFFER, file), path, written: 0 }))
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(Box::new(FsPart {
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            path,
+            written: 0,
+        }))
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
@@ -224,7 +264,10 @@ impl Staging for FsStaging {
             if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(39) {
                 StoreError::Exists(self.id.clone())
             } else {
-                StoreError::Io { path: self.target.display().to_string(), source: e }
+                StoreError::Io {
+                    path: self.target.display().to_string(),
+                    source: e,
+                }
             }
         })?;
         self.committed = true;
@@ -264,7 +307,10 @@ impl Write for FsPart {
 impl PartSink for FsPart {
     fn finish(self: Box<Self>) -> Result<u64, StoreError> {
         let FsPart { out, path, written } = *self;
-        let file = out.into_inner().map_err(|e| StoreError::Io { path: path.display().to_string(), source: e.into_error() })?;
+        let file = out.into_inner().map_err(|e| StoreError::Io {
+            path: path.display().to_string(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io_err(&path))?;
         Ok(written)
     }
@@ -295,10 +341,25 @@ mod tests {
         staging.commit().unwrap();
         assert_eq!(store.list().unwrap(), vec![id.clone()]);
         let parts = store.parts(&id).unwrap();
-        assert_eq!(parts[0], PartInfo { name: "manifest.pgp".into(), size: 1 });
-        assert_eq!(parts[1], PartInfo { name: "001.pgp".into(), size: 3 });
+        assert_eq!(
+            parts[0],
+            PartInfo {
+                name: "manifest.pgp".into(),
+                size: 1
+            }
+        );
+        assert_eq!(
+            parts[1],
+            PartInfo {
+                name: "001.pgp".into(),
+                size: 3
+            }
+        );
         assert!(matches!(store.stage(&id), Err(StoreError::Exists(_))));
-        assert!(matches!(store.open_part(&id, "../x"), Err(StoreError::BadPartName(_))));
+        assert!(matches!(
+            store.open_part(&id, "../x"),
+            Err(StoreError::BadPartName(_))
+        ));
         store.remove(&id).unwrap();
         assert!(store.list().unwrap().is_empty());
     }
@@ -309,7 +370,12 @@ mod tests {
         let store = FsStore::open(dir.path()).unwrap();
         let id = ReportId::random();
         drop(write_report(&store, &id, &[("001.pgp", b"one")]));
-        assert_eq!(fs::read_dir(dir.path().join("reports/.staging")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("reports/.staging"))
+                .unwrap()
+                .count(),
+            0
+        );
         let staging = write_report(&store, &id, &[("001.pgp", b"one")]);
         assert!(staging.commit().is_err());
         assert!(store.list().unwrap().is_empty());
@@ -325,7 +391,12 @@ mod tests {
         let live = write_report(&store, &ReportId::random(), &[("001.pgp", b"y")]);
         assert_eq!(store.remove_stale_staging().unwrap(), 1);
         assert!(!stale.exists());
-        assert_eq!(fs::read_dir(dir.path().join("reports/.staging")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join("reports/.staging"))
+                .unwrap()
+                .count(),
+            1
+        );
         drop(live);
     }
 
@@ -334,7 +405,15 @@ mod tests {
         for good in ["manifest.pgp", "001.pgp", "999.pgp"] {
             assert!(is_part_name(good), "{good}");
         }
-        for bad in ["000.pgp", "1.pgp", "0001.pgp", "../001.pgp", "001.pgp/", "abc.pgp", ""] {
+        for bad in [
+            "000.pgp",
+            "1.pgp",
+            "0001.pgp",
+            "../001.pgp",
+            "001.pgp/",
+            "abc.pgp",
+            "",
+        ] {
             assert!(!is_part_name(bad), "{bad}");
         }
     }

@@ -13,7 +13,9 @@ use crate::id::ReportId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("store {path} is not usable: {source}; check that it exists and is writable by the user running embargo")]
+    #[error(
+        "store {path} is not usable: {source}; check that it exists and is writable by the user running embargo"
+    )]
     Io {
         path: String,
         #[source]
@@ -77,7 +79,10 @@ pub trait PartSink: Write + Send + Sync {
 /// Whether `name` is a valid part name: `manifest.pgp` or `001.pgp`…`999.pgp`.
 pub fn is_part_name(name: &str) -> bool {
     name == "manifest.pgp"
-        || (name.len() == 7 && name.ends_with(".pgp") && name[..3].bytes().all(|b| b.is_ascii_digit()) && &name[..3] != "000")
+        || (name.len() == 7
+            && name.ends_with(".pgp")
+            && name[..3].bytes().all(|b| b.is_ascii_digit())
+            && &name[..3] != "000")
 }
 
 /// The file name of attachment number `n` (1-based).

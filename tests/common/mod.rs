@@ -15,11 +15,11 @@ use std::sync::Arc;
 use embargo::clock::Clock;
 use embargo::config::Config;
 use embargo::keys::{IntakeSecrets, Keyring};
-use embargo::seal::{Opener, SecretSource, Sealer};
+use embargo::seal::{Opener, Sealer, SecretSource};
 use embargo::store::FsStore;
-use sequoia_openpgp as openpgp;
 use openpgp::cert::prelude::*;
 use openpgp::serialize::SerializeInto;
+use sequoia_openpgp as openpgp;
 use tempfile::TempDir;
 
 /// The `embargo` binary built for these tests.
@@ -30,7 +30,9 @@ pub fn embargo_bin() -> PathBuf {
 /// An `embargo` command with a clean environment for logs.
 pub fn embargo() -> Command {
     let mut cmd = Command::new(embargo_bin());
-    cmd.env_remove("EMBARGO_CONFIG").env("EMBARGO_LOG", "info").stdin(Stdio::null());
+    cmd.env_remove("EMBARGO_CONFIG")
+        .env("EMBARGO_LOG", "info")
+        .stdin(Stdio::null());
     cmd
 }
 
@@ -53,10 +55,25 @@ pub struct Gpg {
 impl Gpg {
     pub fn new() -> Gpg {
         // Short path: gpg-agent's socket path must fit in sun_path.
-        let home = tempfile::Builder::new().prefix("eg").tempdir_in("/tmp").unwrap();
-        fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
-        fs::write(home.path().join("gpg.conf"), "trust-model always\nno-auto-key-retrieve\n").unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("eg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        fs::write(
+            home.path().join("gpg-agent.conf"),
+            "allow-loopback-pinentry\n",
+        )
+        .unwrap();
+        fs::write(
+            home.path().join("gpg.conf"),
+            "trust-model always\nno-auto-key-retrieve\n",
+        )
+        .unwrap();
         Gpg { home }
     }
 
@@ -71,7 +88,11 @@ impl Gpg {
     /// Runs gpg with `args`, feeding `stdin`; panics with gpg's stderr on failure.
     pub fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let out = self.try_run(args, stdin);
-        assert!(out.status.success(), "gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -100,10 +121,32 @@ impl Gpg {
             GpgKeyType::Cv25519 => ("ed25519", Some("cv25519")),
             GpgKeyType::SignOnly => ("ed25519", None),
         };
-        self.run(&["--passphrase", passphrase, "--quick-gen-key", uid, primary, "cert,sign", expire], None);
+        self.run(
+            &[
+                "--passphrase",
+                passphrase,
+                "--quick-gen-key",
+                uid,
+                primary,
+                "cert,sign",
+                expire,
+            ],
+            None,
+        );
         let fpr = self.fingerprint(uid);
         if let Some(sub) = sub {
-            self.run(&["--passphrase", passphrase, "--quick-add-key", &fpr, sub, "encr", expire], None);
+            self.run(
+                &[
+                    "--passphrase",
+                    passphrase,
+                    "--quick-add-key",
+                    &fpr,
+                    sub,
+                    "encr",
+                    expire,
+                ],
+                None,
+            );
         }
         fpr
     }
@@ -124,7 +167,17 @@ impl Gpg {
     }
 
     pub fn export_secret(&self, fpr: &str, passphrase: &str) -> Vec<u8> {
-        self.run(&["--passphrase", passphrase, "--armor", "--export-secret-keys", fpr], None).stdout
+        self.run(
+            &[
+                "--passphrase",
+                passphrase,
+                "--armor",
+                "--export-secret-keys",
+                fpr,
+            ],
+            None,
+        )
+        .stdout
     }
 
     pub fn import(&self, bytes: &[u8]) {
@@ -133,17 +186,33 @@ impl Gpg {
 
     /// Revokes key `fpr` with the revocation certificate gpg made for it.
     pub fn revoke(&self, fpr: &str) {
-        let rev = fs::read_to_string(self.home.path().join("openpgp-revocs.d").join(format!("{fpr}.rev"))).unwrap();
+        let rev = fs::read_to_string(
+            self.home
+                .path()
+                .join("openpgp-revocs.d")
+                .join(format!("{fpr}.rev")),
+        )
+        .unwrap();
         // gpg prefixes the armor line with ':' so it is not imported by accident.
-        let rev = rev.replace(":-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----BEGIN PGP PUBLIC KEY BLOCK-----");
+        let rev = rev.replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        );
         self.import(rev.as_bytes());
     }
 
     /// Decrypts `file` with gpg; returns (plaintext, status lines).
     pub fn decrypt(&self, file: &Path) -> (Vec<u8>, String) {
-        let out = self.try_run(&["--status-fd", "2", "--decrypt", file.to_str().unwrap()], None);
+        let out = self.try_run(
+            &["--status-fd", "2", "--decrypt", file.to_str().unwrap()],
+            None,
+        );
         let status = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "gpg --decrypt {} failed:\n{status}", file.display());
+        assert!(
+            out.status.success(),
+            "gpg --decrypt {} failed:\n{status}",
+            file.display()
+        );
         (out.stdout, status)
     }
 
@@ -251,13 +320,20 @@ impl Site {
     }
 
     pub fn signing_cert(&self) -> openpgp::Cert {
-        IntakeSecrets::load_or_create(&self.state_dir(), "Test Project").unwrap().signing_cert()
+        IntakeSecrets::load_or_create(&self.state_dir(), "Test Project")
+            .unwrap()
+            .signing_cert()
     }
 
     /// Committed report IDs, straight from the directory listing.
     pub fn report_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = fs::read_dir(self.reports_dir())
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default();
         ids.sort();
         ids
@@ -266,15 +342,29 @@ impl Site {
     /// Entries left in the staging directory.
     pub fn staging_entries(&self) -> Vec<String> {
         fs::read_dir(self.reports_dir().join(".staging"))
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
 
 /// A sealer over an explicit set of certificates (library-level tests).
-pub fn sealer_for(site: &Site, certs: Vec<openpgp::Cert>, format: embargo::config::MessageFormat) -> Sealer {
-    let secrets = Arc::new(IntakeSecrets::load_or_create(&site.state_dir(), "Test Project").unwrap());
-    Sealer::new(embargo::keys::Recipients::from_certs(certs), secrets, format, Clock::system())
+pub fn sealer_for(
+    site: &Site,
+    certs: Vec<openpgp::Cert>,
+    format: embargo::config::MessageFormat,
+) -> Sealer {
+    let secrets =
+        Arc::new(IntakeSecrets::load_or_create(&site.state_dir(), "Test Project").unwrap());
+    Sealer::new(
+        embargo::keys::Recipients::from_certs(certs),
+        secrets,
+        format,
+        Clock::system(),
+    )
 }
 
 /// An opener for secret keys given as TSKs.
@@ -312,10 +402,10 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if let Ok(bytes) = fs::read(&p) {
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    hits.push(p);
-                }
+            } else if let Ok(bytes) = fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(p);
             }
         }
     }
