@@ -294,6 +294,36 @@ pub fn seal_message(intake: &Intake, raw: &[u8]) -> Result<(Outcome, MailFacts),
     }
 }
 
+/// Loads keys (failing closed without a usable one), secrets and store,
+/// like [`Intake::open`] but without its removal of stale staging
+/// directories: the poller reopens on every retry and key change, and in
+/// `serve` a web upload may be creating its staging directory right then.
+/// `embargo poll` cleans up once, at start, under the poller lock.
+fn open_intake(config: Config, clock: Clock) -> Result<Intake, AppError> {
+    let keyring = crate::keys::Keyring::load(&config.keys_dir, clock)?;
+    for bad in &keyring.bad_files {
+        tracing::warn!(file = %bad.file.display(), "skipping key file: {}", bad.reason);
+    }
+    for entry in keyring.entries.iter().filter(|e| !e.is_usable()) {
+        tracing::warn!(fingerprint = %entry.fingerprint(), "certificate not used: {}", entry.problem.as_deref().unwrap_or(""));
+    }
+    let recipients = keyring.recipients()?;
+    let secrets = Arc::new(crate::keys::IntakeSecrets::load_or_create(
+        &config.state_dir,
+        &config.project_name,
+    )?);
+    let store = Arc::new(crate::store::FsStore::open(&config.store)?);
+    let sealer =
+        crate::seal::Sealer::new(recipients, secrets.clone(), config.message_format, clock);
+    Ok(Intake {
+        config,
+        keyring,
+        secrets,
+        store,
+        sealer,
+    })
+}
+
 /// Checks a `[mailbox]` section before anything connects.
 fn check_config(mailbox: &Mailbox) -> Result<(), MailboxError> {
     if mailbox.kind == "maildir" {
@@ -378,7 +408,7 @@ impl Context {
             return Ok(());
         }
         let (config, clock) = (self.intake.config.clone(), self.clock);
-        let intake = tokio::task::spawn_blocking(move || Intake::open(config, clock))
+        let intake = tokio::task::spawn_blocking(move || open_intake(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))??;
         tracing::info!("maintainer certificates reloaded");
@@ -488,7 +518,7 @@ async fn run_poller(
     loop {
         let config = config.clone();
         let keys_stamp = crate::keys::dir_stamp(&config.keys_dir);
-        let opened = tokio::task::spawn_blocking(move || Intake::open(config, clock))
+        let opened = tokio::task::spawn_blocking(move || open_intake(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))?;
         let result = match opened {
@@ -593,6 +623,18 @@ pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary,
             tracing::info!("stopping after the current message");
             stop.cancel();
         });
+        // What a killed run left in staging; safe here: no web intake runs in
+        // this process, and the poller lock keeps other pollers out.
+        let guard = lock(&config.state_dir)?;
+        let store = crate::store::FsStore::open(&config.store)?;
+        let removed = store.remove_stale_staging()?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed incomplete reports left by an interrupted run"
+            );
+        }
+        drop(guard);
         let summary = run(config, clock, once, Health::new(), shutdown, links).await?;
         tracing::info!(
             sealed = summary.sealed,
