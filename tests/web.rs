@@ -833,6 +833,14 @@ fn without_a_usable_key_reports_are_refused_until_keys_reload() {
     site.add_key("new.asc", &common::armored_public(&fresh));
     srv.signal("HUP");
     let start = Instant::now();
+    while !srv.log_text().contains("SIGHUP: reloading certificates") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "SIGHUP not handled:\n{}",
+            srv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     while client().get(srv.url("/healthz")).send().unwrap().status() != 200 {
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -852,6 +860,52 @@ fn without_a_usable_key_reports_are_refused_until_keys_reload() {
         201
     );
     assert_store_clean(&site, 1);
+}
+
+#[test]
+fn keys_reload_when_the_keys_directory_changes() {
+    let site = Site::new();
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[limits]\n{TEST_LIMITS}\n"
+    ));
+    let srv = Server::start(&site);
+    assert_eq!(
+        client().get(srv.url("/healthz")).send().unwrap().status(),
+        503
+    );
+    let cert = common::sequoia_key("New <new@example.org>");
+    site.add_key("new.asc", &common::armored_public(&cert));
+    let start = Instant::now();
+    while client().get(srv.url("/healthz")).send().unwrap().status() != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "keys did not reload:\n{}",
+            srv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Removing it again stops its use.
+    std::fs::remove_file(site.keys_dir().join("new.asc")).unwrap();
+    let start = Instant::now();
+    while client().get(srv.url("/healthz")).send().unwrap().status() != 503 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "removed key still used:\n{}",
+            srv.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let form = Form::new().part("report", Part::bytes(api_json("t")));
+    assert_eq!(
+        client()
+            .post(srv.url("/api/v1/reports"))
+            .multipart(form)
+            .send()
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_store_clean(&site, 0);
 }
 
 #[test]
@@ -1216,6 +1270,37 @@ fn cross_site_form_posts_are_refused() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 201);
+}
+
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish() {
+    let (site, secret) = site_with_key("", TEST_LIMITS);
+    let mut srv = Server::start(&site);
+    let a = srv.addr.clone();
+    let file = random_bytes(300_000, 16);
+    let mp = RawMultipart::new()
+        .text("report", &api_json("t"))
+        .file(b"poc.bin", &file)
+        .end();
+    let req = mp.request(&a, "/api/v1/reports");
+    let mut s = TcpStream::connect(&a).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&req[..req.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    srv.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&req[req.len() / 2..]).unwrap();
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    let status = srv
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server exits after SIGTERM");
+    assert!(status.success(), "{status:?}:\n{}", srv.log_text());
+    assert_store_clean(&site, 1);
+    let id = &site.report_ids()[0];
+    assert!(attachment_bytes(&site, &secret, id, 0) == file);
 }
 
 #[test]

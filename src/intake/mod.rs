@@ -144,6 +144,7 @@ fn reload_on_sighup(state: AppState) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading certificates");
                     let state = state.clone();
                     let result = tokio::task::spawn_blocking(move || state.reload_keys()).await;
                     match result {
@@ -158,6 +159,36 @@ fn reload_on_sighup(state: AppState) {
         }
         Err(e) => tracing::error!("cannot watch SIGHUP, keys will not reload: {e}"),
     }
+}
+
+/// How often `keys_dir` is checked for added, removed or changed files.
+pub const KEYS_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reloads the keys when the files in `keys_dir` change (DESIGN §4).
+fn reload_on_keys_change(state: AppState) {
+    tokio::spawn(async move {
+        let dir = state.config().keys_dir.clone();
+        let mut last = state::keys_dir_signature(&dir);
+        let mut tick = tokio::time::interval(KEYS_POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = state::keys_dir_signature(&dir);
+            if now == last {
+                continue;
+            }
+            last = now;
+            tracing::info!("the keys directory changed: reloading certificates");
+            let state = state.clone();
+            match tokio::task::spawn_blocking(move || state.reload_keys()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!("reloading keys failed, the keys in use are kept: {e}")
+                }
+                Err(e) => tracing::error!("reloading keys failed: {e}"),
+            }
+        }
+    });
 }
 
 /// `embargo serve`: opens the intake and serves it on `config.listen` until
@@ -180,6 +211,7 @@ pub async fn serve_with(
         .map_err(|source| IntakeError::Listen { addr, source })?;
     tracing::info!(%local, "web intake listening");
     reload_on_sighup(state.clone());
+    reload_on_keys_change(state.clone());
     // With [mailbox], the poller runs beside the intake and stops with it.
     let stop_poller = tokio_util::sync::CancellationToken::new();
     // TODO(lead): put serve's NotifierHandle and Metrics into Links once serve

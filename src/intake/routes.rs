@@ -128,6 +128,7 @@ fn admit(state: &AppState, request: &Request) -> Result<(), ApiError> {
 /// `POST /report`: the form. 201 with the receipt page, or the form again.
 pub async fn submit_form(State(state): State<AppState>, request: Request) -> Response {
     if let Err(e) = admit(&state, &request) {
+        upload::drain(request.into_body()).await;
         return error_page(&state, &e);
     }
     let (parts, body) = request.into_parts();
@@ -158,6 +159,7 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
 /// `POST /api/v1/reports`: 201 with the JSON receipt.
 pub async fn submit_api(State(state): State<AppState>, request: Request) -> Response {
     if let Err(e) = admit(&state, &request) {
+        upload::drain(request.into_body()).await;
         return e.into_response();
     }
     let (parts, body) = request.into_parts();

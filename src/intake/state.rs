@@ -247,6 +247,29 @@ impl AppState {
     }
 }
 
+/// Names, sizes and modification times of the files in `dir`: when this
+/// changes, the keys are reloaded.
+pub fn keys_dir_signature(
+    dir: &std::path::Path,
+) -> Vec<(std::ffi::OsString, u64, Option<SystemTime>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let meta = e.metadata().ok();
+                    (
+                        e.file_name(),
+                        meta.as_ref().map_or(0, |m| m.len()),
+                        meta.and_then(|m| m.modified().ok()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 fn log_keyring(keyring: &Keyring, config: &Config) {
     for bad in &keyring.bad_files {
         tracing::warn!(file = %bad.file.display(), "skipping key file: {}", bad.reason);

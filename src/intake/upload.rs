@@ -82,40 +82,13 @@ pub async fn receive(
     body: Body,
     kind: Kind,
 ) -> Result<Accepted, Refused> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let boundary = multer::parse_boundary(content_type).map_err(|e| match e {
-        multer::Error::NoBoundary => ApiError::bad_request(
-            "no_boundary",
-            "the multipart/form-data content type has no boundary parameter",
-        ),
-        _ => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the report as multipart/form-data",
-        ),
-    })?;
-    let keys = state.keys();
-    let Some(sealer) = keys.sealer.clone() else {
-        return Err(no_key().into());
+    let (sealer, boundary, _slot) = match admit_upload(state, headers) {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            drain(body).await;
+            return Err(e.into());
+        }
     };
-    if let Some(problem) = keys.problem_at(state.clock().now()) {
-        tracing::warn!("report refused: {problem}");
-        return Err(no_key().into());
-    }
-    let Some(_slot) = state.try_upload_slot() else {
-        return Err(ApiError::unavailable(
-            "busy",
-            format!(
-                "{} uploads are already being received, the most this server takes at once; try again in a minute",
-                state.config().limits.max_concurrent_uploads
-            ),
-        )
-        .into());
-    };
-
     let mut session: Option<Session> = None;
     let deadline = state.config().limits.upload_timeout.0;
     let outcome = tokio::time::timeout(
@@ -144,6 +117,70 @@ pub async fn receive(
             Err(refused)
         }
     }
+}
+
+/// The checks made before the body is read: content type, a usable key,
+/// a free upload slot (held until the upload ends).
+fn admit_upload(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Sealer, String, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let boundary = multer::parse_boundary(content_type).map_err(|e| match e {
+        multer::Error::NoBoundary => ApiError::bad_request(
+            "no_boundary",
+            "the multipart/form-data content type has no boundary parameter",
+        ),
+        _ => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the report as multipart/form-data",
+        ),
+    })?;
+    let keys = state.keys();
+    let Some(sealer) = keys.sealer.clone() else {
+        return Err(no_key());
+    };
+    if let Some(problem) = keys.problem_at(state.clock().now()) {
+        tracing::warn!("report refused: {problem}");
+        return Err(no_key());
+    }
+    let Some(slot) = state.try_upload_slot() else {
+        return Err(ApiError::unavailable(
+            "busy",
+            format!(
+                "{} uploads are already being received, the most this server takes at once; try again in a minute",
+                state.config().limits.max_concurrent_uploads
+            ),
+        ));
+    };
+    Ok((sealer, boundary, slot))
+}
+
+/// Most bytes read and thrown away from a refused request's body, so the
+/// client (a browser, typically) is ready to read the answer.
+pub const DRAIN_MAX_BYTES: usize = 1024 * 1024;
+/// How long draining may take.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards (a bounded part of) a body that will not be used.
+/// Clients that are still sending when the answer comes often miss it.
+pub async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn no_key() -> ApiError {
