@@ -1159,7 +1159,9 @@ fn a_locked_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
         transcript.push_str(&String::from_utf8_lossy(&buf[..n]));
         let prompts = transcript.matches("Passphrase for the secret key").count();
         if prompts > answered {
-            // A wrong answer first, then the right one.
+            // A wrong answer first, then the right one. Like a person, wait
+            // a moment: rpassword turns echo off just after showing the prompt.
+            std::thread::sleep(Duration::from_millis(300));
             let answer = if answered == 0 {
                 "battery-staple-9\n"
             } else {
@@ -1317,5 +1319,96 @@ fn subkeys_exported_without_the_primary_secret_open_with_the_passphrase() {
     assert_eq!(
         fs::read(out2.join(id.as_str()).join("f.txt")).unwrap(),
         b"subkey only"
+    );
+}
+
+#[test]
+fn gpg_agent_asks_for_a_locked_keys_passphrase_with_its_pinentry_on_the_terminal() {
+    if Command::new("script").arg("--version").output().is_err()
+        || !Path::new("/usr/bin/pinentry-curses").exists()
+    {
+        eprintln!("skipped: needs script(1) and pinentry-curses");
+        return;
+    }
+    let site = Site::new();
+    let gpg = Gpg::new();
+    fs::write(
+        gpg.home.path().join("gpg-agent.conf"),
+        "pinentry-program /usr/bin/pinentry-curses\n",
+    )
+    .unwrap();
+    let fpr = gpg.gen_key(
+        "Pin <pin@example.org>",
+        GpgKeyType::Cv25519,
+        "pin-pass-42",
+        "1y",
+    );
+    // The key was made with loopback; forget the cached passphrase.
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", gpg.home.path())
+        .args(["--kill", "gpg-agent"])
+        .status();
+    let cert = Cert::from_bytes(&gpg.export_public(&fpr)).unwrap();
+    let s = sealer(&site.state_dir(), vec![cert], SystemTime::now());
+    let id = seal(
+        &s,
+        &site.store_dir(),
+        body("Pinentry", Severity::Low),
+        &[("f.txt", b"via pinentry")],
+    );
+    let out = site.path().join("out");
+    let cmd = format!(
+        "{} decrypt {id} --gpg --store {} --out {}",
+        embargo_bin().display(),
+        site.store_dir().display(),
+        out.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("GNUPGHOME", gpg.home.path())
+        .env_remove("GPG_TTY")
+        .env_remove("DISPLAY")
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = output.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut transcript = String::new();
+    let mut answered = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(chunk) => transcript.push_str(&String::from_utf8_lossy(&chunk)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !answered && transcript.contains("Passphrase") {
+            use std::io::Write;
+            std::thread::sleep(Duration::from_millis(300));
+            input.write_all(b"pin-pass-42\r").unwrap();
+            input.flush().unwrap();
+            answered = true;
+        }
+    }
+    drop(input);
+    let status = child.wait().unwrap();
+    assert!(answered, "no pinentry prompt:\n{transcript}");
+    assert!(status.success(), "{transcript}");
+    assert_eq!(
+        fs::read(out.join(id.as_str()).join("f.txt")).unwrap(),
+        b"via pinentry"
     );
 }
