@@ -89,6 +89,10 @@ fn chromium_without_javascript_submits_the_form_with_a_file() {
     let source = b.source();
     assert!(source.contains("BEGIN PGP SIGNED MESSAGE") && source.contains("poc-exploit.html"));
     b.screenshot(&artifacts().join("browser-receipt.png"));
+    // The form on a phone-sized window: no horizontal scrolling needed.
+    b.resize(390, 1400);
+    b.goto(&srv.url("/"));
+    b.screenshot(&artifacts().join("browser-form-phone.png"));
     drop(b);
 
     let opener = common::opener(&secret, Some(site.signing_cert()));

@@ -150,6 +150,15 @@ impl Browser {
             .to_string()
     }
 
+    /// Resizes the window (e.g. to a phone's width).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.s("/window/rect"),
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     pub fn source(&self) -> String {
         self.call("GET", &self.s("/source"), None)
             .as_str()
