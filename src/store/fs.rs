@@ -14,6 +14,9 @@ const TRASH: &str = ".trash";
 /// Held (flock) by the process writing a staging directory, so cleanup by
 /// another process never removes a report that is still being written.
 const LOCK: &str = ".lock";
+/// Taken shared while a staging directory is created and locked, and
+/// exclusively by the sweep that removes what crashed writers left.
+const SWEEP_LOCK: &str = ".sweep.lock";
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// Sealed reports as directories under `ROOT/reports/`.
@@ -77,19 +80,28 @@ impl Store for FsStore {
         }
         let staging_root = self.reports.join(STAGING);
         let dir = staging_root.join(id.as_str());
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::AlreadyExists {
-                    StoreError::Exists(id.clone())
-                } else {
-                    StoreError::Io {
-                        path: dir.display().to_string(),
-                        source: e,
-                    }
+        // Held shared from mkdir until our own lock is taken, so a sweep
+        // (which holds it exclusively) never sees the directory unlocked.
+        let sweep = self.sweep_lock()?;
+        sweep.lock_shared().map_err(io_err(&staging_root))?;
+        let mut created = fs::DirBuilder::new().mode(0o700).create(&dir);
+        if matches!(&created, Err(e) if e.kind() == io::ErrorKind::AlreadyExists)
+            && !is_locked(&dir)
+        {
+            // Left by an earlier attempt whose cleanup failed: nobody owns it.
+            remove_dir_if_present(&dir).map_err(io_err(&dir))?;
+            created = fs::DirBuilder::new().mode(0o700).create(&dir);
+        }
+        created.map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                StoreError::Exists(id.clone())
+            } else {
+                StoreError::Io {
+                    path: dir.display().to_string(),
+                    source: e,
                 }
-            })?;
+            }
+        })?;
         let lock = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -97,6 +109,7 @@ impl Store for FsStore {
             .open(dir.join(LOCK))
             .map_err(io_err(&dir))?;
         lock.lock().map_err(io_err(&dir))?;
+        drop(sweep);
         Ok(Box::new(FsStaging {
             id: id.clone(),
             dir,
@@ -171,7 +184,7 @@ impl Store for FsStore {
                 .join(format!("{}-{}", id.as_str(), rand::random::<u32>()));
         fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         sync_dir(&self.reports).map_err(io_err(&self.reports))?;
-        fs::remove_dir_all(&trash).map_err(io_err(&trash))
+        remove_dir_if_present(&trash).map_err(io_err(&trash))
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -192,18 +205,47 @@ impl Store for FsStore {
     }
 
     fn remove_stale_staging(&self) -> Result<usize, StoreError> {
+        let sweep = self.sweep_lock()?;
+        sweep.lock().map_err(io_err(&self.reports))?;
         let mut removed = 0;
         for root in [STAGING, TRASH] {
             let root = self.reports.join(root);
             for entry in fs::read_dir(&root).map_err(io_err(&root))? {
                 let path = entry.map_err(io_err(&root))?.path();
                 if path.is_dir() && !is_locked(&path) {
-                    fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                    remove_dir_if_present(&path).map_err(io_err(&path))?;
                     removed += 1;
                 }
             }
         }
         Ok(removed)
+    }
+}
+
+impl FsStore {
+    /// The store-wide lock that keeps sweeps out of staging being created.
+    fn sweep_lock(&self) -> Result<File, StoreError> {
+        open_sweep_lock(&self.reports)
+    }
+}
+
+fn open_sweep_lock(reports: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(reports.join(SWEEP_LOCK))
+        .map_err(io_err(reports))
+}
+
+/// Removes a directory tree; one that is already gone is fine (a sweep in
+/// another process may have got there first).
+fn remove_dir_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -258,6 +300,10 @@ impl Staging for FsStaging {
                 source: io::Error::other("refusing to commit a report without manifest.pgp"),
             });
         }
+        // Once the lock file is gone, only the shared sweep lock keeps a
+        // sweep from taking this finished directory for a crashed one.
+        let sweep = open_sweep_lock(&self.reports)?;
+        sweep.lock_shared().map_err(io_err(&self.reports))?;
         fs::remove_file(self.dir.join(LOCK)).map_err(io_err(&self.dir))?;
         sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         fs::rename(&self.dir, &self.target).map_err(|e| {
@@ -271,6 +317,7 @@ impl Staging for FsStaging {
             }
         })?;
         self.committed = true;
+        drop(sweep);
         sync_dir(&self.reports).map_err(io_err(&self.reports))?;
         sync_dir(&self.reports.join(STAGING)).map_err(io_err(&self.reports))?;
         Ok(())
@@ -397,6 +444,50 @@ mod tests {
                 .count(),
             1
         );
+        drop(live);
+    }
+
+    #[test]
+    fn sweeps_running_alongside_writers_never_break_a_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sweeper = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut sweeps = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.remove_stale_staging().unwrap();
+                    sweeps += 1;
+                }
+                sweeps
+            })
+        };
+        for _ in 0..300 {
+            let id = ReportId::random();
+            write_report(&store, &id, &[("001.pgp", b"one"), ("manifest.pgp", b"m")])
+                .commit()
+                .unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(sweeper.join().unwrap() > 0);
+        assert_eq!(store.list().unwrap().len(), 300);
+    }
+
+    #[test]
+    fn an_unowned_staging_directory_for_the_same_id_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ReportId::random();
+        fs::create_dir(dir.path().join("reports/.staging").join(id.as_str())).unwrap();
+        write_report(&store, &id, &[("manifest.pgp", b"m")])
+            .commit()
+            .unwrap();
+        assert!(store.contains(&id).unwrap());
+        // While a live writer holds it, the same ID is refused.
+        let other = ReportId::random();
+        let live = store.stage(&other).unwrap();
+        assert!(matches!(store.stage(&other), Err(StoreError::Exists(_))));
         drop(live);
     }
 
