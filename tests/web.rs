@@ -221,6 +221,11 @@ fn form_post_answers_with_a_receipt_page_and_seals_every_field() {
     form = form.part("attachment", Part::bytes(poc.clone()).file_name("poc.html"));
     // What a browser sends for a second, empty file input: skipped.
     form = form.part("attachment", Part::bytes(Vec::new()).file_name(""));
+    // A file name is shown on the receipt page: escaped.
+    form = form.part(
+        "attachment",
+        Part::bytes(b"x".to_vec()).file_name("<img src=x onerror=alert(1)>.txt"),
+    );
     let r = client()
         .post(srv.url("/report"))
         .multipart(form)
@@ -245,6 +250,10 @@ fn form_post_answers_with_a_receipt_page_and_seals_every_field() {
     id.parse::<ReportId>().unwrap();
     assert!(page.contains("BEGIN PGP SIGNED MESSAGE"));
     assert!(page.contains("48 hours"), "policy promise on the receipt");
+    assert!(
+        !page.contains("<img src=x"),
+        "file names are escaped on the receipt"
+    );
 
     let manifest = manifest_of(&site, &secret, &id);
     assert_eq!(manifest.channel, embargo::seal::Channel::Web);
@@ -260,7 +269,11 @@ fn form_post_answers_with_a_receipt_page_and_seals_every_field() {
     assert_eq!(manifest.reporter.name, "R. Searcher");
     assert_eq!(manifest.reporter.email, "r@example.org");
     assert_eq!(manifest.reporter.credit, embargo::report::Credit::Name);
-    assert_eq!(manifest.attachments.len(), 1);
+    assert_eq!(manifest.attachments.len(), 2);
+    assert_eq!(
+        manifest.attachments[1].name,
+        "<img src=x onerror=alert(1)>.txt"
+    );
     assert_eq!(manifest.attachments[0].name, "poc.html");
     assert!(attachment_bytes(&site, &secret, &id, 0) == poc);
 }
