@@ -118,12 +118,37 @@ struct RevealOpts {
 
 impl RevealOpts {
     /// The store, key and signer choices, and the policy for deadlines.
-    fn resolve(self) -> Result<(Option<PathBuf>, reveal::KeyArgs, reveal::SignerArgs, embargo::config::Policy)> {
-        let config = self.config.as_deref().map(embargo::config::Config::load).transpose()?;
-        let keys = reveal::KeyArgs { key: self.key, passphrase_file: self.passphrase_file, gpg: self.gpg };
-        let signer = reveal::SignerArgs { signer: self.signer, state_dir: config.as_ref().map(|c| c.state_dir.clone()) };
-        let store = self.store.or_else(|| config.as_ref().map(|c| c.store.clone()));
-        Ok((store, keys, signer, config.map(|c| c.policy).unwrap_or_default()))
+    fn resolve(
+        self,
+    ) -> Result<(
+        Option<PathBuf>,
+        reveal::KeyArgs,
+        reveal::SignerArgs,
+        embargo::config::Policy,
+    )> {
+        let config = self
+            .config
+            .as_deref()
+            .map(embargo::config::Config::load)
+            .transpose()?;
+        let keys = reveal::KeyArgs {
+            key: self.key,
+            passphrase_file: self.passphrase_file,
+            gpg: self.gpg,
+        };
+        let signer = reveal::SignerArgs {
+            signer: self.signer,
+            state_dir: config.as_ref().map(|c| c.state_dir.clone()),
+        };
+        let store = self
+            .store
+            .or_else(|| config.as_ref().map(|c| c.store.clone()));
+        Ok((
+            store,
+            keys,
+            signer,
+            config.map(|c| c.policy).unwrap_or_default(),
+        ))
     }
 }
 
@@ -152,9 +177,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EMBARGO_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("EMBARGO_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_target(false)
+        // Colour codes only for a person at a terminal, never into journald or files.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     match run(cli) {
         Ok(code) => code,
@@ -168,9 +199,9 @@ fn main() -> ExitCode {
 fn clock_from(now: Option<&str>) -> Result<Clock> {
     match now {
         None => Ok(Clock::system()),
-        Some(s) => clock::parse_rfc3339(s)
-            .map(Clock::fixed)
-            .with_context(|| format!("--now {s:?} is not an RFC 3339 time like 2026-11-23T16:40:00Z")),
+        Some(s) => clock::parse_rfc3339(s).map(Clock::fixed).with_context(|| {
+            format!("--now {s:?} is not an RFC 3339 time like 2026-11-23T16:40:00Z")
+        }),
     }
 }
 
@@ -191,7 +222,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             embargo::intake::demo(std::path::Path::new("demo"), clock)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Seal { config, report, attachments } => {
+        Command::Seal {
+            config,
+            report,
+            attachments,
+        } => {
             let config = app::load_config(config.as_deref())?;
             let json = std::fs::read(&report)
                 .with_context(|| format!("cannot read the report file {}", report.display()))?;
@@ -200,7 +235,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", sealed.id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Keys { command: KeysCommand::Check { config } } => {
+        Command::Keys {
+            command: KeysCommand::Check { config },
+        } => {
             let config = app::load_config(config.as_deref())?;
             let keyring = embargo::keys::Keyring::load(&config.keys_dir, clock)?;
             let (text, usable) = app::keys_check(&keyring, config.key_expiry_warning.0);
@@ -208,23 +245,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if usable {
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("embargo: error: {}", keyring.usable().err().map(|e| e.to_string()).unwrap_or_default());
+                eprintln!(
+                    "embargo: error: {}",
+                    keyring
+                        .usable()
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                );
                 Ok(ExitCode::from(1))
             }
         }
-        Command::Decrypt { report, reveal: opts, out } => {
+        Command::Decrypt {
+            report,
+            reveal: opts,
+            out,
+        } => {
             let (store, keys, signer, policy) = opts.resolve()?;
-            let args = reveal::DecryptArgs { target: report, store, out, keys, signer, policy };
+            let args = reveal::DecryptArgs {
+                target: report,
+                store,
+                out,
+                keys,
+                signer,
+                policy,
+            };
             Ok(match reveal::decrypt(&args) {
                 Ok(done) => {
                     let signature = match &done.signature {
-                        embargo::seal::SignatureCheck::Verified(fpr) => format!("manifest signed by the intake key {fpr}"),
+                        embargo::seal::SignatureCheck::Verified(fpr) => {
+                            format!("manifest signed by the intake key {fpr}")
+                        }
                         _ => {
                             eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
                             "manifest signature NOT checked".into()
                         }
                     };
-                    eprintln!("embargo: report {} decrypted: {} attachment(s) matched the manifest's sizes and SHA-256, {signature}; see report.md", done.id, done.files.len());
+                    eprintln!(
+                        "embargo: report {} decrypted: {} attachment(s) matched the manifest's sizes and SHA-256, {signature}; see report.md",
+                        done.id,
+                        done.files.len()
+                    );
                     println!("{}", done.dir.display());
                     ExitCode::SUCCESS
                 }
@@ -237,42 +298,75 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(s) => s,
                 Err(e) => return Ok(reveal_failed(e)),
             };
-            Ok(match reveal::list(&reveal::ListArgs { store, keys, signer, policy, clock }) {
-                Ok(listing) => {
-                    if listing.any_unchecked() {
-                        eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
+            Ok(
+                match reveal::list(&reveal::ListArgs {
+                    store,
+                    keys,
+                    signer,
+                    policy,
+                    clock,
+                }) {
+                    Ok(listing) => {
+                        if listing.any_unchecked() {
+                            eprintln!("{}", reveal::keysource::UNCHECKED_SIGNATURE_WARNING);
+                        }
+                        if json {
+                            println!("{}", listing.to_json());
+                        } else {
+                            use std::io::IsTerminal;
+                            let colour = std::io::stdout().is_terminal()
+                                && std::env::var_os("NO_COLOR").is_none();
+                            print!("{}", listing.to_table(colour));
+                        }
+                        ExitCode::SUCCESS
                     }
-                    if json {
-                        println!("{}", listing.to_json());
-                    } else {
-                        use std::io::IsTerminal;
-                        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                        print!("{}", listing.to_table(colour));
+                    Err(e) => reveal_failed(e),
+                },
+            )
+        }
+        Command::Token {
+            command: TokenCommand::New,
+        } => {
+            let token = reveal::new_token();
+            println!("{}\n{}", token.token.as_str(), token.config_line);
+            eprintln!(
+                "embargo: give the first line to the maintainer (in a chmod 600 file for --token-file); put the second in [maintainers] of embargo.toml"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fetch {
+            from,
+            token_file,
+            store,
+        } => Ok(
+            match reveal::fetch(&reveal::FetchArgs {
+                from,
+                token_file,
+                store,
+            }) {
+                Ok(summary) => {
+                    for id in &summary.fetched {
+                        println!("{id}");
                     }
+                    eprintln!(
+                        "embargo: fetched {} new report(s) ({} bytes); {} already here",
+                        summary.fetched.len(),
+                        summary.bytes,
+                        summary.already_present
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => reveal_failed(e),
-            })
-        }
-        Command::Token { command: TokenCommand::New } => {
-            let token = reveal::new_token();
-            println!("{}\n{}", token.token.as_str(), token.config_line);
-            eprintln!("embargo: give the first line to the maintainer (in a chmod 600 file for --token-file); put the second in [maintainers] of embargo.toml");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Fetch { from, token_file, store } => Ok(match reveal::fetch(&reveal::FetchArgs { from, token_file, store }) {
-            Ok(summary) => {
-                for id in &summary.fetched {
-                    println!("{id}");
-                }
-                eprintln!("embargo: fetched {} new report(s) ({} bytes); {} already here", summary.fetched.len(), summary.bytes, summary.already_present);
-                ExitCode::SUCCESS
-            }
-            Err(e) => reveal_failed(e),
-        }),
-        Command::Keys { command: KeysCommand::Signing { config } } => {
+            },
+        ),
+        Command::Keys {
+            command: KeysCommand::Signing { config },
+        } => {
             let config = app::load_config(config.as_deref())?;
-            let secrets = embargo::keys::IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?;
+            let secrets = embargo::keys::IntakeSecrets::load_or_create(
+                &config.state_dir,
+                &config.project_name,
+            )?;
             print!("{}", secrets.signing_cert_armored()?);
             Ok(ExitCode::SUCCESS)
         }
