@@ -103,6 +103,7 @@ fn reports_older_than_max_age_disappear_whole_and_fresh_ones_stay() {
     let expected: Vec<String> = {
         let mut v = vec![
             "reports/.staging".to_string(),
+            "reports/.sweep.lock".to_string(),
             "reports/.trash".to_string(),
             format!("reports/{fresh}"),
             format!("reports/{new}"),
