@@ -50,15 +50,7 @@ impl Intake {
     /// and the store, and removes what an earlier crash left in staging.
     pub fn open(config: Config, clock: Clock) -> Result<Intake, AppError> {
         let keyring = Keyring::load(&config.keys_dir, clock)?;
-        for bad in &keyring.bad_files {
-            tracing::warn!(file = %bad.file.display(), "skipping key file: {}", bad.reason);
-        }
-        for entry in keyring.entries.iter().filter(|e| !e.is_usable()) {
-            tracing::warn!(fingerprint = %entry.fingerprint(), file = %entry.file.display(), "certificate not used: {}", entry.problem.as_deref().unwrap_or(""));
-        }
-        for entry in keyring.expiring_within(config.key_expiry_warning.0) {
-            tracing::warn!(fingerprint = %entry.fingerprint(), expires = %entry.expires.map(rfc3339).unwrap_or_default(), "certificate expires soon: ask its maintainer to extend it");
-        }
+        keyring.log_problems(config.key_expiry_warning.0);
         let recipients = keyring.recipients()?;
         let secrets = Arc::new(IntakeSecrets::load_or_create(
             &config.state_dir,

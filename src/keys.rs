@@ -230,6 +230,23 @@ impl Keyring {
             .collect()
     }
 
+    /// Logs unreadable files, unusable certificates and those expiring
+    /// within `warn_within` (fingerprints and file names only).
+    pub fn log_problems(&self, warn_within: Duration) {
+        for bad in &self.bad_files {
+            tracing::warn!(file = %bad.file.display(), "skipping key file: {}", bad.reason);
+        }
+        for entry in self.entries.iter().filter(|e| !e.is_usable()) {
+            tracing::warn!(fingerprint = %entry.fingerprint(), file = %entry.file.display(), "certificate not used: {}", entry.problem.as_deref().unwrap_or(""));
+        }
+        for entry in self.expiring_within(warn_within) {
+            tracing::warn!(fingerprint = %entry.fingerprint(), expires = %entry.expires.map(rfc3339).unwrap_or_default(), "certificate expires soon: ask its maintainer to extend it");
+        }
+        if self.usable().is_err() {
+            tracing::error!(dir = %self.dir.display(), "no usable maintainer certificate: every report is refused until one is added");
+        }
+    }
+
     fn why_none(&self) -> String {
         let mut reasons: Vec<String> = self
             .entries

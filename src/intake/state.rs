@@ -14,6 +14,8 @@ use super::IntakeError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::{CertEntry, IntakeSecrets, Keyring, judge};
+use crate::metrics::{Channel as MetricsChannel, Metrics};
+use crate::notify::NotifierHandle;
 use crate::seal::Sealer;
 use crate::store::{FsStore, Store};
 
@@ -39,6 +41,10 @@ struct Inner {
     tokens: Vec<[u8; 32]>,
     /// The mailbox poller's health, when `serve` runs one.
     mailbox: std::sync::OnceLock<crate::mailbox::Health>,
+    /// Counters for `/metrics`.
+    metrics: Arc<Metrics>,
+    /// Batched "new report" notices, when `serve` runs the notifier.
+    notifier: std::sync::OnceLock<NotifierHandle>,
 }
 
 /// The maintainer certificates as last loaded, and the sealer built on them.
@@ -137,7 +143,7 @@ impl AppState {
         secrets: Arc<IntakeSecrets>,
         store: Arc<FsStore>,
     ) -> AppState {
-        log_keyring(&keyring, &config);
+        keyring.log_problems(config.key_expiry_warning.0);
         let keys = KeySet::build(keyring, &secrets, &config, clock);
         let tokens = config
             .maintainers
@@ -150,6 +156,8 @@ impl AppState {
             })
             .collect();
         let uploads = Arc::new(Semaphore::new(config.limits.max_concurrent_uploads));
+        let metrics = Arc::new(Metrics::new(clock));
+        metrics.set_keys(&keys.keyring);
         AppState {
             inner: Arc::new(Inner {
                 config,
@@ -161,6 +169,8 @@ impl AppState {
                 rate: Mutex::new(RateTable::default()),
                 tokens,
                 mailbox: std::sync::OnceLock::new(),
+                metrics,
+                notifier: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -173,6 +183,26 @@ impl AppState {
     /// The mailbox poller's health, when one runs in this process.
     pub fn mailbox_health(&self) -> Option<&crate::mailbox::Health> {
         self.inner.mailbox.get()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Lets reports accepted here be announced by `serve`'s notifier.
+    pub fn set_notifier(&self, notifier: NotifierHandle) {
+        let _ = self.inner.notifier.set(notifier);
+    }
+
+    /// Counts an accepted report and announces it (content-free, batched).
+    pub fn report_accepted(&self, channel: MetricsChannel, sealed: &crate::seal::SealedReport) {
+        self.inner.metrics.report_accepted(channel);
+        self.inner
+            .metrics
+            .bytes_sealed(sealed.parts.iter().map(|p| p.size).sum());
+        if let Some(n) = self.inner.notifier.get() {
+            n.report_arrived();
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -203,7 +233,7 @@ impl AppState {
     /// secret key, the keys in use are kept and the error is returned.
     pub fn reload_keys(&self) -> Result<(), IntakeError> {
         let keyring = Keyring::load(&self.inner.config.keys_dir, self.inner.clock)?;
-        log_keyring(&keyring, &self.inner.config);
+        keyring.log_problems(self.inner.config.key_expiry_warning.0);
         let set = Arc::new(KeySet::build(
             keyring,
             &self.inner.secrets,
@@ -211,6 +241,7 @@ impl AppState {
             self.inner.clock,
         ));
         let usable = set.usable_at(self.inner.clock.now()).len();
+        self.inner.metrics.set_keys(&set.keyring);
         match self.inner.keys.write() {
             Ok(mut k) => *k = set,
             Err(poisoned) => *poisoned.into_inner() = set,
@@ -244,44 +275,6 @@ impl AppState {
             ok |= hash.ct_eq(expected);
         }
         bool::from(ok)
-    }
-}
-
-/// Names, sizes and modification times of the files in `dir`: when this
-/// changes, the keys are reloaded.
-pub fn keys_dir_signature(
-    dir: &std::path::Path,
-) -> Vec<(std::ffi::OsString, u64, Option<SystemTime>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| {
-                    let meta = e.metadata().ok();
-                    (
-                        e.file_name(),
-                        meta.as_ref().map_or(0, |m| m.len()),
-                        meta.and_then(|m| m.modified().ok()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-fn log_keyring(keyring: &Keyring, config: &Config) {
-    for bad in &keyring.bad_files {
-        tracing::warn!(file = %bad.file.display(), "skipping key file: {}", bad.reason);
-    }
-    for entry in keyring.entries.iter().filter(|e| !e.is_usable()) {
-        tracing::warn!(fingerprint = %entry.fingerprint(), "certificate not used: {}", entry.problem.as_deref().unwrap_or(""));
-    }
-    for entry in keyring.expiring_within(config.key_expiry_warning.0) {
-        tracing::warn!(fingerprint = %entry.fingerprint(), "certificate expires soon: ask its maintainer to extend it");
-    }
-    if keyring.usable().is_err() {
-        tracing::error!(dir = %keyring.dir.display(), "no usable maintainer certificate: every report is refused (503) until one is added and keys are reloaded (SIGHUP)");
     }
 }
 
