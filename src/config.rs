@@ -107,6 +107,9 @@ pub struct Config {
     pub key_expiry_warning: Span,
     pub project_name: String,
     pub policy_url: Option<String>,
+    /// Serve `/metrics` without a token on this address (e.g. a loopback
+    /// port for Prometheus); on `listen` it needs a maintainer token.
+    pub metrics_listen: Option<String>,
     pub limits: Limits,
     pub policy: Policy,
     pub maintainers: Maintainers,
@@ -126,6 +129,7 @@ impl Default for Config {
             key_expiry_warning: Span(Duration::from_secs(30 * 86_400)),
             project_name: "Example Project".into(),
             policy_url: None,
+            metrics_listen: None,
             limits: Limits::default(),
             policy: Policy::default(),
             maintainers: Maintainers::default(),

@@ -20,6 +20,9 @@ struct Cli {
     /// Pretend the time is this RFC 3339 instant (for tests of expiry and deadlines).
     #[arg(long, global = true, hide = true)]
     now: Option<String>,
+    /// Log format on stderr: `text`, or `json` (one object per line) for log collectors.
+    #[arg(long, global = true, env = "EMBARGO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -174,25 +177,39 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EMBARGO_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_target(false)
-        // Colour codes only for a person at a terminal, never into journald or files.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+    init_logs(&cli);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("embargo: error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Logs go to stderr, filtered by `EMBARGO_LOG`. Servers log at `info` by
+/// default (one line per request); one-shot commands only warn.
+fn init_logs(cli: &Cli) {
+    let default = match cli.command {
+        Command::Serve { .. } | Command::Poll { .. } | Command::Demo => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EMBARGO_LOG")
+        .unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false);
+    if cli.log_format == "json" {
+        builder.json().with_current_span(false).init();
+    } else {
+        // Colour codes only for a person at a terminal, never into journald or files.
+        builder
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .init();
     }
 }
 

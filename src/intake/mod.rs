@@ -63,6 +63,8 @@ pub enum IntakeError {
     },
     #[error("the server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot start the notices to [maintainers] notify: {0}")]
+    Notify(String),
     #[error("cannot prepare the demo in {dir}: {reason}")]
     Demo { dir: PathBuf, reason: String },
 }
@@ -80,10 +82,20 @@ pub fn router(state: AppState) -> Router {
         .route("/static/style.css", get(routes::stylesheet))
         .route("/api/v1/sealed", get(sealed::list))
         .route("/api/v1/sealed/{id}/{part}", get(sealed::part))
+        .route("/metrics", get(routes::metrics_with_token))
         .fallback(routes::not_found)
         // Uploads are bounded by [limits] while they stream, not by axum's
         // buffering limit (which would cut attachments at 2 MB).
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(routes::security_headers))
+        .route_layer(axum::middleware::from_fn(routes::log_request))
+        .with_state(state)
+}
+
+/// The metrics-only application for `metrics_listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics_open))
         .layer(axum::middleware::from_fn(routes::security_headers))
         .with_state(state)
 }
@@ -137,14 +149,15 @@ async fn terminate() {
     }
 }
 
-/// Reloads the keys on every SIGHUP.
-fn reload_on_sighup(state: AppState) {
+/// Reloads the keys on every SIGHUP (and tells the poller to, via `poller`).
+fn reload_on_sighup(state: AppState, poller: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading certificates");
+                    poller.store(true, std::sync::atomic::Ordering::SeqCst);
                     let state = state.clone();
                     let result = tokio::task::spawn_blocking(move || state.reload_keys()).await;
                     match result {
@@ -168,12 +181,12 @@ pub const KEYS_POLL_INTERVAL: Duration = Duration::from_secs(5);
 fn reload_on_keys_change(state: AppState) {
     tokio::spawn(async move {
         let dir = state.config().keys_dir.clone();
-        let mut last = state::keys_dir_signature(&dir);
+        let mut last = crate::keys::dir_stamp(&dir);
         let mut tick = tokio::time::interval(KEYS_POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = state::keys_dir_signature(&dir);
+            let now = crate::keys::dir_stamp(&dir);
             if now == last {
                 continue;
             }
@@ -210,29 +223,82 @@ pub async fn serve_with(
         .local_addr()
         .map_err(|source| IntakeError::Listen { addr, source })?;
     tracing::info!(%local, "web intake listening");
-    reload_on_sighup(state.clone());
+    let metrics_listener = match &state.config().metrics_listen {
+        Some(addr) => {
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| IntakeError::Listen {
+                        addr: addr.clone(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     reload_on_keys_change(state.clone());
-    // With [mailbox], the poller runs beside the intake and stops with it.
-    let stop_poller = tokio_util::sync::CancellationToken::new();
-    // TODO(lead): put serve's NotifierHandle and Metrics into Links once serve
-    // runs them, so web and mail reports share one batched notice and one
-    // /metrics; meanwhile the poller runs its own notifier.
-    let links = crate::mailbox::Links::default();
-    let poller = crate::mailbox::spawn(state.config().clone(), clock, stop_poller.clone(), links);
+    // Everything running beside the intake stops with it.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let metrics = state.metrics().clone();
+    let (notifier, notify_task) =
+        crate::notify::Notifier::spawn(state.config(), Some(metrics.clone()), shutdown.clone())
+            .map_err(|e| IntakeError::Notify(e.to_string()))?;
+    state.set_notifier(notifier.clone());
+    // With [mailbox], the poller shares the notices and the counters.
+    let links = crate::mailbox::Links {
+        notifier: Some(notifier.clone()),
+        metrics: Some(metrics.clone()),
+        ..Default::default()
+    };
+    reload_on_sighup(state.clone(), links.reload_keys.clone());
+    let poller = crate::mailbox::spawn(state.config().clone(), clock, shutdown.clone(), links);
     if let Some((health, _)) = &poller {
         state.set_mailbox_health(health.clone());
     }
+    let keys_state = state.clone();
+    tokio::spawn(crate::alerts::daily(
+        move || Some(keys_state.keys().keyring.clone()),
+        clock,
+        metrics.clone(),
+        Some(notifier),
+        shutdown.clone(),
+    ));
+    let retention = crate::retention::spawn(
+        state.store().clone(),
+        state.config().state_dir.clone(),
+        state.config().retention.clone(),
+        clock,
+        Some(metrics),
+        shutdown.clone(),
+    );
+    if let Some(listener) = metrics_listener {
+        let app = metrics_router(state.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("the metrics listener failed: {e}");
+            }
+        });
+    }
     ready(local);
-    let stop = stop_poller.clone();
+    let stop = shutdown.clone();
     let result = run(listener, state, async move {
         terminate().await;
         stop.cancel();
     })
     .await;
-    stop_poller.cancel();
+    shutdown.cancel();
     if let Some((_, task)) = poller {
         let _ = task.await;
     }
+    if let Some(task) = retention {
+        let _ = task.await;
+    }
+    // Reports accepted before the stop are still announced (bounded wait).
+    let _ = notify_task.await;
     result
 }
 

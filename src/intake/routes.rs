@@ -17,6 +17,7 @@ use super::state::AppState;
 use super::upload::{self, Kind, Refused};
 use crate::clock::rfc3339;
 use crate::keys::armor_certs;
+use crate::metrics::{Channel as MetricsChannel, Rejection};
 use crate::report::FieldErrors;
 use crate::store::Store;
 
@@ -128,6 +129,7 @@ fn admit(state: &AppState, request: &Request) -> Result<(), ApiError> {
 /// `POST /report`: the form. 201 with the receipt page, or the form again.
 pub async fn submit_form(State(state): State<AppState>, request: Request) -> Response {
     if let Err(e) = admit(&state, &request) {
+        state.metrics().rejected(rejection(&e));
         upload::drain(request.into_body()).await;
         return error_page(&state, &e);
     }
@@ -135,22 +137,27 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
     match upload::receive(&state, &parts.headers, body, Kind::Form).await {
         Ok(accepted) => {
             tracing::info!(channel = "web", "report sealed and stored");
+            state.report_accepted(MetricsChannel::Web, &accepted.sealed);
             html(StatusCode::CREATED, &receipt_page(&state, &accepted))
         }
         Err(Refused::Invalid {
             raw,
             errors,
             had_files,
-        }) => html(
-            StatusCode::BAD_REQUEST,
-            &form_page(&state, Some(&raw), &errors, had_files),
-        ),
+        }) => {
+            state.metrics().rejected(Rejection::Invalid);
+            html(
+                StatusCode::BAD_REQUEST,
+                &form_page(&state, Some(&raw), &errors, had_files),
+            )
+        }
         Err(Refused::Error(e)) => {
             tracing::info!(
                 status = e.status.as_u16(),
                 code = e.code,
                 "form report refused"
             );
+            state.metrics().rejected(rejection(&e));
             error_page(&state, &e)
         }
     }
@@ -159,6 +166,7 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
 /// `POST /api/v1/reports`: 201 with the JSON receipt.
 pub async fn submit_api(State(state): State<AppState>, request: Request) -> Response {
     if let Err(e) = admit(&state, &request) {
+        state.metrics().rejected(rejection(&e));
         upload::drain(request.into_body()).await;
         return e.into_response();
     }
@@ -166,6 +174,7 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
     match upload::receive(&state, &parts.headers, body, Kind::Api).await {
         Ok(accepted) => {
             tracing::info!(channel = "api", "report sealed and stored");
+            state.report_accepted(MetricsChannel::Api, &accepted.sealed);
             let sealed = &accepted.sealed;
             let body = json!({
                 "id": sealed.id.to_string(),
@@ -177,13 +186,17 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
             });
             (StatusCode::CREATED, Json(body)).into_response()
         }
-        Err(Refused::Invalid { errors, .. }) => ApiError::invalid(errors).into_response(),
+        Err(Refused::Invalid { errors, .. }) => {
+            state.metrics().rejected(Rejection::Invalid);
+            ApiError::invalid(errors).into_response()
+        }
         Err(Refused::Error(e)) => {
             tracing::info!(
                 status = e.status.as_u16(),
                 code = e.code,
                 "API report refused"
             );
+            state.metrics().rejected(rejection(&e));
             e.into_response()
         }
     }
@@ -283,16 +296,74 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // Fingerprints and expiry dates only (no file paths): this is public.
+    let key_alerts = crate::alerts::expiry_alerts(&keys.keyring, now);
     let body = json!({
         "status": if problems.is_empty() { "ok" } else { "unavailable" },
         "usable_keys": usable,
         "problems": problems,
+        "key_alerts": key_alerts,
     });
     (status, Json(body)).into_response()
 }
 
+/// The metrics label for a refusal; 503s are told apart by their code.
+fn rejection(e: &ApiError) -> Rejection {
+    match (e.status.as_u16(), e.code) {
+        (503, "busy") => Rejection::Busy,
+        (503, "no_usable_key") => Rejection::NoKey,
+        (503, _) => Rejection::StoreError,
+        (status, _) => Rejection::from_status(status).unwrap_or(Rejection::Internal),
+    }
+}
+
+/// `GET /metrics` on the public listener: counts are metadata, so only a
+/// maintainer token may read them here (or use `metrics_listen`).
+pub async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = super::sealed::authorize(&state, &headers) {
+        return e.into_response();
+    }
+    metrics_text(&state)
+}
+
+/// `GET /metrics` on `metrics_listen` (meant for a loopback address).
+pub async fn metrics_open(State(state): State<AppState>) -> Response {
+    metrics_text(&state)
+}
+
+fn metrics_text(state: &AppState) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+/// Logs one line per request: method, route pattern, status and duration.
+/// Never the peer address, user agent, query or body.
+pub async fn log_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "embargo::request",
+        %method,
+        route,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    response
+}
+
 /// Any other path.
 pub async fn not_found() -> Response {
+    tracing::info!(target: "embargo::request", route = "(unmatched)", status = 404, "request");
     ApiError::not_found().into_response()
 }
 

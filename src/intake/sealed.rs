@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -20,7 +21,8 @@ use crate::store::{Store, StoreError, is_part_name};
 /// Bytes read from a part per chunk sent.
 const READ_CHUNK: usize = 64 * 1024;
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the maintainer's bearer token; a refusal is counted.
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -28,7 +30,12 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         .map(str::trim);
     match token {
         Some(t) if !t.is_empty() && state.token_ok(t) => Ok(()),
-        _ => Err(ApiError::unauthorized()),
+        _ => {
+            state
+                .metrics()
+                .rejected(crate::metrics::Rejection::Unauthorized);
+            Err(ApiError::unauthorized())
+        }
     }
 }
 
@@ -135,6 +142,7 @@ pub async fn part(
         return Err(ApiError::not_found());
     }
     let store = state.store().clone();
+    let (id_for_mark, part_for_mark) = (id.clone(), part.clone());
     let opened = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let mut reader = store.open_part(&id, &part)?;
         let size = reader
@@ -191,8 +199,29 @@ pub async fn part(
             }
         }
     });
+    // With delete_after_fetch, a part whose last byte is handed to the
+    // connection counts as fetched (hyper stops polling a body once its
+    // Content-Length is out, so the end of the stream is never seen).
+    let mut mark = (state.config().retention.delete_after_fetch && start + len == size)
+        .then(|| (state.config().state_dir.clone(), id_for_mark, part_for_mark));
+    let mut sent = 0u64;
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
+    })
+    .inspect(move |item| match item {
+        Ok(bytes) => {
+            sent += bytes.len() as u64;
+            if sent == len
+                && let Some((state_dir, id, part)) = mark.take()
+            {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = crate::retention::mark_fetched(&state_dir, &id, &part) {
+                        tracing::error!("cannot record that {id} was fetched: {e}");
+                    }
+                });
+            }
+        }
+        Err(_) => mark = None,
     });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;

@@ -5,6 +5,7 @@
 
 pub mod dovecot;
 pub mod smtp;
+pub mod webhook;
 
 use std::fs;
 use std::io::Write;

@@ -23,8 +23,16 @@ pub struct Server {
 impl Server {
     /// Starts the server for `site` (its config gets `listen` on port 0).
     pub fn start(site: &Site) -> Server {
-        let mut child = site
-            .embargo()
+        Server::start_with_env(site, &[])
+    }
+
+    /// Starts the server with extra environment variables (e.g. log format).
+    pub fn start_with_env(site: &Site, env: &[(&str, &str)]) -> Server {
+        let mut cmd = site.embargo();
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
             .args(["serve", "-c"])
             .arg(site.config_path())
             .stdout(Stdio::null())
