@@ -278,6 +278,16 @@ fn default_smtp_port() -> u16 {
     587
 }
 
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`):
+/// the only hosts plain-text mail connections may go to.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// How a mail connection is protected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

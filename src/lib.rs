@@ -35,4 +35,5 @@ pub mod report;
 pub mod retention;
 pub mod reveal;
 pub mod seal;
+pub mod smtp;
 pub mod store;

@@ -13,16 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lettre::message::Mailbox as Address;
-use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zeroize::Zeroizing;
 
 use crate::alerts::Alert;
-use crate::config::{Config, Smtp, Tls};
+use crate::config::{Config, Smtp};
 use crate::metrics::Metrics;
 
 /// Attempts per notice and target before it is given up (and logged).
@@ -77,13 +75,6 @@ impl Target {
 }
 
 /// Whether `host` is a loopback name or address.
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
 
 /// Parses the `notify` list: `mailto:ADDRESS`, `https://…`, or `http://…`
 /// to a loopback host only (for tests and a local relay).
@@ -107,7 +98,7 @@ fn targets(config: &Config) -> Result<Vec<Target>, NotifyError> {
         let url = reqwest::Url::parse(raw).map_err(|e| bad(format!("not a URL ({e})")))?;
         match url.scheme() {
             "https" => {}
-            "http" if url.host_str().is_some_and(is_loopback) => {}
+            "http" if url.host_str().is_some_and(crate::config::is_loopback_host) => {}
             "http" => {
                 return Err(bad(
                     "plain http:// is only allowed to a loopback host: use https://".into(),
@@ -185,24 +176,6 @@ fn wrap(text: &str, width: usize) -> String {
     out
 }
 
-/// `Auto-Submitted: auto-generated` (RFC 3834): other robots must not answer.
-#[derive(Clone)]
-struct AutoSubmitted;
-
-impl Header for AutoSubmitted {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
-
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AutoSubmitted)
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-generated".into())
-    }
-}
-
 /// One notice, the same for every target.
 #[derive(Clone, Debug)]
 struct Notice {
@@ -227,42 +200,10 @@ struct Sender {
 fn smtp_transport(
     smtp: &Smtp,
 ) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Address), NotifyError> {
-    let bad = |m: String| NotifyError::Smtp(m);
-    let from: Address = smtp
-        .from
-        .parse()
-        .map_err(|e| bad(format!("from = {:?} is not an address: {e}", smtp.from)))?;
-    let builder = match smtp.tls {
-        Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
-            .map_err(|e| bad(e.to_string()))?,
-        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-            .map_err(|e| bad(e.to_string()))?,
-        Tls::None if is_loopback(&smtp.host) => {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-        }
-        Tls::None => {
-            return Err(bad(format!(
-                "tls = \"none\" is only allowed for a loopback host, not {}: use \"implicit\" or \"starttls\"",
-                smtp.host
-            )));
-        }
-    };
-    let mut builder = builder.port(smtp.port).timeout(Some(SEND_TIMEOUT));
-    match (&smtp.username, &smtp.password_file) {
-        (Some(user), Some(path)) => {
-            let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-                NotifyError::Password {
-                    path: path.clone(),
-                    source,
-                }
-            })?);
-            let password = text.trim_end_matches(['\r', '\n']).to_string();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
-        }
-        (None, None) => {}
-        _ => return Err(bad("username and password_file go together".into())),
-    }
-    Ok((builder.build(), from))
+    crate::smtp::transport(smtp, SEND_TIMEOUT).map_err(|e| match e {
+        crate::smtp::SmtpError::Password { path, source } => NotifyError::Password { path, source },
+        other => NotifyError::Smtp(other.to_string()),
+    })
 }
 
 impl Sender {
@@ -325,7 +266,7 @@ impl Sender {
                     .from(from.clone())
                     .to(to.clone())
                     .subject(notice.subject.clone())
-                    .header(AutoSubmitted)
+                    .header(crate::smtp::AutoSubmitted("auto-generated".into()))
                     .header(ContentType::TEXT_PLAIN)
                     .body(wrap(&notice.text, 72))
                     .map_err(|e| format!("cannot build the mail: {e}"))?;

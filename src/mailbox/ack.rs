@@ -8,13 +8,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lettre::message::Mailbox as Address;
-use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::MailboxError;
 use super::message::ReplyFacts;
-use super::{MailboxError, Password};
-use crate::config::{Config, Policy, Smtp, Tls};
+use crate::config::{Config, Policy, Smtp};
 use crate::id::ReportId;
 
 /// Acknowledgements sent to one sender address per [`ACK_WINDOW`]; more
@@ -28,24 +27,6 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 const ACK_TEMPLATE: &str = include_str!("../../templates/ack.txt");
 
-/// `Auto-Submitted: auto-replied` (RFC 3834), so that other robots do not answer.
-#[derive(Clone)]
-struct AutoSubmitted;
-
-impl Header for AutoSubmitted {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
-
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AutoSubmitted)
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-replied".into())
-    }
-}
-
 /// Sends acknowledgements.
 pub(super) struct Acker {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -58,40 +39,10 @@ pub(super) struct Acker {
 
 impl Acker {
     pub(super) fn new(smtp: &Smtp, config: &Config) -> Result<Acker, MailboxError> {
-        let bad = MailboxError::SmtpConfig;
-        let from: Address = smtp
-            .from
-            .parse()
-            .map_err(|e| bad(format!("from = {:?} is not an address: {e}", smtp.from)))?;
-        let builder = match smtp.tls {
-            Tls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)
-                .map_err(|e| bad(e.to_string()))?,
-            Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
-                .map_err(|e| bad(e.to_string()))?,
-            Tls::None if super::is_loopback(&smtp.host) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-            }
-            Tls::None => {
-                return Err(bad(format!(
-                    "tls = \"none\" is only allowed for a loopback host, not {}: use \"implicit\" or \"starttls\"",
-                    smtp.host
-                )));
-            }
-        };
-        let mut builder = builder.port(smtp.port).timeout(Some(SMTP_TIMEOUT));
-        match (&smtp.username, &smtp.password_file) {
-            (Some(user), Some(path)) => {
-                let password = Password::read(path)?;
-                builder = builder.credentials(Credentials::new(
-                    user.clone(),
-                    password.expose().to_string(),
-                ));
-            }
-            (None, None) => {}
-            _ => return Err(bad("username and password_file go together".into())),
-        }
+        let (transport, from) = crate::smtp::transport(smtp, SMTP_TIMEOUT)
+            .map_err(|e| MailboxError::SmtpConfig(e.to_string()))?;
         Ok(Acker {
-            transport: builder.build(),
+            transport,
             from,
             project: config.project_name.clone(),
             policy: config.policy.clone(),
@@ -168,7 +119,7 @@ impl Acker {
                 "Your vulnerability report to {} was received: {id}",
                 self.project
             ))
-            .header(AutoSubmitted)
+            .header(crate::smtp::AutoSubmitted("auto-replied".into()))
             .header(ContentType::TEXT_PLAIN);
         if let Some(mid) = &reply.message_id {
             builder = builder.in_reply_to(mid.clone());

@@ -19,7 +19,6 @@ pub mod message;
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -355,11 +354,7 @@ fn check_config(mailbox: &Mailbox) -> Result<(), MailboxError> {
 }
 
 /// Whether `host` names this machine only (127.0.0.0/8, ::1 or `localhost`).
-pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
+pub use crate::config::is_loopback_host as is_loopback;
 
 /// Takes the poller's exclusive lock in `state_dir`; held while the file lives.
 pub fn lock(state_dir: &Path) -> Result<File, MailboxError> {
