@@ -74,8 +74,6 @@ impl Target {
     }
 }
 
-/// Whether `host` is a loopback name or address.
-
 /// Parses the `notify` list: `mailto:ADDRESS`, `https://…`, or `http://…`
 /// to a loopback host only (for tests and a local relay).
 fn targets(config: &Config) -> Result<Vec<Target>, NotifyError> {
