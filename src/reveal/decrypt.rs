@@ -8,11 +8,11 @@
 //! by the next run in the same `OUT`.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::keysource::{KeyArgs, SignerArgs};
 use super::names::UniqueNames;
@@ -25,8 +25,6 @@ use crate::store::FsStore;
 
 /// Prefix of the temporary directories inside `OUT`.
 const PARTIAL_PREFIX: &str = ".embargo-partial-";
-/// Total attachment size from which a progress bar is worth showing.
-const PROGRESS_MIN_BYTES: u64 = 8 * 1024 * 1024;
 
 /// What `embargo decrypt` was asked to do.
 #[derive(Clone, Debug)]
@@ -126,7 +124,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
 
     let manifest = &opened.manifest;
     let total: u64 = manifest.attachments.iter().map(|a| a.size).sum();
-    let bar = progress_bar(total);
+    let bar = super::progress_bar(total);
     let mut names = UniqueNames::default();
     let mut files = Vec::new();
     let mut extracted = Vec::new();
@@ -182,20 +180,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = new_private_file(path)?;
     f.write_all(bytes)?;
     f.sync_all()
-}
-
-/// A progress bar on a terminal for large reports; hidden otherwise.
-fn progress_bar(total: u64) -> ProgressBar {
-    if total < PROGRESS_MIN_BYTES || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// The output file, advancing the progress bar as bytes go through.

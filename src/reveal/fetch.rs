@@ -8,12 +8,12 @@
 //! through `Store::stage` → `create_part` → `commit`.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
@@ -33,8 +33,6 @@ const MAX_LISTING_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_PART_BYTES: u64 = 64 * 1024 * 1024 * 1024;
 /// Most parts in one report (`001.pgp`…`999.pgp` and the manifest).
 const MAX_PARTS: usize = 1000;
-/// Total download size from which a progress bar is worth showing.
-const PROGRESS_MIN_BYTES: u64 = 8 * 1024 * 1024;
 /// How long to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const COPY_BUFFER: usize = 256 * 1024;
@@ -121,7 +119,7 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
         .filter(|(id, _)| !store.contains(id).unwrap_or(false))
         .flat_map(|(_, parts)| parts.iter().map(|p| p.size))
         .sum();
-    let bar = progress_bar(missing);
+    let bar = super::progress_bar(missing);
     for (id, parts) in reports {
         let dir = partial_root.join(id.as_str());
         if store.contains(&id)? {
@@ -148,20 +146,6 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     }
     bar.finish_and_clear();
     Ok(summary)
-}
-
-/// A byte progress bar on a terminal for large downloads; hidden otherwise.
-fn progress_bar(total: u64) -> ProgressBar {
-    if total < PROGRESS_MIN_BYTES || !io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// Moves the downloaded parts of one report into the store, manifest last.
