@@ -313,7 +313,7 @@ fn a_burst_of_reports_through_the_server_gives_one_content_free_notice() {
 }
 
 #[test]
-fn healthz_lists_key_expiry_alerts_by_fingerprint() {
+fn healthz_lists_key_expiry_alerts_and_security_txt_expires_with_the_key() {
     use sequoia_openpgp::cert::prelude::*;
     let (cert, _) = CertBuilder::general_purpose(Some("soon <s@example.org>"))
         .set_cipher_suite(CipherSuite::Cv25519)
@@ -336,6 +336,27 @@ fn healthz_lists_key_expiry_alerts_by_fingerprint() {
             .to_string()
             .contains(&site.keys_dir().display().to_string()),
         "no paths: {body}"
+    );
+    // RFC 9116 Expires must not outlive the only key researchers can use.
+    let txt = client()
+        .get(srv.url("/.well-known/security.txt"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let expires = txt
+        .lines()
+        .find_map(|l| l.strip_prefix("Expires: "))
+        .unwrap();
+    let expires = embargo::clock::parse_rfc3339(expires).unwrap();
+    let key_expiry = cert.primary_key().key().creation_time() + Duration::from_secs(10 * 86_400);
+    assert!(
+        expires <= key_expiry,
+        "security.txt outlives the key:\n{txt}"
+    );
+    assert!(
+        expires > std::time::SystemTime::now() + Duration::from_secs(9 * 86_400),
+        "{txt}"
     );
 }
 
