@@ -98,6 +98,65 @@ impl Env {
 }
 
 /// Kills an `embargo` child by PID if a test fails while it runs.
+impl Env {
+    /// Runs `embargo poll --once` until a run ends by itself with `left()`
+    /// at zero. Each run is SIGKILLed once a random 1 to 12 more reports are
+    /// committed, plus a random 0 to 4 ms, so that kills land mid-batch (in a
+    /// seal, between commit and delete, …) however fast the machine is.
+    /// Returns (kills, runs).
+    fn drain_with_random_kills(&self, mut left: impl FnMut() -> usize) -> (u32, u32) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("random seed {seed}");
+        let (mut kills, mut runs) = (0, 0);
+        loop {
+            runs += 1;
+            assert!(runs < 400, "the poller never finished");
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let target = self.site.report_ids().len() + 1 + (seed % 12) as usize;
+            let extra = Duration::from_millis((seed >> 8) % 5);
+            let mut child = Proc(
+                self.embargo()
+                    .args(["poll", "-c", "embargo.toml", "--once"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let started = std::time::Instant::now();
+            let status = loop {
+                if let Some(status) = child.0.try_wait().unwrap() {
+                    break status;
+                }
+                if self.site.report_ids().len() >= target {
+                    std::thread::sleep(extra);
+                    let _ = child.0.kill();
+                    break child.0.wait().unwrap();
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "a poller run hung"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            if status.signal() == Some(9) {
+                kills += 1;
+                continue;
+            }
+            assert!(status.success(), "poll --once failed: {status}");
+            if left() == 0 {
+                return (kills, runs);
+            }
+        }
+    }
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -309,43 +368,7 @@ fn imap_poller_killed_at_random_moments_seals_every_message_exactly_once() {
     for raw in &raws {
         imap.append(raw);
     }
-    let mut seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("random seed {seed}");
-    let (mut kills, mut rounds) = (0, 0);
-    loop {
-        rounds += 1;
-        assert!(rounds < 400, "the poller never finished");
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let wait = Duration::from_millis(30 + seed % 900);
-        let mut child = Proc(
-            e.embargo()
-                .args(["poll", "-c", "embargo.toml", "--once"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        std::thread::sleep(wait);
-        match child.0.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "poll --once failed: {status}");
-                if imap.uids().is_empty() {
-                    break;
-                }
-            }
-            None => {
-                child.0.kill().unwrap();
-                child.0.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let (kills, rounds) = e.drain_with_random_kills(|| imap.uids().len());
     eprintln!("{kills} kills in {rounds} runs");
     assert!(
         kills >= 3,
@@ -753,43 +776,7 @@ fn maildir_poller_killed_at_random_moments_seals_every_message_exactly_once() {
     for (n, raw) in raws.iter().enumerate() {
         deliver(&md, n, raw);
     }
-    let mut seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("random seed {seed}");
-    let (mut kills, mut rounds) = (0, 0);
-    loop {
-        rounds += 1;
-        assert!(rounds < 400, "the poller never finished");
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let wait = Duration::from_millis(20 + seed % 600);
-        let mut child = Proc(
-            e.embargo()
-                .args(["poll", "-c", "embargo.toml", "--once"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        std::thread::sleep(wait);
-        match child.0.try_wait().unwrap() {
-            Some(status) => {
-                assert!(status.success(), "poll --once failed: {status}");
-                if maildir_left(&md) == 0 {
-                    break;
-                }
-            }
-            None => {
-                child.0.kill().unwrap();
-                child.0.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let (kills, rounds) = e.drain_with_random_kills(|| maildir_left(&md));
     eprintln!("{kills} kills in {rounds} runs");
     assert!(
         kills >= 3,
