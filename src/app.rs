@@ -12,7 +12,7 @@ use crate::id::ReportId;
 use crate::keys::{IntakeSecrets, KeyError, Keyring};
 use crate::report::{FieldErrors, RawReport};
 use crate::seal::{Channel, Role, SealError, SealedReport, Sealer};
-use crate::store::{FsStore, Store, StoreError};
+use crate::store::{FsStore, StoreError};
 
 /// What can go wrong in a command.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +56,7 @@ impl Intake {
             &config.state_dir,
             &config.project_name,
         )?);
-        let store = Arc::new(FsStore::open(&config.store)?);
-        let removed = store.remove_stale_staging()?;
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed incomplete reports left by an interrupted run"
-            );
-        }
+        let store = Arc::new(FsStore::open_and_recover(&config.store)?);
         let sealer = Sealer::new(recipients, secrets.clone(), config.message_format, clock);
         Ok(Intake {
             config,

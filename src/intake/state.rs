@@ -17,7 +17,7 @@ use crate::keys::{CertEntry, IntakeSecrets, Keyring, judge};
 use crate::metrics::{Channel as MetricsChannel, Metrics};
 use crate::notify::NotifierHandle;
 use crate::seal::Sealer;
-use crate::store::{FsStore, Store};
+use crate::store::FsStore;
 
 /// Peers remembered by the rate limiter before old windows are swept.
 const RATE_TABLE_SWEEP_AT: usize = 4096;
@@ -124,14 +124,7 @@ impl AppState {
             &config.state_dir,
             &config.project_name,
         )?);
-        let store = Arc::new(FsStore::open(&config.store)?);
-        let removed = store.remove_stale_staging()?;
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed incomplete reports left by an interrupted run"
-            );
-        }
+        let store = Arc::new(FsStore::open_and_recover(&config.store)?);
         Ok(AppState::from_parts(config, clock, keyring, secrets, store))
     }
 

@@ -621,14 +621,7 @@ pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary,
         // What a killed run left in staging; safe here: no web intake runs in
         // this process, and the poller lock keeps other pollers out.
         let guard = lock(&config.state_dir)?;
-        let store = crate::store::FsStore::open(&config.store)?;
-        let removed = store.remove_stale_staging()?;
-        if removed > 0 {
-            tracing::info!(
-                removed,
-                "removed incomplete reports left by an interrupted run"
-            );
-        }
+        crate::store::FsStore::open_and_recover(&config.store)?;
         drop(guard);
         let summary = run(config, clock, once, Health::new(), shutdown, links).await?;
         tracing::info!(

@@ -58,6 +58,20 @@ impl FsStore {
         Ok(FsStore { reports })
     }
 
+    /// Opens the store at start-up and removes what an interrupted run left
+    /// in staging (never a report that another process is still writing).
+    pub fn open_and_recover(root: &Path) -> Result<FsStore, StoreError> {
+        let store = FsStore::open(root)?;
+        let removed = store.remove_stale_staging()?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed incomplete reports left by an interrupted run"
+            );
+        }
+        Ok(store)
+    }
+
     /// The directory of a complete report.
     pub fn report_dir(&self, id: &ReportId) -> PathBuf {
         self.reports.join(id.as_str())
