@@ -77,11 +77,25 @@ impl<T> StallGuard<T> {
     }
 }
 
-/// Arms the deadline on the first pending poll and checks it on later ones.
-fn stalled(slot: &mut Option<Pin<Box<Sleep>>>, timeout: Duration, cx: &mut Context<'_>) -> bool {
+/// Passes `poll` through, clearing the deadline in `slot` when it is ready;
+/// a pending poll arms the deadline and fails with `TimedOut` once it passed.
+fn guard<R>(
+    poll: Poll<io::Result<R>>,
+    slot: &mut Option<Pin<Box<Sleep>>>,
+    timeout: Duration,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<R>> {
+    if poll.is_ready() {
+        *slot = None;
+        return poll;
+    }
     let sleep =
         slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
-    sleep.as_mut().poll(cx).is_ready()
+    if sleep.as_mut().poll(cx).is_ready() {
+        Poll::Ready(Err(timed_out()))
+    } else {
+        Poll::Pending
+    }
 }
 
 fn timed_out() -> io::Error {
@@ -95,16 +109,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.read_stall = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending if stalled(&mut this.read_stall, this.timeout, cx) => {
-                Poll::Ready(Err(timed_out()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        guard(poll, &mut this.read_stall, this.timeout, cx)
     }
 }
 
@@ -115,16 +121,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.write_stall = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending if stalled(&mut this.write_stall, this.timeout, cx) => {
-                Poll::Ready(Err(timed_out()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        guard(poll, &mut this.write_stall, this.timeout, cx)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -141,16 +139,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.write_stall = None;
-                Poll::Ready(r)
-            }
-            Poll::Pending if stalled(&mut this.write_stall, this.timeout, cx) => {
-                Poll::Ready(Err(timed_out()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        guard(poll, &mut this.write_stall, this.timeout, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -185,5 +175,19 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(2));
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_never_reads_times_out() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut guarded = StallGuard::new(server, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), guarded.write_all(&[0u8; 4096]))
+            .await
+            .expect("the guard must end the stalled write, not hang")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(client);
     }
 }
