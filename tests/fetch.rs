@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use embargo::id::ReportId;
 use embargo::report::{ReportBody, Reporter};
-use embargo::seal::{Channel, Role};
+use embargo::seal::Channel;
 
 /// A running `embargo serve`; killed (by PID) and reaped on drop.
 struct Server {
@@ -66,28 +66,19 @@ impl Drop for Server {
 
 /// Seals a report with `files` into the site's store.
 fn seal(site: &Site, files: &[(&str, &[u8])]) -> ReportId {
-    let sealer = site.intake().sealer;
-    let store = site.store();
-    let mut writer = sealer
-        .begin(&store, ReportId::random(), Channel::Api)
-        .unwrap();
-    for (name, bytes) in files {
-        writer
-            .add_attachment(
-                name,
-                "application/octet-stream",
-                Role::Poc,
-                &mut &bytes[..],
-                u64::MAX,
-            )
-            .unwrap();
-    }
-    let id = writer.id().clone();
     let mut body = ReportBody::default();
     body.title = format!("report with {} files", files.len());
     body.description = "d".into();
-    writer.finish(body, Reporter::default(), None).unwrap();
-    id
+    let sealer = site.intake().sealer;
+    seal_files(
+        &sealer,
+        &site.store(),
+        Channel::Api,
+        body,
+        Reporter::default(),
+        files,
+    )
+    .id
 }
 
 /// Every file under `root/reports` except staging and trash, with its bytes.

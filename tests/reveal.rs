@@ -17,7 +17,7 @@ use embargo::config::MessageFormat;
 use embargo::id::ReportId;
 use embargo::keys::{IntakeSecrets, Recipients};
 use embargo::report::{Credit, CvssScore, ReportBody, Reporter, Severity};
-use embargo::seal::{Channel, Role, Sealer};
+use embargo::seal::{Channel, Sealer};
 use openpgp::Cert;
 use openpgp::parse::Parse;
 use sequoia_openpgp as openpgp;
@@ -55,23 +55,7 @@ fn reporter() -> Reporter {
 /// Seals a report with `files` into `store_root` and returns its ID.
 fn seal(sealer: &Sealer, store_root: &Path, body: ReportBody, files: &[(&str, &[u8])]) -> ReportId {
     let store = embargo::store::FsStore::open(store_root).unwrap();
-    let mut writer = sealer
-        .begin(&store, ReportId::random(), Channel::Web)
-        .unwrap();
-    for (name, bytes) in files {
-        writer
-            .add_attachment(
-                name,
-                "application/octet-stream",
-                Role::Poc,
-                &mut &bytes[..],
-                u64::MAX,
-            )
-            .unwrap();
-    }
-    let id = writer.id().clone();
-    writer.finish(body, reporter(), None).unwrap();
-    id
+    seal_files(sealer, &store, Channel::Web, body, reporter(), files).id
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {

@@ -36,22 +36,15 @@ fn seal(
     sealer: &embargo::seal::Sealer,
     attachments: &[(&str, &[u8])],
 ) -> embargo::seal::SealedReport {
-    let store = site.store();
-    let mut w = sealer
-        .begin(&store, ReportId::random(), Channel::Api)
-        .unwrap();
-    for (name, bytes) in attachments {
-        w.add_attachment(
-            name,
-            "application/octet-stream",
-            Role::Poc,
-            &mut &bytes[..],
-            u64::MAX,
-        )
-        .unwrap();
-    }
     let (body, reporter) = body_and_reporter(site);
-    w.finish(body, reporter, None).unwrap()
+    seal_files(
+        sealer,
+        &site.store(),
+        Channel::Api,
+        body,
+        reporter,
+        attachments,
+    )
 }
 
 #[test]

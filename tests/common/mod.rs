@@ -368,6 +368,33 @@ pub fn sealer_for(
     )
 }
 
+/// Seals a report with `files` (name, bytes) into `store` through the
+/// library, the way every channel does.
+pub fn seal_files(
+    sealer: &Sealer,
+    store: &dyn embargo::store::Store,
+    channel: embargo::seal::Channel,
+    body: embargo::report::ReportBody,
+    reporter: embargo::report::Reporter,
+    files: &[(&str, &[u8])],
+) -> embargo::seal::SealedReport {
+    let mut writer = sealer
+        .begin(store, embargo::id::ReportId::random(), channel)
+        .unwrap();
+    for (name, bytes) in files {
+        writer
+            .add_attachment(
+                name,
+                "application/octet-stream",
+                embargo::seal::Role::Poc,
+                &mut &bytes[..],
+                u64::MAX,
+            )
+            .unwrap();
+    }
+    writer.finish(body, reporter, None).unwrap()
+}
+
 /// An opener for secret keys given as TSKs.
 pub fn opener(secret: &openpgp::Cert, signer: Option<openpgp::Cert>) -> Opener {
     let bytes = armored_secret(secret);
