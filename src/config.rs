@@ -150,8 +150,12 @@ pub struct Limits {
     pub max_attachments: usize,
     /// Largest text field, in bytes (64 KiB).
     pub max_field_bytes: usize,
-    /// Uploads sealed at the same time; more wait for a slot or get 503 (32).
+    /// Uploads sealed at the same time; more get 503 (32).
     pub max_concurrent_uploads: usize,
+    /// Connections served at once; one more is answered 503 and closed, so
+    /// file descriptors never run out (512; lowered at start-up to what
+    /// the open-file limit allows).
+    pub max_connections: usize,
     /// Longest time one upload may take from first byte to last (30m).
     pub upload_timeout: Span,
     /// Reports accepted per peer address and minute, counted in memory only (10).
@@ -165,6 +169,7 @@ impl Default for Limits {
             max_attachments: 10,
             max_field_bytes: 64 * 1024,
             max_concurrent_uploads: 32,
+            max_connections: 512,
             upload_timeout: Span(Duration::from_secs(30 * 60)),
             rate_limit_per_minute: 10,
         }
@@ -455,10 +460,13 @@ impl Config {
             });
         }
         let limits = &self.limits;
-        if limits.max_concurrent_uploads == 0 || limits.rate_limit_per_minute == 0 {
+        if limits.max_concurrent_uploads == 0
+            || limits.rate_limit_per_minute == 0
+            || limits.max_connections == 0
+        {
             return Err(ConfigError::Value {
                 key: "limits",
-                message: "max_concurrent_uploads and rate_limit_per_minute must be at least 1"
+                message: "max_concurrent_uploads, max_connections and rate_limit_per_minute must be at least 1"
                     .into(),
             });
         }

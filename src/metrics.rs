@@ -117,6 +117,7 @@ pub struct Metrics {
     accepted: [AtomicU64; Channel::ALL.len()],
     rejected: [AtomicU64; Rejection::ALL.len()],
     bytes_sealed: AtomicU64,
+    connections_shed: AtomicU64,
     usable_keys: AtomicU64,
     /// Unix seconds of the earliest expiry of a usable certificate.
     earliest_expiry: AtomicI64,
@@ -141,6 +142,7 @@ impl Metrics {
             accepted: Default::default(),
             rejected: Default::default(),
             bytes_sealed: AtomicU64::new(0),
+            connections_shed: AtomicU64::new(0),
             usable_keys: AtomicU64::new(0),
             earliest_expiry: AtomicI64::new(NO_EXPIRY),
             poller_backlog: AtomicU64::new(0),
@@ -159,6 +161,11 @@ impl Metrics {
     /// One request or message refused for `reason`.
     pub fn rejected(&self, reason: Rejection) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection over `max_connections` was answered 503 and closed.
+    pub fn connection_shed(&self) {
+        self.connections_shed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ciphertext bytes committed (add the sum of a report's parts).
@@ -254,12 +261,18 @@ impl Metrics {
                 load(&self.rejected[r as usize])
             );
         }
-        let plain: [(&str, &str, &str, String); 8] = [
+        let plain: [(&str, &str, &str, String); 9] = [
             (
                 "embargo_sealed_bytes_total",
                 "counter",
                 "Ciphertext bytes committed, over all reports.",
                 load(&self.bytes_sealed).to_string(),
+            ),
+            (
+                "embargo_connections_shed_total",
+                "counter",
+                "Connections over [limits] max_connections, answered 503 and closed.",
+                load(&self.connections_shed).to_string(),
             ),
             (
                 "embargo_usable_keys",

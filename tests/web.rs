@@ -634,6 +634,110 @@ fn a_client_that_stops_mid_file_leaves_no_trace() {
     assert_healthy(&srv);
 }
 
+/// Reads what the server sends on `stream` until it closes (or 10 s).
+fn read_answer(stream: &mut TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
+    // 300 descriptors, 4 uploads: room for 156 connections, not 512.
+    let metrics_port = common::dovecot::free_port();
+    let (site, secret) = site_with_key(
+        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
+        "rate_limit_per_minute = 1000\nmax_concurrent_uploads = 4",
+    );
+    let srv = Server::start_wrapped(&site, &["prlimit", "--nofile=300:300"]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 300 ")),
+        "{limits}"
+    );
+    assert!(
+        srv.log_text().contains("leaves room for 156 connections"),
+        "{}",
+        srv.log_text()
+    );
+
+    // Idle connections take every slot; each one over gets 503 or, past
+    // the answers sent at once, is closed: never a hang, never a crash.
+    let idle: Vec<TcpStream> = (0..156)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut over: Vec<TcpStream> = (0..250)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    let answers: Vec<String> = over.iter_mut().map(read_answer).collect();
+    let busy = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 503 ") && a.contains("Retry-After: 10"))
+        .count();
+    assert!(
+        busy >= 60,
+        "{busy} of 250 over-limit connections were answered 503"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.is_empty() || a.starts_with("HTTP/1.1 503 ")),
+        "over the limit, only 503 or a close"
+    );
+    // A request over the limit also gets the 503, once the answers to
+    // the flood are done.
+    drop(over);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut late = TcpStream::connect(&srv.addr).unwrap();
+    late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_answer(&mut late).starts_with("HTTP/1.1 503 "));
+
+    // The slots come back when the idle connections go, and a report with
+    // a file is taken, sealed and stored as usual.
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(500));
+    let poc = random_bytes(300_000, 77);
+    let form = Form::new()
+        .part("report", Part::bytes(api_json("after the flood")))
+        .part("attachment", Part::bytes(poc.clone()).file_name("poc.bin"));
+    let r = client()
+        .post(srv.url("/api/v1/reports"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(attachment_bytes(&site, &secret, &id, 0), poc);
+    let metrics = client()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let shed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("embargo_connections_shed_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(shed >= 251, "{shed} connections counted as shed");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", srv.pid()))
+        .unwrap()
+        .count();
+    assert!(fds < 100, "{fds} descriptors still open after the flood");
+}
+
 #[test]
 fn concurrency_and_rate_limits_answer_503_and_429() {
     let (site, _secret) = site_with_key(

@@ -2,11 +2,17 @@
 //! waiting (on a read it should send, or a response it should take) for
 //! longer than [`STALL_TIMEOUT`] is dropped. Waiting on the sealer does
 //! not count: the clock runs only while the socket itself blocks.
+//!
+//! At most `[limits] max_connections` connections are served at once; one
+//! more is answered `503` with `Retry-After` and closed, so a flood of
+//! connections costs the server no more than that many file descriptors
+//! and never the ones it needs to finish the uploads it took.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,6 +20,7 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// How long a connection may block on its client before it is closed:
@@ -24,15 +31,87 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone, Copy, Debug)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// A TCP listener whose connections carry the stall deadline.
+/// What a connection over the limit is told before it is closed.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Retry-After: 10\r\n\
+Connection: close\r\n\
+Content-Length: 66\r\n\
+\r\n\
+The server has too many connections; try again in a few seconds.\r\n";
+/// Connections over the limit that are being answered at once; beyond
+/// these, one is closed without an answer.
+const BUSY_ANSWERS: usize = 64;
+/// How long an over-limit connection may take to send its request before
+/// the busy answer (reading it first lets the client see the answer
+/// instead of a connection reset).
+const BUSY_LINGER: Duration = Duration::from_millis(500);
+
+/// File descriptors one upload may hold besides its connection: the
+/// staging directory's lock, the part being written, a directory being
+/// synced, one spare.
+const FDS_PER_UPLOAD: u64 = 4;
+/// Descriptors kept for everything else: the listeners, logs, store reads,
+/// key reloads, the mailbox poller, notifications.
+const FDS_RESERVED: u64 = 64;
+
+/// How many connections to serve at once: `max_connections`, or fewer when
+/// the open-file limit cannot hold them next to every upload's files. The
+/// soft limit is raised toward the hard one first when it is too low.
+pub fn connection_limit(limits: &crate::config::Limits) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let others =
+        limits.max_concurrent_uploads as u64 * FDS_PER_UPLOAD + FDS_RESERVED + BUSY_ANSWERS as u64;
+    let wanted = limits.max_connections as u64 + others;
+    let mut limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft < wanted {
+        let raised = limit.maximum.map_or(wanted, |hard| hard.min(wanted));
+        if raised > soft {
+            limit.current = Some(raised);
+            if setrlimit(Resource::Nofile, limit).is_err() {
+                limit.current = Some(soft);
+            }
+        }
+    }
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= wanted {
+        return limits.max_connections;
+    }
+    let fit = soft.saturating_sub(others).max(8) as usize;
+    tracing::warn!(
+        "the open-file limit ({soft}) leaves room for {fit} connections, not max_connections = {}; raise it (LimitNOFILE= in the systemd unit, or ulimit -n) or lower [limits]",
+        limits.max_connections
+    );
+    fit.min(limits.max_connections)
+}
+
+/// A TCP listener whose connections carry the stall deadline, with a bound
+/// on how many are open at once.
 pub struct StallingListener {
     inner: TcpListener,
     timeout: Duration,
+    slots: Arc<Semaphore>,
+    busy: Arc<Semaphore>,
+    on_shed: Box<dyn Fn() + Send>,
 }
 
 impl StallingListener {
-    pub fn new(inner: TcpListener, timeout: Duration) -> StallingListener {
-        StallingListener { inner, timeout }
+    /// `max_connections` bounds the connections served at once;
+    /// `on_shed` is called for each one turned away.
+    pub fn new(
+        inner: TcpListener,
+        timeout: Duration,
+        max_connections: usize,
+        on_shed: impl Fn() + Send + 'static,
+    ) -> StallingListener {
+        StallingListener {
+            inner,
+            timeout,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            busy: Arc::new(Semaphore::new(BUSY_ANSWERS)),
+            on_shed: Box::new(on_shed),
+        }
     }
 }
 
@@ -41,14 +120,60 @@ impl Listener for StallingListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = Listener::accept(&mut self.inner).await;
-        let _ = io.set_nodelay(true);
-        (StallGuard::new(io, self.timeout), addr)
+        loop {
+            let (io, addr) = Listener::accept(&mut self.inner).await;
+            let _ = io.set_nodelay(true);
+            match self.slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let mut guard = StallGuard::new(io, self.timeout);
+                    guard.slot = Some(slot);
+                    return (guard, addr);
+                }
+                Err(_) => {
+                    (self.on_shed)();
+                    if let Ok(permit) = self.busy.clone().try_acquire_owned() {
+                        tokio::spawn(answer_busy(io, permit));
+                    }
+                }
+            }
+        }
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Listener::local_addr(&self.inner)
     }
+}
+
+/// Answers 503 on a connection over the limit: reads the request head for
+/// a moment, writes the answer, and reads a little more before closing, so
+/// that closing with unread bytes does not reset the connection under the
+/// answer.
+async fn answer_busy(mut io: TcpStream, _permit: OwnedSemaphorePermit) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    let mut head = Vec::new();
+    let _ = tokio::time::timeout(BUSY_LINGER, async {
+        while let Ok(n) = io.read(&mut buf).await {
+            head.extend_from_slice(&buf[..n]);
+            if n == 0 || head.len() > 64 * 1024 || head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = tokio::time::timeout(BUSY_LINGER, async {
+        io.write_all(BUSY_RESPONSE).await?;
+        io.shutdown().await?;
+        let mut drained = 0;
+        while drained < 1024 * 1024 {
+            match io.read(&mut buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    })
+    .await;
 }
 
 impl Connected<IncomingStream<'_, StallingListener>> for PeerAddr {
@@ -64,6 +189,8 @@ pub struct StallGuard<T> {
     timeout: Duration,
     read_stall: Option<Pin<Box<Sleep>>>,
     write_stall: Option<Pin<Box<Sleep>>>,
+    /// The connection's place under `max_connections`, freed on drop.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<T> StallGuard<T> {
@@ -73,6 +200,7 @@ impl<T> StallGuard<T> {
             timeout,
             read_stall: None,
             write_stall: None,
+            slot: None,
         }
     }
 }
@@ -152,6 +280,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_busy_answer_is_well_formed() {
+        let text = std::str::from_utf8(BUSY_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
+        assert!(head.starts_with("HTTP/1.1 503 "));
+    }
 
     #[tokio::test]
     async fn a_stalled_read_times_out_and_progress_resets_the_clock() {

@@ -113,8 +113,13 @@ pub async fn run(
         tracing::info!("shutting down: finishing uploads in flight");
         let _ = stopping_tx.send(());
     };
+    let max_connections = conn::connection_limit(&state.config().limits);
+    let metrics = state.metrics().clone();
     let app = router(state).into_make_service_with_connect_info::<conn::PeerAddr>();
-    let listener = conn::StallingListener::new(listener, conn::STALL_TIMEOUT);
+    let listener =
+        conn::StallingListener::new(listener, conn::STALL_TIMEOUT, max_connections, move || {
+            metrics.connection_shed()
+        });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let grace = async {
         if stopping_rx.await.is_ok() {

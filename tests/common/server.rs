@@ -32,6 +32,24 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Server::spawn(cmd, site)
+    }
+
+    /// Starts the server under a wrapper command that execs it (so the PID
+    /// stays the server's), e.g. `prlimit --nofile=300:300`.
+    pub fn start_wrapped(site: &Site, wrapper: &[&str]) -> Server {
+        let mut cmd = std::process::Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(crate::common::embargo_bin())
+            .env_remove("EMBARGO_CONFIG")
+            .env("EMBARGO_LOG", "info")
+            .stdin(Stdio::null())
+            .current_dir(site.path())
+            .env("TMPDIR", site.tmp_dir());
+        Server::spawn(cmd, site)
+    }
+
+    fn spawn(mut cmd: std::process::Command, site: &Site) -> Server {
         let mut child = cmd
             .args(["serve", "-c"])
             .arg(site.config_path())
