@@ -424,7 +424,100 @@ impl Recipients {
 /// manifests and receipts, and the HMAC secret that names mailed reports.
 pub struct IntakeSecrets {
     signing: Cert,
+    signer: IntakeSigner,
     hmac: Zeroizing<Vec<u8>>,
+}
+
+/// The intake signing key, ready to sign. Its Ed25519 secret is imported
+/// into OpenSSL once, when the secrets are loaded: Sequoia's OpenSSL
+/// backend imports it again for every signature, which costs OpenSSL 3
+/// about four times the signature itself, and every report is signed twice
+/// (manifest and receipt). OpenSSL clears the key when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct IntakeSigner {
+    public: openpgp::packet::Key<
+        openpgp::packet::key::PublicParts,
+        openpgp::packet::key::UnspecifiedRole,
+    >,
+    secret: openssl::pkey::PKey<openssl::pkey::Private>,
+    /// Version 4 `EdDSA` (signature as r and s) rather than RFC 9580 `Ed25519`.
+    legacy: bool,
+}
+
+impl fmt::Debug for IntakeSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IntakeSigner({})", self.public.fingerprint())
+    }
+}
+
+impl IntakeSigner {
+    /// Imports `cert`'s primary secret key, which must be Ed25519.
+    fn new(cert: &Cert) -> Result<IntakeSigner, String> {
+        use openpgp::crypto::mpi::{PublicKey, SecretKeyMaterial};
+        use openpgp::packet::key::SecretKeyMaterial as Secret;
+        let key = cert.primary_key().key();
+        let Some(Secret::Unencrypted(secret)) = key.optional_secret() else {
+            return Err("the signing key is missing or protected by a passphrase".into());
+        };
+        let (raw, public, legacy) = secret.map(|mpis| match (mpis, key.mpis()) {
+            (SecretKeyMaterial::EdDSA { scalar }, PublicKey::EdDSA { q, .. }) => {
+                let public = q
+                    .decode_point(&openpgp::types::Curve::Ed25519)
+                    .map(|(x, _)| x.to_vec())
+                    .map_err(|e| e.to_string())?;
+                Ok((scalar.value_padded(32), public, true))
+            }
+            (SecretKeyMaterial::Ed25519 { x }, PublicKey::Ed25519 { a }) => {
+                Ok((x.clone(), a.to_vec(), false))
+            }
+            _ => Err(format!("the signing key is {}, not Ed25519", key.pk_algo())),
+        })?;
+        let secret =
+            openssl::pkey::PKey::private_key_from_raw_bytes(&raw, openssl::pkey::Id::ED25519)
+                .map_err(|e| e.to_string())?;
+        if secret.raw_public_key().map_err(|e| e.to_string())? != public {
+            return Err("the signing key's secret and public parts do not match".into());
+        }
+        Ok(IntakeSigner {
+            public: key.clone().parts_into_public().role_into_unspecified(),
+            secret,
+            legacy,
+        })
+    }
+}
+
+impl openpgp::crypto::Signer for IntakeSigner {
+    fn public(
+        &self,
+    ) -> &openpgp::packet::Key<
+        openpgp::packet::key::PublicParts,
+        openpgp::packet::key::UnspecifiedRole,
+    > {
+        &self.public
+    }
+
+    fn sign(
+        &mut self,
+        _hash_algo: openpgp::types::HashAlgorithm,
+        digest: &[u8],
+    ) -> openpgp::Result<openpgp::crypto::mpi::Signature> {
+        use openpgp::crypto::mpi::{MPI, Signature};
+        let sig =
+            openssl::sign::Signer::new_without_digest(&self.secret)?.sign_oneshot_to_vec(digest)?;
+        let sig: [u8; 64] = sig
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("Ed25519 signature of {} bytes", sig.len()))?;
+        Ok(if self.legacy {
+            Signature::EdDSA {
+                r: MPI::new(&sig[..32]),
+                s: MPI::new(&sig[32..]),
+            }
+        } else {
+            Signature::Ed25519 { s: Box::new(sig) }
+        })
+    }
 }
 
 impl fmt::Debug for IntakeSecrets {
@@ -485,6 +578,10 @@ impl IntakeSecrets {
                 reason: "holds no secret key".into(),
             });
         }
+        let signer = IntakeSigner::new(&signing).map_err(|reason| KeyError::BadState {
+            file: signing_path.clone(),
+            reason,
+        })?;
         let hmac = Zeroizing::new(fs::read(&hmac_path).map_err(state_err)?);
         if hmac.len() < 32 {
             return Err(KeyError::BadState {
@@ -492,19 +589,16 @@ impl IntakeSecrets {
                 reason: "shorter than 32 bytes".into(),
             });
         }
-        Ok(IntakeSecrets { signing, hmac })
+        Ok(IntakeSecrets {
+            signing,
+            signer,
+            hmac,
+        })
     }
 
-    /// The signing key pair, for the sealer and receipts.
-    pub fn signer(&self) -> Result<openpgp::crypto::KeyPair, KeyError> {
-        let key = self
-            .signing
-            .primary_key()
-            .key()
-            .clone()
-            .parts_into_secret()
-            .map_err(KeyError::OpenPgp)?;
-        key.into_keypair().map_err(KeyError::OpenPgp)
+    /// The signing key, for the sealer and receipts.
+    pub fn signer(&self) -> Result<IntakeSigner, KeyError> {
+        Ok(self.signer.clone())
     }
 
     /// The public signing certificate.
@@ -577,6 +671,40 @@ pub fn armor_certs<'a>(certs: impl IntoIterator<Item = &'a Cert>) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cached_signer_makes_signatures_that_verify_for_v4_and_v6_keys() {
+        use openpgp::crypto::Signer as _;
+        use openpgp::packet::signature::SignatureBuilder;
+        use openpgp::types::SignatureType;
+        for profile in [Profile::RFC4880, Profile::RFC9580] {
+            let (cert, _) = CertBuilder::new()
+                .set_profile(profile)
+                .unwrap()
+                .set_cipher_suite(CipherSuite::Cv25519)
+                .set_primary_key_flags(KeyFlags::empty().set_signing())
+                .generate()
+                .unwrap();
+            let mut signer = IntakeSigner::new(&cert).unwrap();
+            assert_eq!(signer.legacy, profile == Profile::RFC4880);
+            for message in [&b""[..], b"a report", &[0u8; 5000][..]] {
+                let sig = SignatureBuilder::new(SignatureType::Binary)
+                    .sign_message(&mut signer, message)
+                    .unwrap();
+                let public = signer.public().clone();
+                sig.verify_message(&public, message).unwrap();
+                assert!(sig.verify_message(&public, b"something else").is_err());
+            }
+        }
+        // Not Ed25519, or without its secret: refused with the reason.
+        let (rsa, _) = CertBuilder::new()
+            .set_cipher_suite(CipherSuite::RSA2k)
+            .generate()
+            .unwrap();
+        assert!(IntakeSigner::new(&rsa).unwrap_err().contains("not Ed25519"));
+        let public_only = rsa.strip_secret_key_material();
+        assert!(IntakeSigner::new(&public_only).is_err());
+    }
 
     #[test]
     fn dir_stamp_changes_when_a_key_file_changes() {

@@ -199,6 +199,80 @@ fn compat_gives_seipdv1_and_rfc9580_gives_seipdv2_only_when_every_recipient_supp
     }
 }
 
+/// The PKESK packets of a message file, serialized, and the first bytes
+/// of its encrypted body.
+fn pkesks_and_body_start(path: &std::path::Path) -> (Vec<Vec<u8>>, Vec<u8>) {
+    use openpgp::serialize::SerializeInto;
+    let mut pkesks = Vec::new();
+    let mut body = Vec::new();
+    let mut ppr = PacketParser::from_file(path).unwrap();
+    while let PacketParserResult::Some(mut pp) = ppr {
+        match &pp.packet {
+            openpgp::Packet::PKESK(p) => {
+                pkesks.push(openpgp::Packet::from(p.clone()).to_vec().unwrap())
+            }
+            openpgp::Packet::SEIP(_) => {
+                body = vec![0u8; 32];
+                std::io::Read::read_exact(&mut pp, &mut body).unwrap();
+                break;
+            }
+            _ => {}
+        }
+        ppr = pp.next().unwrap().1;
+    }
+    (pkesks, body)
+}
+
+#[test]
+fn one_report_wraps_its_session_key_once_and_no_two_reports_share_one() {
+    let site = Site::new();
+    let alice = sequoia_key("alice <alice@example.org>");
+    let bob = sequoia_key("bob <bob@example.org>");
+    for format in [MessageFormat::Compat, MessageFormat::Rfc9580] {
+        let sealer = sealer_for(&site, vec![alice.clone(), bob.clone()], format);
+        let files: &[(&str, &[u8])] = &[("a.txt", b"same bytes"), ("b.txt", b"same bytes")];
+        let first = seal(&site, &sealer, files);
+        let second = seal(&site, &sealer, files);
+        let read = |id: &ReportId, part: &str| {
+            pkesks_and_body_start(&site.reports_dir().join(id.as_str()).join(part))
+        };
+        let (pkesks, manifest_body) = read(&first.id, "manifest.pgp");
+        assert_eq!(pkesks.len(), 2, "{format:?}: one PKESK per recipient");
+        let (a_pkesks, a_body) = read(&first.id, "001.pgp");
+        let (b_pkesks, b_body) = read(&first.id, "002.pgp");
+        assert_eq!(
+            a_pkesks, pkesks,
+            "{format:?}: parts of a report share their PKESKs"
+        );
+        assert_eq!(b_pkesks, pkesks, "{format:?}");
+        // Each part is encrypted on its own (random prefix, or salt), so
+        // equal plaintexts never give equal ciphertexts.
+        assert_ne!(a_body, b_body, "{format:?}");
+        assert_ne!(a_body, manifest_body, "{format:?}");
+        let (other, _) = read(&second.id, "001.pgp");
+        for p in &other {
+            assert!(
+                !pkesks.contains(p),
+                "{format:?}: another report, another session key"
+            );
+        }
+        // And every part still opens for every recipient.
+        for who in [&alice, &bob] {
+            let open = opener(who, Some(site.signing_cert()));
+            let m = open
+                .open_manifest(&site.store(), &first.id)
+                .unwrap()
+                .manifest;
+            for entry in &m.attachments {
+                let mut out = Vec::new();
+                open.decrypt_attachment(&site.store(), &first.id, entry, &mut out)
+                    .unwrap();
+                assert_eq!(out, b"same bytes");
+            }
+        }
+    }
+}
+
 fn sealer_includes(sealed: &embargo::seal::SealedReport, cert: &openpgp::Cert) -> bool {
     sealed.recipients.contains(&cert.fingerprint().to_hex())
 }
@@ -359,7 +433,11 @@ fn a_canary_in_every_field_and_file_never_reaches_disk_or_logs() {
 }
 
 /// Builds a manifest.pgp with arbitrary JSON, signed by `signer`.
-fn forge_manifest(json: &[u8], to: &openpgp::Cert, signer: openpgp::crypto::KeyPair) -> Vec<u8> {
+fn forge_manifest(
+    json: &[u8],
+    to: &openpgp::Cert,
+    signer: impl openpgp::crypto::Signer + Send + Sync,
+) -> Vec<u8> {
     let p = embargo::keys::POLICY.clone();
     let recipients: Vec<_> = to
         .keys()
