@@ -8,12 +8,15 @@ use std::time::SystemTime;
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::KeyHandle;
 use openpgp::cert::Preferences;
-use openpgp::packet::Key;
+use openpgp::crypto::SessionKey;
 use openpgp::packet::key::{PublicParts, UnspecifiedRole};
-use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
-use openpgp::types::{DataFormat, Features, KeyFlags};
+use openpgp::packet::pkesk::{PKESK3, PKESK6};
+use openpgp::packet::{Key, Packet};
+use openpgp::serialize::Serialize;
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
+use openpgp::types::{AEADAlgorithm, DataFormat, Features, KeyFlags, SymmetricAlgorithm};
+use openpgp::{Fingerprint, KeyHandle};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -148,6 +151,7 @@ impl Sealer {
             }
             recipients.push(vc.fingerprint().to_hex());
         }
+        let envelope = Envelope::new(&keys).map_err(SealError::OpenPgp)?;
         let staging = store.stage(&id)?;
         Ok(ReportWriter {
             sealer: self.clone(),
@@ -155,7 +159,7 @@ impl Sealer {
             id,
             received_at: now,
             channel,
-            keys,
+            envelope,
             recipients,
             attachments: Vec::new(),
             parts: Vec::new(),
@@ -182,11 +186,72 @@ impl Sealer {
     }
 }
 
-#[derive(Clone)]
 struct EncryptionKey {
     features: Features,
     handle: KeyHandle,
     key: Key<PublicParts, UnspecifiedRole>,
+}
+
+/// How every part of one report is encrypted: one session key, wrapped
+/// once to each recipient subkey. Each part is still a whole OpenPGP
+/// message (the same PKESK packets, its own IV or salt), but the public-key
+/// work is done once per report instead of once per part, which is most of
+/// the cost of a small report. Reusing a session key across messages is
+/// safe in both formats: SEIPDv1 starts each message with a random block,
+/// SEIPDv2 derives each message's key from a random salt (RFC 9580 §5.13.2).
+struct Envelope {
+    sym: SymmetricAlgorithm,
+    /// SEIPDv2 with this mode when every recipient supports it.
+    aead: Option<AEADAlgorithm>,
+    session_key: SessionKey,
+    /// The serialized PKESK packets, written at the start of every part.
+    pkesks: Vec<u8>,
+}
+
+impl Envelope {
+    fn new(keys: &[EncryptionKey]) -> openpgp::Result<Envelope> {
+        if keys.is_empty() {
+            // Never a message nobody can open.
+            return Err(anyhow::anyhow!(
+                "no usable encryption subkey among the maintainer certificates"
+            ));
+        }
+        let sym = SymmetricAlgorithm::default();
+        let aead = keys
+            .iter()
+            .all(|k| k.features.supports_seipdv2())
+            .then(AEADAlgorithm::default);
+        let session_key = SessionKey::new(sym.key_size()?)?;
+        let mut pkesks = Vec::new();
+        for k in keys {
+            if aead.is_some() {
+                let mut pkesk = PKESK6::for_recipient(&session_key, &k.key)?;
+                pkesk.set_recipient(Some(Fingerprint::try_from(k.handle.clone())?));
+                Packet::from(pkesk).serialize(&mut pkesks)?;
+            } else {
+                let mut pkesk = PKESK3::for_recipient(sym, &session_key, &k.key)?;
+                pkesk.set_recipient(Some(k.handle.clone().into()));
+                Packet::PKESK(pkesk.into()).serialize(&mut pkesks)?;
+            }
+        }
+        Ok(Envelope {
+            sym,
+            aead,
+            session_key,
+            pkesks,
+        })
+    }
+
+    /// Starts one encrypted part on `message`.
+    fn encrypt<'a>(&self, mut message: Message<'a>) -> openpgp::Result<Message<'a>> {
+        message.write_all(&self.pkesks)?;
+        let mut encryptor =
+            Encryptor::with_session_key(message, self.sym, self.session_key.clone())?;
+        if let Some(aead) = self.aead {
+            encryptor = encryptor.aead_algo(aead);
+        }
+        encryptor.build()
+    }
 }
 
 /// A report being sealed. Dropping it without `finish` discards everything.
@@ -196,7 +261,7 @@ pub struct ReportWriter {
     id: ReportId,
     received_at: SystemTime,
     channel: Channel,
-    keys: Vec<EncryptionKey>,
+    envelope: Envelope,
     recipients: Vec<String>,
     attachments: Vec<AttachmentEntry>,
     parts: Vec<SealedPart>,
@@ -351,13 +416,9 @@ impl ReportWriter {
             hash: Sha256::new(),
         };
         {
-            let recipients = self
-                .keys
-                .iter()
-                .map(|k| Recipient::new(k.features.clone(), k.handle.clone(), &k.key));
-            let message = Message::new(&mut sink);
-            let mut message = Encryptor::for_recipients(message, recipients)
-                .build()
+            let mut message = self
+                .envelope
+                .encrypt(Message::new(&mut sink))
                 .map_err(pgp)?;
             if signed {
                 let keypair = self.sealer.inner.secrets.signer()?;
