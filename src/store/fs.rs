@@ -5,6 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::{PartInfo, PartReader, PartSink, Staging, Store, StoreError, is_part_name};
 use crate::id::ReportId;
@@ -23,6 +24,62 @@ const WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Clone, Debug)]
 pub struct FsStore {
     reports: PathBuf,
+    renames: Arc<GroupSync>,
+}
+
+/// Group commit for the directory syncs that make renames durable. Every
+/// commit renames its report into `reports/` and must then fsync
+/// `reports/` and `.staging/` before it may return; one such pair of
+/// fsyncs covers every rename made before it began. So a committer that
+/// finds a sync already running waits for the next one, which then covers
+/// all of the waiting renames at once: under load, a few syncs serve many
+/// reports, and no commit returns before its own rename is durable.
+#[derive(Debug, Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Renames counted so far; each committer takes the next number.
+    renamed: u64,
+    /// Every rename numbered up to this one is durable.
+    durable: u64,
+    /// A sync is running.
+    syncing: bool,
+}
+
+impl GroupSync {
+    /// Returns once a sync of `dirs` that began after this call has
+    /// finished (this thread's, or another's), or with the error of this
+    /// thread's own attempt.
+    fn sync_after_rename(&self, dirs: [&Path; 2]) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.renamed += 1;
+        let mine = state.renamed;
+        loop {
+            if state.durable >= mine {
+                return Ok(());
+            }
+            if !state.syncing {
+                state.syncing = true;
+                let covers = state.renamed;
+                drop(state);
+                let result = dirs.iter().try_for_each(|d| sync_dir(d));
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.syncing = false;
+                if result.is_ok() {
+                    state.durable = state.durable.max(covers);
+                }
+                self.done.notify_all();
+                // On failure the waiters try for themselves.
+                result?;
+                continue;
+            }
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -55,7 +112,10 @@ impl FsStore {
         for sub in [STAGING, TRASH] {
             mkdir_private(&reports.join(sub)).map_err(io_err(&reports))?;
         }
-        Ok(FsStore { reports })
+        Ok(FsStore {
+            reports,
+            renames: Arc::default(),
+        })
     }
 
     /// Opens the store at start-up and removes what an interrupted run left
@@ -129,6 +189,7 @@ impl Store for FsStore {
             dir,
             target: self.report_dir(id),
             reports: self.reports.clone(),
+            renames: self.renames.clone(),
             _lock: lock,
             committed: false,
         }))
@@ -280,6 +341,7 @@ struct FsStaging {
     dir: PathBuf,
     target: PathBuf,
     reports: PathBuf,
+    renames: Arc<GroupSync>,
     _lock: File,
     committed: bool,
 }
@@ -332,8 +394,9 @@ impl Staging for FsStaging {
         })?;
         self.committed = true;
         drop(sweep);
-        sync_dir(&self.reports).map_err(io_err(&self.reports))?;
-        sync_dir(&self.reports.join(STAGING)).map_err(io_err(&self.reports))?;
+        self.renames
+            .sync_after_rename([&self.reports, &self.reports.join(STAGING)])
+            .map_err(io_err(&self.reports))?;
         Ok(())
     }
 }
@@ -503,6 +566,37 @@ mod tests {
         let live = store.stage(&other).unwrap();
         assert!(matches!(store.stage(&other), Err(StoreError::Exists(_))));
         drop(live);
+    }
+
+    #[test]
+    fn group_sync_returns_only_after_a_sync_that_began_after_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = Arc::new(GroupSync::default());
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let group = group.clone();
+                let path = dir.path().to_owned();
+                std::thread::spawn(move || {
+                    for _ in 0..8 {
+                        group.sync_after_rename([&path, &path]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let state = group.state.lock().unwrap();
+        assert_eq!((state.renamed, state.durable), (128, 128));
+        drop(state);
+        // A failing sync fails every commit waiting on it: none returns Ok.
+        let missing = dir.path().join("missing");
+        for _ in 0..3 {
+            assert!(group.sync_after_rename([&missing, &missing]).is_err());
+        }
+        let state = group.state.lock().unwrap();
+        assert_eq!(state.durable, 128);
+        assert!(!state.syncing);
     }
 
     #[test]
