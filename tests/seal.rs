@@ -146,6 +146,69 @@ fn every_part_decrypts_with_stock_gpg_under_rsa_and_curve25519_keys() {
     }
 }
 
+#[test]
+fn attachments_of_every_size_around_the_literal_chunk_size_decrypt_with_gpg() {
+    // Attachments are framed in 64 KiB partial-body chunks whose first one
+    // also holds the 6 header bytes: sizes around each boundary.
+    let gpg = Gpg::new();
+    let fpr = gpg.gen_key("Maintainer <m@example.org>", GpgKeyType::Cv25519, "", "0");
+    let site = Site::new();
+    site.add_key("m.asc", &gpg.export_public(&fpr));
+    let chunk = 65536;
+    let sizes = [
+        0,
+        1,
+        185,
+        186,
+        8377,
+        8378,
+        chunk - 7,
+        chunk - 6,
+        chunk - 5,
+        2 * chunk - 6,
+        3 * chunk + 5,
+    ];
+    let files: Vec<(String, Vec<u8>)> = sizes
+        .iter()
+        .map(|&n| (format!("f{n}"), random_bytes(n, n as u64)))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    for format in [MessageFormat::Compat, MessageFormat::Rfc9580] {
+        let cert = openpgp::Cert::from_bytes(&gpg.export_public(&fpr)).unwrap();
+        let sealer = sealer_for(&site, vec![cert], format);
+        let sealed = seal(&site, &sealer, &refs);
+        let dir = site.reports_dir().join(sealed.id.as_str());
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            let (out, status) = gpg.decrypt(&dir.join(format!("{:03}.pgp", i + 1)));
+            assert!(
+                out == *bytes,
+                "{format:?} {name}: gpg gave {} bytes\n{status}",
+                out.len()
+            );
+        }
+    }
+    // SEIPDv2 (which GnuPG 2.2 cannot read) through embargo's reader.
+    let alice = sequoia_key("alice <alice@example.org>");
+    let sealer = sealer_for(&site, vec![alice.clone()], MessageFormat::Rfc9580);
+    let sealed = seal(&site, &sealer, &refs);
+    let dir = site.reports_dir().join(sealed.id.as_str());
+    assert_eq!(seipd_versions(&dir.join("001.pgp")), vec![2]);
+    let open = opener(&alice, Some(site.signing_cert()));
+    let manifest = open
+        .open_manifest(&site.store(), &sealed.id)
+        .unwrap()
+        .manifest;
+    for (entry, (name, bytes)) in manifest.attachments.iter().zip(&files) {
+        let mut out = Vec::new();
+        open.decrypt_attachment(&site.store(), &sealed.id, entry, &mut out)
+            .unwrap();
+        assert!(out == *bytes, "rfc9580 {name}");
+    }
+}
+
 /// The SEIPD versions found in a message file.
 fn seipd_versions(path: &std::path::Path) -> Vec<u8> {
     let mut versions = Vec::new();

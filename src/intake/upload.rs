@@ -37,7 +37,7 @@ pub const MAX_PART_HEADER_BYTES: u64 = 1024 * 1024;
 /// Longest attachment name kept, in characters; longer names are cut.
 pub const MAX_FILE_NAME_CHARS: usize = 255;
 /// Chunks in flight between the socket and the sealer, per upload.
-const CHANNEL_CHUNKS: usize = 4;
+const CHANNEL_CHUNKS: usize = 2;
 /// Extra room for the `report` JSON part over the sum of its fields.
 const JSON_OVERHEAD_BYTES: usize = 16 * 1024;
 

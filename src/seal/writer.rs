@@ -404,11 +404,13 @@ impl ReportWriter {
     }
 
     /// Creates part `name` and runs `body` with the literal-data writer.
+    /// The signed part (the manifest, always small) goes through Sequoia's
+    /// signer and literal writer; attachments through [`LiteralChunks`].
     fn write_part(
         &mut self,
         name: &str,
         signed: bool,
-        body: impl FnOnce(&mut Message<'_>) -> Result<(), SealError>,
+        body: impl FnOnce(&mut dyn Write) -> Result<(), SealError>,
     ) -> Result<SealedPart, SealError> {
         let pgp = SealError::OpenPgp;
         let mut sink = CipherSink {
@@ -427,13 +429,17 @@ impl ReportWriter {
                     .creation_time(self.received_at)
                     .build()
                     .map_err(pgp)?;
+                let mut literal = LiteralWriter::new(message)
+                    .format(DataFormat::Binary)
+                    .build()
+                    .map_err(pgp)?;
+                body(&mut literal)?;
+                literal.finalize().map_err(pgp)?;
+            } else {
+                let mut literal = LiteralChunks::new(message);
+                body(&mut literal)?;
+                literal.finish().map_err(pgp)?;
             }
-            let mut literal = LiteralWriter::new(message)
-                .format(DataFormat::Binary)
-                .build()
-                .map_err(pgp)?;
-            body(&mut literal)?;
-            literal.finalize().map_err(pgp)?;
         }
         let CipherSink { sink, hash } = sink;
         let size = sink.finish()?;
@@ -442,6 +448,100 @@ impl ReportWriter {
             size,
             sha256: hex::encode(hash.finalize()),
         })
+    }
+}
+
+/// Size of the partial-body chunks of an attachment's literal data packet.
+const LITERAL_CHUNK: usize = 64 * 1024;
+
+/// Writes one Literal Data packet (RFC 9580 §5.9: binary, no file name,
+/// date 0, the same packet Sequoia's `LiteralWriter` makes) into the
+/// encryption layer, framed as 64 KiB partial-body chunks. Sequoia's own
+/// literal writer buffers 4 MiB before it frames anything, which for 32
+/// concurrent uploads alone is 128 MiB of plaintext held in memory; here
+/// at most one chunk is, and it is wiped when dropped.
+struct LiteralChunks<'a> {
+    inner: Message<'a>,
+    /// Packet body not yet framed; the first chunk starts with the header
+    /// fields. Framed only once more than a chunk is pending, because the
+    /// last chunk must carry a definite length.
+    pending: Zeroizing<Vec<u8>>,
+    /// Whether a partial chunk (and so the packet tag) was written.
+    started: bool,
+}
+
+impl<'a> LiteralChunks<'a> {
+    fn new(inner: Message<'a>) -> LiteralChunks<'a> {
+        let mut pending = Zeroizing::new(Vec::with_capacity(LITERAL_CHUNK));
+        // Format 'b', file name length 0, date 0.
+        pending.extend_from_slice(&[b'b', 0, 0, 0, 0, 0]);
+        LiteralChunks {
+            inner,
+            pending,
+            started: false,
+        }
+    }
+
+    /// Writes one full chunk as a partial body of 2^16 bytes.
+    fn emit_chunk(&mut self) -> io::Result<()> {
+        if !self.started {
+            self.inner.write_all(&[LITERAL_TAG])?;
+            self.started = true;
+        }
+        self.inner.write_all(&[224 + 16])?; // partial length 1 << 16
+        self.inner.write_all(&self.pending[..LITERAL_CHUNK])?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending with a definite length and closes every
+    /// layer below (encryption, MDC or AEAD tag).
+    fn finish(mut self) -> openpgp::Result<()> {
+        if !self.started {
+            self.inner.write_all(&[LITERAL_TAG])?;
+        }
+        self.inner.write_all(&definite_length(self.pending.len()))?;
+        self.inner.write_all(&self.pending)?;
+        self.pending.clear();
+        self.inner.finalize()
+    }
+}
+
+/// New-format packet tag of a Literal Data packet (tag 11).
+const LITERAL_TAG: u8 = 0xC0 | 11;
+
+/// The new-format definite body length encoding of `len` (RFC 9580 §4.2.1).
+fn definite_length(len: usize) -> Vec<u8> {
+    match len {
+        0..=191 => vec![len as u8],
+        192..=8383 => {
+            let v = len - 192;
+            vec![(v >> 8) as u8 + 192, v as u8]
+        }
+        _ => {
+            let mut out = vec![0xFF];
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out
+        }
+    }
+}
+
+impl Write for LiteralChunks<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.pending.len() == LITERAL_CHUNK {
+                self.emit_chunk()?;
+            }
+            let n = rest.len().min(LITERAL_CHUNK - self.pending.len());
+            self.pending.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
