@@ -2,13 +2,14 @@
 //! first part are the fuzz input, opened with a real secret key.
 #![no_main]
 
+mod common;
+
 use std::sync::OnceLock;
 
 use embargo::id::ReportId;
 use embargo::seal::{Opener, SecretSource};
 use embargo::store::{FsStore, Store};
 use libfuzzer_sys::fuzz_target;
-use sequoia_openpgp::cert::prelude::*;
 use sequoia_openpgp::serialize::SerializeInto;
 
 struct Fixture {
@@ -20,11 +21,9 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        // tmpfs when available: the store fsyncs every part it writes.
-        let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-        let dir = base.join(format!("embargo-fuzz-{}", std::process::id()));
+        let dir = common::scratch_dir();
         let store = FsStore::open(&dir).unwrap();
-        let (cert, _) = CertBuilder::general_purpose(Some("fuzz")).generate().unwrap();
+        let cert = common::throwaway_cert();
         let tsk = cert.as_tsk().to_vec().unwrap();
         let opener = Opener::new(SecretSource::from_key_bytes(&tsk, None).unwrap(), Some(cert));
         Fixture { _dir: dir, store, opener }

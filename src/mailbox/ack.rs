@@ -76,63 +76,18 @@ impl Acker {
         let Some(addr) = &reply.from_addr else {
             return Err("no usable From".into());
         };
-        let to: Address = addr.parse().map_err(|_| "no usable From".to_string())?;
         if !self.allow(addr) {
             return Err(format!(
                 "more than {ACKS_PER_SENDER} acknowledgements to this sender within the hour"
             ));
         }
-        let fix = |s: &str| {
-            self.policy
-                .fix_deadline(s)
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "(no deadline)".into())
+        let sender = Sender {
+            from: &self.from,
+            project: &self.project,
+            policy: &self.policy,
+            policy_url: self.policy_url.as_deref(),
         };
-        let policy = match &self.policy_url {
-            Some(url) => format!("\nOur security policy: {url}\n"),
-            None => String::new(),
-        };
-        let body = fill(
-            ACK_TEMPLATE,
-            &[
-                ("project", &self.project),
-                ("id", id.as_str()),
-                (
-                    "acknowledge_within",
-                    &self.policy.acknowledge_within.to_string(),
-                ),
-                (
-                    "status_update_within",
-                    &self.policy.status_update_within.to_string(),
-                ),
-                ("fix_critical", &fix("critical")),
-                ("fix_high", &fix("high")),
-                ("fix_medium", &fix("medium")),
-                ("fix_low", &fix("low")),
-                ("policy", &policy),
-            ],
-        );
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(format!(
-                "Your vulnerability report to {} was received: {id}",
-                self.project
-            ))
-            .header(crate::smtp::AutoSubmitted("auto-replied".into()))
-            .header(ContentType::TEXT_PLAIN);
-        if let Some(mid) = &reply.message_id {
-            builder = builder.in_reply_to(mid.clone());
-            let references = match &reply.references {
-                Some(r) => format!("{r} {mid}"),
-                None => mid.clone(),
-            };
-            builder = builder.references(references);
-        }
-        builder
-            .body(body)
-            .map(Some)
-            .map_err(|e| format!("cannot build the message: {e}"))
+        compose(&sender, id, reply).map(Some)
     }
 
     /// Counts one acknowledgement to `addr`; false when over the limit.
@@ -150,6 +105,73 @@ impl Acker {
         times.push(now);
         true
     }
+}
+
+/// Who acknowledges, and the policy the acknowledgement quotes.
+pub struct Sender<'a> {
+    pub from: &'a Address,
+    pub project: &'a str,
+    pub policy: &'a Policy,
+    pub policy_url: Option<&'a str>,
+}
+
+/// The acknowledgement of report `id` to the sender `reply` describes. Every
+/// value taken from the reporter's message (address, Message-ID,
+/// References) went through [`super::message::parse`]; anything lettre does
+/// not accept as an address means no reply.
+pub fn compose(sender: &Sender<'_>, id: &ReportId, reply: &ReplyFacts) -> Result<Message, String> {
+    let Some(addr) = &reply.from_addr else {
+        return Err("no usable From".into());
+    };
+    let to: Address = addr.parse().map_err(|_| "no usable From".to_string())?;
+    let policy = sender.policy;
+    let fix = |s: &str| {
+        policy
+            .fix_deadline(s)
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "(no deadline)".into())
+    };
+    let policy_line = match sender.policy_url {
+        Some(url) => format!("\nOur security policy: {url}\n"),
+        None => String::new(),
+    };
+    let body = fill(
+        ACK_TEMPLATE,
+        &[
+            ("project", sender.project),
+            ("id", id.as_str()),
+            ("acknowledge_within", &policy.acknowledge_within.to_string()),
+            (
+                "status_update_within",
+                &policy.status_update_within.to_string(),
+            ),
+            ("fix_critical", &fix("critical")),
+            ("fix_high", &fix("high")),
+            ("fix_medium", &fix("medium")),
+            ("fix_low", &fix("low")),
+            ("policy", &policy_line),
+        ],
+    );
+    let mut builder = Message::builder()
+        .from(sender.from.clone())
+        .to(to)
+        .subject(format!(
+            "Your vulnerability report to {} was received: {id}",
+            sender.project
+        ))
+        .header(crate::smtp::AutoSubmitted("auto-replied".into()))
+        .header(ContentType::TEXT_PLAIN);
+    if let Some(mid) = &reply.message_id {
+        builder = builder.in_reply_to(mid.clone());
+        let references = match &reply.references {
+            Some(r) => format!("{r} {mid}"),
+            None => mid.clone(),
+        };
+        builder = builder.references(references);
+    }
+    builder
+        .body(body)
+        .map_err(|e| format!("cannot build the message: {e}"))
 }
 
 /// Replaces each `{name}` in `template`.

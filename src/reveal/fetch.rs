@@ -222,14 +222,7 @@ impl Http {
                 "a listing larger than {MAX_LISTING_BYTES} bytes"
             )));
         }
-        let listing: Listing = serde_json::from_slice(&body)
-            .map_err(|e| Error::BadListing(format!("listing is not the expected JSON: {e}")))?;
-        let mut out = Vec::with_capacity(listing.reports.len());
-        let mut seen = std::collections::HashSet::new();
-        for report in listing.reports {
-            out.push(validate(report, &mut seen)?);
-        }
-        Ok(out)
+        parse_listing(&body)
     }
 
     /// Makes `path` hold exactly `part.size` bytes of the part, resuming a
@@ -329,6 +322,20 @@ impl Http {
         file.sync_data().map_err(write_err(path))?;
         Ok(got)
     }
+}
+
+/// Parses and checks a `GET /api/v1/sealed` listing from the server (which
+/// is not trusted to be well-formed): every report with a canonical ID,
+/// listed once, with a manifest and attachments numbered without gaps.
+pub fn parse_listing(body: &[u8]) -> Result<Vec<(ReportId, Vec<PartInfo>)>, Error> {
+    let listing: Listing = serde_json::from_slice(body)
+        .map_err(|e| Error::BadListing(format!("listing is not the expected JSON: {e}")))?;
+    let mut out = Vec::with_capacity(listing.reports.len());
+    let mut seen = std::collections::HashSet::new();
+    for report in listing.reports {
+        out.push(validate(report, &mut seen)?);
+    }
+    Ok(out)
 }
 
 /// Checks one listed report: a canonical ID, known part names each once,

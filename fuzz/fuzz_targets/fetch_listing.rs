@@ -1,0 +1,25 @@
+//! `embargo fetch`'s reading of a server's `GET /api/v1/sealed` listing: a
+//! hostile or broken server must get an error, never a panic, and nothing
+//! it lists may pass unless it is a complete, canonical report.
+#![no_main]
+
+use std::collections::HashSet;
+
+use embargo::reveal::fetch::parse_listing;
+use embargo::store::is_part_name;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(reports) = parse_listing(data) else { return };
+    let mut ids = HashSet::new();
+    for (id, parts) in reports {
+        assert!(ids.insert(id.to_string()), "a report listed twice passed");
+        let names: HashSet<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names.len(), parts.len(), "a part listed twice passed");
+        assert!(names.contains("manifest.pgp"), "a report without its manifest passed");
+        assert!(names.iter().all(|n| is_part_name(n)));
+        for n in 1..names.len() {
+            assert!(names.contains(format!("{n:03}.pgp").as_str()), "a gap in the parts passed");
+        }
+    }
+});
