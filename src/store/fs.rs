@@ -12,9 +12,6 @@ use crate::id::ReportId;
 
 const STAGING: &str = ".staging";
 const TRASH: &str = ".trash";
-/// Held (flock) by the process writing a staging directory, so cleanup by
-/// another process never removes a report that is still being written.
-const LOCK: &str = ".lock";
 /// Taken shared while a staging directory is created and locked, and
 /// exclusively by the sweep that removes what crashed writers left.
 const SWEEP_LOCK: &str = ".sweep.lock";
@@ -176,12 +173,13 @@ impl Store for FsStore {
                 }
             }
         })?;
-        let lock = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join(LOCK))
-            .map_err(io_err(&dir))?;
+        // The directory itself is locked (flock), by the process writing
+        // it, until the report is committed or discarded, so cleanup by
+        // another process never removes a report still being written. A
+        // lock file inside would have to be removed before the rename,
+        // which dirties the directory and costs every report one more
+        // journal commit when it is synced.
+        let lock = File::open(&dir).map_err(io_err(&dir))?;
         lock.lock().map_err(io_err(&dir))?;
         drop(sweep);
         Ok(Box::new(FsStaging {
@@ -326,7 +324,7 @@ fn remove_dir_if_present(path: &Path) -> io::Result<()> {
 
 /// Whether a live process holds the lock of staging directory `dir`.
 fn is_locked(dir: &Path) -> bool {
-    match File::open(dir.join(LOCK)) {
+    match File::open(dir) {
         Ok(f) => match f.try_lock() {
             Ok(()) => false,
             Err(fs::TryLockError::WouldBlock) => true,
@@ -376,11 +374,8 @@ impl Staging for FsStaging {
                 source: io::Error::other("refusing to commit a report without manifest.pgp"),
             });
         }
-        // Once the lock file is gone, only the shared sweep lock keeps a
-        // sweep from taking this finished directory for a crashed one.
         let sweep = open_sweep_lock(&self.reports)?;
         sweep.lock_shared().map_err(io_err(&self.reports))?;
-        fs::remove_file(self.dir.join(LOCK)).map_err(io_err(&self.dir))?;
         sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         fs::rename(&self.dir, &self.target).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(39) {
