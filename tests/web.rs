@@ -661,11 +661,12 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
             .any(|l| l.starts_with("Max open files") && l.contains(" 300 ")),
         "{limits}"
     );
-    assert!(
-        srv.log_text().contains("leaves room for 156 connections"),
-        "{}",
-        srv.log_text()
-    );
+    // Logged as the listener starts, which may be just after "listening".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.log_text().contains("leaves room for 156 connections") {
+        assert!(Instant::now() < deadline, "{}", srv.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Idle connections take every slot; each one over gets 503 or, past
     // the answers sent at once, is closed: never a hang, never a crash.
@@ -731,7 +732,10 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(shed >= 251, "{shed} connections counted as shed");
+    assert!(
+        shed > busy as u64,
+        "{shed} connections counted as shed, {busy} answered 503 and one late"
+    );
     let fds = std::fs::read_dir(format!("/proc/{}/fd", srv.pid()))
         .unwrap()
         .count();
