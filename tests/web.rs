@@ -55,6 +55,27 @@ fn api_json(title: &str) -> Vec<u8> {
     common::report_json(title, "The export endpoint joins user input into a path.")
 }
 
+/// Submits a report titled `title` with one file through the API; expects
+/// 201 and returns the report ID.
+fn submit_with_file(srv: &Server, title: &str, file: &[u8]) -> String {
+    let form = Form::new()
+        .part("report", Part::bytes(api_json(title)))
+        .part(
+            "attachment",
+            Part::bytes(file.to_vec()).file_name("poc.bin"),
+        );
+    let r = client()
+        .post(srv.url("/api/v1/reports"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Reports being staged (the store's own dot files, such as locks, aside).
 fn staged_reports(site: &Site) -> Vec<String> {
     site.staging_entries()
@@ -706,19 +727,7 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
     drop(idle);
     std::thread::sleep(Duration::from_millis(500));
     let poc = random_bytes(300_000, 77);
-    let form = Form::new()
-        .part("report", Part::bytes(api_json("after the flood")))
-        .part("attachment", Part::bytes(poc.clone()).file_name("poc.bin"));
-    let r = client()
-        .post(srv.url("/api/v1/reports"))
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = submit_with_file(&srv, "after the flood", &poc);
     assert_eq!(attachment_bytes(&site, &secret, &id, 0), poc);
     let metrics = client()
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
@@ -1102,20 +1111,7 @@ fn maintainer_routes_need_the_token_and_serve_ranges() {
         TEST_LIMITS,
     );
     let srv = Server::start(&site);
-    let file = random_bytes(100_000, 15);
-    let form = Form::new()
-        .part("report", Part::bytes(api_json("t")))
-        .part("attachment", Part::bytes(file).file_name("a.bin"));
-    let r = client()
-        .post(srv.url("/api/v1/reports"))
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = submit_with_file(&srv, "t", &random_bytes(100_000, 15));
     let missing = ReportId::random().to_string();
 
     let c = client();
