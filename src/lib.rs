@@ -18,6 +18,7 @@
 //! - [`metrics`]: counters for `GET /metrics` (Prometheus text, fixed labels only).
 //! - [`notify`]: batched, content-free "new report" notices (mail, webhooks).
 //! - [`alerts`]: key-expiry alerts (30/7/1 days, expired, none usable).
+//! - [`logging`]: the log filter that keeps dependencies at `info` and above.
 //! - [`retention`]: `[retention]`: deletes whole reports by age or once fetched.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod id;
 pub mod intake;
 pub mod keys;
+pub mod logging;
 pub mod mailbox;
 pub mod metrics;
 pub mod notify;

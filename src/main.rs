@@ -189,28 +189,43 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr, filtered by `EMBARGO_LOG`. Servers log at `info` by
 /// default (one line per request); one-shot commands only warn.
+///
+/// Whatever `EMBARGO_LOG` says, only embargo's own events go below `info`:
+/// dependencies trace their I/O (the IMAP client logs the LOGIN line and
+/// every fetched message, hyper logs peer addresses), so their debug and
+/// trace events are dropped by [`embargo::logging::dependency_clamp`].
 fn init_logs(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter::FilterExt};
+
     let default = match cli.command {
         Command::Serve { .. } | Command::Poll { .. } | Command::Demo => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("EMBARGO_LOG")
+    let env = tracing_subscriber::EnvFilter::try_from_env("EMBARGO_LOG")
         .unwrap_or_else(|_| default.into());
-    let builder = tracing_subscriber::fmt()
+    let filter = env.and(embargo::logging::dependency_clamp());
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_env_filter(filter)
         .with_target(false);
-    if cli.log_format == "json" {
-        builder.json().with_current_span(false).init();
+    let layer = if cli.log_format == "json" {
+        layer
+            .json()
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed()
     } else {
         // Colour codes only for a person at a terminal, never into journald or files.
-        builder
+        layer
             .with_ansi(
                 std::io::IsTerminal::is_terminal(&std::io::stderr())
                     && std::env::var_os("NO_COLOR").is_none(),
             )
-            .init();
-    }
+            .with_filter(filter)
+            .boxed()
+    };
+    tracing_subscriber::registry().with(layer).init();
 }
 
 fn clock_from(now: Option<&str>) -> Result<Clock> {
