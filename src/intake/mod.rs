@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/security.txt", get(routes::security_txt))
         .route("/healthz", get(routes::healthz))
         .route("/static/style.css", get(routes::stylesheet))
+        .route("/api/v1/openapi.json", get(routes::openapi))
         .route("/api/v1/sealed", get(sealed::list))
         .route("/api/v1/sealed/{id}/{part}", get(sealed::part))
         .route("/metrics", get(routes::metrics_with_token))

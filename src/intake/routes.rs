@@ -72,6 +72,16 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// `GET /api/v1/openapi.json`: the OpenAPI 3.1 description of these routes
+/// (docs/openapi.json, compiled in so it always matches this build).
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../docs/openapi.json"),
+    )
+        .into_response()
+}
+
 /// Refuses a browser request that another site made (CSRF), using the
 /// headers browsers set themselves, so it works without JavaScript or
 /// cookies. Requests without these headers (curl, scripts) pass.
