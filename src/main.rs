@@ -48,7 +48,7 @@ enum Command {
     Seal {
         #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
         config: Option<PathBuf>,
-        /// The report: {"report": {...}, "reporter": {...}} (DESIGN §6).
+        /// The report: {"report": {...}, "reporter": {...}} (see docs/format.md, "Input JSON").
         #[arg(long)]
         report: PathBuf,
         /// Files to attach (proofs of concept, logs).
