@@ -3,7 +3,13 @@
 //! rfc9580) and with `gpg --encrypt --compress-algo none` on the same file
 //! and keys, and prints throughput and peak RSS. Figures, not assertions.
 //!
-//! `EMBARGO_BENCH_MIB` sets the size (default 1024).
+//! `EMBARGO_BENCH_MIB` sets the size (default 1024; 0 skips this part).
+//!
+//! First it seals `EMBARGO_BENCH_SMALL` (default 300) small reports (the
+//! report text and one 1 KiB attachment: two parts) in process, through
+//! the library and the filesystem store (fsync included), and prints
+//! reports/s for each format, into the store and into a null store (the
+//! sealing work alone).
 
 use std::fs;
 use std::io::Write;
@@ -68,12 +74,127 @@ fn write_random(path: &Path, mib: usize) {
     f.flush().unwrap();
 }
 
+/// A store that drops what it is given: the sealing cost without the disk.
+struct NullStore;
+struct NullStaging(embargo::id::ReportId);
+struct NullSink;
+
+impl Write for NullSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl embargo::store::PartSink for NullSink {
+    fn finish(self: Box<Self>) -> Result<u64, embargo::store::StoreError> {
+        Ok(0)
+    }
+}
+
+impl embargo::store::Staging for NullStaging {
+    fn id(&self) -> &embargo::id::ReportId {
+        &self.0
+    }
+    fn create_part(
+        &mut self,
+        _: &str,
+    ) -> Result<Box<dyn embargo::store::PartSink>, embargo::store::StoreError> {
+        Ok(Box::new(NullSink))
+    }
+    fn commit(self: Box<Self>) -> Result<(), embargo::store::StoreError> {
+        Ok(())
+    }
+}
+
+impl embargo::store::Store for NullStore {
+    fn stage(
+        &self,
+        id: &embargo::id::ReportId,
+    ) -> Result<Box<dyn embargo::store::Staging>, embargo::store::StoreError> {
+        Ok(Box::new(NullStaging(id.clone())))
+    }
+    fn contains(&self, _: &embargo::id::ReportId) -> Result<bool, embargo::store::StoreError> {
+        Ok(false)
+    }
+    fn list(&self) -> Result<Vec<embargo::id::ReportId>, embargo::store::StoreError> {
+        Ok(Vec::new())
+    }
+    fn parts(
+        &self,
+        id: &embargo::id::ReportId,
+    ) -> Result<Vec<embargo::store::PartInfo>, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
+    fn open_part(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+    ) -> Result<Box<dyn embargo::store::PartReader>, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
+    fn remove(&self, _: &embargo::id::ReportId) -> Result<(), embargo::store::StoreError> {
+        Ok(())
+    }
+    fn check_writable(&self) -> Result<(), embargo::store::StoreError> {
+        Ok(())
+    }
+    fn remove_stale_staging(&self) -> Result<usize, embargo::store::StoreError> {
+        Ok(0)
+    }
+}
+
+/// Seals `n` small reports to `certs` in process, into the filesystem
+/// store (`disk`) or nowhere; returns reports/s.
+fn small_reports(dir: &Path, certs: &[openpgp::Cert], format: &str, n: usize, disk: bool) -> f64 {
+    use embargo::config::{Limits, MessageFormat};
+    use embargo::seal::{Channel, Role, Sealer};
+    let root = dir.join(format!("small-{format}"));
+    let secrets = std::sync::Arc::new(
+        embargo::keys::IntakeSecrets::load_or_create(&root.join("state"), "bench").unwrap(),
+    );
+    let fs_store = embargo::store::FsStore::open(&root.join("data")).unwrap();
+    let store: &dyn embargo::store::Store = if disk { &fs_store } else { &NullStore };
+    let format = match format {
+        "compat" => MessageFormat::Compat,
+        _ => MessageFormat::Rfc9580,
+    };
+    let sealer = Sealer::new(
+        embargo::keys::Recipients::from_certs(certs.to_vec()),
+        secrets,
+        format,
+        embargo::clock::Clock::system(),
+    );
+    let raw = embargo::report::RawReport::from_json(
+        br#"{"report":{"title":"bench","description":"a small report"}}"#,
+    )
+    .unwrap();
+    let (body, reporter) = raw.validate(&Limits::default()).unwrap();
+    let poc = vec![b'x'; 1024];
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let mut w = sealer
+            .begin(store, embargo::id::ReportId::random(), Channel::Api)
+            .unwrap();
+        w.add_attachment("poc.txt", "text/plain", Role::Poc, &mut &poc[..], u64::MAX)
+            .unwrap();
+        w.finish(body.clone(), reporter.clone(), None).unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is accepted.
     let mib: usize = std::env::var("EMBARGO_BENCH_MIB")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1024);
+    let small: usize = std::env::var("EMBARGO_BENCH_SMALL")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     let embargo = env!("CARGO_BIN_EXE_embargo");
     let work = tempfile::Builder::new()
         .prefix("embargo-bench")
@@ -91,6 +212,7 @@ fn main() {
 
     // Three Cv25519 certificates that advertise SEIPDv2, known to both tools.
     let mut fingerprints = Vec::new();
+    let mut certs = Vec::new();
     for i in 0..3 {
         let (cert, _) = CertBuilder::general_purpose(Some(format!("bench {i} <b{i}@example.org>")))
             .set_cipher_suite(CipherSuite::Cv25519)
@@ -108,6 +230,22 @@ fn main() {
         import.stdin.take().unwrap().write_all(&armored).unwrap();
         assert!(import.wait().unwrap().success());
         fingerprints.push(cert.fingerprint().to_hex());
+        certs.push(cert);
+    }
+    if small > 0 {
+        println!(
+            "\nSmall reports (text + one 1 KiB attachment) to 3 Cv25519 certificates, in process:"
+        );
+        for format in ["compat", "rfc9580"] {
+            let disk = small_reports(dir, &certs, format, small, true);
+            let crypto = small_reports(dir, &certs, format, small, false);
+            println!(
+                "  {format:<8} {disk:>8.1} reports/s into the store (fsynced), {crypto:>8.1} reports/s sealing only ({small} reports)"
+            );
+        }
+    }
+    if mib == 0 {
+        return;
     }
     let input = dir.join("input.bin");
     eprintln!("writing {mib} MiB of random data...");

@@ -140,6 +140,16 @@ impl Keyring {
                 file: file.clone(),
                 source,
             })?;
+            // Every file is scanned for secret keys, whatever its name
+            // or size: a key pasted into notes.txt is as exposed as one
+            // in alice.asc.
+            let secret = file_holds_secret_key(&file).map_err(|source| KeyError::File {
+                file: file.clone(),
+                source,
+            })?;
+            if secret {
+                return Err(KeyError::SecretKey { file });
+            }
             if meta.len() > MAX_KEY_FILE_BYTES {
                 if is_key_file {
                     bad_files.push(BadFile {
@@ -153,9 +163,6 @@ impl Keyring {
                 file: file.clone(),
                 source,
             })?);
-            if looks_secret(&bytes) {
-                return Err(KeyError::SecretKey { file });
-            }
             let mut found = 0;
             let mut parse_error = None;
             match CertParser::from_bytes(&bytes[..]) {
@@ -291,14 +298,167 @@ pub fn dir_stamp(dir: &Path) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Cheap check for armored secret keys, before any parsing.
-fn looks_secret(bytes: &[u8]) -> bool {
-    bytes
-        .windows(26)
-        .any(|w| w == b"BEGIN PGP PRIVATE KEY BLOCK")
-        || bytes
-            .windows(25)
-            .any(|w| w == b"BEGIN PGP SECRET KEY BLOCK")
+/// How deep [`holds_secret_key`] looks into literal data packets that
+/// themselves hold OpenPGP data (a key wrapped in a message).
+const SECRET_SCAN_NESTING: usize = 4;
+
+/// Whether `bytes` hold secret key material anywhere: a Secret-Key or
+/// Secret-Subkey packet (tags 5 and 7) alone or inside a certificate,
+/// binary or armored (whatever the armor header claims), after other
+/// certificates, inside compressed data or wrapped in a literal data
+/// packet, or an armor block announced as a private key even when its body
+/// does not parse. Never panics, whatever the input.
+pub fn holds_secret_key(bytes: &[u8]) -> bool {
+    scan_for_secrets(
+        |offset| {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            Ok(Box::new(&bytes[start..]))
+        },
+        SECRET_SCAN_NESTING,
+    )
+    .unwrap_or(false)
+}
+
+/// [`holds_secret_key`] for a file, read in a streaming way (any size).
+fn file_holds_secret_key(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    scan_for_secrets(
+        |offset| {
+            let mut f = fs::File::open(path)?;
+            f.seek(SeekFrom::Start(offset))?;
+            Ok(Box::new(std::io::BufReader::new(f)))
+        },
+        SECRET_SCAN_NESTING,
+    )
+}
+
+type ScanReader<'a> = Box<dyn std::io::Read + Send + Sync + 'a>;
+
+/// Parses the data as OpenPGP packets from its start (binary or armored)
+/// and from every armor header line in it, since one armor reader stops at
+/// the end of its block and a second block (a TSK pasted after a public
+/// certificate) would go unseen.
+fn scan_for_secrets<'a>(
+    open: impl Fn(u64) -> std::io::Result<ScanReader<'a>>,
+    nesting: usize,
+) -> std::io::Result<bool> {
+    let starts = armor_starts(open(0)?)?;
+    if starts.iter().any(|s| s.secret_header) {
+        return Ok(true);
+    }
+    if packets_hold_secret(open(0)?, nesting) {
+        return Ok(true);
+    }
+    for start in starts.iter().filter(|s| s.offset != 0) {
+        if packets_hold_secret(open(start.offset)?, nesting) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Where an armor header line (`-----BEGIN PGP …`) starts.
+#[derive(Debug)]
+struct ArmorStart {
+    offset: u64,
+    /// The header names a private or secret key block.
+    secret_header: bool,
+}
+
+/// Every armor header in `reader`, found case-insensitively in a
+/// streaming pass (overlapping windows, so a header split across reads is
+/// found once).
+fn armor_starts(mut reader: ScanReader<'_>) -> std::io::Result<Vec<ArmorStart>> {
+    const NEEDLE: &[u8] = b"BEGIN PGP ";
+    /// Bytes after the needle needed to tell the block's kind.
+    const KIND: usize = 24;
+    let mut starts = Vec::new();
+    let mut window: Vec<u8> = Vec::new();
+    // Absolute offset of window[0], and the first offset not yet examined.
+    let mut base = 0u64;
+    let mut next = 0u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let eof = n == 0;
+        window.extend_from_slice(&chunk[..n]);
+        let mut i = usize::try_from(next.saturating_sub(base)).unwrap_or(usize::MAX);
+        while i + NEEDLE.len() <= window.len() {
+            if !window[i..i + NEEDLE.len()].eq_ignore_ascii_case(NEEDLE) {
+                i += 1;
+                continue;
+            }
+            let after = i + NEEDLE.len();
+            if !eof && after + KIND > window.len() {
+                break; // Decide once the kind is in the window.
+            }
+            let kind = window[after..window.len().min(after + KIND)].to_ascii_uppercase();
+            let secret_header = kind.starts_with(b"PRIVATE KEY") || kind.starts_with(b"SECRET KEY");
+            let dashes = window[..i].iter().rev().take_while(|b| **b == b'-').count();
+            starts.push(ArmorStart {
+                offset: base + (i - dashes) as u64,
+                secret_header,
+            });
+            i = after;
+        }
+        next = base + i as u64;
+        if eof {
+            return Ok(starts);
+        }
+        // Keep only what a header starting later could still need.
+        let keep = window.len().min(NEEDLE.len() + KIND + 8);
+        let drop = (window.len() - keep).min(i);
+        window.drain(..drop);
+        base += drop as u64;
+    }
+}
+
+/// Whether the packets read from `reader` hold a secret key packet,
+/// descending into containers (compressed data) and, `nesting` levels
+/// deep, into literal data. Parse errors end the scan with what was seen.
+fn packets_hold_secret(reader: ScanReader<'_>, nesting: usize) -> bool {
+    use openpgp::packet::Tag;
+    use openpgp::parse::{PacketParser, PacketParserResult};
+    let Ok(mut ppr) = PacketParser::from_reader(reader) else {
+        return false;
+    };
+    while let PacketParserResult::Some(mut pp) = ppr {
+        // By tag, so a secret key packet Sequoia cannot parse (an unknown
+        // algorithm, a damaged body) still counts.
+        if matches!(pp.packet.tag(), Tag::SecretKey | Tag::SecretSubkey) {
+            return true;
+        }
+        if nesting > 0 && matches!(pp.packet, openpgp::Packet::Literal(_)) {
+            let mut body = Zeroizing::new(Vec::new());
+            let limit = MAX_KEY_FILE_BYTES;
+            if std::io::Read::read_to_end(&mut std::io::Read::take(&mut pp, limit), &mut body)
+                .is_ok()
+                && scan_for_secrets(
+                    |offset| {
+                        let start = usize::try_from(offset)
+                            .unwrap_or(usize::MAX)
+                            .min(body.len());
+                        Ok(Box::new(&body[start..]))
+                    },
+                    nesting - 1,
+                )
+                .unwrap_or(false)
+            {
+                return true;
+            }
+        }
+        ppr = match pp.recurse() {
+            Ok((_, next)) => next,
+            Err(_) => return false,
+        };
+    }
+    false
 }
 
 /// Judges one certificate under the standard policy at `now`.

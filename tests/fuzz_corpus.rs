@@ -109,6 +109,19 @@ fn keyring_seeds() {
     assert!(certs >= 2);
 }
 
+/// fuzz_targets/secret_scan.rs
+#[test]
+fn secret_scan_seeds() {
+    let mut secret = 0;
+    for (path, data) in seeds("secret_scan") {
+        let found = embargo::keys::holds_secret_key(&data);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(found, name.starts_with("secret"), "{name}");
+        secret += usize::from(found);
+    }
+    assert!(secret >= 3, "the seeds include secret keys ({secret})");
+}
+
 /// fuzz_targets/sealed_reader.rs: the first byte says where the manifest
 /// part ends, the rest is 001.pgp; opened with a real (unrelated) key.
 #[test]

@@ -265,3 +265,148 @@ fn config_errors_name_the_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("missing.toml"), "{}", text(&out).1);
 }
+
+/// Secret key material in every shape it was found to slip through in:
+/// (file name, bytes). Names rotate through extensions the loader does
+/// not treat as certificates, since the scan covers every file.
+fn secret_key_files() -> Vec<(String, Vec<u8>)> {
+    use openpgp::armor::{Kind, Writer};
+    use openpgp::serialize::SerializeInto;
+    use openpgp::serialize::stream::{Compressor, LiteralWriter, Message};
+    use sequoia_openpgp as openpgp;
+    let cert = sequoia_key("leaked <leak@example.org>");
+    let other = sequoia_key("other <other@example.org>");
+    let subkey =
+        openpgp::Packet::from(cert.keys().subkeys().secret().next().unwrap().key().clone())
+            .to_vec()
+            .unwrap();
+    let primary = openpgp::Packet::from(
+        cert.primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap(),
+    )
+    .to_vec()
+    .unwrap();
+    let tsk = cert.as_tsk().to_vec().unwrap();
+    let armor = |kind: Kind, bytes: &[u8]| {
+        let mut w = Writer::new(Vec::new(), kind).unwrap();
+        std::io::Write::write_all(&mut w, bytes).unwrap();
+        w.finalize().unwrap()
+    };
+    let wrapped = |compress: bool| {
+        let mut out = Vec::new();
+        let message = Message::new(&mut out);
+        let mut w = if compress {
+            let mut c = Compressor::new(message).build().unwrap();
+            std::io::Write::write_all(&mut c, &tsk).unwrap();
+            c
+        } else {
+            let mut l = LiteralWriter::new(message).build().unwrap();
+            std::io::Write::write_all(&mut l, &tsk).unwrap();
+            l
+        };
+        std::io::Write::flush(&mut w).unwrap();
+        w.finalize().unwrap();
+        out
+    };
+    let cat = |a: &[u8], b: &[u8]| [a, b].concat();
+    let public_bin = other.to_vec().unwrap();
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        ("lone secret subkey, binary", subkey.clone()),
+        ("lone secret subkey, armored", armor(Kind::SecretKey, &subkey)),
+        (
+            "lone secret subkey, armored as a public key",
+            armor(Kind::PublicKey, &subkey),
+        ),
+        ("lone secret primary key", primary.clone()),
+        (
+            "lone secret primary key, armored",
+            armor(Kind::PublicKey, &primary),
+        ),
+        ("full TSK, binary", tsk.clone()),
+        ("full TSK, armored", armored_secret(&cert)),
+        (
+            "TSK armored after a public certificate",
+            cat(&armored_public(&other), &armored_secret(&cert)),
+        ),
+        ("TSK binary after a public certificate", cat(&public_bin, &tsk)),
+        ("TSK with garbage after", cat(&tsk, b"\x00\xfftrailing garbage")),
+        (
+            "TSK after notes",
+            cat(b"backup of my key, do not share\n\n", &armored_secret(&cert)),
+        ),
+        ("TSK in compressed data", wrapped(true)),
+        ("TSK in a literal data packet", wrapped(false)),
+        (
+            "private key armor with a body that does not parse",
+            b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nnot base64 at all!\n-----END PGP PRIVATE KEY BLOCK-----\n".to_vec(),
+        ),
+    ];
+    let names = ["k.asc", "k.pgp", "k.txt", "k.key", "k"];
+    variants
+        .into_iter()
+        .enumerate()
+        .map(|(i, (what, bytes))| {
+            let name = names[i % names.len()];
+            (format!("{}-{name}", what.replace([' ', ','], "_")), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn every_shape_of_secret_key_in_keys_dir_stops_keys_check_and_serve_naming_the_file() {
+    for (file, bytes) in secret_key_files() {
+        let site = Site::new();
+        site.write_config("listen = \"127.0.0.1:0\"");
+        site.add_key(
+            "good.asc",
+            &armored_public(&sequoia_key("good <g@example.org>")),
+        );
+        site.add_key(&file, &bytes);
+
+        let out = run(&site, &["keys", "check"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{file} holds secret key material")),
+            "{file}: {stderr}"
+        );
+
+        let (code, log) = serve_until_exit(&site, &[], std::time::Duration::from_secs(60));
+        assert_eq!(code, Some(1), "{file}: serve must refuse to start:\n{log}");
+        assert!(
+            log.contains(&format!("{file} holds secret key material")),
+            "{file}: {log}"
+        );
+        assert!(!log.contains("listening"), "{file}: {log}");
+    }
+}
+
+#[test]
+fn public_certificates_in_any_shape_are_not_mistaken_for_secret_keys() {
+    use sequoia_openpgp::serialize::SerializeInto;
+    let a = sequoia_key("a <a@example.org>");
+    let b = sequoia_key("b <b@example.org>");
+    let site = Site::new();
+    site.add_key("a.pgp", &a.to_vec().unwrap());
+    site.add_key(
+        "two.asc",
+        &[armored_public(&a), armored_public(&b)].concat(),
+    );
+    site.add_key(
+        "notes.txt",
+        b"Our keys: -----BEGIN PGP PUBLIC KEY BLOCK----- (see two.asc)\n",
+    );
+    let out = run(&site, &["keys", "check"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stderr.contains("secret key material"), "{stderr}");
+    assert!(stdout.contains(&a.fingerprint().to_hex()), "{stdout}");
+    for (_, bytes) in secret_key_files() {
+        assert!(embargo::keys::holds_secret_key(&bytes));
+    }
+    assert!(!embargo::keys::holds_secret_key(&armored_public(&a)));
+    assert!(!embargo::keys::holds_secret_key(&a.to_vec().unwrap()));
+}

@@ -286,49 +286,223 @@ fn pkesks_and_body_start(path: &std::path::Path) -> (Vec<Vec<u8>>, Vec<u8>) {
     (pkesks, body)
 }
 
+/// The session key of a message, as gpg prints it (`ALGO:HEX`).
+fn gpg_session_key(gpg: &Gpg, file: &std::path::Path) -> String {
+    let out = gpg.run(
+        &[
+            "--status-fd",
+            "2",
+            "--show-session-key",
+            "--decrypt",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let status = String::from_utf8_lossy(&out.stderr).into_owned();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("[GNUPG:] SESSION_KEY "))
+        .unwrap_or_else(|| panic!("no session key from gpg:\n{status}"))
+        .trim()
+        .to_string()
+}
+
 #[test]
-fn one_report_wraps_its_session_key_once_and_no_two_reports_share_one() {
+fn every_part_has_its_own_session_key_so_sharing_one_part_never_opens_the_manifest_with_gpg() {
+    let gpg = Gpg::new();
+    let fpr = gpg.gen_key("Maintainer <m@example.org>", GpgKeyType::Cv25519, "", "0");
+    let site = Site::new();
+    site.add_key("m.asc", &gpg.export_public(&fpr));
+    let intake = site.intake();
+    gpg.import(&armored_public(&site.signing_cert()));
+    let sealed = seal(
+        &site,
+        &intake.sealer,
+        &[("poc.py", b"print('poc')"), ("notes.txt", b"more")],
+    );
+    let dir = site.reports_dir().join(sealed.id.as_str());
+    let parts = ["manifest.pgp", "001.pgp", "002.pgp"];
+    let keys: Vec<String> = parts
+        .iter()
+        .map(|p| gpg_session_key(&gpg, &dir.join(p)))
+        .collect();
+    for (i, a) in keys.iter().enumerate() {
+        for b in &keys[i + 1..] {
+            assert_ne!(a, b, "two parts share a session key: {keys:?}");
+        }
+    }
+    let with_key = |key: &str, part: &str| {
+        gpg.try_run(
+            &[
+                "--override-session-key",
+                key,
+                "--decrypt",
+                dir.join(part).to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    // The key a maintainer would hand a vendor for 001.pgp opens 001.pgp...
+    let own = with_key(&keys[1], "001.pgp");
+    assert!(own.status.success());
+    assert_eq!(own.stdout, b"print('poc')");
+    // ...and neither the manifest (titles, reporter, file names) nor 002.pgp.
+    for part in ["manifest.pgp", "002.pgp"] {
+        let other = with_key(&keys[1], part);
+        assert!(
+            !other.status.success(),
+            "001.pgp's session key opened {part}"
+        );
+        assert!(other.stdout.is_empty(), "{part}: no plaintext");
+    }
+}
+
+/// Session keys of a message for `secret`, found by Sequoia (gpg 2.2 has
+/// no SEIPDv2), and whether the message opens with a given session key.
+mod session {
+    use super::openpgp;
+    use openpgp::crypto::SessionKey;
+    use openpgp::packet::{PKESK, SKESK};
+    use openpgp::parse::Parse;
+    use openpgp::parse::stream::*;
+    use openpgp::policy::StandardPolicy;
+    use openpgp::types::SymmetricAlgorithm;
+
+    struct Helper<'a> {
+        secret: &'a openpgp::Cert,
+        given: Option<Key>,
+        found: Option<Key>,
+    }
+
+    impl VerificationHelper for Helper<'_> {
+        fn get_certs(&mut self, _: &[openpgp::KeyHandle]) -> openpgp::Result<Vec<openpgp::Cert>> {
+            Ok(Vec::new())
+        }
+        fn check(&mut self, _: MessageStructure) -> openpgp::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl DecryptionHelper for Helper<'_> {
+        fn decrypt(
+            &mut self,
+            pkesks: &[PKESK],
+            _: &[SKESK],
+            sym_algo: Option<SymmetricAlgorithm>,
+            decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+        ) -> openpgp::Result<Option<openpgp::Cert>> {
+            if let Some((algo, sk)) = &self.given {
+                return if decrypt(*algo, sk) {
+                    Ok(None)
+                } else {
+                    Err(anyhow::anyhow!("wrong session key"))
+                };
+            }
+            let policy = StandardPolicy::new();
+            for ka in self
+                .secret
+                .keys()
+                .with_policy(&policy, None)
+                .secret()
+                .for_transport_encryption()
+            {
+                let mut pair = ka.key().clone().into_keypair()?;
+                for pkesk in pkesks {
+                    if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+                        && decrypt(algo, &sk)
+                    {
+                        self.found = Some((algo, sk));
+                        return Ok(None);
+                    }
+                }
+            }
+            Err(anyhow::anyhow!("no key"))
+        }
+    }
+
+    fn open(
+        secret: &openpgp::Cert,
+        bytes: &[u8],
+        given: Option<Key>,
+    ) -> openpgp::Result<(Vec<u8>, Option<Key>)> {
+        let policy = StandardPolicy::new();
+        let helper = Helper {
+            secret,
+            given,
+            found: None,
+        };
+        let mut d = DecryptorBuilder::from_bytes(bytes)?.with_policy(&policy, None, helper)?;
+        let mut out = Vec::new();
+        std::io::copy(&mut d, &mut out)?;
+        let found = d.into_helper().found;
+        Ok((out, found))
+    }
+
+    pub type Key = (Option<SymmetricAlgorithm>, SessionKey);
+
+    pub fn of(secret: &openpgp::Cert, bytes: &[u8]) -> Key {
+        open(secret, bytes, None).unwrap().1.unwrap()
+    }
+
+    pub fn opens(secret: &openpgp::Cert, bytes: &[u8], key: &Key) -> bool {
+        open(secret, bytes, Some(key.clone())).is_ok_and(|(out, _)| !out.is_empty())
+    }
+}
+
+#[test]
+fn every_part_has_its_own_session_key_and_pkesks_in_both_formats() {
     let site = Site::new();
     let alice = sequoia_key("alice <alice@example.org>");
     let bob = sequoia_key("bob <bob@example.org>");
     for format in [MessageFormat::Compat, MessageFormat::Rfc9580] {
         let sealer = sealer_for(&site, vec![alice.clone(), bob.clone()], format);
         let files: &[(&str, &[u8])] = &[("a.txt", b"same bytes"), ("b.txt", b"same bytes")];
-        let first = seal(&site, &sealer, files);
-        let second = seal(&site, &sealer, files);
-        let read = |id: &ReportId, part: &str| {
-            pkesks_and_body_start(&site.reports_dir().join(id.as_str()).join(part))
-        };
-        let (pkesks, manifest_body) = read(&first.id, "manifest.pgp");
-        assert_eq!(pkesks.len(), 2, "{format:?}: one PKESK per recipient");
-        let (a_pkesks, a_body) = read(&first.id, "001.pgp");
-        let (b_pkesks, b_body) = read(&first.id, "002.pgp");
-        assert_eq!(
-            a_pkesks, pkesks,
-            "{format:?}: parts of a report share their PKESKs"
-        );
-        assert_eq!(b_pkesks, pkesks, "{format:?}");
-        // Each part is encrypted on its own (random prefix, or salt), so
-        // equal plaintexts never give equal ciphertexts.
-        assert_ne!(a_body, b_body, "{format:?}");
-        assert_ne!(a_body, manifest_body, "{format:?}");
-        let (other, _) = read(&second.id, "001.pgp");
-        for p in &other {
-            assert!(
-                !pkesks.contains(p),
-                "{format:?}: another report, another session key"
+        let sealed = seal(&site, &sealer, files);
+        let path = |part: &str| site.reports_dir().join(sealed.id.as_str()).join(part);
+        let parts = ["manifest.pgp", "001.pgp", "002.pgp"];
+        let bytes: Vec<Vec<u8>> = parts.iter().map(|p| fs::read(path(p)).unwrap()).collect();
+        let mut all_pkesks = Vec::new();
+        for part in parts {
+            let (pkesks, _) = pkesks_and_body_start(&path(part));
+            assert_eq!(
+                pkesks.len(),
+                2,
+                "{format:?} {part}: one PKESK per recipient"
             );
+            all_pkesks.extend(pkesks);
         }
-        // And every part still opens for every recipient.
+        let unique: std::collections::BTreeSet<_> = all_pkesks.iter().collect();
+        assert_eq!(
+            unique.len(),
+            all_pkesks.len(),
+            "{format:?}: no PKESK is reused"
+        );
         for who in [&alice, &bob] {
+            let keys: Vec<session::Key> = bytes.iter().map(|b| session::of(who, b)).collect();
+            for (i, (_, a)) in keys.iter().enumerate() {
+                for (_, b) in &keys[i + 1..] {
+                    assert_ne!(&a[..], &b[..], "{format:?}: two parts share a session key");
+                }
+            }
+            // One part's session key opens that part, and no other.
+            assert!(session::opens(who, &bytes[1], &keys[1]), "{format:?}");
+            assert!(
+                !session::opens(who, &bytes[0], &keys[1]),
+                "{format:?}: manifest"
+            );
+            assert!(
+                !session::opens(who, &bytes[2], &keys[1]),
+                "{format:?}: 002.pgp"
+            );
+            // And every part still opens for every recipient.
             let open = opener(who, Some(site.signing_cert()));
             let m = open
-                .open_manifest(&site.store(), &first.id)
+                .open_manifest(&site.store(), &sealed.id)
                 .unwrap()
                 .manifest;
             for entry in &m.attachments {
                 let mut out = Vec::new();
-                open.decrypt_attachment(&site.store(), &first.id, entry, &mut out)
+                open.decrypt_attachment(&site.store(), &sealed.id, entry, &mut out)
                     .unwrap();
                 assert_eq!(out, b"same bytes");
             }

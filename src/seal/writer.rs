@@ -151,7 +151,12 @@ impl Sealer {
             }
             recipients.push(vc.fingerprint().to_hex());
         }
-        let envelope = Envelope::new(&keys).map_err(SealError::OpenPgp)?;
+        if keys.is_empty() {
+            // Never a message nobody can open.
+            return Err(SealError::OpenPgp(anyhow::anyhow!(
+                "no usable encryption subkey among the maintainer certificates"
+            )));
+        }
         let staging = store.stage(&id)?;
         Ok(ReportWriter {
             sealer: self.clone(),
@@ -159,7 +164,7 @@ impl Sealer {
             id,
             received_at: now,
             channel,
-            envelope,
+            keys,
             recipients,
             attachments: Vec::new(),
             parts: Vec::new(),
@@ -168,22 +173,28 @@ impl Sealer {
 
     /// Signs `text` as a cleartext-signed message with the intake key.
     pub fn sign_cleartext(&self, text: &str) -> Result<String, SealError> {
-        let keypair = self.inner.secrets.signer()?;
-        let mut out = Vec::new();
-        {
-            let message = Message::new(&mut out);
-            let mut signer = Signer::new(message, keypair)
-                .map_err(SealError::OpenPgp)?
-                .cleartext()
-                .build()
-                .map_err(SealError::OpenPgp)?;
-            signer
-                .write_all(text.as_bytes())
-                .map_err(|e| SealError::OpenPgp(e.into()))?;
-            signer.finalize().map_err(SealError::OpenPgp)?;
-        }
-        String::from_utf8(out).map_err(|e| SealError::OpenPgp(e.into()))
+        sign_cleartext(&self.inner.secrets, text)
     }
+}
+
+/// Signs `text` as a cleartext-signed message (RFC 9580 §7) with the intake
+/// signing key: receipts, and security.txt (RFC 9116 §2.3).
+pub fn sign_cleartext(secrets: &IntakeSecrets, text: &str) -> Result<String, SealError> {
+    let keypair = secrets.signer()?;
+    let mut out = Vec::new();
+    {
+        let message = Message::new(&mut out);
+        let mut signer = Signer::new(message, keypair)
+            .map_err(SealError::OpenPgp)?
+            .cleartext()
+            .build()
+            .map_err(SealError::OpenPgp)?;
+        signer
+            .write_all(text.as_bytes())
+            .map_err(|e| SealError::OpenPgp(e.into()))?;
+        signer.finalize().map_err(SealError::OpenPgp)?;
+    }
+    String::from_utf8(out).map_err(|e| SealError::OpenPgp(e.into()))
 }
 
 struct EncryptionKey {
@@ -192,19 +203,19 @@ struct EncryptionKey {
     key: Key<PublicParts, UnspecifiedRole>,
 }
 
-/// How every part of one report is encrypted: one session key, wrapped
-/// once to each recipient subkey. Each part is still a whole OpenPGP
-/// message (the same PKESK packets, its own IV or salt), but the public-key
-/// work is done once per report instead of once per part, which is most of
-/// the cost of a small report. Reusing a session key across messages is
-/// safe in both formats: SEIPDv1 starts each message with a random block,
-/// SEIPDv2 derives each message's key from a random salt (RFC 9580 §5.13.2).
+/// How one part is encrypted: a fresh session key of its own, wrapped to
+/// each recipient subkey. Parts never share a session key, so a maintainer
+/// who hands one part's session key to a vendor (`gpg --show-session-key`
+/// on `001.pgp`) discloses that part only, not the manifest or the other
+/// attachments. The cost is one public-key operation per part and
+/// recipient subkey; the signing key is still imported once per process
+/// ([`crate::keys::IntakeSigner`]).
 struct Envelope {
     sym: SymmetricAlgorithm,
     /// SEIPDv2 with this mode when every recipient supports it.
     aead: Option<AEADAlgorithm>,
     session_key: SessionKey,
-    /// The serialized PKESK packets, written at the start of every part.
+    /// The serialized PKESK packets, written at the start of the part.
     pkesks: Vec<u8>,
 }
 
@@ -261,7 +272,8 @@ pub struct ReportWriter {
     id: ReportId,
     received_at: SystemTime,
     channel: Channel,
-    envelope: Envelope,
+    /// The recipient subkeys, judged once when the report began.
+    keys: Vec<EncryptionKey>,
     recipients: Vec<String>,
     attachments: Vec<AttachmentEntry>,
     parts: Vec<SealedPart>,
@@ -418,10 +430,8 @@ impl ReportWriter {
             hash: Sha256::new(),
         };
         {
-            let mut message = self
-                .envelope
-                .encrypt(Message::new(&mut sink))
-                .map_err(pgp)?;
+            let envelope = Envelope::new(&self.keys).map_err(pgp)?;
+            let mut message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
             if signed {
                 let keypair = self.sealer.inner.secrets.signer()?;
                 message = Signer::new(message, keypair)

@@ -448,3 +448,49 @@ pub fn report_json(title: &str, description: &str) -> Vec<u8> {
     }))
     .unwrap()
 }
+
+/// Runs `embargo serve -c SITE/embargo.toml` (with `args` before `serve`)
+/// expecting it to stop on its own: returns its exit code and stderr. A
+/// server still running after `timeout` is killed by PID (also when the
+/// test fails) and `None` is returned as the code.
+pub fn serve_until_exit(
+    site: &Site,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> (Option<i32>, String) {
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(
+        site.embargo()
+            .args(args)
+            .args(["serve", "-c"])
+            .arg(site.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = child.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let started = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        if started.elapsed() > timeout {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop(child);
+    (code, reader.join().unwrap())
+}
