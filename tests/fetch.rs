@@ -416,3 +416,38 @@ fn a_lying_server_gets_nothing_into_the_store() {
     );
     assert!(!local.join("reports").join(id.as_str()).exists());
 }
+
+#[test]
+fn a_token_file_without_the_token_on_its_first_line_is_refused_clearly() {
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("local");
+    for (content, why) in [
+        (
+            "token_sha256 = [\"00\"]\nembargo_x\n".to_string(),
+            "its first line is the server's token_sha256 setting, not the token",
+        ),
+        (
+            format!("{}\n", "b".repeat(64)),
+            "its first line looks like the token's SHA-256 (what the server keeps), not the token",
+        ),
+        ("\n\n".to_string(), "it is empty"),
+    ] {
+        let token = work.path().join("token.txt");
+        fs::write(&token, &content).unwrap();
+        // Port 9 (discard) is never contacted: the token is read first.
+        let run = fetch_cmd(&site, "http://127.0.0.1:9", &token, &local)
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+        assert_eq!(
+            stderr(&run),
+            format!(
+                "embargo: error: {} does not hold a fetch token: {why}; put only the token printed by `embargo token new` on its first line\n",
+                token.display()
+            )
+        );
+        assert!(run.stdout.is_empty());
+        assert!(!local.exists());
+    }
+}
