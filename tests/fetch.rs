@@ -451,3 +451,305 @@ fn a_token_file_without_the_token_on_its_first_line_is_refused_clearly() {
         assert!(!local.exists());
     }
 }
+
+/// A child process killed (by PID) and reaped on drop, even when a test fails.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` and waits for it to exit, at most `limit`; its output and how long it took.
+fn run_within(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = Running(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    loop {
+        if child.0.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the command still runs after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    (out, took)
+}
+
+/// A server on 127.0.0.1 that accepts and then says nothing, holding each
+/// connection until the client closes it.
+fn silent_server() -> String {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    url
+}
+
+/// Serves `listing` on /api/v1/sealed; every part request gets headers
+/// announcing `size` bytes, then 3 bytes, then silence until the client
+/// closes.
+fn stalling_part_server(listing: String, size: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let listing = listing.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).into_owned();
+                if text.starts_with("GET /api/v1/sealed ") {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{listing}",
+                        listing.len()
+                    );
+                    return;
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\nabc"
+                );
+                let _ = stream.flush();
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_stalling_server_fails_the_fetch_with_a_clear_message_within_the_timeout() {
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    fs::write(&token, "embargo_test\n").unwrap();
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let local = work.path().join("local");
+
+    // Accepts, never answers.
+    let url = silent_server();
+    let mut cmd = fetch_cmd(&site, &url, &token, &local);
+    cmd.args(["--timeout", "2s"]);
+    let (out, took) = run_within(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "embargo: error: fetching from {url}/api/v1/sealed failed: the server sent nothing for 2 s before answering (--timeout); run again later, or raise --timeout\n"
+        )
+    );
+    assert!(!local.exists());
+
+    // Sends a part's headers and 3 bytes, then stalls.
+    let id = ReportId::random();
+    let listing =
+        format!(r#"{{"reports":[{{"id":"{id}","parts":[{{"name":"manifest.pgp","size":10}}]}}]}}"#);
+    let url = stalling_part_server(listing, 10);
+    let mut cmd = fetch_cmd(&site, &url, &token, &local);
+    cmd.args(["--timeout", "2s"]);
+    let (out, _) = run_within(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "embargo: error: fetching from {url}/api/v1/sealed/{id}/manifest.pgp failed: the server sent nothing for 2 s after 3 bytes of the answer (--timeout); run again later, or raise --timeout\n"
+        )
+    );
+    // Nothing half-done is visible; the 3 bytes wait to be resumed.
+    assert!(report_files(&local).is_empty());
+    assert_eq!(
+        fs::read(
+            local
+                .join(".fetch-partial")
+                .join(id.as_str())
+                .join("manifest.pgp")
+        )
+        .unwrap(),
+        b"abc"
+    );
+}
+
+/// A listing of `reports`, each with a 10-byte manifest and a 5-byte
+/// attachment, served with matching bodies.
+fn small_reports_server(reports: &[ReportId]) -> String {
+    let listing = format!(
+        r#"{{"reports":[{}]}}"#,
+        reports
+            .iter()
+            .map(|id| format!(
+                r#"{{"id":"{id}","parts":[{{"name":"manifest.pgp","size":10}},{{"name":"001.pgp","size":5}}]}}"#
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    lying_server(move |path| {
+        if path == "/api/v1/sealed" {
+            (200, listing.clone().into_bytes())
+        } else if path.ends_with("/manifest.pgp") {
+            (200, b"MANIFEST!!".to_vec())
+        } else {
+            (200, b"PART!".to_vec())
+        }
+    })
+}
+
+#[test]
+fn symlinks_planted_in_the_partial_directory_are_refused_and_nothing_outside_changes() {
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    fs::write(&token, "embargo_test\n").unwrap();
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let id = ReportId::random();
+    let url = small_reports_server(std::slice::from_ref(&id));
+    let outside = work.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim");
+    fs::write(&victim, b"precious data").unwrap();
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o755)).unwrap();
+
+    let refused = |local: &Path, planted: &Path| {
+        let run = fetch_cmd(&site, &url, &token, local).output().unwrap();
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert_eq!(
+            stderr(&run),
+            format!(
+                "embargo: error: {} is a symbolic link or not what embargo made there: embargo never follows links inside a store; remove it (nothing outside was touched) and run again\n",
+                planted.display()
+            )
+        );
+        assert!(run.stdout.is_empty());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious data");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            1,
+            "something was written outside the store"
+        );
+        assert_eq!(
+            fs::metadata(&outside).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert!(!local.join("reports").join(id.as_str()).exists());
+    };
+
+    // A part being resumed is a link to a file outside.
+    let local = work.path().join("a");
+    let partial = local.join(".fetch-partial").join(id.as_str());
+    fs::create_dir_all(&partial).unwrap();
+    symlink(&victim, partial.join("manifest.pgp")).unwrap();
+    refused(&local, &partial.join("manifest.pgp"));
+
+    // The report's partial directory is a link to a directory outside.
+    let local = work.path().join("b");
+    fs::create_dir_all(local.join(".fetch-partial")).unwrap();
+    let planted = local.join(".fetch-partial").join(id.as_str());
+    symlink(&outside, &planted).unwrap();
+    refused(&local, &planted);
+
+    // The partial directory itself is a link.
+    let local = work.path().join("c");
+    fs::create_dir_all(&local).unwrap();
+    let planted = local.join(".fetch-partial");
+    symlink(&outside, &planted).unwrap();
+    refused(&local, &planted);
+
+    // The lock file is a link.
+    let local = work.path().join("d");
+    fs::create_dir_all(local.join(".fetch-partial")).unwrap();
+    let planted = local.join(".fetch-partial").join(".lock");
+    symlink(&victim, &planted).unwrap();
+    refused(&local, &planted);
+
+    // The store's staging directory is a link.
+    let local = work.path().join("e");
+    fs::create_dir_all(local.join("reports")).unwrap();
+    let planted = local.join("reports").join(".staging");
+    symlink(&outside, &planted).unwrap();
+    refused(&local, &planted);
+
+    // Without the links, the same fetch works.
+    let local = work.path().join("f");
+    let run = fetch_cmd(&site, &url, &token, &local).output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        fs::read(local.join("reports").join(id.as_str()).join("001.pgp")).unwrap(),
+        b"PART!"
+    );
+}
+
+#[test]
+fn the_byte_cap_stops_the_run_between_reports_and_leaves_the_store_consistent() {
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    fs::write(&token, "embargo_test\n").unwrap();
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let first = ReportId::random();
+    let second = ReportId::random();
+    let url = small_reports_server(&[first.clone(), second.clone()]);
+    let local = work.path().join("local");
+
+    // Each report is 15 bytes: 20 allows the first only.
+    let mut cmd = fetch_cmd(&site, &url, &token, &local);
+    cmd.args(["--max-bytes", "20"]);
+    let run = cmd.output().unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), format!("{first}\n"));
+    assert_eq!(
+        stderr(&run),
+        format!(
+            "embargo: fetched 1 new report(s) (15 bytes); 0 already here\n\
+             embargo: error: stopped before report {second}: fetching it would take this run past --max-bytes 20 (15 bytes fetched); the reports fetched are complete in the store: run again to fetch the rest, or raise --max-bytes\n"
+        )
+    );
+    let files: Vec<String> = report_files(&local).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        files,
+        vec![format!("{first}/001.pgp"), format!("{first}/manifest.pgp")]
+    );
+    assert!(
+        fs::read_dir(local.join("reports/.staging"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(tree_is_empty(&local.join(".fetch-partial")));
+
+    // The next run (default cap) fetches the rest.
+    let run = fetch_cmd(&site, &url, &token, &local).output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), format!("{second}\n"));
+    assert_eq!(report_files(&local).len(), 4);
+}
