@@ -753,3 +753,226 @@ fn the_byte_cap_stops_the_run_between_reports_and_leaves_the_store_consistent() 
     assert_eq!(String::from_utf8_lossy(&run.stdout), format!("{second}\n"));
     assert_eq!(report_files(&local).len(), 4);
 }
+
+/// The SHA-256 of every part of `id` in the store at `root`, as hex.
+fn part_hashes(root: &Path, id: &ReportId) -> serde_json::Map<String, serde_json::Value> {
+    use sha2::Digest;
+    let mut out = serde_json::Map::new();
+    for entry in fs::read_dir(root.join("reports").join(id.as_str())).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".pgp") {
+            let digest = hex::encode(sha2::Sha256::digest(fs::read(entry.path()).unwrap()));
+            out.insert(name, digest.into());
+        }
+    }
+    out
+}
+
+#[test]
+fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    site.add_key("maint.asc", &armored_public(&maintainer));
+    let work = tempfile::tempdir().unwrap();
+    // The maintainer's token, made the documented way.
+    let token_file = work.path().join("token.txt");
+    let made = site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let entry = stderr(&made).lines().last().unwrap().to_string();
+    let token = fs::read_to_string(&token_file).unwrap().trim().to_string();
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [\n  \"{}\",\n  {entry}\n]\n[retention]\ndelete_after_fetch = true\n",
+        "c".repeat(64)
+    ));
+    let poc = random_bytes(300_000, 9);
+    let report = seal(&site, &[("poc.bin", &poc), ("notes.txt", b"notes")]);
+    let with_case = seal(&site, &[("b.txt", b"b")]);
+    // A case with events is open: retention must keep it.
+    fs::create_dir(site.reports_dir().join(with_case.as_str()).join("events")).unwrap();
+    let server = Server::start(&site);
+    let rules = embargo::config::Config::parse("[retention]\ndelete_after_fetch = true\n")
+        .unwrap()
+        .retention;
+    let retention_pass = || {
+        embargo::retention::apply(
+            &site.store(),
+            &site.state_dir(),
+            &rules,
+            std::time::SystemTime::now(),
+        )
+        .unwrap()
+    };
+    let client = reqwest::blocking::Client::new();
+    let part_url = |id: &ReportId, part: &str| format!("{}/api/v1/sealed/{id}/{part}", server.url);
+    let parts = ["manifest.pgp", "001.pgp", "002.pgp"];
+
+    // Range requests for the last byte, whole downloads and aborted ones:
+    // bytes served are not a confirmation, nothing is marked or deleted.
+    for part in parts {
+        for range in ["bytes=-1", "bytes=0-", "bytes=5-"] {
+            let got = client
+                .get(part_url(&report, part))
+                .bearer_auth(&token)
+                .header("Range", range)
+                .send()
+                .unwrap();
+            assert_eq!(got.status().as_u16(), 206, "{part} {range}");
+            assert!(!got.bytes().unwrap().is_empty());
+        }
+        let whole = client
+            .get(part_url(&report, part))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(whole.status().as_u16(), 200);
+        assert_eq!(
+            whole.bytes().unwrap().to_vec(),
+            fs::read(site.reports_dir().join(report.as_str()).join(part)).unwrap()
+        );
+        let mut aborted = client
+            .get(part_url(&report, part))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        let mut first = [0u8; 4];
+        std::io::Read::read_exact(&mut aborted, &mut first).unwrap();
+        drop(aborted);
+    }
+    assert!(retention_pass().is_empty());
+    assert!(!site.state_dir().join("fetched").exists());
+
+    // Confirmations that do not match the store: refused, nothing marked.
+    let confirm_url = format!("{}/api/v1/sealed/{report}/fetched", server.url);
+    let good = part_hashes(&site.store_dir(), &report);
+    let mut wrong = good.clone();
+    wrong.insert("001.pgp".into(), "0".repeat(64).into());
+    let mut missing = good.clone();
+    missing.remove("002.pgp");
+    let mut extra = good.clone();
+    extra.insert("003.pgp".into(), "0".repeat(64).into());
+    for (body, status, code, says) in [
+        (
+            serde_json::json!({ "parts": wrong }).to_string(),
+            409,
+            "confirmation_mismatch",
+            "the SHA-256 of 001.pgp differs from the stored ciphertext",
+        ),
+        (
+            serde_json::json!({ "parts": missing }).to_string(),
+            409,
+            "confirmation_mismatch",
+            "the report has parts 001.pgp, 002.pgp, manifest.pgp, the confirmation names 001.pgp, manifest.pgp",
+        ),
+        (
+            serde_json::json!({ "parts": extra }).to_string(),
+            409,
+            "confirmation_mismatch",
+            "the confirmation names 001.pgp, 002.pgp, 003.pgp, manifest.pgp",
+        ),
+        (
+            r#"{"parts":{"../x":"00"}}"#.to_string(),
+            400,
+            "invalid_confirmation",
+            "\"../x\" is not a part name",
+        ),
+        (
+            r#"{"parts":{"001.pgp":"xyz"}}"#.to_string(),
+            400,
+            "invalid_confirmation",
+            "the SHA-256 of 001.pgp is not 64 hex digits",
+        ),
+        (
+            "not json".to_string(),
+            400,
+            "invalid_confirmation",
+            "the body is not",
+        ),
+    ] {
+        let answer = client
+            .post(&confirm_url)
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{body}");
+        let json: serde_json::Value = answer.json().unwrap();
+        assert_eq!(json["error"]["code"], code, "{body}: {json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    // Without the token, or for a report that does not exist: refused too.
+    let anonymous = client
+        .post(&confirm_url)
+        .json(&serde_json::json!({ "parts": good }))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let unknown = client
+        .post(format!(
+            "{}/api/v1/sealed/{}/fetched",
+            server.url,
+            ReportId::random()
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "parts": good }))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert!(retention_pass().is_empty());
+    assert!(!site.state_dir().join("fetched").exists());
+    assert_eq!(site.report_ids().len(), 2);
+
+    // A real `embargo fetch`: it stores, confirms, and only then the
+    // server's copy goes; the open case stays.
+    let local = work.path().join("local");
+    let server_bytes: u64 = [&report, &with_case]
+        .iter()
+        .flat_map(|id| fs::read_dir(site.reports_dir().join(id.as_str())).unwrap())
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let run = fetch_cmd(&site, &server.url, &token_file, &local)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        stderr(&run),
+        format!(
+            "embargo: fetched 2 new report(s) ({server_bytes} bytes); 0 already here\n\
+             embargo: confirmed 2 stored report(s) to the intake, which may now delete its copies\n"
+        )
+    );
+    assert_eq!(part_hashes(&local, &report), good);
+    assert_eq!(retention_pass(), vec![report.clone()]);
+    assert_eq!(site.report_ids(), vec![with_case.to_string()]);
+
+    // The local copy decrypts and verifies.
+    let key = work.path().join("maint.asc");
+    fs::write(&key, armored_secret(&maintainer)).unwrap();
+    let signer = work.path().join("signer.asc");
+    fs::write(&signer, armored_public(&site.signing_cert())).unwrap();
+    let out = work.path().join("out");
+    let run = site
+        .embargo()
+        .args(["decrypt", report.as_str(), "--store"])
+        .arg(&local)
+        .arg("--key")
+        .arg(&key)
+        .arg("--signer")
+        .arg(&signer)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(fs::read(out.join(report.as_str()).join("poc.bin")).unwrap() == poc);
+    drop(server);
+}
