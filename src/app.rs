@@ -143,6 +143,20 @@ pub fn media_type_for(name: &str) -> &'static str {
     }
 }
 
+/// When a certificate itself expires (its primary key), as `keys check`
+/// shows it: `never`, or `unknown` when no valid self-signature says.
+fn certificate_expiry(cert: &sequoia_openpgp::Cert, at: std::time::SystemTime) -> String {
+    let policy = sequoia_openpgp::policy::StandardPolicy::new();
+    match cert.with_policy(&policy, at) {
+        Ok(vc) => vc
+            .primary_key()
+            .key_expiration_time()
+            .map(rfc3339)
+            .unwrap_or_else(|| "never".into()),
+        Err(_) => "unknown".into(),
+    }
+}
+
 /// `embargo keys check`: one row per certificate. Returns the text and
 /// whether any certificate is usable.
 pub fn keys_check(keyring: &Keyring, warn_within: std::time::Duration) -> (String, bool) {
@@ -171,7 +185,13 @@ pub fn keys_check(keyring: &Keyring, warn_within: std::time::Duration) -> (Strin
             ),
             Some(p) => format!("NOT USABLE: {p}"),
         };
-        let expires = e.expires.map(rfc3339).unwrap_or_else(|| "never".into());
+        let expires = match (&e.problem, e.expires) {
+            (_, Some(t)) => rfc3339(t),
+            (None, None) => "never".into(),
+            // Unusable ones (sign-only, revoked, expired) still have a
+            // real expiry: the certificate's own, not "never".
+            (Some(_), None) => certificate_expiry(&e.cert, keyring.checked_at),
+        };
         let uid = e.user_id.as_deref().unwrap_or("(no user ID)");
         let _ = writeln!(
             out,

@@ -65,6 +65,10 @@ pub enum KeyError {
         "intake secret {file} is damaged: {reason}; restore it from backup (a new signing key would not match receipts already given)"
     )]
     BadState { file: PathBuf, reason: String },
+    #[error(
+        "intake secret {file} is readable or writable by other users (mode {mode:04o}): run `chmod 600 {file}` (and make sure it belongs to the user running embargo), then start again; if others could read it, treat it as leaked"
+    )]
+    InsecureSecret { file: PathBuf, mode: u32 },
     #[error("OpenPGP operation failed: {0}")]
     OpenPgp(#[source] anyhow::Error),
 }
@@ -727,6 +731,17 @@ impl IntakeSecrets {
             create_secret_file(&hmac_path, &secret).map_err(state_err)?;
         }
 
+        // Refused, not silently tightened: a secret that was exposed may
+        // have been copied, and the admin has to know.
+        for path in [&signing_path, &hmac_path] {
+            let mode = fs::metadata(path).map_err(state_err)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::InsecureSecret {
+                    file: path.clone(),
+                    mode,
+                });
+            }
+        }
         let bytes = Zeroizing::new(fs::read(&signing_path).map_err(state_err)?);
         let signing = Cert::from_bytes(&bytes[..]).map_err(|e| KeyError::BadState {
             file: signing_path.clone(),

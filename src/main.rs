@@ -93,6 +93,12 @@ enum Command {
         /// The local store (the directory that holds reports/).
         #[arg(long)]
         store: PathBuf,
+        /// Fail when the intake sends nothing for this long (e.g. 30s, 5m).
+        #[arg(long, default_value = "60s")]
+        timeout: embargo::config::Span,
+        /// Stop before a report that would take this run past this many bytes (default 32 GiB).
+        #[arg(long, default_value_t = reveal::fetch::DEFAULT_MAX_BYTES)]
+        max_bytes: u64,
     },
 }
 
@@ -157,8 +163,12 @@ impl RevealOpts {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Print a new fetch token and the token_sha256 line for [maintainers].
-    New,
+    /// Make a new fetch token: the token on stdout (or in --out FILE), the hash for [maintainers] token_sha256 on stderr.
+    New {
+        /// Write the token to this new file (mode 0600; never overwrites) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -357,24 +367,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )
         }
         Command::Token {
-            command: TokenCommand::New,
+            command: TokenCommand::New { out },
         } => {
             let token = reveal::new_token();
-            println!("{}\n{}", token.token.as_str(), token.config_line);
+            match &out {
+                Some(path) => {
+                    reveal::token::write_token_file(path, &token.token).map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::AlreadyExists {
+                            anyhow::anyhow!(
+                                "{} already exists: `token new` never overwrites a file; choose another --out or remove it first",
+                                path.display()
+                            )
+                        } else {
+                            anyhow::anyhow!(
+                                "cannot create the token file {}: {e}; check that its directory exists and is writable",
+                                path.display()
+                            )
+                        }
+                    })?;
+                    eprintln!(
+                        "embargo: wrote the new fetch token to {} (mode 0600): the maintainer uses it with `embargo fetch --token-file`",
+                        path.display()
+                    );
+                }
+                None => {
+                    println!("{}", token.token.as_str());
+                    eprintln!(
+                        "embargo: the new fetch token is on stdout: the maintainer keeps it in a file only they can read (chmod 600) for `embargo fetch --token-file`"
+                    );
+                }
+            }
             eprintln!(
-                "embargo: give the first line to the maintainer (in a chmod 600 file for --token-file); put the second in [maintainers] of embargo.toml"
+                "embargo: on the intake, add this entry to the token_sha256 list in [maintainers] of embargo.toml, keeping the entries already there:"
             );
+            eprintln!("{}", token.list_entry());
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch {
             from,
             token_file,
             store,
+            timeout,
+            max_bytes,
         } => Ok(
             match reveal::fetch(&reveal::FetchArgs {
                 from,
                 token_file,
                 store,
+                timeout: timeout.0,
+                max_bytes,
             }) {
                 Ok(summary) => {
                     for id in &summary.fetched {
@@ -386,7 +427,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         summary.bytes,
                         summary.already_present
                     );
-                    ExitCode::SUCCESS
+                    if summary.confirmed > 0 {
+                        eprintln!(
+                            "embargo: confirmed {} stored report(s) to the intake, which may now delete its copies",
+                            summary.confirmed
+                        );
+                    }
+                    match summary.cap_message() {
+                        Some(message) => {
+                            eprintln!("embargo: error: {message}");
+                            ExitCode::from(1)
+                        }
+                        None => ExitCode::SUCCESS,
+                    }
                 }
                 Err(e) => reveal_failed(e),
             },

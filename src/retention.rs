@@ -10,13 +10,25 @@
 //! so they are kept longer, never deleted early. `rsync -a`, `cp -a` and
 //! `tar` keep them.
 //!
-//! **Fetched.** With `delete_after_fetch`, the fetch route records every
-//! part it served completely with [`mark_fetched`] as an empty file
-//! `state_dir/fetched/<ID>/<part>`; a report is deleted once every one of
-//! its parts is marked, so an interrupted download never loses a report.
+//! **Fetched.** Serving bytes proves nothing: a `Range` request, a client
+//! that stops reading or a proxy that buffers all receive "the last byte".
+//! So a report counts as fetched only when a maintainer's `embargo fetch`
+//! confirms, after storing and fsyncing its local copy, the SHA-256 of every
+//! part's ciphertext (`POST /api/v1/sealed/<ID>/fetched`, see
+//! [`parse_confirmation`]) and [`confirm_fetched`] finds the same hashes in
+//! the store. Only then, with `delete_after_fetch`, is every part marked
+//! ([`mark_fetched`], an empty file `state_dir/fetched/<ID>/<part>`); a
+//! report is deleted once every one of its parts is marked.
+//!
+//! **Open cases.** Retention never deletes a case that is not closed. The
+//! server cannot read case events (they are sealed like reports), so
+//! [`CaseState`] treats a report with any `events/` as an open case and
+//! keeps it; when a server-visible "closed" marker exists, that predicate
+//! is the one place to teach about it.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +44,12 @@ use crate::store::{FsStore, Store, StoreError, is_part_name};
 
 /// The directory under `state_dir` holding fetched-markers.
 pub const FETCHED_DIR: &str = "fetched";
+/// The directory of a report that holds its case's events.
+pub const EVENTS_DIR: &str = "events";
+/// Largest fetch confirmation accepted: derived from the format, not a
+/// tunable (at most 1000 parts, each entry `"NNN.pgp":"<64 hex>",` well
+/// under 128 bytes).
+pub const MAX_CONFIRMATION_BYTES: usize = 1000 * 128;
 
 /// What can go wrong while applying retention.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +57,8 @@ pub const FETCHED_DIR: &str = "fetched";
 pub enum RetentionError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the fetch confirmation does not match the stored report: {0}")]
+    Mismatch(String),
     #[error(
         "cannot record or read fetched reports in {path}: {source}; check that state_dir is writable by the user running embargo"
     )]
@@ -65,9 +85,125 @@ impl ArrivalTimes for FsStore {
     }
 }
 
-/// Records that `part` of report `id` was served completely to a
-/// maintainer (call it from the fetch route after the last byte of a part
-/// was sent). Cheap and idempotent; the part name must be a valid one.
+/// Whether a report is part of a case that is still open (retention keeps it).
+pub trait CaseState {
+    /// True when report `id` may have an open case.
+    fn case_open(&self, id: &ReportId) -> bool;
+}
+
+impl CaseState for FsStore {
+    fn case_open(&self, id: &ReportId) -> bool {
+        // The server cannot see a `closed` event inside the ciphertext: any
+        // events directory (or one that cannot be checked) means open.
+        !matches!(
+            fs::symlink_metadata(self.report_dir(id).join(EVENTS_DIR)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        )
+    }
+}
+
+/// What a maintainer's `embargo fetch` says it stored: the SHA-256 of each
+/// part's ciphertext, by part name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Confirmation {
+    pub parts: BTreeMap<String, [u8; 32]>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfirmation {
+    parts: BTreeMap<String, String>,
+}
+
+/// Parses the body of `POST /api/v1/sealed/<ID>/fetched`:
+/// `{"parts": {"manifest.pgp": "<sha256 hex>", "001.pgp": "…"}}`. The
+/// error says what is wrong without echoing more than a short, cleaned name.
+pub fn parse_confirmation(body: &[u8]) -> Result<Confirmation, String> {
+    if body.len() > MAX_CONFIRMATION_BYTES {
+        return Err(format!(
+            "the confirmation is larger than {MAX_CONFIRMATION_BYTES} bytes"
+        ));
+    }
+    let raw: RawConfirmation = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the body is not {{\"parts\": {{\"<part>\": \"<sha256 hex>\"}}}} (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let mut parts = BTreeMap::new();
+    for (name, hash) in raw.parts {
+        let shown: String = name.chars().filter(|c| !c.is_control()).take(40).collect();
+        if !is_part_name(&name) {
+            return Err(format!("{shown:?} is not a part name"));
+        }
+        let mut digest = [0u8; 32];
+        if hash.len() != 64 || hex::decode_to_slice(&hash, &mut digest).is_err() {
+            return Err(format!("the SHA-256 of {shown} is not 64 hex digits"));
+        }
+        parts.insert(name, digest);
+    }
+    if parts.is_empty() {
+        return Err("the confirmation names no part".into());
+    }
+    Ok(Confirmation { parts })
+}
+
+/// Checks a maintainer's confirmation against the ciphertext in the store
+/// (every part, no other, each with the same SHA-256) and, when `record`,
+/// marks every part fetched. Nothing is marked unless all of it matches.
+pub fn confirm_fetched<S: Store + ?Sized>(
+    store: &S,
+    state_dir: &Path,
+    id: &ReportId,
+    confirmation: &Confirmation,
+    record: bool,
+) -> Result<(), RetentionError> {
+    let parts = store.parts(id)?;
+    let stored: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+    let confirmed: Vec<&str> = confirmation.parts.keys().map(String::as_str).collect();
+    let mut sorted = stored.clone();
+    sorted.sort_unstable();
+    if sorted != confirmed {
+        return Err(RetentionError::Mismatch(format!(
+            "the report has parts {}, the confirmation names {}",
+            sorted.join(", "),
+            confirmed.join(", ")
+        )));
+    }
+    for part in &parts {
+        let mut reader = store.open_part(id, &part.name)?;
+        let mut hash = sha2::Sha256::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).map_err(|source| StoreError::Io {
+                path: format!("{id}/{}", part.name),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hash, &buf[..n]);
+        }
+        let digest: [u8; 32] = sha2::Digest::finalize(hash).into();
+        if confirmation.parts.get(&part.name) != Some(&digest) {
+            return Err(RetentionError::Mismatch(format!(
+                "the SHA-256 of {} differs from the stored ciphertext",
+                part.name
+            )));
+        }
+    }
+    if record {
+        for part in &parts {
+            mark_fetched(state_dir, id, &part.name)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that `part` of report `id` was fetched and confirmed by a
+/// maintainer (called by [`confirm_fetched`] once the hashes matched).
+/// Cheap and idempotent; the part name must be a valid one.
 pub fn mark_fetched(state_dir: &Path, id: &ReportId, part: &str) -> Result<(), RetentionError> {
     let dir = state_dir.join(FETCHED_DIR).join(id.as_str());
     let err = |source| RetentionError::Marks {
@@ -97,7 +233,7 @@ pub fn mark_fetched(state_dir: &Path, id: &ReportId, part: &str) -> Result<(), R
 }
 
 /// Whether every part of report `id` (as the store lists them now) was
-/// served completely.
+/// confirmed fetched.
 pub fn is_fetched<S: Store + ?Sized>(
     store: &S,
     state_dir: &Path,
@@ -113,7 +249,7 @@ pub fn is_fetched<S: Store + ?Sized>(
 
 /// Applies `rules` once at `now`: deletes every report older than `max_age`
 /// and, with `delete_after_fetch`, every report whose parts were all
-/// fetched. Returns the IDs deleted. A report that disappears meanwhile is
+/// confirmed fetched; never one whose case is open. Returns the IDs deleted. A report that disappears meanwhile is
 /// skipped; any other store error stops the pass (it runs again later).
 pub fn apply<S>(
     store: &S,
@@ -122,13 +258,16 @@ pub fn apply<S>(
     now: SystemTime,
 ) -> Result<Vec<ReportId>, RetentionError>
 where
-    S: Store + ArrivalTimes + ?Sized,
+    S: Store + ArrivalTimes + CaseState + ?Sized,
 {
     let mut deleted = Vec::new();
     if rules.max_age.is_none() && !rules.delete_after_fetch {
         return Ok(deleted);
     }
     for id in store.list()? {
+        if store.case_open(&id) {
+            continue;
+        }
         let too_old = rules.max_age.is_some_and(|max| {
             store
                 .arrived_at(&id)

@@ -307,3 +307,23 @@ fn fetch_listing_seeds() {
         assert_eq!(verdicts[refused], None, "{refused}");
     }
 }
+
+/// fuzz_targets/fetch_confirmation.rs
+#[test]
+fn fetch_confirmation_seeds() {
+    use embargo::retention::parse_confirmation;
+    let mut verdicts = std::collections::BTreeMap::new();
+    for (path, data) in seeds("fetch_confirmation") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        verdicts.insert(name, parse_confirmation(&data).map(|c| c.parts.len()).ok());
+    }
+    assert_eq!(verdicts["two-parts.json"], Some(2));
+    for refused in [
+        "traversal.json",
+        "short-hash.json",
+        "empty.json",
+        "unknown-field.json",
+    ] {
+        assert_eq!(verdicts[refused], None, "{refused}");
+    }
+}

@@ -260,3 +260,83 @@ fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
         "no paths in retention logs: {logs}"
     );
 }
+
+#[test]
+fn reports_with_case_events_are_never_deleted_by_age_or_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(&dir.path().join("data")).unwrap();
+    let state = dir.path().join("state");
+    let now = SystemTime::now();
+    let open = report(&store, 1, now - 400 * DAY);
+    let plain = report(&store, 1, now - 400 * DAY);
+    fs::create_dir(store.report_dir(&open).join("events")).unwrap();
+    for id in [&open, &plain] {
+        for part in ["manifest.pgp", "001.pgp"] {
+            mark_fetched(&state, id, part).unwrap();
+        }
+    }
+    use embargo::retention::CaseState;
+    assert!(store.case_open(&open));
+    assert!(!store.case_open(&plain));
+    let rules = rules("max_age = \"30d\"\ndelete_after_fetch = true");
+    assert_eq!(
+        retention::apply(&store, &state, &rules, now).unwrap(),
+        vec![plain]
+    );
+    assert_eq!(store.list().unwrap(), vec![open]);
+}
+
+#[test]
+fn a_confirmation_marks_a_report_only_when_every_hash_matches() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(&dir.path().join("data")).unwrap();
+    let state = dir.path().join("state");
+    let id = report(&store, 2, SystemTime::now());
+    let hash = |part: &str| {
+        hex::encode(sha2::Sha256::digest(
+            fs::read(store.report_dir(&id).join(part)).unwrap(),
+        ))
+    };
+    let body = |parts: &[(&str, String)]| {
+        let map: serde_json::Map<String, serde_json::Value> = parts
+            .iter()
+            .map(|(n, h)| (n.to_string(), h.clone().into()))
+            .collect();
+        serde_json::json!({ "parts": map }).to_string()
+    };
+    let all = [
+        ("manifest.pgp", hash("manifest.pgp")),
+        ("001.pgp", hash("001.pgp")),
+        ("002.pgp", hash("002.pgp")),
+    ];
+    let mut wrong = all.clone();
+    wrong[2].1 = hash("001.pgp");
+    for bad in [body(&wrong), body(&all[..2])] {
+        let c = retention::parse_confirmation(bad.as_bytes()).unwrap();
+        assert!(matches!(
+            retention::confirm_fetched(&store, &state, &id, &c, true),
+            Err(retention::RetentionError::Mismatch(_))
+        ));
+        assert!(!retention::is_fetched(&store, &state, &id).unwrap());
+        assert!(!state.join("fetched").exists());
+    }
+    for bad in [
+        r#"{"parts":{}}"#,
+        r#"{"parts":{"manifest.pgp":"00"}}"#,
+        r#"{"parts":{"x.pgp":"00"}}"#,
+        r#"{"parts":[],"extra":1}"#,
+        "",
+    ] {
+        assert!(
+            retention::parse_confirmation(bad.as_bytes()).is_err(),
+            "{bad}"
+        );
+    }
+    // Checked but not recorded without delete_after_fetch.
+    let good = retention::parse_confirmation(body(&all).as_bytes()).unwrap();
+    retention::confirm_fetched(&store, &state, &id, &good, false).unwrap();
+    assert!(!retention::is_fetched(&store, &state, &id).unwrap());
+    retention::confirm_fetched(&store, &state, &id, &good, true).unwrap();
+    assert!(retention::is_fetched(&store, &state, &id).unwrap());
+}

@@ -968,32 +968,94 @@ fn command_line_usage_errors_exit_2_and_operational_errors_exit_1() {
 }
 
 #[test]
-fn token_new_prints_a_256_bit_token_and_its_sha256_line() {
+fn token_new_prints_only_the_token_on_stdout_and_a_paste_safe_hash_on_stderr() {
     let out = embargo().args(["token", "new"]).output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    let token = lines[0].strip_prefix("embargo_").unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    // `embargo token new > token.txt` makes a file holding just the token.
+    let token = text.strip_suffix('\n').unwrap();
+    assert!(!token.contains('\n'), "{text:?}");
+    let hex_part = token.strip_prefix("embargo_").unwrap();
     assert!(
-        token.len() >= 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        hex_part.len() == 64 && hex_part.bytes().all(|b| b.is_ascii_hexdigit()),
         "{token}"
     );
     use sha2::Digest;
-    let hash = hex::encode(sha2::Sha256::digest(lines[0].as_bytes()));
-    assert_eq!(lines[1], format!("token_sha256 = [\"{hash}\"]"));
-    // The line is valid configuration.
-    let config = embargo::config::Config::parse(&format!("[maintainers]\n{}\n", lines[1])).unwrap();
-    assert_eq!(config.maintainers.token_sha256, vec![hash]);
-    let again = embargo().args(["token", "new"]).output().unwrap();
-    assert_ne!(
-        String::from_utf8(again.stdout)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap(),
-        lines[0]
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "embargo: the new fetch token is on stdout: the maintainer keeps it in a file only they can read (chmod 600) for `embargo fetch --token-file`\n\
+             embargo: on the intake, add this entry to the token_sha256 list in [maintainers] of embargo.toml, keeping the entries already there:\n\
+             \"{hash}\",\n"
+        )
     );
+    // The entry pastes into a list that already holds another maintainer's.
+    let other = "a".repeat(64);
+    let entry = stderr(&out).lines().last().unwrap().to_string();
+    let config = embargo::config::Config::parse(&format!(
+        "[maintainers]\ntoken_sha256 = [\n  \"{other}\",\n  {entry}\n]\n"
+    ))
+    .unwrap();
+    assert_eq!(config.maintainers.token_sha256, vec![other, hash]);
+    let again = embargo().args(["token", "new"]).output().unwrap();
+    assert_ne!(String::from_utf8(again.stdout).unwrap(), text);
+}
+
+#[test]
+fn token_new_out_creates_a_0600_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token.txt");
+    let out = embargo()
+        .args(["token", "new", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    assert_eq!(mode(&file), 0o600);
+    let written = fs::read_to_string(&file).unwrap();
+    let token = written.strip_suffix('\n').unwrap();
+    assert!(token.starts_with("embargo_") && !token.contains('\n'));
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "embargo: wrote the new fetch token to {} (mode 0600): the maintainer uses it with `embargo fetch --token-file`\n\
+             embargo: on the intake, add this entry to the token_sha256 list in [maintainers] of embargo.toml, keeping the entries already there:\n\
+             \"{hash}\",\n",
+            file.display()
+        )
+    );
+    // A second run to the same file is refused and the first token kept.
+    let again = embargo()
+        .args(["token", "new", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(again.stdout.is_empty());
+    assert_eq!(
+        stderr(&again),
+        format!(
+            "embargo: error: {} already exists: `token new` never overwrites a file; choose another --out or remove it first\n",
+            file.display()
+        )
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), written);
+    // Nor through a symbolic link planted where the file would go.
+    let victim = dir.path().join("victim");
+    fs::write(&victim, b"keep").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let run = embargo()
+        .args(["token", "new", "--out"])
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
 }
 
 /// Waits until `out` holds a temporary directory with some plaintext in it.

@@ -1,5 +1,7 @@
-//! The maintainers' fetch routes: list complete reports and download their
-//! ciphertext parts (with `Range`), behind a bearer token.
+//! The maintainers' fetch routes: list complete reports, download their
+//! ciphertext parts (with `Range`), and confirm a report was stored safely
+//! (the only thing that lets `delete_after_fetch` remove it), behind a
+//! bearer token.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -9,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -72,7 +73,72 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(store_error)?;
-    Ok(Json(json!({ "reports": listing })).into_response())
+    // `confirm_fetched` tells `embargo fetch` that confirmations matter here.
+    let confirm = state.config().retention.delete_after_fetch;
+    Ok(Json(json!({ "reports": listing, "confirm_fetched": confirm })).into_response())
+}
+
+/// `POST /api/v1/sealed/{id}/fetched`: a maintainer's `embargo fetch`
+/// confirms that it stored report `id`, giving every part's ciphertext
+/// SHA-256. The hashes are checked against the store; only a complete,
+/// matching confirmation marks the report fetched for `delete_after_fetch`.
+pub async fn fetched(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| ApiError::not_found())?;
+    let body = axum::body::to_bytes(body, crate::retention::MAX_CONFIRMATION_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::too_large(
+                "confirmation_too_large",
+                format!(
+                    "a fetch confirmation is at most {} bytes",
+                    crate::retention::MAX_CONFIRMATION_BYTES
+                ),
+            )
+        })?;
+    let confirmation = crate::retention::parse_confirmation(&body)
+        .map_err(|why| ApiError::bad_request("invalid_confirmation", why))?;
+    let record = state.config().retention.delete_after_fetch;
+    let state_dir = state.config().state_dir.clone();
+    let store = state.store().clone();
+    let checked_id = id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        crate::retention::confirm_fetched(&*store, &state_dir, &checked_id, &confirmation, record)
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
+    match result {
+        Ok(()) => {
+            tracing::info!(id = %id, recorded = record, "fetch confirmed");
+            Ok(Json(json!({
+                "id": id.to_string(),
+                "confirmed": true,
+                "delete_after_fetch": record,
+            }))
+            .into_response())
+        }
+        Err(crate::retention::RetentionError::Mismatch(why)) => {
+            tracing::warn!(id = %id, "fetch confirmation refused: {why}");
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "confirmation_mismatch",
+                format!("{why}; nothing was marked: fetch the report again"),
+            ))
+        }
+        Err(crate::retention::RetentionError::Store(e)) => Err(store_error(e)),
+        Err(e) => {
+            tracing::error!("cannot record that {id} was fetched: {e}");
+            Err(ApiError::unavailable(
+                "state_unavailable",
+                "the intake cannot record the confirmation now; try again later",
+            ))
+        }
+    }
 }
 
 /// A single byte range, resolved against the part's size.
@@ -142,7 +208,6 @@ pub async fn part(
         return Err(ApiError::not_found());
     }
     let store = state.store().clone();
-    let (id_for_mark, part_for_mark) = (id.clone(), part.clone());
     let opened = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
         let mut reader = store.open_part(&id, &part)?;
         let size = reader
@@ -199,29 +264,10 @@ pub async fn part(
             }
         }
     });
-    // With delete_after_fetch, a part whose last byte is handed to the
-    // connection counts as fetched (hyper stops polling a body once its
-    // Content-Length is out, so the end of the stream is never seen).
-    let mut mark = (state.config().retention.delete_after_fetch && start + len == size)
-        .then(|| (state.config().state_dir.clone(), id_for_mark, part_for_mark));
-    let mut sent = 0u64;
+    // Serving a part, even all of it, never counts as fetched: only a
+    // confirmation of the stored copy's hashes does (see `fetched`).
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    })
-    .inspect(move |item| match item {
-        Ok(bytes) => {
-            sent += bytes.len() as u64;
-            if sent == len
-                && let Some((state_dir, id, part)) = mark.take()
-            {
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = crate::retention::mark_fetched(&state_dir, &id, &part) {
-                        tracing::error!("cannot record that {id} was fetched: {e}");
-                    }
-                });
-            }
-        }
-        Err(_) => mark = None,
     });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;

@@ -90,7 +90,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
             ),
         });
     }
-    let store = FsStore::open(&root)?;
+    let store = FsStore::open_read_only(&root)?;
     let signer = args.signer.resolve()?;
     let opener = Opener::new(args.keys.open()?, signer);
     let opened = opener.open_manifest(&store, &id)?;
@@ -123,7 +123,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
         .map_err(write_err(&partial))?;
 
     let manifest = &opened.manifest;
-    let total: u64 = manifest.attachments.iter().map(|a| a.size).sum();
+    let total = super::list::attachments_bytes(manifest);
     let bar = super::progress_bar(total);
     let mut names = UniqueNames::default();
     let mut files = Vec::new();

@@ -6,6 +6,14 @@
 //! downloaded into a private `ROOT/.fetch-partial/<ID>/` (resumed with
 //! `Range` after an interruption), and a report enters the store only whole,
 //! through `Store::stage` → `create_part` → `commit`.
+//!
+//! The local store is not trusted either: every directory fetch uses inside
+//! it must be a real directory and every file is opened without following
+//! symbolic links, so a link planted there cannot redirect a write outside.
+//! A silent server fails the run after `--timeout`, and `--max-bytes` caps
+//! what one run downloads. With `delete_after_fetch` on the intake, each
+//! report stored here is confirmed (its parts' SHA-256, read back from the
+//! local store) so the server may delete its copy.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -36,6 +44,10 @@ const MAX_PARTS: usize = 1000;
 /// How long to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const COPY_BUFFER: usize = 256 * 1024;
+/// `--timeout` default: the longest wait for the server's next bytes.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `--max-bytes` default: what one run downloads at most (32 GiB).
+pub const DEFAULT_MAX_BYTES: u64 = 32 * 1024 * 1024 * 1024;
 
 /// What `embargo fetch` was asked to do.
 #[derive(Clone, Debug)]
@@ -45,6 +57,11 @@ pub struct FetchArgs {
     pub token_file: PathBuf,
     /// The local store root (holding `reports/`).
     pub store: PathBuf,
+    /// Fail when the server sends nothing for this long ([`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Stop before a report that would take the run past this many bytes
+    /// ([`DEFAULT_MAX_BYTES`]).
+    pub max_bytes: u64,
 }
 
 /// What a fetch run did.
@@ -53,11 +70,40 @@ pub struct FetchSummary {
     pub fetched: Vec<ReportId>,
     pub already_present: usize,
     pub bytes: u64,
+    /// Reports the intake was told are stored here (for `delete_after_fetch`).
+    pub confirmed: usize,
+    /// Set when `--max-bytes` stopped the run: the first report not fetched.
+    pub stopped_before: Option<ReportId>,
+    /// The `--max-bytes` in force.
+    pub max_bytes: u64,
 }
+
+impl FetchSummary {
+    /// Why the run stopped early, when `--max-bytes` stopped it.
+    pub fn cap_message(&self) -> Option<String> {
+        self.stopped_before.as_ref().map(|id| {
+            format!(
+                "stopped before report {id}: fetching it would take this run past --max-bytes {} ({} bytes fetched); the reports fetched are complete in the store: run again to fetch the rest, or raise --max-bytes",
+                self.max_bytes, self.bytes
+            )
+        })
+    }
+}
+
+/// One report of a checked listing: its ID and its parts.
+type ListedParts = (ReportId, Vec<PartInfo>);
 
 #[derive(Deserialize)]
 struct Listing {
     reports: Vec<ListedReport>,
+}
+
+/// The part of a listing that is not about reports.
+#[derive(Deserialize)]
+struct ListingFlags {
+    /// The intake deletes reports once confirmed (`delete_after_fetch`).
+    #[serde(default)]
+    confirm_fetched: bool,
 }
 
 #[derive(Deserialize)]
@@ -70,10 +116,12 @@ struct ListedReport {
 pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     let base = base_url(&args.from)?;
     let token = read_token(&args.token_file)?;
+    // `timeout` bounds the wait for the answer's headers and then each read
+    // of its body: a silent server fails the run, a slow one does not.
     let client = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(None)
+        .timeout(args.timeout)
         .user_agent(concat!("embargo/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| fetch_err(&base, e))?;
@@ -81,28 +129,31 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
         client,
         token,
         base,
+        timeout: args.timeout,
     };
 
     // The listing comes first: a refused token writes nothing at all.
-    let reports = http.listing()?;
+    let (reports, confirm) = http.listing()?;
 
     let store = FsStore::open(&args.store)?;
-    store.remove_stale_staging()?;
+    let reports_dir = args.store.join("reports");
+    for dir in [
+        reports_dir.clone(),
+        reports_dir.join(".staging"),
+        reports_dir.join(".trash"),
+    ] {
+        real_dir(&dir)?;
+    }
     let partial_root = args.store.join(PARTIAL_DIR);
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&partial_root)
-        .map_err(write_err(&partial_root))?;
-    fs::set_permissions(&partial_root, fs::Permissions::from_mode(0o700))
-        .map_err(write_err(&partial_root))?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(partial_root.join(".lock"))
-        .map_err(write_err(&partial_root))?;
+    private_dir(&partial_root)?;
+    let lock = open_no_follow(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+        &partial_root.join(".lock"),
+    )?;
     if lock.try_lock().is_err() {
         return Err(Error::Fetch {
             url: http.base.clone(),
@@ -112,40 +163,118 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
             ),
         });
     }
+    // Only under the lock: another fetch's staging is its own business.
+    store.remove_stale_staging()?;
 
-    let mut summary = FetchSummary::default();
+    let mut summary = FetchSummary {
+        max_bytes: args.max_bytes,
+        ..FetchSummary::default()
+    };
     let missing: u64 = reports
         .iter()
         .filter(|(id, _)| !store.contains(id).unwrap_or(false))
-        .flat_map(|(_, parts)| parts.iter().map(|p| p.size))
-        .sum();
-    let bar = super::progress_bar(missing);
+        .map(|(_, parts)| total_size(parts))
+        .fold(0, u64::saturating_add);
+    let bar = super::progress_bar(missing.min(args.max_bytes));
     for (id, parts) in reports {
         let dir = partial_root.join(id.as_str());
         if store.contains(&id)? {
             // A run killed right after committing may have left its downloads.
-            let _ = fs::remove_dir_all(&dir);
+            remove_partial(&dir)?;
             summary.already_present += 1;
+            if confirm {
+                http.confirm(&store, &id)?;
+                summary.confirmed += 1;
+            }
             continue;
         }
-        DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&dir)
-            .map_err(write_err(&dir))?;
+        if summary.bytes.saturating_add(total_size(&parts)) > args.max_bytes {
+            summary.stopped_before = Some(id);
+            break;
+        }
+        private_dir(&dir)?;
         for part in &parts {
             bar.set_message(format!("{id}/{}", part.name));
             summary.bytes += http.download(&id, part, &dir.join(&part.name), &bar)?;
         }
         if commit(&store, &id, &parts, &dir)? {
-            summary.fetched.push(id);
+            summary.fetched.push(id.clone());
         } else {
             summary.already_present += 1;
         }
-        fs::remove_dir_all(&dir).map_err(write_err(&dir))?;
+        remove_partial(&dir)?;
+        if confirm {
+            http.confirm(&store, &id)?;
+            summary.confirmed += 1;
+        }
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// The listed size of a report, saturating (a listing is untrusted).
+fn total_size(parts: &[PartInfo]) -> u64 {
+    parts.iter().map(|p| p.size).fold(0, u64::saturating_add)
+}
+
+/// Refuses a symbolic link (or anything but a directory) at `path`.
+fn real_dir(path: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Unsafe {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(Error::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Makes `path` a private (0700) directory of its own, refusing a symbolic
+/// link in its place: the mode is set on the directory opened without
+/// following links, never on what a link points to.
+fn private_dir(path: &Path) -> Result<(), Error> {
+    match DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(write_err(path)(e)),
+        _ => {}
+    }
+    real_dir(path)?;
+    let dir = open_no_follow(
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY),
+        path,
+    )?;
+    dir.set_permissions(fs::Permissions::from_mode(0o700))
+        .map_err(write_err(path))
+}
+
+/// Removes a report's partial downloads; a link in their place is removed
+/// itself (never followed).
+fn remove_partial(dir: &Path) -> Result<(), Error> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(write_err(dir)),
+    }
+}
+
+/// Opens `path` with `options`, never through a symbolic link.
+fn open_no_follow(options: &mut OpenOptions, path: &Path) -> Result<File, Error> {
+    options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP)
+                || fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+            {
+                Error::Unsafe {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                write_err(path)(e)
+            }
+        })
 }
 
 /// Moves the downloaded parts of one report into the store, manifest last.
@@ -162,10 +291,7 @@ fn commit(store: &FsStore, id: &ReportId, parts: &[PartInfo], dir: &Path) -> Res
     ordered.extend(parts.iter().filter(|p| p.name == "manifest.pgp"));
     for part in ordered {
         let path = dir.join(&part.name);
-        let mut file = File::open(&path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
+        let mut file = open_no_follow(OpenOptions::new().read(true), &path)?;
         let mut sink = staging.create_part(&part.name)?;
         let copied =
             io::copy(&mut (&mut file).take(part.size + 1), &mut sink).map_err(write_err(&path))?;
@@ -185,6 +311,7 @@ struct Http {
     client: Client,
     token: Zeroizing<String>,
     base: String,
+    timeout: Duration,
 }
 
 impl Http {
@@ -193,7 +320,7 @@ impl Http {
         if range_from > 0 {
             request = request.header(RANGE, format!("bytes={range_from}-"));
         }
-        let response = request.send().map_err(|e| fetch_err(url, e))?;
+        let response = request.send().map_err(|e| self.send_err(url, e))?;
         match response.status() {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Unauthorized {
                 status: response.status().as_u16(),
@@ -202,8 +329,74 @@ impl Http {
         }
     }
 
-    /// The server's listing, fully validated before anything is written.
-    fn listing(&self) -> Result<Vec<(ReportId, Vec<PartInfo>)>, Error> {
+    /// What a failed request says: a timeout names `--timeout`.
+    fn send_err(&self, url: &str, e: reqwest::Error) -> Error {
+        if e.is_timeout() {
+            return self.timeout_err(url, "before answering");
+        }
+        fetch_err(url, e)
+    }
+
+    fn timeout_err(&self, url: &str, when: &str) -> Error {
+        Error::Fetch {
+            url: url.to_string(),
+            detail: format!(
+                "the server sent nothing for {} s {when} (--timeout); run again later, or raise --timeout",
+                self.timeout.as_secs()
+            ),
+        }
+    }
+
+    /// Tells the intake that report `id` is stored here, with the SHA-256 of
+    /// each part read back from the local store (after its commit fsynced
+    /// it), so that `delete_after_fetch` may remove the server's copy.
+    fn confirm(&self, store: &FsStore, id: &ReportId) -> Result<(), Error> {
+        let mut parts = serde_json::Map::new();
+        for part in store.parts(id)? {
+            let mut reader = store.open_part(id, &part.name)?;
+            let mut hash = sha2::Sha256::default();
+            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read {
+                path: store.report_dir(id).join(&part.name),
+                source,
+            })?;
+            let digest = hex::encode(sha2::Digest::finalize(hash));
+            parts.insert(part.name, serde_json::Value::String(digest));
+        }
+        let url = format!("{}/api/v1/sealed/{id}/fetched", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .bearer_auth(self.token.as_str())
+            .json(&serde_json::json!({ "parts": parts }))
+            .send()
+            .map_err(|e| self.send_err(&url, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(Error::Unauthorized {
+                status: status.as_u16(),
+            });
+        }
+        let mut body = Vec::new();
+        let _ = response.take(64 * 1024).read_to_end(&mut body);
+        let said = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .map(|m| m.chars().filter(|c| !c.is_control()).take(300).collect())
+            .unwrap_or_else(|| "no explanation".to_string());
+        Err(Error::Fetch {
+            url,
+            detail: format!(
+                "the intake did not accept that {id} is stored here ({status}: {said}); the local copy is kept, and the server keeps its copy"
+            ),
+        })
+    }
+
+    /// The server's listing, fully validated before anything is written,
+    /// and whether the intake wants stored reports confirmed.
+    fn listing(&self) -> Result<(Vec<ListedParts>, bool), Error> {
         let url = format!("{}/api/v1/sealed", self.base);
         let response = self.get(&url, 0)?;
         if !response.status().is_success() {
@@ -216,13 +409,31 @@ impl Http {
         response
             .take(MAX_LISTING_BYTES + 1)
             .read_to_end(&mut body)
-            .map_err(|e| fetch_err(&url, e))?;
+            .map_err(|e| self.read_err(&url, e, 0))?;
         if body.len() as u64 > MAX_LISTING_BYTES {
             return Err(Error::BadListing(format!(
                 "a listing larger than {MAX_LISTING_BYTES} bytes"
             )));
         }
-        parse_listing(&body)
+        let reports = parse_listing(&body)?;
+        let flags: ListingFlags = serde_json::from_slice(&body)
+            .map_err(|e| Error::BadListing(format!("listing is not the expected JSON: {e}")))?;
+        Ok((reports, flags.confirm_fetched))
+    }
+
+    /// What a failed read of an answer's body says.
+    fn read_err(&self, url: &str, e: io::Error, got: u64) -> Error {
+        let timed_out = e.kind() == io::ErrorKind::TimedOut
+            || e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+                .is_some_and(reqwest::Error::is_timeout);
+        if timed_out {
+            return self.timeout_err(url, &format!("after {got} bytes of the answer"));
+        }
+        Error::Fetch {
+            url: url.to_string(),
+            detail: format!("{e} after {got} bytes; run again to resume"),
+        }
     }
 
     /// Makes `path` hold exactly `part.size` bytes of the part, resuming a
@@ -235,14 +446,20 @@ impl Http {
         bar: &ProgressBar,
     ) -> Result<u64, Error> {
         let url = format!("{}/api/v1/sealed/{id}/{}", self.base, part.name);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(write_err(path))?;
+        let mut file = open_no_follow(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .mode(0o600),
+            path,
+        )?;
+        if !file.metadata().map_err(write_err(path))?.is_file() {
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+            });
+        }
         let mut have = file.metadata().map_err(write_err(path))?.len();
         if have > part.size {
             have = 0;
@@ -294,12 +511,7 @@ impl Http {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Error::Fetch {
-                        url,
-                        detail: format!("{e} after {got} bytes; run again to resume"),
-                    });
-                }
+                Err(e) => return Err(self.read_err(&url, e, got)),
             };
             got += n as u64;
             if got > expected {
@@ -438,25 +650,19 @@ fn base_url(from: &str) -> Result<String, Error> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
-/// Reads the token: the file's content without surrounding white space.
+/// Reads the token: the first line of the file, without surrounding white
+/// space (what `embargo token new` prints or writes with `--out`).
 fn read_token(path: &Path) -> Result<Zeroizing<String>, Error> {
     let bytes = Zeroizing::new(fs::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
+    let token = Zeroizing::new(token_from_file(&bytes).map_err(|why| {
         Error::Usage(format!(
-            "{} does not hold a token (not UTF-8)",
+            "{} does not hold a fetch token: {why}; put only the token printed by `embargo token new` on its first line",
             path.display()
         ))
-    })?;
-    let token = Zeroizing::new(text.trim().to_string());
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::Usage(format!(
-            "{} does not hold a token (make one with `embargo token new`)",
-            path.display()
-        )));
-    }
+    })?);
     if let Ok(meta) = fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
@@ -466,6 +672,29 @@ fn read_token(path: &Path) -> Result<Zeroizing<String>, Error> {
         );
     }
     Ok(token)
+}
+
+/// The token on the first non-empty line of a token file's bytes, or why
+/// there is none (never quoting the file, which may hold a secret).
+fn token_from_file(bytes: &[u8]) -> Result<String, &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text")?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or("it is empty")?;
+    if line.starts_with("token_sha256") {
+        return Err("its first line is the server's token_sha256 setting, not the token");
+    }
+    if line.len() == 64 && line.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(
+            "its first line looks like the token's SHA-256 (what the server keeps), not the token",
+        );
+    }
+    if !line.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("its first line holds spaces or characters a token never has");
+    }
+    Ok(line.to_string())
 }
 
 fn fetch_err(url: &str, e: impl std::fmt::Display) -> Error {
@@ -544,6 +773,38 @@ mod tests {
                 "{shown}"
             );
         }
+    }
+
+    #[test]
+    fn token_files_give_their_first_line_or_say_why_not() {
+        let t = "embargo_0123abcd";
+        for ok in [
+            t.to_string(),
+            format!("{t}\n"),
+            format!("\n  {t}  \r\n"),
+            format!("{t}\ntoken_sha256 = [\"00\"]\n"),
+        ] {
+            assert_eq!(token_from_file(ok.as_bytes()).as_deref(), Ok(t), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("", "it is empty"),
+            ("\n \n", "it is empty"),
+            (
+                "token_sha256 = [\"ab\"]\nembargo_x",
+                "its first line is the server's token_sha256 setting, not the token",
+            ),
+            (
+                &"a".repeat(64)[..],
+                "its first line looks like the token's SHA-256 (what the server keeps), not the token",
+            ),
+            (
+                "embargo_x y",
+                "its first line holds spaces or characters a token never has",
+            ),
+        ] {
+            assert_eq!(token_from_file(bad.as_bytes()), Err(why), "{bad:?}");
+        }
+        assert_eq!(token_from_file(b"\xff\xfe"), Err("it is not UTF-8 text"));
     }
 
     #[test]

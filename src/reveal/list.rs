@@ -80,7 +80,7 @@ pub fn list(args: &ListArgs) -> Result<Listing, Error> {
             ),
         });
     }
-    let store = FsStore::open(&args.store)?;
+    let store = FsStore::open_read_only(&args.store)?;
     let opener = Opener::new(args.keys.open()?, args.signer.resolve()?);
     let now = args.clock.now();
     let mut rows = Vec::new();
@@ -104,7 +104,7 @@ pub fn list(args: &ListArgs) -> Result<Listing, Error> {
                     cvss_score: m.report.cvss.as_ref().map(|c| c.score),
                     cvss_rating: m.report.cvss.as_ref().map(|c| c.rating.clone()),
                     attachments: Some(m.attachments.len()),
-                    attachments_bytes: Some(m.attachments.iter().map(|a| a.size).sum()),
+                    attachments_bytes: Some(attachments_bytes(m)),
                     acknowledge_by: deadlines.as_ref().map(|d| rfc3339(d.acknowledge_by)),
                     fix_by: deadlines.as_ref().and_then(|d| d.fix_by).map(rfc3339),
                     acknowledge_overdue: overdue(deadlines.as_ref().map(|d| d.acknowledge_by)),
@@ -132,6 +132,17 @@ pub fn list(args: &ListArgs) -> Result<Listing, Error> {
         (None, None) => a.id.cmp(&b.id),
     });
     Ok(Listing { rows, now })
+}
+
+/// The attachments' total size. A manifest is signed, but whoever holds a
+/// maintainer key could still craft one: the sum saturates at `u64::MAX`
+/// (16777216.0 TiB in the table) instead of wrapping to a harmless-looking
+/// number.
+pub fn attachments_bytes(m: &crate::seal::Manifest) -> u64 {
+    m.attachments
+        .iter()
+        .map(|a| a.size)
+        .fold(0, u64::saturating_add)
 }
 
 fn unreadable(id: String, e: &RevealError) -> ListRow {

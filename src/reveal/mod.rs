@@ -73,6 +73,10 @@ pub enum Error {
         "the server refused the fetch token ({status}): check --token-file, and ask the intake admin to add its token_sha256 line to [maintainers] (nothing was written)"
     )]
     Unauthorized { status: u16 },
+    #[error(
+        "{path} is a symbolic link or not what embargo made there: embargo never follows links inside a store; remove it (nothing outside was touched) and run again"
+    )]
+    Unsafe { path: PathBuf },
     #[error("fetching from {url} failed: {detail}")]
     Fetch { url: String, detail: String },
     #[error("the server sent something embargo does not accept ({0}); nothing from it was stored")]

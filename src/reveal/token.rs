@@ -13,8 +13,33 @@ pub const TOKEN_BYTES: usize = 32;
 pub struct NewToken {
     /// The secret the maintainer puts in a `--token-file`.
     pub token: Zeroizing<String>,
-    /// `token_sha256 = ["…"]`, for `[maintainers]` in `embargo.toml`.
+    /// The token's hex SHA-256: one entry of `[maintainers] token_sha256`.
+    pub sha256: String,
+    /// `token_sha256 = ["…"]`, for a config that lists no token yet.
     pub config_line: String,
+}
+
+impl NewToken {
+    /// The list entry for `token_sha256`, quoted and with a trailing comma,
+    /// so it pastes into an existing list (one or several lines) unchanged.
+    pub fn list_entry(&self) -> String {
+        format!("\"{}\",", self.sha256)
+    }
+}
+
+/// Writes `token` and a newline to a new file `path`, mode 0600; never
+/// replaces an existing file (nor follows a symbolic link there).
+pub fn write_token_file(path: &std::path::Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let line = Zeroizing::new(format!("{token}\n"));
+    file.write_all(line.as_bytes())?;
+    file.sync_all()
 }
 
 /// Makes a new random fetch token (`embargo_` and 64 hex digits).
@@ -22,8 +47,13 @@ pub fn new_token() -> NewToken {
     let mut bytes = Zeroizing::new([0u8; TOKEN_BYTES]);
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes[..]);
     let token = Zeroizing::new(format!("{TOKEN_PREFIX}{}", hex::encode(&bytes[..])));
-    let config_line = format!("token_sha256 = [\"{}\"]", token_sha256(&token));
-    NewToken { token, config_line }
+    let sha256 = token_sha256(&token);
+    let config_line = format!("token_sha256 = [\"{sha256}\"]");
+    NewToken {
+        token,
+        sha256,
+        config_line,
+    }
 }
 
 /// The hex SHA-256 of a token's UTF-8 bytes: what the server stores.
@@ -45,6 +75,7 @@ mod tests {
             a.config_line,
             format!("token_sha256 = [\"{}\"]", token_sha256(&a.token))
         );
+        assert_eq!(a.list_entry(), format!("\"{}\",", a.sha256));
         // sha256("abc")
         assert_eq!(
             token_sha256("abc"),

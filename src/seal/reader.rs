@@ -376,6 +376,7 @@ enum HelperFailure {
     Signature { part: String, detail: String },
     Gpg { part: String, detail: String },
     NotEncrypted { part: String },
+    Password { part: String },
 }
 
 impl HelperFailure {
@@ -389,6 +390,10 @@ impl HelperFailure {
             HelperFailure::NotEncrypted { part } => RevealError::Tampered {
                 part,
                 detail: "it is not encrypted, so it was not written by embargo".into(),
+            },
+            HelperFailure::Password { part } => RevealError::Tampered {
+                part,
+                detail: "it can be opened with a password, which embargo never does, so it was not written by embargo (gpg was not asked)".into(),
             },
         }
     }
@@ -462,7 +467,7 @@ impl DecryptionHelper for Helper<'_> {
     fn decrypt(
         &mut self,
         pkesks: &[PKESK],
-        _skesks: &[SKESK],
+        skesks: &[SKESK],
         sym_algo: Option<SymmetricAlgorithm>,
         decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
     ) -> openpgp::Result<Option<Cert>> {
@@ -500,6 +505,21 @@ impl DecryptionHelper for Helper<'_> {
                 }
             }
             SecretSource::Gpg { homedir } => {
+                // gpg would try a password (SKESK) when no secret key
+                // matches, and the user's gpg.conf (pinentry-mode loopback,
+                // passphrase-file) may answer it unseen: such a part is
+                // never ours, so gpg never sees it.
+                if !skesks.is_empty() {
+                    let part = self.part.clone();
+                    return Err(self.fail(HelperFailure::Password { part }));
+                }
+                if pkesks.is_empty() {
+                    let part = self.part.clone();
+                    return Err(self.fail(HelperFailure::NoKey {
+                        part,
+                        recipients: "nobody".into(),
+                    }));
+                }
                 let (algo, sk) = match gpg_session_key(homedir.as_ref(), &self.head) {
                     Ok(found) => found,
                     Err(detail) => {
@@ -541,6 +561,7 @@ fn gpg_session_key(
     cmd.args([
         "--batch",
         "--no-tty",
+        "--no-symkey-cache",
         "--quiet",
         "--status-fd",
         "1",

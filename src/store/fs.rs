@@ -115,6 +115,25 @@ impl FsStore {
         })
     }
 
+    /// Opens an existing store for reading only (`decrypt`, `list`): creates
+    /// nothing, recovers nothing, so a store that is read-only to the
+    /// maintainer (or a copy that must stay as fetched) is left exactly as
+    /// it is. Writing through it fails where `reports/.staging` is missing.
+    pub fn open_read_only(root: &Path) -> Result<FsStore, StoreError> {
+        let reports = root.join("reports");
+        match fs::metadata(&reports) {
+            Ok(meta) if meta.is_dir() => Ok(FsStore {
+                reports,
+                renames: Arc::default(),
+            }),
+            Ok(_) => Err(StoreError::Io {
+                path: reports.display().to_string(),
+                source: io::Error::other("not a directory"),
+            }),
+            Err(e) => Err(io_err(&reports)(e)),
+        }
+    }
+
     /// Opens the store at start-up and removes what an interrupted run left
     /// in staging (never a report that another process is still writing).
     pub fn open_and_recover(root: &Path) -> Result<FsStore, StoreError> {
@@ -592,6 +611,21 @@ mod tests {
         let state = group.state.lock().unwrap();
         assert_eq!(state.durable, 128);
         assert!(!state.syncing);
+    }
+
+    #[test]
+    fn a_read_only_open_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(FsStore::open_read_only(dir.path()).is_err());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        fs::create_dir(dir.path().join("reports")).unwrap();
+        let store = FsStore::open_read_only(dir.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(dir.path().join("reports")).unwrap().count(),
+            0,
+            "no .staging, .trash or lock was made"
+        );
     }
 
     #[test]
