@@ -326,6 +326,60 @@ pub struct Mailbox {
     pub poll_interval: Span,
     #[serde(default = "default_true")]
     pub idle: bool,
+    /// Largest message sealed; a larger one is left in the mailbox with a
+    /// warning ([`DEFAULT_MAX_MAIL_BYTES`]).
+    #[serde(default = "default_max_mail_bytes")]
+    pub max_mail_bytes: u64,
+    /// Raw bytes of one header that are decoded for the manifest; the rest
+    /// stays in the sealed original ([`DEFAULT_MAX_HEADER_BYTES`]).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Deepest MIME nesting read for metadata ([`DEFAULT_MAX_MIME_DEPTH`]).
+    #[serde(default = "default_max_mime_depth")]
+    pub max_mime_depth: usize,
+    /// Most MIME parts read for metadata ([`DEFAULT_MAX_MIME_PARTS`]).
+    #[serde(default = "default_max_mime_parts")]
+    pub max_mime_parts: usize,
+    /// Acknowledge only mail whose receiving server vouches for the sender
+    /// (DMARC or aligned SPF pass in `Authentication-Results`), so forged
+    /// senders get no backscatter (true).
+    #[serde(default = "default_true")]
+    pub ack_requires_auth: bool,
+    /// The authserv-id of the receiving server's `Authentication-Results`
+    /// header; unset: the topmost such header is used.
+    #[serde(default)]
+    pub ack_authserv_id: Option<String>,
+    /// Acknowledgements sent per hour in all, counted in `state_dir`
+    /// ([`DEFAULT_MAX_ACKS_PER_HOUR`]).
+    #[serde(default = "default_max_acks_per_hour")]
+    pub max_acks_per_hour: u32,
+}
+
+/// `[mailbox] max_mail_bytes`: 64 MiB.
+pub const DEFAULT_MAX_MAIL_BYTES: u64 = 64 * 1024 * 1024;
+/// `[mailbox] max_header_bytes`: 16 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// `[mailbox] max_mime_depth`: 16.
+pub const DEFAULT_MAX_MIME_DEPTH: usize = 16;
+/// `[mailbox] max_mime_parts`: 256.
+pub const DEFAULT_MAX_MIME_PARTS: usize = 256;
+/// `[mailbox] max_acks_per_hour`: 20.
+pub const DEFAULT_MAX_ACKS_PER_HOUR: u32 = 20;
+
+fn default_max_mail_bytes() -> u64 {
+    DEFAULT_MAX_MAIL_BYTES
+}
+fn default_max_header_bytes() -> usize {
+    DEFAULT_MAX_HEADER_BYTES
+}
+fn default_max_mime_depth() -> usize {
+    DEFAULT_MAX_MIME_DEPTH
+}
+fn default_max_mime_parts() -> usize {
+    DEFAULT_MAX_MIME_PARTS
+}
+fn default_max_acks_per_hour() -> u32 {
+    DEFAULT_MAX_ACKS_PER_HOUR
 }
 
 fn default_mailbox_kind() -> String {

@@ -123,6 +123,7 @@ pub struct Metrics {
     earliest_expiry: AtomicI64,
     poller_backlog: AtomicU64,
     poller_errors: AtomicU64,
+    mail_oversized: AtomicU64,
     notices_sent: AtomicU64,
     notices_failed: AtomicU64,
     retention_deleted: AtomicU64,
@@ -147,6 +148,7 @@ impl Metrics {
             earliest_expiry: AtomicI64::new(NO_EXPIRY),
             poller_backlog: AtomicU64::new(0),
             poller_errors: AtomicU64::new(0),
+            mail_oversized: AtomicU64::new(0),
             notices_sent: AtomicU64::new(0),
             notices_failed: AtomicU64::new(0),
             retention_deleted: AtomicU64::new(0),
@@ -193,6 +195,12 @@ impl Metrics {
     /// One failed poll (connection, login, sealing).
     pub fn poller_error(&self) {
         self.poller_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One message left in the mailbox for being larger than the poller
+    /// seals (counted once per message and poller run).
+    pub fn mail_oversized(&self) {
+        self.mail_oversized.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One notice delivered to one target.
@@ -261,7 +269,7 @@ impl Metrics {
                 load(&self.rejected[r as usize])
             );
         }
-        let plain: [(&str, &str, &str, String); 9] = [
+        let plain: [(&str, &str, &str, String); 10] = [
             (
                 "embargo_sealed_bytes_total",
                 "counter",
@@ -297,6 +305,12 @@ impl Metrics {
                 "counter",
                 "Failed mailbox polls.",
                 load(&self.poller_errors).to_string(),
+            ),
+            (
+                "embargo_poller_oversized_total",
+                "counter",
+                "Messages left in the mailbox for exceeding max_mail_bytes (once per message and run).",
+                load(&self.mail_oversized).to_string(),
             ),
             (
                 "embargo_notices_sent_total",

@@ -175,8 +175,27 @@ fn mail_seeds() {
         policy_url: None,
     };
     let mut answered = 0;
+    let limits = message::ParseLimits {
+        max_field_bytes: 4096,
+        max_header_bytes: 1024,
+        max_mime_depth: 8,
+        max_mime_parts: 64,
+    };
     for (path, data) in seeds("mail") {
-        let facts = message::parse(&data, 4096);
+        let facts = message::parse(&data, &limits);
+        for line in [
+            &facts.email.subject,
+            &facts.email.from,
+            &facts.email.message_id,
+        ] {
+            assert!(
+                line.len() <= 4 * 1024,
+                "{}: a header was not cut",
+                path.display()
+            );
+        }
+        let _ = message::sender_authenticated(&facts.reply, None);
+        let _ = message::sender_authenticated(&facts.reply, Some("mx.example.org"));
         for line in [&facts.body.title, &facts.email.subject, &facts.email.from] {
             assert!(!line.contains(['\r', '\n', '\0']), "{}", path.display());
         }
@@ -206,6 +225,20 @@ fn mail_seeds() {
         answered += 1;
     }
     assert!(answered >= 2, "some seeds are answerable ({answered})");
+    let seed = |name: &str| {
+        fs::read(format!(
+            "{}/fuzz/corpus-seeds/mail/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    };
+    let deep = message::parse(&seed("deep-nesting.eml"), &limits);
+    assert_eq!(deep.body.title, "deep nesting");
+    let auth = message::parse(&seed("auth-results.eml"), &limits);
+    assert_eq!(
+        message::sender_authenticated(&auth.reply, Some("mx.example.org")),
+        Ok("spf")
+    );
 }
 
 /// fuzz_targets/multipart.rs: each seed through the real router, in-process.

@@ -1,7 +1,9 @@
 //! The mail metadata parser and classifier (what the poller writes into a
 //! mailed report's manifest, and whether it may answer), then the
 //! acknowledgement built from what it found: a hostile message must not
-//! panic the parser nor inject a header or a recipient into the reply.
+//! panic the parser (nor overflow its stack: the walk is iterative), must
+//! stay within its bounds, and must not inject a header or a recipient
+//! into the reply.
 #![no_main]
 
 use embargo::config::Policy;
@@ -11,9 +13,25 @@ use embargo::mailbox::message;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_FIELD_BYTES: usize = 4096;
+const MAX_HEADER_BYTES: usize = 1024;
 
 fuzz_target!(|data: &[u8]| {
-    let facts = message::parse(data, MAX_FIELD_BYTES);
+    let limits = message::ParseLimits {
+        max_field_bytes: MAX_FIELD_BYTES,
+        max_header_bytes: MAX_HEADER_BYTES,
+        max_mime_depth: 8,
+        max_mime_parts: 64,
+    };
+    let facts = message::parse(data, &limits);
+    // Every header is cut before it is decoded; a decoded value may grow
+    // (an encoded word can hold more bytes than it takes), but boundedly.
+    for line in [&facts.email.subject, &facts.email.from, &facts.email.date, &facts.email.message_id] {
+        assert!(line.len() <= 4 * MAX_HEADER_BYTES, "a header was not cut");
+    }
+    assert!(facts.email.attachments.len() <= limits.max_mime_parts);
+    // The Authentication-Results reader takes whatever the message says.
+    let _ = message::sender_authenticated(&facts.reply, None);
+    let _ = message::sender_authenticated(&facts.reply, Some("mx.example.org"));
     for line in [&facts.body.title, &facts.email.subject, &facts.email.from, &facts.email.date] {
         assert!(!line.contains(['\r', '\n', '\0']), "a one-line field holds a line break or NUL");
     }

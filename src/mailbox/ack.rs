@@ -2,17 +2,26 @@
 //! is committed and its message removed. They never quote the report;
 //! failures are logged and never affect sealing. (Notices to maintainers
 //! are [`crate::notify`]'s.)
+//!
+//! A `From` address is trivially forged, so an acknowledgement is
+//! backscatter unless the receiving server vouched for the sender: by
+//! default only mail whose `Authentication-Results` shows a DMARC or an
+//! aligned SPF pass is answered ([`super::message::sender_authenticated`]),
+//! at most [`ACKS_PER_SENDER`] times per hour per address and
+//! `[mailbox] max_acks_per_hour` in all. The global count survives restarts
+//! in `state_dir` (times only, never addresses).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lettre::message::Mailbox as Address;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::MailboxError;
-use super::message::ReplyFacts;
+use super::message::{ReplyFacts, sender_authenticated};
 use crate::config::{Config, Policy, Smtp};
 use crate::id::ReportId;
 
@@ -27,6 +36,10 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 const ACK_TEMPLATE: &str = include_str!("../../templates/ack.txt");
 
+/// File in `state_dir` holding the send times (Unix seconds, one a line)
+/// of the acknowledgements of the last hour.
+pub const ACK_TIMES_FILE: &str = "ack-times";
+
 /// Sends acknowledgements.
 pub(super) struct Acker {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -35,13 +48,29 @@ pub(super) struct Acker {
     policy: Policy,
     policy_url: Option<String>,
     sent: Mutex<HashMap<String, Vec<Instant>>>,
+    requires_auth: bool,
+    authserv_id: Option<String>,
+    per_hour: usize,
+    /// Send times of the last hour, for `per_hour`; kept in `times_file`.
+    times: Mutex<Vec<u64>>,
+    times_file: PathBuf,
 }
 
 impl Acker {
     pub(super) fn new(smtp: &Smtp, config: &Config) -> Result<Acker, MailboxError> {
         let (transport, from) = crate::smtp::transport(smtp, SMTP_TIMEOUT)
             .map_err(|e| MailboxError::SmtpConfig(e.to_string()))?;
+        let mailbox = config.mailbox.as_ref();
+        let times_file = config.state_dir.join(ACK_TIMES_FILE);
+        let times = read_times(&times_file, unix_now());
         Ok(Acker {
+            requires_auth: mailbox.is_none_or(|m| m.ack_requires_auth),
+            authserv_id: mailbox.and_then(|m| m.ack_authserv_id.clone()),
+            per_hour: mailbox.map_or(crate::config::DEFAULT_MAX_ACKS_PER_HOUR, |m| {
+                m.max_acks_per_hour
+            }) as usize,
+            times: Mutex::new(times),
+            times_file,
             transport,
             from,
             project: config.project_name.clone(),
@@ -76,11 +105,14 @@ impl Acker {
         let Some(addr) = &reply.from_addr else {
             return Err("no usable From".into());
         };
-        if !self.allow(addr) {
+        if self.requires_auth
+            && let Err(why) = sender_authenticated(reply, self.authserv_id.as_deref())
+        {
             return Err(format!(
-                "more than {ACKS_PER_SENDER} acknowledgements to this sender within the hour"
+                "the sender is not authenticated ({why}), so the From address may be forged; set [mailbox] ack_requires_auth = false to answer anyway"
             ));
         }
+        self.allow(addr)?;
         let sender = Sender {
             from: &self.from,
             project: &self.project,
@@ -90,21 +122,64 @@ impl Acker {
         compose(&sender, id, reply).map(Some)
     }
 
-    /// Counts one acknowledgement to `addr`; false when over the limit.
-    fn allow(&self, addr: &str) -> bool {
+    /// Counts one acknowledgement to `addr`, or says which limit it is over.
+    fn allow(&self, addr: &str) -> Result<(), String> {
         let now = Instant::now();
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         sent.retain(|_, times| {
             times.retain(|t| now.duration_since(*t) < ACK_WINDOW);
             !times.is_empty()
         });
-        let times = sent.entry(addr.to_ascii_lowercase()).or_default();
-        if times.len() >= ACKS_PER_SENDER {
-            return false;
+        let per_sender = sent.entry(addr.to_ascii_lowercase()).or_default();
+        if per_sender.len() >= ACKS_PER_SENDER {
+            return Err(format!(
+                "more than {ACKS_PER_SENDER} acknowledgements to this sender within the hour"
+            ));
         }
-        times.push(now);
-        true
+        let unix = unix_now();
+        let mut times = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        times.retain(|t| unix.saturating_sub(*t) < ACK_WINDOW.as_secs() && *t <= unix);
+        if times.len() >= self.per_hour {
+            return Err(format!(
+                "{} acknowledgements were sent within the hour, the most [mailbox] max_acks_per_hour allows",
+                self.per_hour
+            ));
+        }
+        per_sender.push(now);
+        times.push(unix);
+        if let Err(e) = write_times(&self.times_file, &times) {
+            // The cap still holds in memory; only a restart would forget it.
+            tracing::warn!(
+                file = %self.times_file.display(),
+                "cannot record the acknowledgement count: {e}"
+            );
+        }
+        Ok(())
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The send times of the last hour recorded in `path` (none if unreadable).
+fn read_times(path: &Path, now: u64) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .filter(|t| *t <= now && now - t < ACK_WINDOW.as_secs())
+        .collect()
+}
+
+/// Replaces `path` with `times` (write to a temporary name, rename).
+fn write_times(path: &Path, times: &[u64]) -> std::io::Result<()> {
+    let text: String = times.iter().map(|t| format!("{t}\n")).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Who acknowledges, and the policy the acknowledgement quotes.
@@ -187,21 +262,36 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 mod tests {
     use super::*;
 
-    fn acker() -> Acker {
-        let config = Config::parse("policy_url = \"https://example.org/sec\"\n[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"Intake <intake@example.org>\"").unwrap();
+    /// An Acker with its state in `dir`; `mailbox` is extra `[mailbox]` text.
+    fn acker_in(dir: &Path, mailbox: &str) -> Acker {
+        let config = Config::parse(&format!(
+            "state_dir = {:?}\npolicy_url = \"https://example.org/sec\"\n[smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"Intake <intake@example.org>\"\n[mailbox]\nkind = \"maildir\"\n{mailbox}",
+            dir.display().to_string()
+        ))
+        .unwrap();
         Acker::new(config.smtp.as_ref().unwrap(), &config).unwrap()
+    }
+
+    /// Facts of a mail from `addr` that the receiving server authenticated.
+    fn passing(addr: &str) -> ReplyFacts {
+        let domain = addr.rsplit_once('@').unwrap().1;
+        ReplyFacts {
+            from_addr: Some(addr.into()),
+            auth_results: vec![format!("mx.example.org; dmarc=pass header.from={domain}")],
+            ..Default::default()
+        }
     }
 
     // lettre's pool needs a Tokio runtime, even when nothing is sent.
     #[tokio::test]
     async fn acknowledgement_has_id_and_policy_and_threading() {
-        let a = acker();
+        let dir = tempfile::tempdir().unwrap();
+        let a = acker_in(dir.path(), "");
         let id = ReportId::random();
         let reply = ReplyFacts {
-            from_addr: Some("r@example.org".into()),
             message_id: Some("<m1@example.org>".into()),
             references: Some("<m0@example.org>".into()),
-            no_reply_reason: None,
+            ..passing("r@example.org")
         };
         let m = a.acknowledgement(&id, &reply).unwrap().unwrap();
         let text = String::from_utf8(m.formatted()).unwrap();
@@ -222,11 +312,9 @@ mod tests {
     // lettre's pool needs a Tokio runtime, even when nothing is sent.
     #[tokio::test]
     async fn rate_limited_per_sender() {
-        let a = acker();
-        let reply = ReplyFacts {
-            from_addr: Some("r@example.org".into()),
-            ..Default::default()
-        };
+        let dir = tempfile::tempdir().unwrap();
+        let a = acker_in(dir.path(), "");
+        let reply = passing("r@example.org");
         for _ in 0..ACKS_PER_SENDER {
             assert!(
                 a.acknowledgement(&ReportId::random(), &reply)
@@ -235,11 +323,73 @@ mod tests {
             );
         }
         assert!(a.acknowledgement(&ReportId::random(), &reply).is_err());
-        let other = ReplyFacts {
-            from_addr: Some("R2@example.org".into()),
+        let other = passing("R2@example.org");
+        assert!(a.acknowledgement(&ReportId::random(), &other).is_ok());
+    }
+
+    // lettre's pool needs a Tokio runtime, even when nothing is sent.
+    #[tokio::test]
+    async fn unauthenticated_senders_get_no_acknowledgement() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = acker_in(dir.path(), "");
+        let forged = ReplyFacts {
+            from_addr: Some("victim@example.org".into()),
             ..Default::default()
         };
-        assert!(a.acknowledgement(&ReportId::random(), &other).is_ok());
+        let err = a.acknowledgement(&ReportId::random(), &forged).unwrap_err();
+        assert!(
+            err.contains("not authenticated") && err.contains("ack_requires_auth"),
+            "{err}"
+        );
+        // Not counted against the sender or the hour.
+        assert!(a.times.lock().unwrap().is_empty());
+        let open = acker_in(dir.path(), "ack_requires_auth = false");
+        assert!(
+            open.acknowledgement(&ReportId::random(), &forged)
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    // lettre's pool needs a Tokio runtime, even when nothing is sent.
+    #[tokio::test]
+    async fn the_hourly_cap_is_global_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = acker_in(dir.path(), "max_acks_per_hour = 2");
+        for n in 0..2 {
+            let reply = passing(&format!("r{n}@example.org"));
+            assert!(
+                a.acknowledgement(&ReportId::random(), &reply)
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        let err = a
+            .acknowledgement(&ReportId::random(), &passing("r9@example.org"))
+            .unwrap_err();
+        assert!(err.contains("max_acks_per_hour"), "{err}");
+        let recorded = std::fs::read_to_string(dir.path().join(ACK_TIMES_FILE)).unwrap();
+        assert_eq!(recorded.lines().count(), 2, "{recorded}");
+        assert!(
+            !recorded.contains('@'),
+            "addresses must not be stored: {recorded}"
+        );
+        drop(a);
+        let again = acker_in(dir.path(), "max_acks_per_hour = 2");
+        assert!(
+            again
+                .acknowledgement(&ReportId::random(), &passing("r8@example.org"))
+                .is_err()
+        );
+        // Times older than the hour no longer count.
+        let old = unix_now() - ACK_WINDOW.as_secs() - 5;
+        std::fs::write(dir.path().join(ACK_TIMES_FILE), format!("{old}\n{old}\n")).unwrap();
+        let later = acker_in(dir.path(), "max_acks_per_hour = 2");
+        assert!(
+            later
+                .acknowledgement(&ReportId::random(), &passing("r7@example.org"))
+                .is_ok()
+        );
     }
 
     // lettre's pool needs a Tokio runtime, even when nothing is sent.

@@ -262,7 +262,7 @@ async fn drain(
     removal: &Removal,
     foreign: &mut HashSet<u32>,
 ) -> Result<(), MailboxError> {
-    let limit = ctx.intake.config.limits.max_attachment_bytes;
+    let (limit, setting) = ctx.mail_limit();
     // UIDs removed in this drain: one seen again was not really removed.
     let mut removed = HashSet::new();
     loop {
@@ -306,14 +306,15 @@ async fn drain(
                 foreign.insert(uid);
                 continue;
             }
+            // Checked before fetching, so a huge message is never read.
             if item.size.is_some_and(|s| u64::from(s) > limit) {
                 tracing::warn!(
                     uid,
                     size = item.size,
                     limit,
-                    "message larger than [limits] max_attachment_bytes: left in the mailbox"
+                    "message larger than {setting}: left in the mailbox; raise the limit to seal it, or remove it"
                 );
-                ctx.summary.left += 1;
+                ctx.left_oversized();
                 foreign.insert(uid);
                 continue;
             }
@@ -323,10 +324,11 @@ async fn drain(
             if raw.len() as u64 > limit {
                 tracing::warn!(
                     uid,
+                    size = raw.len(),
                     limit,
-                    "message larger than [limits] max_attachment_bytes: left in the mailbox"
+                    "message larger than {setting}: left in the mailbox; raise the limit to seal it, or remove it"
                 );
-                ctx.summary.left += 1;
+                ctx.left_oversized();
                 foreign.insert(uid);
                 continue;
             }

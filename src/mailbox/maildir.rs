@@ -3,6 +3,7 @@
 //! `cur/` when the poller starts (claimed by a run that crashed) is sealed
 //! again, which maps it to the committed report by its content-derived ID.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,10 @@ pub(super) async fn run(
         }
     }
     let poll = mailbox.poll_interval.0.max(Duration::from_secs(1));
+    // Messages left for being too large: warned about and counted once.
+    let mut left = HashSet::new();
     loop {
-        drain(ctx, &root).await?;
+        drain(ctx, &root, &mut left).await?;
         if ctx.shutdown.is_cancelled() {
             return Ok(());
         }
@@ -48,9 +51,14 @@ pub(super) async fn run(
     }
 }
 
-/// Seals and removes every message in `cur/` (leftover claims) and `new/`.
-async fn drain(ctx: &mut Context, root: &Path) -> Result<(), MailboxError> {
-    let limit = ctx.intake.config.limits.max_attachment_bytes;
+/// Seals and removes every message in `cur/` (leftover claims) and `new/`,
+/// except those too large (remembered in `left`).
+async fn drain(
+    ctx: &mut Context,
+    root: &Path,
+    left: &mut HashSet<PathBuf>,
+) -> Result<(), MailboxError> {
+    let (limit, setting) = ctx.mail_limit();
     let cur = root.join("cur");
     loop {
         ctx.refresh_keys().await?;
@@ -63,6 +71,9 @@ async fn drain(ctx: &mut Context, root: &Path) -> Result<(), MailboxError> {
         for name in list(&root.join("new"))? {
             pending.push(root.join("new").join(name));
         }
+        // Forget what is gone, so the set stays as small as the Maildir.
+        left.retain(|p| pending.contains(p));
+        pending.retain(|p| !left.contains(p));
         if let Some(m) = &ctx.links.metrics {
             m.set_poller_backlog(pending.len() as u64);
         }
@@ -81,8 +92,14 @@ async fn drain(ctx: &mut Context, root: &Path) -> Result<(), MailboxError> {
                 Err(source) => return Err(MailboxError::Maildir { path, source }),
             };
             if size > limit {
-                tracing::warn!(file = %name, size, limit, "message larger than [limits] max_attachment_bytes: left in the Maildir");
-                ctx.summary.left += 1;
+                tracing::warn!(
+                    file = %name,
+                    size,
+                    limit,
+                    "message larger than {setting}: left in the Maildir; raise the limit to seal it, or remove it"
+                );
+                ctx.left_oversized();
+                left.insert(path);
                 continue;
             }
             let claimed = if path.parent() == Some(cur.as_path()) {

@@ -237,7 +237,8 @@ pub struct Summary {
     pub already_sealed: u64,
     /// Messages removed from the mailbox after their report was committed.
     pub removed: u64,
-    /// Messages left in place (too large, or flagged deleted by another client).
+    /// Messages left in place (too large, or flagged deleted by another
+    /// client), each counted once per run however often it is seen.
     pub left: u64,
 }
 
@@ -261,7 +262,7 @@ impl Outcome {
 /// Blocking: call it from `spawn_blocking` in async code.
 pub fn seal_message(intake: &Intake, raw: &[u8]) -> Result<(Outcome, MailFacts), MailboxError> {
     let id = ReportId::for_message(intake.secrets.hmac_secret(), raw);
-    let facts = message::parse(raw, intake.config.limits.max_field_bytes);
+    let facts = message::parse(raw, &message::ParseLimits::from_config(&intake.config));
     if intake.store.contains(&id)? {
         return Ok((Outcome::AlreadySealed(id), facts));
     }
@@ -410,6 +411,32 @@ impl Context {
         self.intake = Arc::new(intake);
         self.keys_stamp = stamp;
         Ok(())
+    }
+
+    /// The largest message sealed, and the setting that makes it so:
+    /// `[mailbox] max_mail_bytes`, or `[limits] max_attachment_bytes` when
+    /// that is smaller (the original message is sealed as an attachment).
+    fn mail_limit(&self) -> (u64, &'static str) {
+        let config = &self.intake.config;
+        let mail = config
+            .mailbox
+            .as_ref()
+            .map_or(crate::config::DEFAULT_MAX_MAIL_BYTES, |m| m.max_mail_bytes);
+        let attachment = config.limits.max_attachment_bytes;
+        if attachment < mail {
+            (attachment, "[limits] max_attachment_bytes")
+        } else {
+            (mail, "[mailbox] max_mail_bytes")
+        }
+    }
+
+    /// Counts a message left in the mailbox because it is too large (once
+    /// per message: the sources remember what they left).
+    fn left_oversized(&mut self) {
+        self.summary.left += 1;
+        if let Some(m) = &self.links.metrics {
+            m.mail_oversized();
+        }
     }
 
     /// Seals `raw` on a blocking thread.
