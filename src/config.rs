@@ -160,6 +160,29 @@ pub struct Limits {
     pub upload_timeout: Span,
     /// Reports accepted per peer address and minute, counted in memory only (10).
     pub rate_limit_per_minute: u32,
+    /// Refused submissions (wrong content type, invalid fields, too large…)
+    /// per peer address and minute before every submission from it gets
+    /// 429; counted apart from accepted reports, in memory only (60).
+    pub refusal_limit_per_minute: u32,
+    /// Uploads one peer address may have running at once, so that a few
+    /// slow clients cannot take every one of `max_concurrent_uploads` (4).
+    pub max_uploads_per_peer: usize,
+    /// Connections one peer address may hold open at once; one more is
+    /// answered 503 and closed (32).
+    pub max_connections_per_peer: usize,
+    /// Slowest upload kept: a body that delivers fewer bytes than this per
+    /// second, over `upload_rate_window` of waiting on the client, is cut
+    /// with 408 (1024).
+    pub min_upload_bytes_per_second: u64,
+    /// The window `min_upload_bytes_per_second` is measured over (1m).
+    pub upload_rate_window: Span,
+    /// Longest time a client may take to send a request's headers (and an
+    /// idle keep-alive connection may wait for the next request) (30s).
+    pub header_read_timeout: Span,
+    /// Addresses of reverse proxies on this host (nginx, tor) that carry
+    /// many reporters: the per-peer limits above do not apply to them, the
+    /// proxy must limit per client address itself (none).
+    pub proxy_peers: Vec<std::net::IpAddr>,
 }
 
 impl Default for Limits {
@@ -172,6 +195,13 @@ impl Default for Limits {
             max_connections: 512,
             upload_timeout: Span(Duration::from_secs(30 * 60)),
             rate_limit_per_minute: 10,
+            refusal_limit_per_minute: 60,
+            max_uploads_per_peer: 4,
+            max_connections_per_peer: 32,
+            min_upload_bytes_per_second: 1024,
+            upload_rate_window: Span(Duration::from_secs(60)),
+            header_read_timeout: Span(Duration::from_secs(30)),
+            proxy_peers: Vec::new(),
         }
     }
 }
@@ -521,6 +551,23 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "limits",
                 message: "max_concurrent_uploads, max_connections and rate_limit_per_minute must be at least 1"
+                    .into(),
+            });
+        }
+        if limits.refusal_limit_per_minute == 0
+            || limits.max_uploads_per_peer == 0
+            || limits.max_connections_per_peer == 0
+        {
+            return Err(ConfigError::Value {
+                key: "limits",
+                message: "refusal_limit_per_minute, max_uploads_per_peer and max_connections_per_peer must be at least 1"
+                    .into(),
+            });
+        }
+        if limits.upload_rate_window.0.is_zero() || limits.header_read_timeout.0.is_zero() {
+            return Err(ConfigError::Value {
+                key: "limits",
+                message: "upload_rate_window and header_read_timeout must be longer than 0s (the defaults are 1m and 30s)"
                     .into(),
             });
         }

@@ -323,6 +323,10 @@ fn multipart_seeds() {
     assert_eq!(statuses["form-full"], 201, "{statuses:?}");
     assert_eq!(statuses["form-invalid"], 400, "{statuses:?}");
     assert_eq!(statuses["truncated"], 400, "{statuses:?}");
+    // Refused at the first repetition, and at the first part over the count.
+    assert_eq!(statuses["form-duplicate"], 400, "{statuses:?}");
+    assert_eq!(statuses["api-duplicate"], 400, "{statuses:?}");
+    assert_eq!(statuses["form-empty-attachments"], 413, "{statuses:?}");
 }
 
 /// fuzz_targets/fetch_listing.rs

@@ -780,8 +780,9 @@ fn concurrency_and_rate_limits_answer_503_and_429() {
     drop(holder);
     std::thread::sleep(Duration::from_millis(500));
 
-    // Two requests so far; two more pass, the fifth in the minute is refused.
-    for _ in 0..2 {
+    // Only accepted reports count against the limit (the two refusals
+    // above do not): four pass, the fifth in the minute is refused.
+    for _ in 0..4 {
         let form = Form::new().part("report", Part::bytes(api_json("t")));
         assert_eq!(
             client()
@@ -815,7 +816,7 @@ fn concurrency_and_rate_limits_answer_503_and_429() {
         .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.text().unwrap().contains("at most 4 reports a minute"));
-    assert_store_clean(&site, 2);
+    assert_store_clean(&site, 4);
     let log = srv.log_text();
     assert!(
         !log.contains("127.0.0.1:")
@@ -1524,4 +1525,329 @@ fn demo_makes_a_clearly_marked_throwaway_key_and_its_command_decrypts() {
         .find(|f| f.contains("poc"))
         .unwrap_or_else(|| panic!("{files:?}"));
     assert_eq!(std::fs::read(revealed.join(poc)).unwrap(), b"demo poc");
+}
+
+/// Sends a chunked multipart POST whose parts come from `parts` (written
+/// by a thread while the answer is read, so an early answer is seen) and
+/// returns (status, whole answer). The writer stops when the server closes.
+fn post_streamed_parts(
+    addr: &str,
+    path: &str,
+    parts: impl Iterator<Item = Vec<u8>> + Send + 'static,
+) -> (u16, String) {
+    use std::io::Read;
+    let boundary = RawMultipart::new().boundary;
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut send = |bytes: &[u8]| -> std::io::Result<()> {
+            if !bytes.is_empty() {
+                writer.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+                writer.write_all(bytes)?;
+                writer.write_all(b"\r\n")?;
+            }
+            Ok(())
+        };
+        let mut batch = Vec::new();
+        for part in parts {
+            batch.extend_from_slice(&part);
+            if batch.len() >= 64 * 1024 {
+                if send(&batch).is_err() {
+                    return;
+                }
+                batch.clear();
+            }
+        }
+        batch.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let _ = send(&batch);
+        let _ = writer.write_all(b"0\r\n\r\n");
+    });
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    feeder.join().unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// One text part of a hand-made multipart body, with extra header lines.
+fn text_part(name: &str, extra_headers: &str, value: &[u8]) -> Vec<u8> {
+    let mut part = format!(
+        "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{extra_headers}\r\n",
+        RawMultipart::new().boundary
+    )
+    .into_bytes();
+    part.extend_from_slice(value);
+    part.extend_from_slice(b"\r\n");
+    part
+}
+
+/// A file input with no file chosen, as a browser sends it.
+fn empty_file_part(extra_headers: &str) -> Vec<u8> {
+    format!(
+        "--{}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"\"\r\nContent-Type: application/octet-stream\r\n{extra_headers}\r\n\r\n",
+        RawMultipart::new().boundary
+    )
+    .into_bytes()
+}
+
+#[test]
+fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded_memory() {
+    let (site, secret) = site_with_key("", TEST_LIMITS);
+    let srv = Server::start(&site);
+    let a = srv.addr.clone();
+    assert_healthy(&srv);
+    let before = srv.peak_rss_kib();
+    const N: usize = 300_000;
+    let junk_header = format!("X-Junk: {}\r\n", "j".repeat(8 * 1024));
+    let report_json = api_json("t");
+    type Parts = Box<dyn Iterator<Item = Vec<u8>> + Send>;
+    let cases: Vec<(&str, &str, u16, &str, Parts)> = vec![
+        (
+            "duplicate titles",
+            "/report",
+            400,
+            "was sent more than once",
+            Box::new(
+                [
+                    text_part("title", "", b"one"),
+                    text_part("description", "", b"d"),
+                ]
+                .into_iter()
+                .chain(std::iter::repeat_with(|| text_part("title", "", b"again")).take(N)),
+            ),
+        ),
+        (
+            "duplicate descriptions after a valid form",
+            "/report",
+            400,
+            "&#34;description&#34; was sent more than once",
+            Box::new(
+                [text_part("title", "", b"one")]
+                    .into_iter()
+                    .chain(std::iter::repeat_with(|| text_part("description", "", b"")).take(N)),
+            ),
+        ),
+        (
+            "unknown field names",
+            "/report",
+            400,
+            "a part this intake does not know",
+            Box::new(std::iter::repeat_with(|| text_part("titel", "", b"x")).take(N)),
+        ),
+        (
+            "empty parts without a name",
+            "/report",
+            400,
+            "a part this intake does not know",
+            Box::new(
+                std::iter::repeat_with(|| {
+                    format!(
+                        "--{}\r\nContent-Disposition: form-data\r\n\r\n\r\n",
+                        RawMultipart::new().boundary
+                    )
+                    .into_bytes()
+                })
+                .take(N),
+            ),
+        ),
+        (
+            "empty file inputs",
+            "/report",
+            413,
+            "more than 24 multipart parts",
+            Box::new(
+                [
+                    text_part("title", "", b"t"),
+                    text_part("description", "", b"d"),
+                ]
+                .into_iter()
+                .chain(std::iter::repeat_with(|| empty_file_part("")).take(N)),
+            ),
+        ),
+        (
+            "empty file inputs with 8 KiB headers",
+            "/report",
+            413,
+            "more than 24 multipart parts",
+            Box::new(std::iter::repeat_with(move || empty_file_part(&junk_header)).take(20_000)),
+        ),
+        (
+            "one description of 200 MiB",
+            "/report",
+            413,
+            "the text fields together are larger than",
+            Box::new(
+                [text_part("title", "", b"t")]
+                    .into_iter()
+                    .chain([format!(
+                        "--{}\r\nContent-Disposition: form-data; name=\"description\"\r\n\r\n",
+                        RawMultipart::new().boundary
+                    )
+                    .into_bytes()])
+                    .chain(std::iter::repeat_n(vec![b'x'; 1024 * 1024], 200)),
+            ),
+        ),
+        (
+            "the API's report part repeated",
+            "/api/v1/reports",
+            400,
+            "duplicate_part",
+            Box::new(std::iter::repeat_with(move || text_part("report", "", &report_json)).take(N)),
+        ),
+        (
+            "empty attachments on the API",
+            "/api/v1/reports",
+            413,
+            "too_many_parts",
+            Box::new(
+                [text_part("report", "", &api_json("t"))]
+                    .into_iter()
+                    .chain(std::iter::repeat_with(|| empty_file_part("")).take(N)),
+            ),
+        ),
+    ];
+    for (what, path, status, needle, parts) in cases {
+        let started = Instant::now();
+        let (got, answer) = post_streamed_parts(&a, path, parts);
+        assert_eq!(got, status, "{what}: {answer}");
+        assert!(answer.contains(needle), "{what}: {answer}");
+        assert!(
+            answer.len() < 16 * 1024,
+            "{what}: the answer is {} bytes",
+            answer.len()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: refused only after {:?}",
+            started.elapsed()
+        );
+        let growth_kib = srv.peak_rss_kib().saturating_sub(before);
+        assert!(
+            growth_kib < 64 * 1024,
+            "{what}: the server's peak memory grew by {growth_kib} KiB"
+        );
+    }
+    assert_store_clean(&site, 0);
+    // Still serving, and a real report goes through.
+    let poc = random_bytes(50_000, 91);
+    let id = submit_with_file(&srv, "after the floods", &poc);
+    assert_eq!(attachment_bytes(&site, &secret, &id, 0), poc);
+    assert_store_clean(&site, 1);
+}
+
+/// A client whose requests come from `source` (any 127.0.0.0/8 address is
+/// this host on Linux): another peer, as far as the server can tell.
+fn client_from(source: &str) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn refused_attempts_count_against_their_own_higher_limit_not_the_report_limit() {
+    let (site, _secret) = site_with_key(
+        "",
+        "rate_limit_per_minute = 2\nrefusal_limit_per_minute = 6",
+    );
+    let srv = Server::start(&site);
+    let c = client();
+    let valid = |c: &reqwest::blocking::Client| {
+        c.post(srv.url("/api/v1/reports"))
+            .multipart(Form::new().part("report", Part::bytes(api_json("t"))))
+            .send()
+            .unwrap()
+    };
+    let wrong_type = |c: &reqwest::blocking::Client| {
+        c.post(srv.url("/api/v1/reports"))
+            .header("content-type", "application/json")
+            .body(api_json("t"))
+            .send()
+            .unwrap()
+    };
+    // A researcher fixing a script: three 415s and two invalid reports.
+    for _ in 0..3 {
+        let r = wrong_type(&c);
+        assert_eq!(r.status(), 415);
+        assert_eq!(
+            r.json::<Value>().unwrap()["error"]["code"],
+            "unsupported_media_type"
+        );
+    }
+    for _ in 0..2 {
+        let r = c
+            .post(srv.url("/api/v1/reports"))
+            .multipart(Form::new().part(
+                "report",
+                Part::bytes(br#"{"report":{"title":"t"}}"#.to_vec()),
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            r.json::<Value>().unwrap()["error"]["code"],
+            "invalid_report"
+        );
+    }
+    // ... then gets both reports of the minute accepted.
+    for _ in 0..2 {
+        let r = valid(&c);
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    }
+    let r = valid(&c);
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.json::<Value>().unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 reports a minute")
+    );
+    // The content type is still checked first: 415, the sixth refusal.
+    assert_eq!(wrong_type(&c).status(), 415);
+    // Past refusal_limit_per_minute, everything from this peer gets 429.
+    let r = wrong_type(&c);
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let message = r.json::<Value>().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("at most 6 refused submissions a minute"),
+        "{message}"
+    );
+    assert_eq!(valid(&c).status(), 429);
+    // The form gets the same as a page.
+    let r = c
+        .post(srv.url("/report"))
+        .multipart(Form::new().text("title", "t"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.text().unwrap().contains("refused submissions"));
+    // Another peer is not affected.
+    let other = client_from("127.0.0.2");
+    assert_eq!(valid(&other).status(), 201);
+    assert_store_clean(&site, 3);
 }

@@ -5,6 +5,7 @@
 //! - [`upload`]: multipart from the socket, streamed into the sealer.
 //! - [`routes`]: the public routes; [`sealed`]: the maintainers' routes.
 //! - [`pages`]: the form and receipt pages; [`error`]: refusals.
+//! - [`conn`]: connection limits and stall deadlines; [`peers`]: per-peer caps.
 //!
 //! [`router`] builds the application, [`run`] serves it on a listener until
 //! a shutdown signal, [`serve`] and [`demo`] are `embargo serve` and
@@ -13,6 +14,7 @@
 pub mod conn;
 pub mod error;
 pub mod pages;
+pub mod peers;
 pub mod routes;
 pub mod sealed;
 pub mod state;

@@ -1,6 +1,7 @@
 //! The public routes of DESIGN §6: form, report submission (form and API),
 //! keys, security.txt and health.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use super::conn::PeerAddr;
 use super::error::ApiError;
 use super::pages::{error_page, form_page, html, receipt_page};
-use super::state::AppState;
+use super::state::{AppState, RateLimited, RateTicket};
 use super::upload::{self, Kind, Refused};
 use crate::clock::rfc3339;
 use crate::keys::armor_certs;
@@ -116,36 +117,62 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The checks every submission passes before its body is read.
-fn admit(state: &AppState, request: &Request) -> Result<(), ApiError> {
-    if let Some(ConnectInfo(PeerAddr(peer))) = request.extensions().get::<ConnectInfo<PeerAddr>>()
-        && !state.rate_allow(peer.ip())
-    {
-        return Err(ApiError {
-            retry_after: Some(60),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "at most {} reports a minute are accepted from one address; wait a minute and send again",
-                    state.config().limits.rate_limit_per_minute
-                ),
-            )
-        });
+/// The checks every submission passes before its body is read, in this
+/// order: the peer's refusal limit, same origin, content type, the peer's
+/// accepted-report limit. The ticket counts the outcome: call
+/// [`RateTicket::accepted`] on success; dropped, it counts a refusal.
+fn admit(state: &AppState, request: &Request) -> Result<RateTicket, ApiError> {
+    let peer = peer_of(request);
+    let mut ticket = state
+        .rate_ticket(peer)
+        .map_err(|e| rate_limited(state, e))?;
+    check_same_origin(request.headers())?;
+    upload::boundary(request.headers())?;
+    ticket.reserve().map_err(|e| rate_limited(state, e))?;
+    Ok(ticket)
+}
+
+/// The connection's peer address (memory only), when served over TCP.
+fn peer_of(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|ConnectInfo(PeerAddr(peer))| peer.ip())
+}
+
+fn rate_limited(state: &AppState, which: RateLimited) -> ApiError {
+    let limits = &state.config().limits;
+    let message = match which {
+        RateLimited::Accepted => format!(
+            "at most {} reports a minute are accepted from one address; wait a minute and send again",
+            limits.rate_limit_per_minute
+        ),
+        RateLimited::Refusals => format!(
+            "at most {} refused submissions a minute are answered for one address, and yours are over that; wait a minute, fix what the earlier answers named, then send again",
+            limits.refusal_limit_per_minute
+        ),
+    };
+    ApiError {
+        retry_after: Some(60),
+        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
     }
-    check_same_origin(request.headers())
 }
 
 /// `POST /report`: the form. 201 with the receipt page, or the form again.
 pub async fn submit_form(State(state): State<AppState>, request: Request) -> Response {
-    if let Err(e) = admit(&state, &request) {
-        state.metrics().rejected(rejection(&e));
-        upload::drain(request.into_body()).await;
-        return error_page(&state, &e);
-    }
+    let ticket = match admit(&state, &request) {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            state.metrics().rejected(rejection(&e));
+            upload::drain(request.into_body()).await;
+            return error_page(&state, &e);
+        }
+    };
+    let peer = peer_of(&request);
     let (parts, body) = request.into_parts();
-    match upload::receive(&state, &parts.headers, body, Kind::Form).await {
+    match upload::receive(&state, &parts.headers, body, Kind::Form, peer).await {
         Ok(accepted) => {
+            ticket.accepted();
             tracing::info!(channel = "web", "report sealed and stored");
             state.report_accepted(MetricsChannel::Web, &accepted.sealed);
             html(StatusCode::CREATED, &receipt_page(&state, &accepted))
@@ -175,14 +202,19 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
 
 /// `POST /api/v1/reports`: 201 with the JSON receipt.
 pub async fn submit_api(State(state): State<AppState>, request: Request) -> Response {
-    if let Err(e) = admit(&state, &request) {
-        state.metrics().rejected(rejection(&e));
-        upload::drain(request.into_body()).await;
-        return e.into_response();
-    }
+    let ticket = match admit(&state, &request) {
+        Ok(ticket) => ticket,
+        Err(e) => {
+            state.metrics().rejected(rejection(&e));
+            upload::drain(request.into_body()).await;
+            return e.into_response();
+        }
+    };
+    let peer = peer_of(&request);
     let (parts, body) = request.into_parts();
-    match upload::receive(&state, &parts.headers, body, Kind::Api).await {
+    match upload::receive(&state, &parts.headers, body, Kind::Api, peer).await {
         Ok(accepted) => {
+            ticket.accepted();
             tracing::info!(channel = "api", "report sealed and stored");
             state.report_accepted(MetricsChannel::Api, &accepted.sealed);
             let sealed = &accepted.sealed;

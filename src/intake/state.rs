@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use super::IntakeError;
+use super::peers::{PeerSlot, PeerSlots, is_proxy, peer_key};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::{CertEntry, IntakeSecrets, Keyring, judge};
@@ -37,6 +38,8 @@ struct Inner {
     store: Arc<FsStore>,
     keys: RwLock<Arc<KeySet>>,
     uploads: Arc<Semaphore>,
+    /// Uploads each peer has running (`max_uploads_per_peer`).
+    peer_uploads: Arc<PeerSlots>,
     rate: Mutex<RateTable>,
     tokens: Vec<[u8; 32]>,
     /// The mailbox poller's health, when `serve` runs one.
@@ -149,6 +152,10 @@ impl AppState {
             })
             .collect();
         let uploads = Arc::new(Semaphore::new(config.limits.max_concurrent_uploads));
+        let peer_uploads = PeerSlots::new(
+            config.limits.max_uploads_per_peer,
+            config.limits.proxy_peers.clone(),
+        );
         let metrics = Arc::new(Metrics::new(clock));
         metrics.set_keys(&keys.keyring);
         AppState {
@@ -159,6 +166,7 @@ impl AppState {
                 store,
                 keys: RwLock::new(Arc::new(keys)),
                 uploads,
+                peer_uploads,
                 rate: Mutex::new(RateTable::default()),
                 tokens,
                 mailbox: std::sync::OnceLock::new(),
@@ -243,20 +251,58 @@ impl AppState {
         Ok(())
     }
 
-    /// An upload slot, or `None` when `max_concurrent_uploads` are running.
-    pub(crate) fn try_upload_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.inner.uploads.clone().try_acquire_owned().ok()
+    /// An upload slot, held until the upload ends: one of the
+    /// `max_concurrent_uploads`, and one of the `max_uploads_per_peer` of
+    /// `peer` (when known), so that one peer cannot take every slot.
+    pub(crate) fn try_upload_slot(&self, peer: Option<IpAddr>) -> Result<UploadSlot, Busy> {
+        let per_peer = match peer {
+            Some(ip) => Some(self.inner.peer_uploads.try_take(ip).ok_or(Busy::Peer)?),
+            None => None,
+        };
+        let global = self
+            .inner
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy::Server)?;
+        Ok(UploadSlot {
+            _global: global,
+            _per_peer: per_peer,
+        })
     }
 
-    /// Counts one request from `peer`; `false` when it is over the limit.
-    /// Addresses live only in this table, in memory, for one minute.
-    pub(crate) fn rate_allow(&self, peer: IpAddr) -> bool {
-        let limit = self.inner.config.limits.rate_limit_per_minute;
+    /// Starts counting one submission from `peer` against the rate limits
+    /// (kept in memory only, for one minute). Refused when the peer had
+    /// `refusal_limit_per_minute` refusals in this minute. The ticket
+    /// counts as a refusal unless [`RateTicket::accepted`] is called.
+    pub(crate) fn rate_ticket(&self, peer: Option<IpAddr>) -> Result<RateTicket, RateLimited> {
+        let Some(peer) = peer.filter(|p| !is_proxy(&self.inner.config.limits.proxy_peers, *p))
+        else {
+            return Ok(RateTicket {
+                state: self.clone(),
+                peer: None,
+                stage: Stage::Done,
+            });
+        };
+        let peer = peer_key(peer);
+        let limit = self.inner.config.limits.refusal_limit_per_minute;
+        let refused = self.with_window(peer, |w| w.refused);
+        if refused >= limit {
+            return Err(RateLimited::Refusals);
+        }
+        Ok(RateTicket {
+            state: self.clone(),
+            peer: Some(peer),
+            stage: Stage::Open,
+        })
+    }
+
+    fn with_window<R>(&self, peer: IpAddr, f: impl FnOnce(&mut Window) -> R) -> R {
         let mut table = match self.inner.rate.lock() {
             Ok(t) => t,
             Err(poisoned) => poisoned.into_inner(),
         };
-        table.allow(peer_key(peer), limit, Instant::now())
+        f(table.window(peer, Instant::now()))
     }
 
     /// Whether `token` is one of the maintainers' fetch tokens. Every
@@ -271,40 +317,143 @@ impl AppState {
     }
 }
 
-/// IPv6 peers are counted per /64, which one host usually holds whole.
-fn peer_key(peer: IpAddr) -> IpAddr {
-    match peer {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut s = v6.segments();
-            s[4..].fill(0);
-            IpAddr::V6(s.into())
+/// An upload's places: one of the server's and one of its peer's.
+pub(crate) struct UploadSlot {
+    _global: tokio::sync::OwnedSemaphorePermit,
+    _per_peer: Option<PeerSlot>,
+}
+
+/// Why no upload slot was free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// Every one of `max_concurrent_uploads` is taken.
+    Server,
+    /// This peer already runs `max_uploads_per_peer` uploads.
+    Peer,
+}
+
+/// Which rate limit a peer is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateLimited {
+    /// `rate_limit_per_minute` reports accepted (or being received).
+    Accepted,
+    /// `refusal_limit_per_minute` submissions refused.
+    Refusals,
+}
+
+/// Where a [`RateTicket`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Admitted past the refusal limit; counts as a refusal if dropped.
+    Open,
+    /// Holds a place under the accepted-report limit.
+    Reserved,
+    /// Counted (or never to be counted).
+    Done,
+}
+
+/// One submission being counted: accepted reports against
+/// `rate_limit_per_minute`, refusals against `refusal_limit_per_minute`.
+/// Dropping it without [`RateTicket::accepted`] counts a refusal, so an
+/// upload cut off by a timeout or a disconnect counts too.
+pub(crate) struct RateTicket {
+    state: AppState,
+    /// `None` when the peer is not counted (unknown, or a proxy).
+    peer: Option<IpAddr>,
+    stage: Stage,
+}
+
+impl RateTicket {
+    /// Takes a place under the accepted-report limit: refused when the
+    /// peer's accepted reports and those still being received reach
+    /// `rate_limit_per_minute`. That refusal is not counted again.
+    pub(crate) fn reserve(&mut self) -> Result<(), RateLimited> {
+        let Some(peer) = self.peer.filter(|_| self.stage == Stage::Open) else {
+            return Ok(());
+        };
+        let limit = self.state.config().limits.rate_limit_per_minute;
+        let ok = self.state.with_window(peer, |w| {
+            if w.accepted.saturating_add(w.pending) >= limit {
+                return false;
+            }
+            w.pending += 1;
+            true
+        });
+        self.stage = if ok { Stage::Reserved } else { Stage::Done };
+        if ok {
+            Ok(())
+        } else {
+            Err(RateLimited::Accepted)
         }
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
+
+    /// The report was accepted: counted against `rate_limit_per_minute`.
+    pub(crate) fn accepted(mut self) {
+        self.settle(true);
+    }
+
+    fn settle(&mut self, accepted: bool) {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done);
+        let Some(peer) = self.peer.filter(|_| stage != Stage::Done) else {
+            return;
+        };
+        self.state.with_window(peer, |w| {
+            if stage == Stage::Reserved {
+                w.pending = w.pending.saturating_sub(1);
+            }
+            if accepted {
+                w.accepted = w.accepted.saturating_add(1);
+            } else {
+                w.refused = w.refused.saturating_add(1);
+            }
+        });
+    }
+}
+
+impl Drop for RateTicket {
+    fn drop(&mut self) {
+        self.settle(false);
+    }
+}
+
+/// One peer's counts in the current minute.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    accepted: u32,
+    /// Reports being received now, already holding a place under the
+    /// accepted limit (they outlive the window they started in).
+    pending: u32,
+    refused: u32,
 }
 
 /// Fixed one-minute windows per peer.
 #[derive(Default)]
 struct RateTable {
-    windows: HashMap<IpAddr, (Instant, u32)>,
+    windows: HashMap<IpAddr, Window>,
 }
 
 impl RateTable {
-    fn allow(&mut self, peer: IpAddr, limit: u32, now: Instant) -> bool {
+    fn window(&mut self, peer: IpAddr, now: Instant) -> &mut Window {
         if self.windows.len() >= RATE_TABLE_SWEEP_AT {
             self.windows
-                .retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
+                .retain(|_, w| w.pending > 0 || now.duration_since(w.start) < RATE_WINDOW);
         }
-        let entry = self.windows.entry(peer).or_insert((now, 0));
-        if now.duration_since(entry.0) >= RATE_WINDOW {
-            *entry = (now, 0);
+        let w = self.windows.entry(peer).or_insert(Window {
+            start: now,
+            accepted: 0,
+            pending: 0,
+            refused: 0,
+        });
+        if now.duration_since(w.start) >= RATE_WINDOW {
+            *w = Window {
+                start: now,
+                accepted: 0,
+                pending: w.pending,
+                refused: 0,
+            };
         }
-        entry.1 = entry.1.saturating_add(1);
-        entry.1 <= limit
+        w
     }
 }
 
@@ -313,25 +462,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_windows_reset_after_a_minute() {
+    fn rate_windows_reset_after_a_minute_and_keep_uploads_in_flight() {
         let mut t = RateTable::default();
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         let now = Instant::now();
-        assert!(t.allow(peer, 2, now));
-        assert!(t.allow(peer, 2, now));
-        assert!(!t.allow(peer, 2, now));
-        assert!(t.allow("192.0.2.2".parse().unwrap(), 2, now));
-        assert!(t.allow(peer, 2, now + RATE_WINDOW));
-    }
-
-    #[test]
-    fn ipv6_peers_share_a_slash_64() {
-        let a = peer_key("2001:db8:1:2:aaaa::1".parse().unwrap());
-        let b = peer_key("2001:db8:1:2:bbbb::2".parse().unwrap());
-        assert_eq!(a, b);
-        assert_eq!(
-            peer_key("::ffff:192.0.2.1".parse().unwrap()),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
+        t.window(peer, now).accepted = 3;
+        t.window(peer, now).pending = 1;
+        t.window(peer, now).refused = 7;
+        assert_eq!(t.window("192.0.2.2".parse().unwrap(), now).refused, 0);
+        let later = *t.window(peer, now + RATE_WINDOW);
+        assert_eq!((later.accepted, later.pending, later.refused), (0, 1, 0));
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,8 +24,9 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
-use super::state::AppState;
+use super::state::{AppState, Busy, UploadSlot};
 use crate::app::media_type_for;
+use crate::config::Limits;
 use crate::id::ReportId;
 use crate::keys::KeyError;
 use crate::report::{FIELDS, FieldErrors, RawReport, ReportBody, Reporter};
@@ -40,6 +42,38 @@ pub const MAX_FILE_NAME_CHARS: usize = 255;
 const CHANNEL_CHUNKS: usize = 2;
 /// Extra room for the `report` JSON part over the sum of its fields.
 const JSON_OVERHEAD_BYTES: usize = 16 * 1024;
+/// Parts a request may carry besides its fields and files: the empty part
+/// a form's file input sends when no file was chosen.
+const SPARE_PARTS: usize = 1;
+
+/// Most multipart parts one request may carry: every known field once,
+/// `max_attachments` files and [`SPARE_PARTS`]. Parts are cheap to send
+/// and each costs a header parse, so a body of a million empty parts is
+/// refused at the first one over, not read to the end.
+pub fn max_parts(limits: &Limits, kind: Kind) -> usize {
+    let fields = match kind {
+        Kind::Form => FIELDS.len(),
+        Kind::Api => 1,
+    };
+    fields
+        .saturating_add(limits.max_attachments)
+        .saturating_add(SPARE_PARTS)
+}
+
+/// Most bytes all text parts of one request may carry together, counting
+/// what is cut from over-long fields: the `report` JSON part's limit. A
+/// field a little over `max_field_bytes` still gets the form shown again
+/// with the error; a gigabyte of text is refused once this much arrived.
+pub fn max_text_bytes(limits: &Limits) -> usize {
+    FIELDS
+        .len()
+        .saturating_mul(limits.max_field_bytes)
+        .saturating_add(JSON_OVERHEAD_BYTES)
+}
+
+/// Most field errors shown on the form page: two per field (a text that
+/// is not UTF-8 and too long) and one more for the request itself.
+pub const MAX_FIELD_ERRORS: usize = 2 * FIELDS.len() + 1;
 
 /// Which route the upload came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,13 +110,15 @@ impl From<ApiError> for Refused {
 }
 
 /// Receives, validates and seals one report from a multipart body.
+/// `peer` (when known) is counted under `max_uploads_per_peer`.
 pub async fn receive(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
     kind: Kind,
+    peer: Option<IpAddr>,
 ) -> Result<Accepted, Refused> {
-    let (sealer, boundary, _slot) = match admit_upload(state, headers) {
+    let (sealer, boundary, _slot) = match admit_upload(state, headers, peer) {
         Ok(admitted) => admitted,
         Err(e) => {
             drain(body).await;
@@ -119,17 +155,14 @@ pub async fn receive(
     }
 }
 
-/// The checks made before the body is read: content type, a usable key,
-/// a free upload slot (held until the upload ends).
-fn admit_upload(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<(Sealer, String, tokio::sync::OwnedSemaphorePermit), ApiError> {
+/// The multipart boundary of a submission, or why its content type is
+/// refused (415, or 400 without a boundary).
+pub fn boundary(headers: &HeaderMap) -> Result<String, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let boundary = multer::parse_boundary(content_type).map_err(|e| match e {
+    multer::parse_boundary(content_type).map_err(|e| match e {
         multer::Error::NoBoundary => ApiError::bad_request(
             "no_boundary",
             "the multipart/form-data content type has no boundary parameter",
@@ -139,7 +172,17 @@ fn admit_upload(
             "unsupported_media_type",
             "send the report as multipart/form-data",
         ),
-    })?;
+    })
+}
+
+/// The checks made before the body is read: content type, a usable key,
+/// a free upload slot (held until the upload ends).
+fn admit_upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Result<(Sealer, String, UploadSlot), ApiError> {
+    let boundary = boundary(headers)?;
     let keys = state.keys();
     let Some(sealer) = keys.sealer.clone() else {
         return Err(no_key());
@@ -148,14 +191,31 @@ fn admit_upload(
         tracing::warn!("report refused: {problem}");
         return Err(no_key());
     }
-    let Some(slot) = state.try_upload_slot() else {
-        return Err(ApiError::unavailable(
-            "busy",
-            format!(
-                "{} uploads are already being received, the most this server takes at once; try again in a minute",
-                state.config().limits.max_concurrent_uploads
-            ),
-        ));
+    let limits = &state.config().limits;
+    let slot = match state.try_upload_slot(peer) {
+        Ok(slot) => slot,
+        Err(Busy::Server) => {
+            return Err(ApiError::unavailable(
+                "busy",
+                format!(
+                    "{} uploads are already being received, the most this server takes at once; try again in a minute",
+                    limits.max_concurrent_uploads
+                ),
+            ));
+        }
+        Err(Busy::Peer) => {
+            return Err(ApiError {
+                retry_after: Some(10),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_uploads",
+                    format!(
+                        "{} uploads from your address are already being received, the most one address may send at once; wait until they finish, then send again",
+                        limits.max_uploads_per_peer
+                    ),
+                )
+            });
+        }
     };
     Ok((sealer, boundary, slot))
 }
@@ -227,6 +287,9 @@ async fn receive_parts(
     let mut errors = FieldErrors::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut files = 0usize;
+    let mut parts = 0usize;
+    let part_limit = max_parts(limits, kind);
+    let mut text_left = max_text_bytes(limits);
     let channel = match kind {
         Kind::Form => Channel::Web,
         Kind::Api => Channel::Api,
@@ -238,6 +301,10 @@ async fn receive_parts(
         let Some(mut field) = next.map_err(multipart_error)? else {
             break;
         };
+        parts += 1;
+        if parts > part_limit {
+            return Err(too_many_parts(part_limit).into());
+        }
         let name = field.name().unwrap_or("").to_string();
         if name == "attachment" {
             let file_name = clean_file_name(field.file_name().unwrap_or(""));
@@ -308,29 +375,19 @@ async fn receive_parts(
             .into());
         }
         if !seen.insert(name.clone()) {
-            if kind == Kind::Api {
-                return Err(ApiError::bad_request(
-                    "duplicate_part",
-                    "the part \"report\" was sent more than once",
-                )
-                .into());
-            }
-            errors.push(&name, "was sent more than once".into());
-            continue;
+            // Refused at once: a browser never repeats a field, and
+            // collecting one error per repetition grew without bound.
+            return Err(duplicate_part(kind, &name).into());
         }
         let cap = match kind {
             Kind::Form => limits.max_field_bytes,
-            Kind::Api => FIELDS.len() * limits.max_field_bytes + JSON_OVERHEAD_BYTES,
+            Kind::Api => max_text_bytes(limits),
         };
-        let (value, truncated) = read_capped(&mut field, cap).await?;
+        let (value, truncated) = read_capped(&mut field, cap, &mut text_left, limits).await?;
         match kind {
             Kind::Api => {
                 if truncated {
-                    return Err(ApiError::bad_request(
-                        "field_too_long",
-                        format!("the report JSON is longer than {cap} bytes"),
-                    )
-                    .into());
+                    return Err(text_too_large(limits).into());
                 }
                 raw = RawReport::from_json(&value)
                     .map_err(|e| Refused::Error(ApiError::invalid(e)))?;
@@ -396,12 +453,56 @@ async fn receive_parts(
     })
 }
 
-fn invalid(raw: RawReport, errors: FieldErrors, files: usize) -> Refused {
+fn invalid(raw: RawReport, mut errors: FieldErrors, files: usize) -> Refused {
+    errors.0.truncate(MAX_FIELD_ERRORS);
     Refused::Invalid {
         raw: Box::new(raw),
         errors,
         had_files: files > 0,
     }
+}
+
+fn too_many_parts(limit: usize) -> ApiError {
+    ApiError::too_large(
+        "too_many_parts",
+        format!(
+            "the request has more than {limit} multipart parts, the most a report can need (each field once, plus the attachments); nothing was stored"
+        ),
+    )
+}
+
+/// The part `name` came twice. `name` is a known field (checked before),
+/// so naming it echoes nothing the sender chose.
+fn duplicate_part(kind: Kind, name: &str) -> ApiError {
+    let name = FIELDS
+        .iter()
+        .chain(&["report"])
+        .find(|f| **f == name)
+        .copied()
+        .unwrap_or("?");
+    ApiError::bad_request(
+        "duplicate_part",
+        match kind {
+            Kind::Form => format!(
+                "the field \"{name}\" was sent more than once; send each field once (the form at / does); nothing was stored"
+            ),
+            Kind::Api => format!(
+                "the part \"{name}\" was sent more than once; send the input JSON once; nothing was stored"
+            ),
+        },
+    )
+}
+
+fn text_too_large(limits: &Limits) -> ApiError {
+    ApiError::too_large(
+        "text_too_large",
+        format!(
+            "the text fields together are larger than {} bytes ({} fields of at most {} bytes each); nothing was stored",
+            max_text_bytes(limits),
+            FIELDS.len(),
+            limits.max_field_bytes
+        ),
+    )
 }
 
 fn file_too_large(limit: u64) -> ApiError {
@@ -433,22 +534,31 @@ pub fn human_size(bytes: u64) -> String {
     format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
-/// Reads a text part, keeping at most `cap` bytes (the rest is skipped).
-/// Returns the bytes and whether there were more.
+/// Reads a text part, keeping at most `cap` bytes (the rest is read and
+/// dropped). Every byte, kept or not, is taken from `text_left`: when that
+/// runs out the request is refused. Returns the bytes and whether there
+/// were more.
 async fn read_capped(
     field: &mut multer::Field<'_>,
     cap: usize,
+    text_left: &mut usize,
+    limits: &Limits,
 ) -> Result<(Zeroizing<Vec<u8>>, bool), ApiError> {
     let mut value = Zeroizing::new(Vec::new());
+    let mut truncated = false;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        let room = cap - value.len();
+        *text_left = text_left
+            .checked_sub(chunk.len())
+            .ok_or_else(|| text_too_large(limits))?;
+        let room = cap.saturating_sub(value.len());
         if chunk.len() > room {
             value.extend_from_slice(&chunk[..room]);
-            return Ok((value, true));
+            truncated = true;
+        } else {
+            value.extend_from_slice(&chunk);
         }
-        value.extend_from_slice(&chunk);
     }
-    Ok((value, false))
+    Ok((value, truncated))
 }
 
 /// A file name as stored in the manifest: the last path component, without
@@ -769,6 +879,31 @@ mod tests {
             MAX_FILE_NAME_CHARS
         );
         assert_eq!(clean_file_name(""), "attachment");
+    }
+
+    #[test]
+    fn parts_and_errors_are_bounded_by_the_limits() {
+        let limits = Limits::default();
+        assert_eq!(
+            max_parts(&limits, Kind::Form),
+            FIELDS.len() + limits.max_attachments + 1
+        );
+        assert_eq!(
+            max_parts(&limits, Kind::Api),
+            1 + limits.max_attachments + 1
+        );
+        assert_eq!(
+            max_text_bytes(&limits),
+            FIELDS.len() * limits.max_field_bytes + JSON_OVERHEAD_BYTES
+        );
+        let mut errors = FieldErrors::default();
+        for _ in 0..1000 {
+            errors.push("title", "x".into());
+        }
+        let Refused::Invalid { errors, .. } = invalid(RawReport::default(), errors, 0) else {
+            panic!("not an invalid report");
+        };
+        assert_eq!(errors.0.len(), MAX_FIELD_ERRORS);
     }
 
     #[test]
