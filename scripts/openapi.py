@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Writes docs/openapi.json, the OpenAPI 3.1 description of the intake's routes.
+
+Edit this file, then run `python3 scripts/openapi.py > docs/openapi.json`;
+tests/openapi.rs checks that both agree and that every route is described."""
+import json
+err = {"$ref": "#/components/responses/Error"}
+def jerr(desc): return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+def html(desc): return {"description": desc, "content": {"text/html": {"schema": {"type": "string"}}}}
+sec_headers = {}
+ra = {"Retry-After": {"description": "Seconds after which trying again makes sense.", "schema": {"type": "integer", "minimum": 0}}}
+def with_ra(r):
+    r = dict(r); r["headers"] = ra; return r
+bearer = [{"maintainerToken": []}]
+id_param = {"name": "id", "in": "path", "required": True, "description": "A report ID: upper-case Crockford base32 in groups of five, e.g. K7Q3M-2XDA9-TF4BC-1ZP0R.", "schema": {"type": "string"}}
+part_param = {"name": "part", "in": "path", "required": True, "description": "`manifest.pgp` or an attachment part `001.pgp` … `999.pgp`.", "schema": {"type": "string"}}
+form_fields = {
+  "title": {"type": "string", "minLength": 1, "maxLength": 300, "pattern": "\\S", "description": "Required: one line, at most 300 characters."},
+  "affected_versions": {"type": "string"},
+  "environment": {"type": "string"},
+  "severity": {"type": "string", "enum": ["", "low", "medium", "high", "critical", "unknown"]},
+  "cvss_vector": {"type": "string", "description": "Optional CVSS 3.0, 3.1 or 4.0 vector; validated and scored."},
+  "cwe": {"type": "string", "description": "Optional comma-separated CWE-<n> list."},
+  "description": {"type": "string", "minLength": 1, "pattern": "\\S", "description": "Required."},
+  "impact": {"type": "string"},
+  "steps_to_reproduce": {"type": "string"},
+  "mitigations": {"type": "string"},
+  "reporter_name": {"type": "string"},
+  "reporter_email": {"type": "string"},
+  "credit": {"type": "string", "enum": ["", "name", "anonymous"]},
+}
+report_obj = {k: ({"anyOf": [{"type": "string"}, {"type": "null"}]} if k not in ("cwe",) else {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]}) for k in form_fields if k not in ("reporter_name", "reporter_email", "credit")}
+report_obj["title"] = {"type": "string", "minLength": 1, "maxLength": 300, "pattern": "\\S", "description": "Required: one line, at most 300 characters."}
+report_obj["description"] = {"type": "string", "minLength": 1, "pattern": "\\S", "description": "Required."}
+report_obj["severity"] = {"anyOf": [{"type": "string", "enum": ["", "low", "medium", "high", "critical", "unknown"]}, {"type": "null"}]}
+for k in report_obj:
+    if "description" in form_fields[k]:
+        report_obj[k]["description"] = form_fields[k]["description"]
+doc = {
+ "openapi": "3.1.0",
+ "info": {"title": "embargo intake", "version": "1",
+   "description": "The HTTP interface of an embargo intake: researchers submit vulnerability reports (sealed to the maintainers' OpenPGP certificates as they arrive), maintainers fetch the sealed ciphertext with a bearer token. Every answer carries a strict Content-Security-Policy, `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer` and `Cache-Control: no-store`. Errors from JSON routes are `{\"error\": {\"code\", \"message\"}}`.",
+   "license": {"name": "GPL-3.0-or-later", "identifier": "GPL-3.0-or-later"}},
+ "paths": {
+  "/": {"get": {"summary": "The report form (works with JavaScript disabled).", "operationId": "form", "responses": {"200": html("The form.")}}},
+  "/report": {"post": {"summary": "Submit the form.", "operationId": "submitForm",
+     "description": "Browsers send this from the form at `/`. A request another site made is refused (403). Each field at most once; at most `max_attachments` files.",
+     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["title", "description"], "properties": dict(form_fields, attachment={"description": "0..max_attachments file parts (filename in Content-Disposition); the bytes are taken as they are."})}}}},
+     "responses": {"201": html("Sealed and stored: the receipt page with the report ID and the signed receipt."),
+                   "400": html("Invalid field: the form again with the typed values and the errors."),
+                   "403": html("Sent from another site."),
+                   "413": html("Too large (a field, a file, or too many files)."),
+                   "415": html("Not multipart/form-data."),
+                   "429": with_ra(html("Too many reports from this address; try again later.")),
+                   "503": with_ra(html("No usable maintainer key, the store is unavailable, or the intake is busy."))}}},
+  "/api/v1/reports": {"post": {"summary": "Submit a report with files.", "operationId": "submitReport",
+     "description": "Part `report` is the input JSON; parts `attachment` are files (0..max_attachments). The answer is given only after the sealed report is complete, fsynced and renamed into place.",
+     "requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["report"], "properties": {
+          "report": {"$ref": "#/components/schemas/InputJson"},
+          "attachment": {"description": "0..max_attachments file parts (filename in Content-Disposition); the bytes are taken as they are."}}},
+        "encoding": {"report": {"contentType": "application/json"}}}}},
+     "responses": {"201": {"description": "Sealed and stored.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+       "400": jerr("Invalid report, with per-field messages in `error.fields`."),
+       "403": jerr("A cross-site browser request."),
+       "413": jerr("Too large."),
+       "415": jerr("Not multipart/form-data."),
+       "429": with_ra(jerr("Rate limited.")),
+       "503": with_ra(jerr("No usable maintainer key, store unavailable, or busy."))}}},
+  "/keys.asc": {"get": {"summary": "The maintainer certificates usable now, armored.", "operationId": "maintainerKeys", "responses": {
+      "200": {"description": "Armored OpenPGP certificates.", "content": {"application/pgp-keys": {"schema": {"type": "string"}}}},
+      "503": with_ra(jerr("No usable certificate."))}}},
+  "/signing-key.asc": {"get": {"summary": "The intake signing certificate, armored.", "operationId": "signingKey", "responses": {
+      "200": {"description": "Armored OpenPGP certificate.", "content": {"application/pgp-keys": {"schema": {"type": "string"}}}},
+      "500": jerr("Internal fault.")}}},
+  "/.well-known/security.txt": {"get": {"summary": "RFC 9116 security.txt.", "operationId": "securityTxt", "responses": {
+      "200": {"description": "The file.", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+  "/healthz": {"get": {"summary": "Whether a report can be sealed and stored now.", "operationId": "health", "responses": {
+      "200": {"description": "Healthy.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+      "503": {"description": "Unavailable, with the reasons.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
+  "/static/style.css": {"get": {"summary": "The stylesheet of the pages.", "operationId": "stylesheet", "responses": {
+      "200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},
+  "/api/v1/openapi.json": {"get": {"summary": "This document.", "operationId": "openapi", "responses": {
+      "200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+  "/api/v1/sealed": {"get": {"summary": "Maintainers: every complete report with its part names and sizes.", "operationId": "listSealed", "security": bearer, "responses": {
+      "200": {"description": "The listing (no other metadata).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SealedListing"}}}},
+      "401": {"$ref": "#/components/responses/Unauthorized"},
+      "503": with_ra(jerr("Store unavailable."))}}},
+  "/api/v1/sealed/{id}/{part}": {"get": {"summary": "Maintainers: one ciphertext part.", "operationId": "getPart", "security": bearer,
+      "parameters": [id_param, part_param, {"name": "Range", "in": "header", "required": False, "description": "One range, `bytes=a-b`, `bytes=a-` or `bytes=-n`.", "schema": {"type": "string"}}],
+      "responses": {
+        "200": {"description": "The whole part.", "headers": {"Content-Length": {"schema": {"type": "integer"}}}, "content": {"application/pgp-encrypted": {"schema": {"type": "string", "contentMediaType": "application/pgp-encrypted"}}}},
+        "206": {"description": "The requested range.", "headers": {"Content-Range": {"schema": {"type": "string"}}}, "content": {"application/pgp-encrypted": {"schema": {"type": "string", "contentMediaType": "application/pgp-encrypted"}}}},
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "404": jerr("No such report or part."),
+        "416": jerr("The range lies outside the part."),
+        "503": with_ra(jerr("Store unavailable."))}}},
+  "/api/v1/sealed/{id}/fetched": {"post": {"summary": "Maintainers: confirm that a report was stored locally.", "operationId": "confirmFetched", "security": bearer,
+      "description": "`embargo fetch` sends the SHA-256 of every stored ciphertext part once the report is complete and fsynced on the maintainer's side. Only a confirmation naming every part, each with the hash of the stored bytes, marks the report fetched for `[retention] delete_after_fetch`; nothing else counts as fetched.",
+      "parameters": [id_param],
+      "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["parts"], "additionalProperties": False, "properties": {
+          "parts": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}, "description": "Part name (`manifest.pgp`, `001.pgp`, …) to the SHA-256 of its ciphertext, in hex."}}}}}},
+      "responses": {
+        "200": {"description": "Confirmed (and recorded when `delete_after_fetch` is on).", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "confirmed", "delete_after_fetch"], "properties": {"id": {"type": "string"}, "confirmed": {"type": "boolean"}, "delete_after_fetch": {"type": "boolean"}}}}}},
+        "400": jerr("Not a confirmation."),
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "404": jerr("No such report."),
+        "409": jerr("The parts or hashes do not match the stored report; nothing was marked."),
+        "413": jerr("The body is too large."),
+        "503": with_ra(jerr("The store or the intake's state is unavailable."))}}},
+  "/metrics": {"get": {"summary": "Prometheus metrics (fixed labels only); maintainers only on this listener.", "operationId": "metrics", "security": bearer, "responses": {
+      "200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+      "401": {"$ref": "#/components/responses/Unauthorized"}}}},
+ },
+ "components": {
+  "securitySchemes": {"maintainerToken": {"type": "http", "scheme": "bearer", "description": "A token made by `embargo token new`; the intake keeps only its SHA-256 (`[maintainers] token_sha256`)."}},
+  "responses": {"Unauthorized": {"description": "No or a wrong maintainer token.", "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+  "schemas": {
+   "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+       "code": {"type": "string", "description": "A stable machine-readable code, e.g. `invalid_report`, `too_large`, `rate_limited`, `no_usable_key`."},
+       "message": {"type": "string", "description": "What failed and what to do."},
+       "fields": {"type": "array", "items": {"type": "object", "required": ["field", "message"], "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}}},
+   "InputJson": {"type": "object", "required": ["report"], "additionalProperties": False, "properties": {
+       "report": {"type": "object", "additionalProperties": False, "required": ["title", "description"], "properties": report_obj, "description": "The form's field names; absent and null mean empty. `title` and `description` are required to be non-empty."},
+       "reporter": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": False, "properties": {
+           "name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]}, "credit": {"anyOf": [{"type": "string", "enum": ["", "name", "anonymous"]}, {"type": "null"}], "description": "`name` (then `name` is required) or `anonymous`."}}}]}}},
+   "Accepted": {"type": "object", "required": ["id", "received_at", "attachments", "receipt"], "properties": {
+       "id": {"type": "string"}, "received_at": {"type": "string", "format": "date-time"},
+       "attachments": {"type": "array", "items": {"type": "object", "required": ["name", "size", "sha256"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}, "sha256": {"type": "string"}}}},
+       "receipt": {"type": "string", "description": "Cleartext-signed text by the intake signing key: ID, time received, SHA-256 of every sealed part, recipient fingerprints."}}},
+   "Health": {"type": "object", "required": ["status", "problems"], "properties": {
+       "status": {"type": "string"}, "usable_keys": {"type": "integer", "minimum": 0},
+       "problems": {"type": "array", "items": {"type": "string"}}, "key_alerts": {"type": "array"}}},
+   "SealedListing": {"type": "object", "required": ["reports"], "properties": {"confirm_fetched": {"type": "boolean", "description": "Whether this intake deletes reports once a fetch is confirmed."}, "reports": {"type": "array", "items": {"type": "object", "required": ["id", "parts"], "properties": {
+       "id": {"type": "string"}, "parts": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}}}}}}},
+  }}}
+print(json.dumps(doc, indent=2))
