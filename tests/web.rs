@@ -1742,6 +1742,11 @@ fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded
             started.elapsed()
         );
         let growth_kib = srv.peak_rss_kib().saturating_sub(before);
+        eprintln!(
+            "{what}: answered {got} in {:?}, {} bytes; peak RSS growth so far {growth_kib} KiB",
+            started.elapsed(),
+            answer.len()
+        );
         assert!(
             growth_kib < 64 * 1024,
             "{what}: the server's peak memory grew by {growth_kib} KiB"
@@ -2073,4 +2078,35 @@ fn header_trickling_connections_are_closed_after_the_header_timeout_and_health_s
     );
     drop(trickles);
     assert_healthy(&srv);
+}
+
+#[test]
+fn a_proxy_in_proxy_peers_is_not_limited_per_peer_but_other_peers_are() {
+    // As deployed behind nginx: every reporter arrives from 127.0.0.1.
+    let (site, _secret) = site_with_key(
+        "",
+        "rate_limit_per_minute = 1\nrefusal_limit_per_minute = 1\nmax_connections_per_peer = 2\nproxy_peers = [\"127.0.0.1\"]",
+    );
+    let srv = Server::start(&site);
+    let report = |c: &reqwest::blocking::Client| {
+        c.post(srv.url("/api/v1/reports"))
+            .multipart(Form::new().part("report", Part::bytes(api_json("t"))))
+            .send()
+            .unwrap()
+            .status()
+    };
+    let proxy = client_from("127.0.0.1");
+    for _ in 0..3 {
+        assert_eq!(report(&proxy), 201, "the proxy's reporters share no limit");
+    }
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| connect_from("127.0.0.1", &srv.addr))
+        .collect();
+    assert_healthy(&srv);
+    drop(idle);
+    // A peer that is not a proxy keeps its limits.
+    let other = client_from("127.0.0.2");
+    assert_eq!(report(&other), 201);
+    assert_eq!(report(&other), 429);
+    assert_store_clean(&site, 4);
 }
