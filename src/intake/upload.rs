@@ -1020,6 +1020,69 @@ mod tests {
         assert_eq!(errors.0.len(), MAX_FIELD_ERRORS);
     }
 
+    /// A body that sends `chunk` bytes every `every`, `count` times.
+    fn paced_body(chunk: usize, every: Duration, count: usize) -> BodyStream {
+        let stream = futures_util::stream::unfold(0usize, move |sent| async move {
+            if sent == count {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, io::Error>(Bytes::from(vec![b'x'; chunk])), sent + 1))
+        });
+        BodyStream {
+            inner: Body::from_stream(stream).into_data_stream(),
+            budget: Arc::new(HeaderBudget::default()),
+            yield_next: false,
+            pace: Pace::new(1000, Duration::from_millis(400)),
+        }
+    }
+
+    async fn read_all(mut body: BodyStream) -> Result<u64, BodyError> {
+        use futures_util::StreamExt;
+        let mut total = 0;
+        while let Some(chunk) = body.next().await {
+            total += chunk?.len() as u64;
+        }
+        Ok(total)
+    }
+
+    #[tokio::test]
+    async fn a_body_under_the_minimum_rate_is_cut_after_one_window() {
+        let started = std::time::Instant::now();
+        // 10 bytes every 50 ms: 200 bytes a second, under 1000.
+        let result = read_all(paced_body(10, Duration::from_millis(50), 1000)).await;
+        assert!(
+            matches!(
+                result,
+                Err(BodyError::TooSlow {
+                    min_per_second: 1000,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // A client that goes silent is cut too, without sending anything.
+        let started = std::time::Instant::now();
+        let silent = read_all(paced_body(10, Duration::from_secs(30), 1)).await;
+        assert!(
+            matches!(silent, Err(BodyError::TooSlow { .. })),
+            "{silent:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_minimum_rate_is_read_whole() {
+        // 200 bytes every 50 ms: 4000 bytes a second, for over two windows.
+        let total = read_all(paced_body(200, Duration::from_millis(50), 20)).await;
+        assert_eq!(total.ok(), Some(4000));
+    }
+
     #[test]
     fn sizes_read_well() {
         assert_eq!(human_size(10), "10 bytes");
