@@ -131,9 +131,7 @@ impl StallingListener {
             on_shed: Box::new(on_shed),
         }
     }
-}
 
-impl StallingListener {
     /// Turns a connection away: answered `response` while fewer than
     /// [`BUSY_ANSWERS`] are being answered, else closed at once.
     fn shed(&self, io: TcpStream, response: &'static [u8]) {
