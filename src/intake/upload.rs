@@ -8,6 +8,7 @@
 //! handler waits for that before it answers.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::io::{self, Read};
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -20,7 +21,6 @@ use axum::body::{Body, BodyDataStream};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use futures_util::Stream;
-use std::future::Future;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
