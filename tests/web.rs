@@ -672,7 +672,8 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
     let metrics_port = common::dovecot::free_port();
     let (site, secret) = site_with_key(
         &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
-        "rate_limit_per_minute = 1000\nmax_concurrent_uploads = 4",
+        // One peer floods: its own cap is lifted to reach the server's.
+        "rate_limit_per_minute = 1000\nmax_concurrent_uploads = 4\nmax_connections_per_peer = 1000",
     );
     let srv = Server::start_wrapped(&site, &["prlimit", "--nofile=300:300"]);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
@@ -1741,6 +1742,11 @@ fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded
             started.elapsed()
         );
         let growth_kib = srv.peak_rss_kib().saturating_sub(before);
+        eprintln!(
+            "{what}: answered {got} in {:?}, {} bytes; peak RSS growth so far {growth_kib} KiB",
+            started.elapsed(),
+            answer.len()
+        );
         assert!(
             growth_kib < 64 * 1024,
             "{what}: the server's peak memory grew by {growth_kib} KiB"
@@ -1850,4 +1856,257 @@ fn refused_attempts_count_against_their_own_higher_limit_not_the_report_limit() 
     let other = client_from("127.0.0.2");
     assert_eq!(valid(&other).status(), 201);
     assert_store_clean(&site, 3);
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+fn connect_from(source: &str, addr: &str) -> TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr.parse().unwrap()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// A connection that sent `head` and then trickles one byte every
+/// `every` from a thread until the server closes it (or `stop` is set).
+struct Trickle {
+    stream: TcpStream,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Trickle {
+    fn start(source: &str, addr: &str, head: &[u8], every: Duration) -> Trickle {
+        let mut stream = connect_from(source, addr);
+        stream.write_all(head).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let writer = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if writer.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Trickle {
+            stream,
+            stop,
+            writer: Some(writer),
+        }
+    }
+
+    /// What the server answers before it closes (read for at most `limit`).
+    fn answer(&mut self, limit: Duration) -> String {
+        use std::io::Read;
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[test]
+fn slow_uploads_from_one_peer_cannot_take_every_slot_and_are_cut_below_the_minimum_rate() {
+    let (site, secret) = site_with_key(
+        "",
+        "rate_limit_per_minute = 1000\nrefusal_limit_per_minute = 1000\nmax_concurrent_uploads = 4\nmax_uploads_per_peer = 2\nmin_upload_bytes_per_second = 1000\nupload_rate_window = \"2s\"\nupload_timeout = \"10m\"",
+    );
+    let srv = Server::start(&site);
+    let a = srv.addr.as_str();
+    // Uploads that send their headers and a first part, then 5 bytes a second.
+    let head = {
+        let mp = RawMultipart::new()
+            .text("report", &api_json("slow"))
+            .raw(
+                format!(
+                    "--{}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"slow.bin\"\r\n\r\n",
+                    RawMultipart::new().boundary
+                )
+                .as_bytes(),
+            );
+        let mut head = format!(
+            "POST /api/v1/reports HTTP/1.1\r\nHost: {a}\r\nContent-Type: multipart/form-data; boundary={}\r\nContent-Length: 10000000\r\n\r\n",
+            mp.boundary
+        )
+        .into_bytes();
+        head.extend_from_slice(&mp.body);
+        head
+    };
+    let started = Instant::now();
+    let mut slow: Vec<Trickle> = (0..4)
+        .map(|_| Trickle::start("127.0.0.3", a, &head, Duration::from_millis(200)))
+        .collect();
+    // A reporter at another address is served meanwhile.
+    let form = Form::new()
+        .part("report", Part::bytes(api_json("real")))
+        .part(
+            "attachment",
+            Part::bytes(b"poc".to_vec()).file_name("poc.txt"),
+        );
+    let r = client_from("127.0.0.2")
+        .post(srv.url("/api/v1/reports"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(attachment_bytes(&site, &secret, &id, 0), b"poc");
+    // Two of the peer's four were refused at once; the two that took a
+    // slot are cut about one window after they slowed down.
+    let answers: Vec<String> = slow
+        .iter_mut()
+        .map(|t| t.answer(Duration::from_secs(20)))
+        .collect();
+    let refused: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 429 "))
+        .collect();
+    assert_eq!(refused.len(), 2, "{answers:#?}");
+    for answer in refused {
+        assert!(answer.contains("\"too_many_uploads\""), "{answer}");
+        assert!(answer.contains("2 uploads from your address"), "{answer}");
+    }
+    let cut: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.starts_with("HTTP/1.1 408 "))
+        .collect();
+    assert_eq!(cut.len(), 2, "{answers:#?}");
+    for answer in cut {
+        assert!(answer.contains("\"upload_too_slow\""), "{answer}");
+        assert!(
+            answer.contains("less than 1000 bytes a second over 2s"),
+            "{answer}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cut after {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+    assert_store_clean(&site, 1);
+    // Their slots are free again.
+    let id = submit_with_file(&srv, "after the trickles", b"again");
+    assert_eq!(attachment_bytes(&site, &secret, &id, 0), b"again");
+}
+
+#[test]
+fn header_trickling_connections_are_closed_after_the_header_timeout_and_health_stays_up() {
+    let (site, _secret) = site_with_key(
+        "",
+        "max_connections = 40\nmax_connections_per_peer = 8\nheader_read_timeout = \"2s\"",
+    );
+    let srv = Server::start(&site);
+    let a = srv.addr.as_str();
+    let started = Instant::now();
+    // Each sends a request line, then one header byte every 300 ms.
+    let mut trickles: Vec<Trickle> = ["127.0.0.4", "127.0.0.5", "127.0.0.6"]
+        .iter()
+        .flat_map(|source| {
+            (0..10).map(move |_| {
+                Trickle::start(
+                    source,
+                    a,
+                    b"GET /healthz HTTP/1.1\r\nX-Slow: ",
+                    Duration::from_millis(300),
+                )
+            })
+        })
+        .collect();
+    // Health answers throughout, from yet another address.
+    let health = client_from("127.0.0.1");
+    while started.elapsed() < Duration::from_secs(3) {
+        let r = health.get(srv.url("/healthz")).send().unwrap();
+        assert_eq!(r.status(), 200, "/healthz while headers trickle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Past 8 a peer is answered 503 at once; the others are closed once
+    // the header timeout passes, whatever they still send.
+    let mut over = 0;
+    for t in &mut trickles {
+        let answer = t.answer(Duration::from_secs(15));
+        if answer.starts_with("HTTP/1.1 503 ") {
+            assert!(
+                answer.contains("Your address has too many connections"),
+                "{answer}"
+            );
+            over += 1;
+        } else {
+            assert!(
+                !answer.contains("200 OK"),
+                "a trickled request was answered: {answer}"
+            );
+        }
+    }
+    assert_eq!(
+        over,
+        3 * 2,
+        "each peer's two connections over 8 are refused"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "trickling connections were closed only after {:?}",
+        started.elapsed()
+    );
+    drop(trickles);
+    assert_healthy(&srv);
+}
+
+#[test]
+fn a_proxy_in_proxy_peers_is_not_limited_per_peer_but_other_peers_are() {
+    // As deployed behind nginx: every reporter arrives from 127.0.0.1.
+    let (site, _secret) = site_with_key(
+        "",
+        "rate_limit_per_minute = 1\nrefusal_limit_per_minute = 1\nmax_connections_per_peer = 2\nproxy_peers = [\"127.0.0.1\"]",
+    );
+    let srv = Server::start(&site);
+    let report = |c: &reqwest::blocking::Client| {
+        c.post(srv.url("/api/v1/reports"))
+            .multipart(Form::new().part("report", Part::bytes(api_json("t"))))
+            .send()
+            .unwrap()
+            .status()
+    };
+    let proxy = client_from("127.0.0.1");
+    for _ in 0..3 {
+        assert_eq!(report(&proxy), 201, "the proxy's reporters share no limit");
+    }
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| connect_from("127.0.0.1", &srv.addr))
+        .collect();
+    assert_healthy(&srv);
+    drop(idle);
+    // A peer that is not a proxy keeps its limits.
+    let other = client_from("127.0.0.2");
+    assert_eq!(report(&other), 201);
+    assert_eq!(report(&other), 429);
+    assert_store_clean(&site, 4);
 }

@@ -3,10 +3,16 @@
 //! longer than [`STALL_TIMEOUT`] is dropped. Waiting on the sealer does
 //! not count: the clock runs only while the socket itself blocks.
 //!
-//! At most `[limits] max_connections` connections are served at once; one
-//! more is answered `503` with `Retry-After` and closed, so a flood of
-//! connections costs the server no more than that many file descriptors
-//! and never the ones it needs to finish the uploads it took.
+//! At most `[limits] max_connections` connections are served at once, and
+//! at most `max_connections_per_peer` from one peer address (proxies in
+//! `proxy_peers` aside, see [`super::peers`]); one more is answered `503`
+//! with `Retry-After` and closed, so a flood of connections costs the
+//! server no more than that many file descriptors, never the ones it needs
+//! to finish the uploads it took, and one peer cannot take them all.
+//!
+//! [`serve`] runs hyper on these connections with the header read timeout
+//! (`[limits] header_read_timeout`), which the stall deadline alone cannot
+//! give: a client trickling a header byte a minute is never stalled.
 
 use std::future::Future;
 use std::io;
@@ -16,12 +22,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+use super::peers::{PeerSlot, PeerSlots};
 
 /// How long a connection may block on its client before it is closed:
 /// idle keep-alive connections, stalled headers or bodies, unread responses.
@@ -39,6 +46,14 @@ Connection: close\r\n\
 Content-Length: 66\r\n\
 \r\n\
 The server has too many connections; try again in a few seconds.\r\n";
+/// What a connection over its peer's limit is told before it is closed.
+const PEER_BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Retry-After: 10\r\n\
+Connection: close\r\n\
+Content-Length: 88\r\n\
+\r\n\
+Your address has too many connections open; close some and try again in a few seconds.\r\n";
 /// Connections over the limit that are being answered at once; beyond
 /// these, one is closed without an answer.
 const BUSY_ANSWERS: usize = 64;
@@ -92,25 +107,37 @@ pub struct StallingListener {
     inner: TcpListener,
     timeout: Duration,
     slots: Arc<Semaphore>,
+    per_peer: Arc<PeerSlots>,
     busy: Arc<Semaphore>,
     on_shed: Box<dyn Fn() + Send>,
 }
 
 impl StallingListener {
-    /// `max_connections` bounds the connections served at once;
-    /// `on_shed` is called for each one turned away.
+    /// `max_connections` bounds the connections served at once, `per_peer`
+    /// those of each peer; `on_shed` is called for each one turned away.
     pub fn new(
         inner: TcpListener,
         timeout: Duration,
         max_connections: usize,
+        per_peer: Arc<PeerSlots>,
         on_shed: impl Fn() + Send + 'static,
     ) -> StallingListener {
         StallingListener {
             inner,
             timeout,
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            per_peer,
             busy: Arc::new(Semaphore::new(BUSY_ANSWERS)),
             on_shed: Box::new(on_shed),
+        }
+    }
+
+    /// Turns a connection away: answered `response` while fewer than
+    /// [`BUSY_ANSWERS`] are being answered, else closed at once.
+    fn shed(&self, io: TcpStream, response: &'static [u8]) {
+        (self.on_shed)();
+        if let Ok(permit) = self.busy.clone().try_acquire_owned() {
+            tokio::spawn(answer_busy(io, response, permit));
         }
     }
 }
@@ -123,18 +150,18 @@ impl Listener for StallingListener {
         loop {
             let (io, addr) = Listener::accept(&mut self.inner).await;
             let _ = io.set_nodelay(true);
+            let Some(peer_slot) = self.per_peer.try_take(addr.ip()) else {
+                self.shed(io, PEER_BUSY_RESPONSE);
+                continue;
+            };
             match self.slots.clone().try_acquire_owned() {
                 Ok(slot) => {
                     let mut guard = StallGuard::new(io, self.timeout);
                     guard.slot = Some(slot);
+                    guard.peer_slot = Some(peer_slot);
                     return (guard, addr);
                 }
-                Err(_) => {
-                    (self.on_shed)();
-                    if let Ok(permit) = self.busy.clone().try_acquire_owned() {
-                        tokio::spawn(answer_busy(io, permit));
-                    }
-                }
+                Err(_) => self.shed(io, BUSY_RESPONSE),
             }
         }
     }
@@ -144,11 +171,68 @@ impl Listener for StallingListener {
     }
 }
 
+/// Serves `app` on `listener` until `shutdown` completes, each connection
+/// with its peer address (as `ConnectInfo<PeerAddr>`) and with hyper's
+/// header read timeout; then lets the connections finish what they are
+/// doing (idle ones close at once) for up to `grace`. Returns `false`
+/// when some were still running after `grace`.
+pub async fn serve(
+    mut listener: StallingListener,
+    app: axum::Router,
+    header_read_timeout: Duration,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Every connection task holds a receiver; `closed` means all ended.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = Listener::accept(&mut listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(PeerAddr(addr)));
+            app.clone().oneshot(request)
+        });
+        let stop = stop.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder.serve_connection(TokioIo::new(io), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing uploads in flight");
+    stop.cancel();
+    drop(open_rx);
+    tokio::time::timeout(grace, open_tx.closed()).await.is_ok()
+}
+
 /// Answers 503 on a connection over the limit: reads the request head for
 /// a moment, writes the answer, and reads a little more before closing, so
 /// that closing with unread bytes does not reset the connection under the
 /// answer.
-async fn answer_busy(mut io: TcpStream, _permit: OwnedSemaphorePermit) {
+async fn answer_busy(mut io: TcpStream, response: &'static [u8], _permit: OwnedSemaphorePermit) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = [0u8; 4096];
     let mut head = Vec::new();
@@ -162,7 +246,7 @@ async fn answer_busy(mut io: TcpStream, _permit: OwnedSemaphorePermit) {
     })
     .await;
     let _ = tokio::time::timeout(BUSY_LINGER, async {
-        io.write_all(BUSY_RESPONSE).await?;
+        io.write_all(response).await?;
         io.shutdown().await?;
         let mut drained = 0;
         while drained < 1024 * 1024 {
@@ -176,12 +260,6 @@ async fn answer_busy(mut io: TcpStream, _permit: OwnedSemaphorePermit) {
     .await;
 }
 
-impl Connected<IncomingStream<'_, StallingListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, StallingListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
 /// An IO object that fails with `TimedOut` when a read or write has been
 /// pending for longer than its timeout.
 pub struct StallGuard<T> {
@@ -191,6 +269,8 @@ pub struct StallGuard<T> {
     write_stall: Option<Pin<Box<Sleep>>>,
     /// The connection's place under `max_connections`, freed on drop.
     slot: Option<OwnedSemaphorePermit>,
+    /// Its place under `max_connections_per_peer`, freed on drop.
+    peer_slot: Option<PeerSlot>,
 }
 
 impl<T> StallGuard<T> {
@@ -201,6 +281,7 @@ impl<T> StallGuard<T> {
             read_stall: None,
             write_stall: None,
             slot: None,
+            peer_slot: None,
         }
     }
 }
@@ -282,8 +363,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
-    fn the_busy_answer_is_well_formed() {
-        let text = std::str::from_utf8(BUSY_RESPONSE).unwrap();
+    fn the_busy_answers_are_well_formed() {
+        for response in [BUSY_RESPONSE, PEER_BUSY_RESPONSE] {
+            busy_answer_is_well_formed(response);
+        }
+    }
+
+    fn busy_answer_is_well_formed(response: &[u8]) {
+        let text = std::str::from_utf8(response).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let length: usize = head
             .lines()

@@ -111,34 +111,31 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), IntakeError> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing uploads in flight");
-        let _ = stopping_tx.send(());
-    };
-    let max_connections = conn::connection_limit(&state.config().limits);
+    let limits = &state.config().limits;
+    let max_connections = conn::connection_limit(limits);
+    let per_peer =
+        peers::PeerSlots::new(limits.max_connections_per_peer, limits.proxy_peers.clone());
+    let header_read_timeout = limits.header_read_timeout.0;
     let metrics = state.metrics().clone();
-    let app = router(state).into_make_service_with_connect_info::<conn::PeerAddr>();
-    let listener =
-        conn::StallingListener::new(listener, conn::STALL_TIMEOUT, max_connections, move || {
-            metrics.connection_shed()
-        });
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let grace = async {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result.map_err(IntakeError::Serve),
-        () = grace => {
-            tracing::warn!("uploads still running after the shutdown grace period were discarded");
-            Ok(())
-        }
+    let listener = conn::StallingListener::new(
+        listener,
+        conn::STALL_TIMEOUT,
+        max_connections,
+        per_peer,
+        move || metrics.connection_shed(),
+    );
+    let finished = conn::serve(
+        listener,
+        router(state),
+        header_read_timeout,
+        SHUTDOWN_GRACE,
+        shutdown,
+    )
+    .await;
+    if !finished {
+        tracing::warn!("uploads still running after the shutdown grace period were discarded");
     }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -8,12 +8,14 @@
 //! handler waits for that before it answers.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::io::{self, Read};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,6 +23,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 use zeroize::Zeroizing;
 
 use super::error::ApiError;
@@ -265,6 +268,10 @@ async fn receive_parts(
         inner: body.into_data_stream(),
         budget: budget.clone(),
         yield_next: false,
+        pace: Pace::new(
+            limits.min_upload_bytes_per_second,
+            limits.upload_rate_window.0,
+        ),
     };
     let whole = (limits.max_attachments as u64)
         .saturating_mul(
@@ -584,6 +591,17 @@ pub fn clean_file_name(raw: &str) -> String {
 fn multipart_error(e: multer::Error) -> ApiError {
     match e {
         multer::Error::StreamReadFailed(source) => match source.downcast_ref::<BodyError>() {
+            Some(BodyError::TooSlow {
+                min_per_second,
+                window,
+            }) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "upload_too_slow",
+                format!(
+                    "the upload arrived at less than {min_per_second} bytes a second over {}, the slowest this server waits for; nothing was stored; send it again over a faster or steadier connection",
+                    crate::config::Span(*window)
+                ),
+            ),
             Some(BodyError::HeadersTooLong) => ApiError::bad_request(
                 "headers_too_long",
                 format!(
@@ -818,6 +836,11 @@ impl HeaderBudget {
 enum BodyError {
     #[error("part headers too long")]
     HeadersTooLong,
+    #[error("the upload is slower than the minimum rate")]
+    TooSlow {
+        min_per_second: u64,
+        window: Duration,
+    },
     #[error("reading the request body failed")]
     Read,
 }
@@ -829,6 +852,91 @@ struct BodyStream {
     inner: BodyDataStream,
     budget: Arc<HeaderBudget>,
     yield_next: bool,
+    pace: Pace,
+}
+
+/// The minimum upload rate: over every `window` of time spent waiting on
+/// the client (not on the sealer, which only makes us read later), at
+/// least `min_per_second × window` bytes must arrive. A slow client then
+/// holds an upload slot for about one window, not for `upload_timeout`.
+struct Pace {
+    min_per_second: u64,
+    window: Duration,
+    /// Time spent waiting on the client in the current window.
+    waited: Duration,
+    /// Bytes received in the current window.
+    bytes: u64,
+    /// Since when the current wait runs.
+    waiting_since: Option<Instant>,
+    alarm: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pace {
+    fn new(min_per_second: u64, window: Duration) -> Pace {
+        Pace {
+            min_per_second,
+            window,
+            waited: Duration::ZERO,
+            bytes: 0,
+            waiting_since: None,
+            alarm: None,
+        }
+    }
+
+    fn too_slow(&self) -> BodyError {
+        BodyError::TooSlow {
+            min_per_second: self.min_per_second,
+            window: self.window,
+        }
+    }
+
+    /// Ends the current wait at `now`; then, if a whole window was waited,
+    /// checks it and starts the next.
+    fn account(&mut self, now: Instant) -> Result<(), BodyError> {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += now.saturating_duration_since(since);
+        }
+        if self.waited < self.window {
+            return Ok(());
+        }
+        let needed = u128::from(self.min_per_second) * self.window.as_millis() / 1000;
+        if u128::from(self.bytes) < needed {
+            return Err(self.too_slow());
+        }
+        self.waited = Duration::ZERO;
+        self.bytes = 0;
+        Ok(())
+    }
+
+    /// Data arrived.
+    fn received(&mut self, n: usize) -> Result<(), BodyError> {
+        self.alarm = None;
+        self.bytes = self.bytes.saturating_add(n as u64);
+        self.account(Instant::now())
+    }
+
+    /// The client made us wait: arms an alarm for the end of the window
+    /// and fails once it rings with too few bytes received.
+    fn waiting(&mut self, cx: &mut Context<'_>) -> Result<(), BodyError> {
+        if self.min_per_second == 0 {
+            return Ok(());
+        }
+        loop {
+            let now = Instant::now();
+            let since = *self.waiting_since.get_or_insert(now);
+            let alarm = self.alarm.get_or_insert_with(|| {
+                let left = self.window.saturating_sub(self.waited);
+                Box::pin(tokio::time::sleep_until(since + left))
+            });
+            if alarm.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            // A window of waiting passed: check it, and wait on in the next.
+            self.alarm = None;
+            self.account(now)?;
+            self.waiting_since = Some(now);
+        }
+    }
 }
 
 impl Stream for BodyStream {
@@ -842,6 +950,9 @@ impl Stream for BodyStream {
         }
         match Pin::new(&mut self.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => {
+                if let Err(e) = self.pace.received(bytes.len()) {
+                    return Poll::Ready(Some(Err(e)));
+                }
                 if self.budget.active.load(Ordering::Relaxed) {
                     let used = self
                         .budget
@@ -857,7 +968,10 @@ impl Stream for BodyStream {
             }
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError::Read))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match self.pace.waiting(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Some(Err(e))),
+            },
         }
     }
 }
@@ -904,6 +1018,69 @@ mod tests {
             panic!("not an invalid report");
         };
         assert_eq!(errors.0.len(), MAX_FIELD_ERRORS);
+    }
+
+    /// A body that sends `chunk` bytes every `every`, `count` times.
+    fn paced_body(chunk: usize, every: Duration, count: usize) -> BodyStream {
+        let stream = futures_util::stream::unfold(0usize, move |sent| async move {
+            if sent == count {
+                return None;
+            }
+            tokio::time::sleep(every).await;
+            Some((Ok::<_, io::Error>(Bytes::from(vec![b'x'; chunk])), sent + 1))
+        });
+        BodyStream {
+            inner: Body::from_stream(stream).into_data_stream(),
+            budget: Arc::new(HeaderBudget::default()),
+            yield_next: false,
+            pace: Pace::new(1000, Duration::from_millis(400)),
+        }
+    }
+
+    async fn read_all(mut body: BodyStream) -> Result<u64, BodyError> {
+        use futures_util::StreamExt;
+        let mut total = 0;
+        while let Some(chunk) = body.next().await {
+            total += chunk?.len() as u64;
+        }
+        Ok(total)
+    }
+
+    #[tokio::test]
+    async fn a_body_under_the_minimum_rate_is_cut_after_one_window() {
+        let started = std::time::Instant::now();
+        // 10 bytes every 50 ms: 200 bytes a second, under 1000.
+        let result = read_all(paced_body(10, Duration::from_millis(50), 1000)).await;
+        assert!(
+            matches!(
+                result,
+                Err(BodyError::TooSlow {
+                    min_per_second: 1000,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // A client that goes silent is cut too, without sending anything.
+        let started = std::time::Instant::now();
+        let silent = read_all(paced_body(10, Duration::from_secs(30), 1)).await;
+        assert!(
+            matches!(silent, Err(BodyError::TooSlow { .. })),
+            "{silent:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_body_at_the_minimum_rate_is_read_whole() {
+        // 200 bytes every 50 ms: 4000 bytes a second, for over two windows.
+        let total = read_all(paced_body(200, Duration::from_millis(50), 20)).await;
+        assert_eq!(total.ok(), Some(4000));
     }
 
     #[test]
