@@ -420,6 +420,18 @@ impl Notifier {
     }
 }
 
+/// Sends the key alerts queued so far as one notice, if there are any.
+async fn send_alerts(sender: &Sender, handle: &NotifierHandle, shutdown: &CancellationToken) {
+    let alerts = handle.take_alerts();
+    if !alerts.is_empty() {
+        let notice = sender.alert_notice(&alerts);
+        tokio::select! {
+            () = sender.send(&notice, MAX_ATTEMPTS) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
 async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken) {
     if sender.targets.is_empty() {
         return;
@@ -439,20 +451,20 @@ async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken
                 () = shutdown.cancelled() => return,
             }
         }
-        let alerts = handle.take_alerts();
-        if !alerts.is_empty() {
-            let notice = sender.alert_notice(&alerts);
-            tokio::select! {
-                () = sender.send(&notice, MAX_ATTEMPTS) => {}
-                () = shutdown.cancelled() => {}
-            }
-        }
+        send_alerts(&sender, &handle, &shutdown).await;
         if handle.pending() > 0 {
             // Collect for one window: a burst becomes one notice, and two
-            // report notices are always at least a window apart.
-            let stopping = tokio::select! {
-                () = tokio::time::sleep(sender.window) => false,
-                () = shutdown.cancelled() => true,
+            // report notices are always at least a window apart. Key
+            // alerts arriving meanwhile do not wait for the window.
+            let window_end = tokio::time::Instant::now() + sender.window;
+            let stopping = loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(window_end) => break false,
+                    () = shutdown.cancelled() => break true,
+                    () = handle.shared.wake.notified() => {
+                        send_alerts(&sender, &handle, &shutdown).await;
+                    }
+                }
             };
             let count = handle.shared.pending.swap(0, Ordering::Relaxed);
             if count > 0 {
