@@ -266,6 +266,7 @@ pub async fn serve_with(
         clock,
         metrics.clone(),
         Some(notifier),
+        state.key_recheck(),
         shutdown.clone(),
     ));
     let retention = crate::retention::spawn(

@@ -182,6 +182,7 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
                 "attachments": sealed.attachments.iter().map(|a| json!({
                     "name": a.name, "size": a.size, "sha256": a.sha256,
                 })).collect::<Vec<_>>(),
+                "recipients": sealed.recipients,
                 "receipt": accepted.receipt,
             });
             (StatusCode::CREATED, Json(body)).into_response()
@@ -291,16 +292,36 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         problems.push(problem);
     }
     let usable = keys.usable_at(now).len();
-    let status = if problems.is_empty() {
-        StatusCode::OK
+    let unusable = keys.unusable_at(now);
+    let unreadable = keys.keyring.bad_files.len();
+    let total = keys.keyring.entries.len() + unreadable;
+    let mut degraded = Vec::new();
+    if usable > 0 && usable < total {
+        degraded.push(format!(
+            "{} of {total} maintainer certificates unusable: reports are sealed only to the {usable} usable one(s); renew or replace the others (see unusable_keys)",
+            total - usable
+        ));
+        if unreadable > 0 {
+            degraded.push(format!(
+                "{unreadable} file(s) in the keys directory hold no readable certificate (run `embargo keys check`)"
+            ));
+        }
+    }
+    let (status, word) = if !problems.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if !degraded.is_empty() {
+        (StatusCode::OK, "degraded")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::OK, "ok")
     };
     // Fingerprints and expiry dates only (no file paths): this is public.
     let key_alerts = crate::alerts::expiry_alerts(&keys.keyring, now);
     let body = json!({
-        "status": if problems.is_empty() { "ok" } else { "unavailable" },
+        "status": word,
         "usable_keys": usable,
+        "maintainer_keys": total,
+        "unusable_keys": unusable,
+        "degraded": degraded,
         "problems": problems,
         "key_alerts": key_alerts,
     });
