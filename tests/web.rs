@@ -1058,7 +1058,7 @@ fn a_key_that_expires_while_serving_stops_being_used() {
         .unwrap();
     site.add_key("short.asc", &common::armored_public(&short));
     site.write_config(&format!(
-        "listen = \"127.0.0.1:0\"\n[limits]\n{TEST_LIMITS}\n"
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org\"\n[limits]\n{TEST_LIMITS}\n"
     ));
     let srv = Server::start(&site);
     let post = || {
