@@ -775,7 +775,7 @@ fn a_config_that_cannot_work_stops_serve_before_it_binds_with_a_clear_message() 
                 "{listen}[maintainers]\nnotify = [\"mailto:team@example.org\"]\n[smtp]\nhost = \"127.0.0.1\"\nfrom = \"i@example.org\"\nusername = \"u\"\npassword_file = \"missing-password\"\n"
             ),
             format!(
-                "embargo: error: cannot start the notices to [maintainers] notify: cannot read [smtp] password_file {}: No such file or directory (os error 2)\n",
+                "embargo: error: invalid config value for smtp.password_file: cannot read {}: No such file or directory (os error 2); create it (mode 0600, the password on its first line) or fix the path\n",
                 site.path().join("missing-password").display()
             ),
         ),
@@ -783,6 +783,15 @@ fn a_config_that_cannot_work_stops_serve_before_it_binds_with_a_clear_message() 
             format!("{listen}security_txt_expires = \"{in_two_years}\"\n"),
             format!(
                 "embargo: error: invalid config value for security_txt_expires: {in_two_years} is more than a year ahead: RFC 9116 asks for less, so that an abandoned security.txt goes stale; set a date within the next year\n"
+            ),
+        ),
+        (
+            format!(
+                "{listen}[mailbox]\nhost = \"127.0.0.1\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"no-imap-password\"\n"
+            ),
+            format!(
+                "embargo: error: invalid config value for mailbox.password_file: cannot read {}: No such file or directory (os error 2); create it (mode 0600, the password on its first line) or fix the path\n",
+                site.path().join("no-imap-password").display()
             ),
         ),
         (
@@ -797,8 +806,8 @@ fn a_config_that_cannot_work_stops_serve_before_it_binds_with_a_clear_message() 
         let (code, log) = serve_until_exit(&site, &[], Duration::from_secs(60));
         assert_eq!(code, Some(1), "{text}\n{log}");
         assert!(!log.contains("listening"), "{text}\n{log}");
-        let last = log.lines().last().unwrap_or_default();
-        assert_eq!(format!("{last}\n"), expected, "{text}\n{log}");
+        let last = format!("{}\n", log.lines().last().unwrap_or_default());
+        assert_eq!(last, expected, "{text}\n{log}");
         // The port was never taken.
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     }

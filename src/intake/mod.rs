@@ -336,6 +336,35 @@ fn check_before_binding(config: &Config, clock: Clock) -> Result<(), IntakeError
             );
         }
     }
+    // Secrets read later by the poller or the acknowledgements: a missing
+    // file stops the start now rather than failing in the background.
+    let files = [
+        (
+            "smtp.password_file",
+            config.smtp.as_ref().and_then(|s| s.password_file.as_ref()),
+        ),
+        (
+            "mailbox.password_file",
+            config
+                .mailbox
+                .as_ref()
+                .filter(|m| m.kind == "imap")
+                .and_then(|m| m.password_file.as_ref()),
+        ),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path
+            && let Err(e) = std::fs::File::open(path)
+        {
+            return Err(IntakeError::Config(crate::config::ConfigError::Value {
+                key,
+                message: format!(
+                    "cannot read {}: {e}; create it (mode 0600, the password on its first line) or fix the path",
+                    path.display()
+                ),
+            }));
+        }
+    }
     if config.public_url.is_none() {
         tracing::warn!(
             "public_url is not set: /.well-known/security.txt is not served (its URLs are never taken from a request's Host header); set public_url in the config"
@@ -402,6 +431,7 @@ pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
     }
     let mut config = Config::defaults_in(dir);
     config.listen = DEMO_LISTEN.into();
+    config.public_url = Some(format!("http://{DEMO_LISTEN}"));
     config.project_name = "embargo demo".into();
     // The intake signing key, public part beside the demo key for --signer.
     let secrets = IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?;
