@@ -1302,7 +1302,7 @@ fn the_form_shows_fields_policy_and_key_fingerprints() {
 
 #[test]
 fn keys_security_txt_and_signing_key() {
-    let (site, cert) = site_with_key("", TEST_LIMITS);
+    let (site, cert) = site_with_key("public_url = \"https://intake.example.org\"", TEST_LIMITS);
     let srv = Server::start(&site);
     let c = client();
     let r = c.get(srv.url("/keys.asc")).send().unwrap();
@@ -1328,7 +1328,9 @@ fn keys_security_txt_and_signing_key() {
         .unwrap()
         .text()
         .unwrap();
-    let base = srv.base.clone();
+    // URLs come from public_url, never from the address the request used.
+    let base = "https://intake.example.org";
+    assert!(!txt.contains(&srv.addr), "{txt}");
     assert!(txt.contains(&format!("Contact: {base}/\n")), "{txt}");
     assert!(
         txt.contains(&format!("Encryption: {base}/keys.asc\n")),
