@@ -37,6 +37,9 @@ pub enum Level {
     Expired,
     /// Not usable (expired, revoked, no encryption subkey) when loaded.
     Unusable,
+    /// Some certificates are unusable while others remain: reports are
+    /// sealed to fewer maintainers than are configured.
+    Degraded,
     /// No certificate is usable: every report is refused until one is added.
     NoUsableKey,
 }
@@ -127,6 +130,33 @@ pub fn expiry_alerts(keyring: &Keyring, now: SystemTime) -> Vec<Alert> {
             });
         }
     }
+    let unusable = alerts
+        .iter()
+        .filter(|a| matches!(a.level, Level::Expired | Level::Unusable))
+        .filter_map(|a| a.fingerprint.clone())
+        .collect::<Vec<_>>();
+    let total = keyring.entries.len() + keyring.bad_files.len();
+    if usable_now > 0 && usable_now < total {
+        let mut named = unusable.join(", ");
+        if !keyring.bad_files.is_empty() {
+            if !named.is_empty() {
+                named.push_str("; ");
+            }
+            named.push_str(&format!(
+                "{} key file(s) holding no readable certificate",
+                keyring.bad_files.len()
+            ));
+        }
+        alerts.push(Alert {
+            level: Level::Degraded,
+            fingerprint: None,
+            expires: None,
+            message: format!(
+                "{} of {total} maintainer certificates unusable ({named}): reports are sealed only to the {usable_now} usable one(s), so the others cannot read new reports; renew or replace the unusable certificates, then reload keys (SIGHUP)",
+                total - usable_now
+            ),
+        });
+    }
     if usable_now == 0 {
         alerts.push(Alert {
             level: Level::NoUsableKey,
@@ -148,42 +178,65 @@ fn human_left(left: Duration) -> String {
     }
 }
 
+/// When the alerts for `keyring` next change on their own: the earliest
+/// expiry, after `now`, of a certificate usable at load time. Checked
+/// then, an expiring certificate is announced at once, not at the next
+/// daily check.
+pub fn next_change(keyring: &Keyring, now: SystemTime) -> Option<SystemTime> {
+    keyring
+        .entries
+        .iter()
+        .filter(|e| e.is_usable())
+        .filter_map(|e| e.expires)
+        .filter(|t| *t > now)
+        .min()
+}
+
 /// Remembers which alerts were already sent, so each certificate is
-/// announced once per level (30, 7, 1 days, expired) rather than daily.
+/// announced once per level (30, 7, 1 days, expired) rather than daily,
+/// and a degraded keyring once per set of unusable certificates.
 /// [`Level::NoUsableKey`] is repeated at every check while it lasts.
 #[derive(Debug, Default)]
 pub struct AlertTracker {
-    sent: HashSet<(Option<String>, Level)>,
+    sent: HashSet<AlertKey>,
+}
+
+/// What makes an alert the same one again.
+type AlertKey = (Option<String>, Level, Option<String>);
+
+fn alert_key(a: &Alert) -> AlertKey {
+    // A degraded alert names no single certificate: its text (which
+    // certificates, how many) tells one state from the next.
+    let text = (a.level == Level::Degraded).then(|| a.message.clone());
+    (a.fingerprint.clone(), a.level, text)
 }
 
 impl AlertTracker {
     /// The alerts of `alerts` not sent before; records them as sent.
     pub fn fresh(&mut self, alerts: &[Alert]) -> Vec<Alert> {
-        let current: HashSet<(Option<String>, Level)> = alerts
-            .iter()
-            .map(|a| (a.fingerprint.clone(), a.level))
-            .collect();
+        let current: HashSet<AlertKey> = alerts.iter().map(alert_key).collect();
         // Forget what no longer holds (a renewed key may expire again later).
         self.sent.retain(|k| current.contains(k));
         alerts
             .iter()
-            .filter(|a| {
-                a.level == Level::NoUsableKey || self.sent.insert((a.fingerprint.clone(), a.level))
-            })
+            .filter(|a| a.level == Level::NoUsableKey || self.sent.insert(alert_key(a)))
             .cloned()
             .collect()
     }
 }
 
-/// The daily check for `embargo serve`: every [`CHECK_EVERY`] (and once at
-/// start) gets the current keyring from `keyring`, updates the key gauges of
-/// `metrics`, logs every alert and sends the fresh ones through `notifier`.
-/// Ends when `shutdown` is cancelled.
+/// The key check for `embargo serve`: once at start, whenever `recheck` is
+/// notified (keys reloaded), at the instant a usable certificate expires,
+/// and at least every [`CHECK_EVERY`], it gets the current keyring from
+/// `keyring`, updates the key gauges of `metrics`, logs every alert and
+/// sends the fresh ones through `notifier`. Ends when `shutdown` is
+/// cancelled.
 pub async fn daily<F>(
     keyring: F,
     clock: Clock,
     metrics: Arc<Metrics>,
     notifier: Option<NotifierHandle>,
+    recheck: Arc<tokio::sync::Notify>,
     shutdown: tokio_util::sync::CancellationToken,
 ) where
     F: Fn() -> Option<Keyring> + Send + Sync + 'static,
@@ -192,13 +245,15 @@ pub async fn daily<F>(
     let mut tracker = AlertTracker::default();
     loop {
         let get = keyring.clone();
+        let mut wait = CHECK_EVERY;
         if let Ok(Some(ring)) = tokio::task::spawn_blocking(move || get()).await {
             metrics.set_keys(&ring);
-            let alerts = expiry_alerts(&ring, clock.now());
+            let now = clock.now();
+            let alerts = expiry_alerts(&ring, now);
             for a in &alerts {
                 let fpr = a.fingerprint.as_deref().unwrap_or("-");
                 match a.level {
-                    Level::NoUsableKey | Level::Expired => {
+                    Level::NoUsableKey | Level::Expired | Level::Degraded => {
                         tracing::error!(fingerprint = fpr, "{}", a.message)
                     }
                     _ => tracing::warn!(fingerprint = fpr, "{}", a.message),
@@ -209,10 +264,16 @@ pub async fn daily<F>(
                     n.alert(&a);
                 }
             }
+            if let Some(at) = next_change(&ring, now) {
+                // Just past the expiry, so the certificate is judged expired.
+                let until = at.duration_since(now).unwrap_or_default() + Duration::from_secs(1);
+                wait = wait.min(until);
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = recheck.notified() => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -297,7 +358,16 @@ mod tests {
         let long = cert("long@example.org", None);
         let later = t0() + Duration::from_secs(3 * DAY);
         let both = ring(vec![short.clone(), long], t0());
-        assert_eq!(levels(&expiry_alerts(&both, later)), [Level::Expired]);
+        let degraded = expiry_alerts(&both, later);
+        assert_eq!(levels(&degraded), [Level::Degraded, Level::Expired]);
+        assert!(
+            degraded[0]
+                .message
+                .starts_with("1 of 2 maintainer certificates unusable")
+                && degraded[0].message.contains(&short.fingerprint().to_hex()),
+            "{}",
+            degraded[0].message
+        );
         let alone = ring(vec![short], t0());
         let alerts = expiry_alerts(&alone, later);
         assert_eq!(levels(&alerts), [Level::NoUsableKey, Level::Expired]);

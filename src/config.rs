@@ -79,6 +79,32 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// An instant written as RFC 3339 (`2027-06-30T00:00:00Z`) or as a date
+/// (`2027-06-30`, midnight UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub std::time::SystemTime);
+
+impl FromStr for Timestamp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        crate::clock::parse_rfc3339(s)
+            .or_else(|| crate::clock::parse_rfc3339(&format!("{s}T00:00:00Z")))
+            .map(Timestamp)
+            .ok_or_else(|| {
+                format!("{s:?} is not a date like 2027-06-30 or an RFC 3339 time like 2027-06-30T00:00:00Z")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// How sealed messages are framed (DESIGN §1.6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +133,15 @@ pub struct Config {
     pub key_expiry_warning: Span,
     pub project_name: String,
     pub policy_url: Option<String>,
+    /// The address researchers reach the intake at (`https://…`, or
+    /// `http://…` for a `.onion` or loopback host): every absolute URL the
+    /// intake writes (security.txt) is built from it, never from a request's
+    /// `Host` header. Unset: `/.well-known/security.txt` is not served.
+    pub public_url: Option<String>,
+    /// Latest `Expires` of security.txt (RFC 3339, or a date `2027-06-30`);
+    /// it is also never later than the earliest usable key expiry. Unset:
+    /// one year after the newest certificate file in `keys_dir` changed.
+    pub security_txt_expires: Option<Timestamp>,
     /// Serve `/metrics` without a token on this address (e.g. a loopback
     /// port for Prometheus); on `listen` it needs a maintainer token.
     pub metrics_listen: Option<String>,
@@ -129,6 +164,8 @@ impl Default for Config {
             key_expiry_warning: Span(Duration::from_secs(30 * 86_400)),
             project_name: "Example Project".into(),
             policy_url: None,
+            public_url: None,
+            security_txt_expires: None,
             metrics_listen: None,
             limits: Limits::default(),
             policy: Policy::default(),
@@ -571,6 +608,7 @@ impl Config {
                     .into(),
             });
         }
+        self.validate_cross_fields()?;
         if let Some(mailbox) = &self.mailbox {
             if !["imap", "maildir"].contains(&mailbox.kind.as_str()) {
                 return Err(ConfigError::Value {
@@ -588,6 +626,176 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The `public_url` without a trailing slash, ready to append paths to.
+    pub fn public_base(&self) -> Option<&str> {
+        self.public_url.as_deref().map(|u| u.trim_end_matches('/'))
+    }
+
+    /// Rules that tie one setting to another, or to the machine it points
+    /// at, checked before anything starts (a server that would fail later
+    /// never binds its port).
+    fn validate_cross_fields(&self) -> Result<(), ConfigError> {
+        let value = |key: &'static str, message: String| Err(ConfigError::Value { key, message });
+        if let Some(url) = &self.public_url {
+            check_public_url(url).or_else(|m| value("public_url", m))?;
+        }
+        for target in &self.maintainers.notify {
+            check_notify_target(target, self.smtp.is_some())
+                .or_else(|m| value("maintainers.notify", format!("{target:?}: {m}")))?;
+        }
+        if let Some(smtp) = &self.smtp {
+            if smtp.tls == Tls::None && !is_loopback_host(&smtp.host) {
+                return value(
+                    "smtp.tls",
+                    format!(
+                        "tls = \"none\" would send mail and the password in clear text to {}: it is only allowed for a loopback host; use \"implicit\" or \"starttls\"",
+                        smtp.host
+                    ),
+                );
+            }
+            if smtp.username.is_some() != smtp.password_file.is_some() {
+                return value(
+                    "smtp.username",
+                    "username and password_file go together: give both, or neither for a relay without login".into(),
+                );
+            }
+            if smtp.from.parse::<lettre::message::Mailbox>().is_err() {
+                return value(
+                    "smtp.from",
+                    format!(
+                        "{:?} is not a mail address like \"Example Security <security@example.org>\"",
+                        smtp.from
+                    ),
+                );
+            }
+        }
+        if let Some(metrics) = &self.metrics_listen
+            && metrics.trim() == self.listen.trim()
+        {
+            return value(
+                "metrics_listen",
+                format!(
+                    "is the same address as listen ({metrics}): use another port, e.g. 127.0.0.1:9180"
+                ),
+            );
+        }
+        if self.limits.upload_timeout.0.is_zero() {
+            return value(
+                "limits.upload_timeout",
+                "must be longer than 0s (the default is 30m)".into(),
+            );
+        }
+        if self.retention.max_age.is_some_and(|a| a.0.is_zero()) {
+            return value(
+                "retention.max_age",
+                "0s would delete every report as soon as it is sealed: give a span like \"90d\", or remove the key to keep reports".into(),
+            );
+        }
+        if let Some(mailbox) = &self.mailbox {
+            check_mailbox(mailbox)?;
+        }
+        Ok(())
+    }
+}
+
+/// `public_url`: absolute, https (http only for onion services and
+/// loopback hosts), no credentials, query or fragment.
+fn check_public_url(raw: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        format!(
+            "{raw:?} is not an absolute URL ({e}): write it like \"https://security.example.org\""
+        )
+    })?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("{raw:?} has no host"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if host.ends_with(".onion") || is_loopback_host(host) => {}
+        "http" => {
+            return Err(format!(
+                "{raw:?} uses plain http: use https:// (http:// only for a .onion or loopback host)"
+            ));
+        }
+        other => return Err(format!("{raw:?}: scheme {other:?} is not https")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{raw:?} must not hold a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw:?} must not have a query (?) or fragment (#)"));
+    }
+    Ok(())
+}
+
+/// One `[maintainers] notify` entry: `mailto:` (needs `[smtp]`), `https://`,
+/// or `http://` to a loopback host.
+fn check_notify_target(raw: &str, have_smtp: bool) -> Result<(), String> {
+    if let Some(addr) = raw.strip_prefix("mailto:") {
+        if !have_smtp {
+            return Err("mailto: notices are sent through [smtp], which is not configured: add an [smtp] section or remove the mailto: entry".into());
+        }
+        return addr
+            .parse::<lettre::Address>()
+            .map(|_| ())
+            .map_err(|e| format!("not a mail address ({e})"));
+    }
+    let url =
+        reqwest::Url::parse(raw).map_err(|e| format!("not a mailto: or https:// URL ({e})"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if url.host_str().is_some_and(is_loopback_host) => Ok(()),
+        "http" => Err("plain http:// is only allowed to a loopback host: use https://".into()),
+        other => Err(format!(
+            "unsupported scheme {other:?}: use mailto: or https://"
+        )),
+    }
+}
+
+/// `[mailbox]`: what the poller needs to connect, checked before start.
+fn check_mailbox(mailbox: &Mailbox) -> Result<(), ConfigError> {
+    let value = |key: &'static str, message: String| Err(ConfigError::Value { key, message });
+    if mailbox.poll_interval.0.is_zero() {
+        return value(
+            "mailbox.poll_interval",
+            "must be longer than 0s (the default is 60s)".into(),
+        );
+    }
+    if mailbox.kind != "imap" {
+        return Ok(());
+    }
+    let Some(host) = mailbox.host.as_deref() else {
+        return value("mailbox.host", "is required for kind = \"imap\"".into());
+    };
+    if mailbox.tls == Tls::None && !is_loopback_host(host) {
+        return value(
+            "mailbox.tls",
+            format!(
+                "tls = \"none\" would send the password and every report in clear text to {host}: it is only allowed for a loopback host; use \"implicit\" or \"starttls\""
+            ),
+        );
+    }
+    if mailbox.username.is_none() || mailbox.password_file.is_none() {
+        return value(
+            "mailbox.username",
+            "username and password_file are required for kind = \"imap\"".into(),
+        );
+    }
+    if let Some(folder) = mailbox.after_sealing.strip_prefix("move:")
+        && (folder.is_empty() || folder == mailbox.folder)
+    {
+        return value(
+            "mailbox.after_sealing",
+            format!(
+                "{:?} must name another folder than {:?}",
+                mailbox.after_sealing, mailbox.folder
+            ),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -630,6 +838,147 @@ mod tests {
         let text = include_str!("../deploy/embargo.toml");
         let c = Config::parse(text).unwrap();
         assert_eq!(c.policy.fix_deadline("high").unwrap().to_string(), "30d");
+        // It starts as shipped: no notice target that needs a section it
+        // leaves commented out.
+        assert!(c.smtp.is_none() && c.maintainers.notify.is_empty());
+    }
+
+    #[test]
+    fn every_cross_field_rule_is_checked_at_parse_time_and_names_its_key() {
+        let smtp = "[smtp]\nhost = \"smtp.example.org\"\nfrom = \"S <s@example.org>\"\n";
+        let imap =
+            "[mailbox]\nhost = \"imap.example.org\"\nusername = \"u\"\npassword_file = \"p\"\n";
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                "[maintainers]\nnotify = [\"mailto:team@example.org\"]".into(),
+                "maintainers.notify",
+                "[smtp], which is not configured",
+            ),
+            (
+                format!("[maintainers]\nnotify = [\"mailto:not an address\"]\n{smtp}"),
+                "maintainers.notify",
+                "not a mail address",
+            ),
+            (
+                "[maintainers]\nnotify = [\"http://hooks.example.org/x\"]".into(),
+                "maintainers.notify",
+                "only allowed to a loopback host",
+            ),
+            (
+                "[maintainers]\nnotify = [\"ftp://example.org/\"]".into(),
+                "maintainers.notify",
+                "unsupported scheme",
+            ),
+            (
+                "[smtp]\nhost = \"smtp.example.org\"\ntls = \"none\"\nfrom = \"s@example.org\""
+                    .into(),
+                "smtp.tls",
+                "only allowed for a loopback host",
+            ),
+            (
+                format!("{smtp}username = \"u\""),
+                "smtp.username",
+                "go together",
+            ),
+            (
+                "[smtp]\nhost = \"h\"\nfrom = \"nobody\"".into(),
+                "smtp.from",
+                "not a mail address",
+            ),
+            (
+                "listen = \"127.0.0.1:8080\"\nmetrics_listen = \"127.0.0.1:8080\"".into(),
+                "metrics_listen",
+                "same address as listen",
+            ),
+            (
+                "[limits]\nupload_timeout = \"0s\"".into(),
+                "limits.upload_timeout",
+                "longer than 0s",
+            ),
+            (
+                "[retention]\nmax_age = \"0d\"".into(),
+                "retention.max_age",
+                "delete every report",
+            ),
+            (
+                "[mailbox]\nusername = \"u\"\npassword_file = \"p\"".into(),
+                "mailbox.host",
+                "required",
+            ),
+            (
+                format!("{imap}tls = \"none\""),
+                "mailbox.tls",
+                "only allowed for a loopback host",
+            ),
+            (
+                "[mailbox]\nhost = \"imap.example.org\"".into(),
+                "mailbox.username",
+                "required",
+            ),
+            (
+                format!("{imap}after_sealing = \"move:INBOX\""),
+                "mailbox.after_sealing",
+                "another folder",
+            ),
+            (
+                format!("{imap}poll_interval = \"0s\""),
+                "mailbox.poll_interval",
+                "longer than 0s",
+            ),
+            (
+                "public_url = \"http://security.example.org\"".into(),
+                "public_url",
+                "plain http",
+            ),
+            (
+                "public_url = \"security.example.org\"".into(),
+                "public_url",
+                "not an absolute URL",
+            ),
+            (
+                "public_url = \"https://u:p@security.example.org\"".into(),
+                "public_url",
+                "user name or password",
+            ),
+            (
+                "public_url = \"https://security.example.org/?x=1\"".into(),
+                "public_url",
+                "query",
+            ),
+            (
+                "security_txt_expires = \"next year\"".into(),
+                "security_txt_expires",
+                "not a date",
+            ),
+        ];
+        for (text, key, phrase) in cases {
+            let err = Config::parse(&text).unwrap_err();
+            assert!(
+                err.contains(key) && err.contains(phrase),
+                "{text:?} gave {err:?}, expected {key} / {phrase}"
+            );
+        }
+        // What these rules allow.
+        for ok in [
+            format!(
+                "[maintainers]\nnotify = [\"mailto:team@example.org\", \"https://h.example.org/x\", \"http://127.0.0.1:9/x\"]\n{smtp}"
+            ),
+            "public_url = \"http://abcdefghijklmnop.onion\"".into(),
+            "public_url = \"https://security.example.org/intake/\"".into(),
+            "[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"s@example.org\"".into(),
+            "security_txt_expires = \"2027-06-30\"".into(),
+            "security_txt_expires = \"2027-06-30T12:00:00Z\"".into(),
+            "[mailbox]\nkind = \"maildir\"\nfolder = \"Maildir\"".into(),
+            imap.to_string(),
+        ] {
+            assert!(
+                Config::parse(&ok).is_ok(),
+                "{ok:?}: {:?}",
+                Config::parse(&ok).err()
+            );
+        }
+        let c = Config::parse("public_url = \"https://security.example.org/intake/\"").unwrap();
+        assert_eq!(c.public_base(), Some("https://security.example.org/intake"));
     }
 
     #[test]

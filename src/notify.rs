@@ -420,6 +420,18 @@ impl Notifier {
     }
 }
 
+/// Sends the key alerts queued so far as one notice, if there are any.
+async fn send_alerts(sender: &Sender, handle: &NotifierHandle, shutdown: &CancellationToken) {
+    let alerts = handle.take_alerts();
+    if !alerts.is_empty() {
+        let notice = sender.alert_notice(&alerts);
+        tokio::select! {
+            () = sender.send(&notice, MAX_ATTEMPTS) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
 async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken) {
     if sender.targets.is_empty() {
         return;
@@ -439,20 +451,20 @@ async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken
                 () = shutdown.cancelled() => return,
             }
         }
-        let alerts = handle.take_alerts();
-        if !alerts.is_empty() {
-            let notice = sender.alert_notice(&alerts);
-            tokio::select! {
-                () = sender.send(&notice, MAX_ATTEMPTS) => {}
-                () = shutdown.cancelled() => {}
-            }
-        }
+        send_alerts(&sender, &handle, &shutdown).await;
         if handle.pending() > 0 {
             // Collect for one window: a burst becomes one notice, and two
-            // report notices are always at least a window apart.
-            let stopping = tokio::select! {
-                () = tokio::time::sleep(sender.window) => false,
-                () = shutdown.cancelled() => true,
+            // report notices are always at least a window apart. Key
+            // alerts arriving meanwhile do not wait for the window.
+            let window_end = tokio::time::Instant::now() + sender.window;
+            let stopping = loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(window_end) => break false,
+                    () = shutdown.cancelled() => break true,
+                    () = handle.shared.wake.notified() => {
+                        send_alerts(&sender, &handle, &shutdown).await;
+                    }
+                }
             };
             let count = handle.shared.pending.swap(0, Ordering::Relaxed);
             if count > 0 {
@@ -517,27 +529,35 @@ mod tests {
             "[maintainers]\nnotify = [\"mailto:a@example.org\", \"https://hooks.example.org/x\", \"http://127.0.0.1:9/x\"]\n{smtp}"
         ));
         assert_eq!(targets(&ok).unwrap().len(), 3);
-        for (bad, why) in [
-            (
-                "[maintainers]\nnotify = [\"mailto:a@example.org\"]",
-                "[smtp]",
-            ),
-            (
-                "[maintainers]\nnotify = [\"http://hooks.example.org/x\"]",
-                "loopback",
-            ),
-            ("[maintainers]\nnotify = [\"ftp://127.0.0.1/x\"]", "scheme"),
-            (
-                "[maintainers]\nnotify = [\"mailto:not an address\"]\n[smtp]\nhost = \"h\"\nfrom = \"s@example.org\"",
-                "address",
-            ),
+        for (target, with_smtp, why) in [
+            ("mailto:a@example.org", false, "[smtp]"),
+            ("http://hooks.example.org/x", false, "loopback"),
+            ("ftp://127.0.0.1/x", false, "scheme"),
+            ("mailto:not an address", true, "address"),
         ] {
-            let err = targets(&config(bad)).unwrap_err().to_string();
-            assert!(err.contains(why), "{bad}: {err}");
+            let text = format!(
+                "[maintainers]\nnotify = [\"{target}\"]\n{}",
+                if with_smtp { smtp } else { "" }
+            );
+            // Refused when the file is read, before anything starts...
+            let err = Config::parse(&text).unwrap_err();
+            assert!(err.contains(why), "{target}: {err}");
+            // ...and again by the notifier, for configs built in code.
+            let mut built = if with_smtp {
+                config(smtp)
+            } else {
+                Config::default()
+            };
+            built.maintainers.notify = vec![target.to_string()];
+            let err = targets(&built).unwrap_err().to_string();
+            assert!(err.contains(why), "{target}: {err}");
         }
-        let remote_plain = config(
-            "[maintainers]\nnotify = [\"mailto:a@example.org\"]\n[smtp]\nhost = \"smtp.example.org\"\ntls = \"none\"\nfrom = \"s@example.org\"",
+        let mut remote_plain = config(
+            "[maintainers]\nnotify = [\"mailto:a@example.org\"]\n[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"s@example.org\"",
         );
+        if let Some(smtp) = remote_plain.smtp.as_mut() {
+            smtp.host = "smtp.example.org".into();
+        }
         assert!(
             Sender::new(&remote_plain, None)
                 .err()

@@ -289,3 +289,50 @@ fn key_alerts_go_through_the_same_targets_at_once() {
     assert_eq!(body["kind"], "keys");
     assert_eq!(body["count"], 1);
 }
+
+#[test]
+fn key_alerts_are_not_held_back_by_the_report_window() {
+    let smtp = SmtpSink::start();
+    let receiver = Receiver::start(0);
+    // A report is waiting for its one-hour window when the alert comes.
+    let config = config(&smtp, &receiver.url("/hook"), "1h");
+    let shutdown = CancellationToken::new();
+    runtime().block_on(async {
+        let (handle, task) = Notifier::spawn(&config, None, shutdown.clone()).unwrap();
+        handle.report_arrived();
+        wait_until("the notifier to collect the report", 10, || {
+            handle.pending() == 1
+        })
+        .await;
+        // Let the task enter the report window before the alert is queued.
+        tokio::task::yield_now().await;
+        let keyring = embargo::keys::Keyring {
+            dir: "keys".into(),
+            entries: vec![],
+            bad_files: vec![],
+            checked_at: std::time::SystemTime::now(),
+        };
+        for alert in embargo::alerts::expiry_alerts(&keyring, std::time::SystemTime::now()) {
+            handle.alert(&alert);
+        }
+        wait_until("the alert inside the report window", 30, || {
+            smtp.received().len() == 1 && receiver.hits().len() == 1
+        })
+        .await;
+        assert_eq!(
+            handle.pending(),
+            1,
+            "the report notice still waits for its window"
+        );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .unwrap()
+            .unwrap();
+    });
+    let body: serde_json::Value = serde_json::from_str(&receiver.hits()[0].body).unwrap();
+    assert_eq!(
+        body["kind"], "keys",
+        "the first notice is the alert: {body}"
+    );
+}

@@ -322,7 +322,7 @@ fn healthz_lists_key_expiry_alerts_and_security_txt_expires_with_the_key() {
         .unwrap();
     let site = Site::new();
     site.add_key("soon.asc", &armored_public(&cert));
-    site.write_config("listen = \"127.0.0.1:0\"\n");
+    site.write_config("listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org\"\n");
     let srv = Server::start(&site);
     let r = client().get(srv.url("/healthz")).send().unwrap();
     assert_eq!(r.status(), 200, "still usable");
@@ -344,10 +344,8 @@ fn healthz_lists_key_expiry_alerts_and_security_txt_expires_with_the_key() {
         .unwrap()
         .text()
         .unwrap();
-    let expires = txt
-        .lines()
-        .find_map(|l| l.strip_prefix("Expires: "))
-        .unwrap();
+    let signed = signed_text(&txt);
+    let expires = field(&signed, "Expires");
     let expires = embargo::clock::parse_rfc3339(expires).unwrap();
     let key_expiry = cert.primary_key().key().creation_time() + Duration::from_secs(10 * 86_400);
     assert!(
@@ -438,4 +436,379 @@ fn with_delete_after_fetch_a_report_fetched_whole_disappears_and_others_stay() {
         srv.log_text().contains(&fetched),
         "the deletion is logged by ID"
     );
+}
+
+/// The cleartext-signed body's signed text (between the header and the
+/// signature), without dash-escaping.
+fn signed_text(body: &str) -> String {
+    let start = body.find("\n\n").expect("armor header ends") + 2;
+    let end = body.find("-----BEGIN PGP SIGNATURE-----").unwrap();
+    body[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("- ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn field<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// GET `path` with `Host: host` exactly as given; (status, body).
+fn get_with_host(srv: &Server, path: &str, host: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, text) = server::raw_http(&srv.addr, request.as_bytes(), false);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+#[test]
+fn security_txt_takes_urls_from_public_url_never_host_is_signed_and_never_rolls_expires_forward() {
+    use sequoia_openpgp::cert::prelude::*;
+    let site = Site::new();
+    // A key that never expires: Expires then follows the key files' age.
+    site.add_key("a.asc", &armored_public(&sequoia_key("a <a@example.org>")));
+    let changed = std::time::SystemTime::now() - Duration::from_secs(40 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(site.keys_dir().join("a.asc"))
+        .unwrap()
+        .set_modified(changed)
+        .unwrap();
+    site.write_config(
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org/\"\npolicy_url = \"https://example.org/security\"\n",
+    );
+    let srv = Server::start(&site);
+    let (status, body) = get_with_host(&srv, "/.well-known/security.txt", "evil.example");
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("evil"), "the Host header leaks in:\n{body}");
+    assert!(
+        body.starts_with("-----BEGIN PGP SIGNED MESSAGE-----"),
+        "{body}"
+    );
+    let text = signed_text(&body);
+    assert_eq!(field(&text, "Contact"), "https://security.example.org/");
+    assert_eq!(
+        field(&text, "Encryption"),
+        "https://security.example.org/keys.asc"
+    );
+    assert_eq!(field(&text, "Policy"), "https://example.org/security");
+    assert_eq!(
+        field(&text, "Canonical"),
+        "https://security.example.org/.well-known/security.txt"
+    );
+    let expires = embargo::clock::parse_rfc3339(field(&text, "Expires")).unwrap();
+    let year = Duration::from_secs(365 * 86_400);
+    assert_eq!(
+        embargo::clock::rfc3339(expires),
+        embargo::clock::rfc3339(changed + year),
+        "a year after the keys last changed, not after this request"
+    );
+    // The legacy location serves the same file; a later request the same Expires.
+    let (status, again) = get_with_host(&srv, "/security.txt", "other.example");
+    assert_eq!(status, 200);
+    assert_eq!(signed_text(&again), text);
+
+    // The signature verifies with stock gpg against the intake signing key.
+    let gpg = Gpg::new();
+    let signing = client()
+        .get(srv.url("/signing-key.asc"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    gpg.import(&signing);
+    let file = site.tmp_dir().join("security.txt");
+    std::fs::write(&file, &body).unwrap();
+    let out = gpg.run(
+        &["--status-fd", "2", "--verify", file.to_str().unwrap()],
+        None,
+    );
+    let status = String::from_utf8_lossy(&out.stderr);
+    let fpr = site.signing_cert().fingerprint().to_hex();
+    assert!(status.contains(&format!("VALIDSIG {fpr}")), "{status}");
+    let mut forged = body.replace(
+        "https://security.example.org/keys.asc",
+        "https://evil.example/keys.asc",
+    );
+    forged.push('\n');
+    std::fs::write(&file, forged).unwrap();
+    assert!(
+        !gpg.try_run(&["--verify", file.to_str().unwrap()], None)
+            .status
+            .success()
+    );
+    drop(srv);
+
+    // A configured date, and a key expiring before it: the earlier wins.
+    let (soon, _) = CertBuilder::general_purpose(Some("soon <s@example.org>"))
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_validity_period(Duration::from_secs(100 * 86_400))
+        .generate()
+        .unwrap();
+    let key_expiry = soon.primary_key().key().creation_time() + Duration::from_secs(100 * 86_400);
+    let in_200_days =
+        embargo::clock::rfc3339(std::time::SystemTime::now() + Duration::from_secs(200 * 86_400));
+    let in_50_days = std::time::SystemTime::now() + Duration::from_secs(50 * 86_400);
+    let date = |t: std::time::SystemTime| embargo::clock::rfc3339(t)[..10].to_string();
+    site.add_key("soon.asc", &armored_public(&soon));
+    for (configured, expected) in [
+        (in_200_days.clone(), embargo::clock::rfc3339(key_expiry)),
+        (date(in_50_days), format!("{}T00:00:00Z", date(in_50_days))),
+    ] {
+        site.write_config(&format!(
+            "listen = \"127.0.0.1:0\"\npublic_url = \"http://abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuv.onion\"\nsecurity_txt_expires = \"{configured}\"\n"
+        ));
+        let srv = Server::start(&site);
+        let (status, body) = get_with_host(&srv, "/.well-known/security.txt", "x");
+        assert_eq!(status, 200, "{body}");
+        let text = signed_text(&body);
+        assert_eq!(field(&text, "Expires"), expected, "{configured}");
+        // An onion service served over http keeps http.
+        assert_eq!(
+            field(&text, "Contact"),
+            "http://abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrstuv.onion/"
+        );
+    }
+
+    // Without public_url there is no security.txt, and the log says why.
+    site.write_config("listen = \"127.0.0.1:0\"\n");
+    let srv = Server::start(&site);
+    let (status, body) = get_with_host(&srv, "/.well-known/security.txt", "evil.example");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("public_url") && !body.contains("evil"),
+        "{body}"
+    );
+    assert!(
+        srv.log_text().contains("public_url is not set"),
+        "{}",
+        srv.log_text()
+    );
+}
+
+#[test]
+fn a_certificate_expiring_while_serving_makes_healthz_degraded_alerts_at_once_and_receipts_name_who_can_read()
+ {
+    use sequoia_openpgp::cert::prelude::*;
+    let now = std::time::SystemTime::now();
+    let lasting = sequoia_key("lasting <l@example.org>");
+    // Expires a few seconds into the test, while the server runs.
+    let (expiring, _) = CertBuilder::general_purpose(Some("expiring <e@example.org>"))
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_creation_time(now - Duration::from_secs(86_400))
+        .set_validity_period(Duration::from_secs(86_400 + 20))
+        .generate()
+        .unwrap();
+    let (a, b) = (
+        lasting.fingerprint().to_hex(),
+        expiring.fingerprint().to_hex(),
+    );
+    let receiver = Receiver::start(0);
+    let site = Site::new();
+    site.add_key("lasting.asc", &armored_public(&lasting));
+    site.add_key("expiring.asc", &armored_public(&expiring));
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\nnotify = [\"{}\"]\n",
+        receiver.url("/hook")
+    ));
+    let srv = Server::start(&site);
+    let recipients = |v: &Value| -> Vec<String> {
+        v["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let r = post_report(&srv, "before", "poc.txt");
+    assert_eq!(r.status(), 201);
+    let first: Value = r.json().unwrap();
+    let mut both = recipients(&first);
+    both.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(both, expected, "sealed to both while both are usable");
+    let health: Value = client()
+        .get(srv.url("/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(health["status"], "ok", "{health}");
+
+    // The certificate expires: healthz says so (200, reports are still
+    // accepted), naming the certificate and why.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let health = loop {
+        let r = client().get(srv.url("/healthz")).send().unwrap();
+        let status = r.status();
+        let body: Value = r.json().unwrap();
+        if body["status"] == "degraded" {
+            assert_eq!(status, 200, "{body}");
+            break body;
+        }
+        assert_eq!(body["status"], "ok", "{body}");
+        assert!(Instant::now() < deadline, "never degraded: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(health["usable_keys"], 1, "{health}");
+    assert_eq!(health["maintainer_keys"], 2, "{health}");
+    assert_eq!(
+        health["unusable_keys"][0]["fingerprint"],
+        b.as_str(),
+        "{health}"
+    );
+    assert!(
+        health["unusable_keys"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("expired "),
+        "{health}"
+    );
+    assert!(
+        health["degraded"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("1 of 2 maintainer certificates unusable"),
+        "{health}"
+    );
+    assert!(
+        !health.to_string().contains("expiring.asc"),
+        "no paths: {health}"
+    );
+
+    // The alert goes out at once, through the notice targets.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        if let Some(hit) = receiver
+            .hits()
+            .into_iter()
+            .find(|h| h.body.contains("1 of 2 maintainer certificates unusable"))
+        {
+            break hit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert: {:?}",
+            receiver.hits().iter().map(|h| &h.body).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let body: Value = serde_json::from_str(&alert.body).unwrap();
+    assert_eq!(body["kind"], "keys");
+    assert!(body["text"].as_str().unwrap().contains(&b), "{body}");
+    assert!(!alert.body.contains(CANARY), "{body}");
+
+    // Reports still arrive, sealed to the usable certificate only, and
+    // every receipt says so: API answer, signed text and receipt page.
+    let r = post_report(&srv, "after", "poc.txt");
+    assert_eq!(r.status(), 201);
+    let second: Value = r.json().unwrap();
+    assert_eq!(recipients(&second), vec![a.clone()]);
+    let receipt = second["receipt"].as_str().unwrap();
+    assert!(receipt.contains(&a) && !receipt.contains(&b), "{receipt}");
+    let form = Form::new()
+        .text("title", "after, by the form")
+        .text("description", "d");
+    let r = client()
+        .post(srv.url("/report"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let page = r.text().unwrap();
+    let listed = page
+        .split("id=\"recipients\">")
+        .nth(1)
+        .unwrap()
+        .split("</ul>")
+        .next()
+        .unwrap();
+    assert!(listed.contains(&a) && !listed.contains(&b), "{listed}");
+}
+
+#[test]
+fn the_shipped_example_config_starts_as_is_and_answers_healthz() {
+    let site = Site::new();
+    let shipped = include_str!("../deploy/embargo.toml");
+    assert!(shipped.contains("listen = \"127.0.0.1:8080\""));
+    // Only the port changes, so that tests running in parallel never collide.
+    std::fs::write(
+        site.config_path(),
+        shipped.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\""),
+    )
+    .unwrap();
+    std::fs::remove_dir(site.state_dir()).unwrap();
+    std::fs::remove_dir(site.store_dir()).unwrap();
+    site.add_key("m.asc", &armored_public(&sequoia_key("m <m@example.org>")));
+    let srv = Server::start(&site);
+    let r = client().get(srv.url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    assert!(site.state_dir().join("signing-key.pgp").exists());
+}
+
+#[test]
+fn a_config_that_cannot_work_stops_serve_before_it_binds_with_a_clear_message() {
+    let site = Site::new();
+    site.add_key("m.asc", &armored_public(&sequoia_key("m <m@example.org>")));
+    let port = free_port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"\n");
+    let config = site.config_path().display().to_string();
+    let in_two_years =
+        embargo::clock::rfc3339(std::time::SystemTime::now() + Duration::from_secs(730 * 86_400));
+    let cases = [
+        (
+            format!("{listen}[maintainers]\nnotify = [\"mailto:team@example.org\"]\n"),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for maintainers.notify: \"mailto:team@example.org\": mailto: notices are sent through [smtp], which is not configured: add an [smtp] section or remove the mailto: entry\n"
+            ),
+        ),
+        (
+            // Only found by reading the file: checked before binding too.
+            format!(
+                "{listen}[maintainers]\nnotify = [\"mailto:team@example.org\"]\n[smtp]\nhost = \"127.0.0.1\"\nfrom = \"i@example.org\"\nusername = \"u\"\npassword_file = \"missing-password\"\n"
+            ),
+            format!(
+                "embargo: error: invalid config value for smtp.password_file: cannot read {}: No such file or directory (os error 2); create it (mode 0600, the password on its first line) or fix the path\n",
+                site.path().join("missing-password").display()
+            ),
+        ),
+        (
+            format!("{listen}security_txt_expires = \"{in_two_years}\"\n"),
+            format!(
+                "embargo: error: invalid config value for security_txt_expires: {in_two_years} is more than a year ahead: RFC 9116 asks for less, so that an abandoned security.txt goes stale; set a date within the next year\n"
+            ),
+        ),
+        (
+            format!(
+                "{listen}[mailbox]\nhost = \"127.0.0.1\"\ntls = \"none\"\nusername = \"u\"\npassword_file = \"no-imap-password\"\n"
+            ),
+            format!(
+                "embargo: error: invalid config value for mailbox.password_file: cannot read {}: No such file or directory (os error 2); create it (mode 0600, the password on its first line) or fix the path\n",
+                site.path().join("no-imap-password").display()
+            ),
+        ),
+        (
+            format!("{listen}metrics_listen = \"127.0.0.1:{port}\"\n"),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for metrics_listen: is the same address as listen (127.0.0.1:{port}): use another port, e.g. 127.0.0.1:9180\n"
+            ),
+        ),
+    ];
+    for (text, expected) in cases {
+        site.write_config(&text);
+        let (code, log) = serve_until_exit(&site, &[], Duration::from_secs(60));
+        assert_eq!(code, Some(1), "{text}\n{log}");
+        assert!(!log.contains("listening"), "{text}\n{log}");
+        let last = format!("{}\n", log.lines().last().unwrap_or_default());
+        assert_eq!(last, expected, "{text}\n{log}");
+        // The port was never taken.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
 }

@@ -1060,7 +1060,7 @@ fn a_key_that_expires_while_serving_stops_being_used() {
         .unwrap();
     site.add_key("short.asc", &common::armored_public(&short));
     site.write_config(&format!(
-        "listen = \"127.0.0.1:0\"\n[limits]\n{TEST_LIMITS}\n"
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org\"\n[limits]\n{TEST_LIMITS}\n"
     ));
     let srv = Server::start(&site);
     let post = || {
@@ -1304,7 +1304,7 @@ fn the_form_shows_fields_policy_and_key_fingerprints() {
 
 #[test]
 fn keys_security_txt_and_signing_key() {
-    let (site, cert) = site_with_key("", TEST_LIMITS);
+    let (site, cert) = site_with_key("public_url = \"https://intake.example.org\"", TEST_LIMITS);
     let srv = Server::start(&site);
     let c = client();
     let r = c.get(srv.url("/keys.asc")).send().unwrap();
@@ -1330,7 +1330,9 @@ fn keys_security_txt_and_signing_key() {
         .unwrap()
         .text()
         .unwrap();
-    let base = srv.base.clone();
+    // URLs come from public_url, never from the address the request used.
+    let base = "https://intake.example.org";
+    assert!(!txt.contains(&srv.addr), "{txt}");
     assert!(txt.contains(&format!("Contact: {base}/\n")), "{txt}");
     assert!(
         txt.contains(&format!("Encryption: {base}/keys.asc\n")),

@@ -67,6 +67,8 @@ pub enum IntakeError {
     Serve(#[source] std::io::Error),
     #[error("cannot start the notices to [maintainers] notify: {0}")]
     Notify(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot prepare the demo in {dir}: {reason}")]
     Demo { dir: PathBuf, reason: String },
 }
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/keys.asc", get(routes::keys_asc))
         .route("/signing-key.asc", get(routes::signing_key_asc))
         .route("/.well-known/security.txt", get(routes::security_txt))
+        .route("/security.txt", get(routes::security_txt))
         .route("/healthz", get(routes::healthz))
         .route("/static/style.css", get(routes::stylesheet))
         .route("/api/v1/openapi.json", get(routes::openapi))
@@ -218,6 +221,16 @@ pub async fn serve_with(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), IntakeError> {
     let state = AppState::open(config, clock)?;
+    check_before_binding(state.config(), clock)?;
+    // Everything running beside the intake stops with it.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let metrics = state.metrics().clone();
+    // The notices are set up (targets, [smtp] and its password file)
+    // before any port is bound, so a configuration that cannot work
+    // fails here and "listening" is never logged for it.
+    let (notifier, notify_task) =
+        crate::notify::Notifier::spawn(state.config(), Some(metrics.clone()), shutdown.clone())
+            .map_err(|e| IntakeError::Notify(e.to_string()))?;
     let addr = state.config().listen.clone();
     let listener = TcpListener::bind(&addr)
         .await
@@ -228,7 +241,6 @@ pub async fn serve_with(
     let local = listener
         .local_addr()
         .map_err(|source| IntakeError::Listen { addr, source })?;
-    tracing::info!(%local, "web intake listening");
     let metrics_listener = match &state.config().metrics_listen {
         Some(addr) => {
             Some(
@@ -242,13 +254,8 @@ pub async fn serve_with(
         }
         None => None,
     };
+    tracing::info!(%local, "web intake listening");
     reload_on_keys_change(state.clone());
-    // Everything running beside the intake stops with it.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let metrics = state.metrics().clone();
-    let (notifier, notify_task) =
-        crate::notify::Notifier::spawn(state.config(), Some(metrics.clone()), shutdown.clone())
-            .map_err(|e| IntakeError::Notify(e.to_string()))?;
     state.set_notifier(notifier.clone());
     // With [mailbox], the poller shares the notices and the counters.
     let links = crate::mailbox::Links {
@@ -267,6 +274,7 @@ pub async fn serve_with(
         clock,
         metrics.clone(),
         Some(notifier),
+        state.key_recheck(),
         shutdown.clone(),
     ));
     let retention = crate::retention::spawn(
@@ -306,6 +314,64 @@ pub async fn serve_with(
     // Reports accepted before the stop are still announced (bounded wait).
     let _ = notify_task.await;
     result
+}
+
+/// The start-up checks that need more than the configuration text (the
+/// clock), made before anything is bound or spawned.
+fn check_before_binding(config: &Config, clock: Clock) -> Result<(), IntakeError> {
+    let now = clock.now();
+    if let Some(expires) = config.security_txt_expires {
+        if expires.0 > now + routes::SECURITY_TXT_DEFAULT_LIFETIME {
+            return Err(IntakeError::Config(crate::config::ConfigError::Value {
+                key: "security_txt_expires",
+                message: format!(
+                    "{} is more than a year ahead: RFC 9116 asks for less, so that an abandoned security.txt goes stale; set a date within the next year",
+                    crate::clock::rfc3339(expires.0)
+                ),
+            }));
+        }
+        if expires.0 <= now {
+            tracing::warn!(
+                "security_txt_expires ({}) has passed: security.txt is served as expired until it is moved forward",
+                crate::clock::rfc3339(expires.0)
+            );
+        }
+    }
+    // Secrets read later by the poller or the acknowledgements: a missing
+    // file stops the start now rather than failing in the background.
+    let files = [
+        (
+            "smtp.password_file",
+            config.smtp.as_ref().and_then(|s| s.password_file.as_ref()),
+        ),
+        (
+            "mailbox.password_file",
+            config
+                .mailbox
+                .as_ref()
+                .filter(|m| m.kind == "imap")
+                .and_then(|m| m.password_file.as_ref()),
+        ),
+    ];
+    for (key, path) in files {
+        if let Some(path) = path
+            && let Err(e) = std::fs::File::open(path)
+        {
+            return Err(IntakeError::Config(crate::config::ConfigError::Value {
+                key,
+                message: format!(
+                    "cannot read {}: {e}; create it (mode 0600, the password on its first line) or fix the path",
+                    path.display()
+                ),
+            }));
+        }
+    }
+    if config.public_url.is_none() {
+        tracing::warn!(
+            "public_url is not set: /.well-known/security.txt is not served (its URLs are never taken from a request's Host header); set public_url in the config"
+        );
+    }
+    Ok(())
 }
 
 /// `embargo serve`, on a runtime of its own.
@@ -366,6 +432,7 @@ pub fn prepare_demo(dir: &Path) -> Result<Config, IntakeError> {
     }
     let mut config = Config::defaults_in(dir);
     config.listen = DEMO_LISTEN.into();
+    config.public_url = Some(format!("http://{DEMO_LISTEN}"));
     config.project_name = "embargo demo".into();
     // The intake signing key, public part beside the demo key for --signer.
     let secrets = IntakeSecrets::load_or_create(&config.state_dir, &config.project_name)?;

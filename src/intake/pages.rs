@@ -200,6 +200,8 @@ pub struct ReceiptPage {
     pub received_at: String,
     pub attachments: Vec<AttachmentView>,
     pub receipt: String,
+    /// Fingerprints of the maintainer certificates the report was sealed to.
+    pub recipients: Vec<String>,
     pub policy: PolicyView,
     pub acknowledge_by: String,
     pub fix_by: Option<String>,
@@ -360,6 +362,7 @@ pub fn receipt_page(state: &AppState, accepted: &Accepted) -> ReceiptPage {
             })
             .collect(),
         receipt: accepted.receipt.clone(),
+        recipients: accepted.sealed.recipients.clone(),
         policy: policy_view(state),
         acknowledge_by: rfc3339(deadlines.acknowledge_by),
         fix_by: deadlines.fix_by.map(rfc3339),

@@ -24,8 +24,9 @@ use crate::store::Store;
 
 /// No script at all, nothing from another origin, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-/// The longest `Expires` security.txt may announce (RFC 9116 advises under a year).
-const SECURITY_TXT_MAX_AHEAD: Duration = Duration::from_secs(365 * 86_400);
+/// Without `security_txt_expires`, security.txt expires this long after the
+/// certificates were last changed (RFC 9116 advises less than a year).
+pub const SECURITY_TXT_DEFAULT_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 
 /// Adds the security headers every response carries.
 pub async fn security_headers(request: Request, next: Next) -> Response {
@@ -224,6 +225,7 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
                 "attachments": sealed.attachments.iter().map(|a| json!({
                     "name": a.name, "size": a.size, "sha256": a.sha256,
                 })).collect::<Vec<_>>(),
+                "recipients": sealed.recipients,
                 "receipt": accepted.receipt,
             });
             (StatusCode::CREATED, Json(body)).into_response()
@@ -275,44 +277,88 @@ pub async fn signing_key_asc(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The origin this server is reached at, from the request's `Host`.
-fn base_url(headers: &HeaderMap, fallback: &str) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or(fallback);
-    let local =
-        host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]");
-    format!("{}://{host}", if local { "http" } else { "https" })
+/// The latest `Expires` security.txt may announce: never later than the
+/// earliest expiry of a usable maintainer certificate, nor than
+/// `security_txt_expires`, or without it one year after the newest
+/// certificate file in `keys_dir` was changed. It never moves with the
+/// time of the request, so the file of an intake nobody maintains goes
+/// stale, as RFC 9116 intends.
+pub fn security_txt_expires(
+    config: &crate::config::Config,
+    keys: &super::state::KeySet,
+    now: std::time::SystemTime,
+) -> std::time::SystemTime {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let cap = match config.security_txt_expires {
+        Some(t) => t.0,
+        None => keys
+            .keyring
+            .entries
+            .iter()
+            .filter_map(|e| modified(&e.file))
+            .max()
+            .or_else(|| modified(&config.keys_dir))
+            .map_or(std::time::SystemTime::UNIX_EPOCH, |t| {
+                t + SECURITY_TXT_DEFAULT_LIFETIME
+            }),
+    };
+    let earliest_key = keys.usable_at(now).iter().filter_map(|e| e.expires).min();
+    earliest_key.map_or(cap, |k| k.min(cap))
 }
 
-/// `GET /.well-known/security.txt` (RFC 9116).
-pub async fn security_txt(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let now = state.clock().now();
-    let keys = state.keys();
-    let earliest = keys.usable_at(now).iter().filter_map(|e| e.expires).min();
-    let mut expires = now + SECURITY_TXT_MAX_AHEAD;
-    if let Some(t) = earliest {
-        expires = expires.min(t);
-    }
-    let base = base_url(&headers, &state.config().listen);
+/// The text of security.txt for an intake reached at `base` (`public_url`).
+fn security_txt_text(
+    config: &crate::config::Config,
+    base: &str,
+    expires: std::time::SystemTime,
+) -> String {
     let mut text = format!("Contact: {base}/\nEncryption: {base}/keys.asc\n");
-    if let Some(policy) = &state.config().policy_url {
+    if let Some(policy) = &config.policy_url {
         text.push_str(&format!("Policy: {policy}\n"));
     }
     text.push_str(&format!(
         "Preferred-Languages: en\nCanonical: {base}/.well-known/security.txt\nExpires: {}\n",
         rfc3339(expires)
     ));
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    text
 }
 
-/// `GET /healthz`: 200 when a report could be sealed and stored now.
+/// `GET /.well-known/security.txt` and `GET /security.txt` (RFC 9116),
+/// cleartext-signed by the intake key. Every URL in it comes from
+/// `public_url`, never from the request; without `public_url` there is no
+/// security.txt (404 saying so), rather than one pointing wherever the
+/// `Host` header says.
+pub async fn security_txt(State(state): State<AppState>) -> Response {
+    let config = state.config();
+    let Some(base) = config.public_base() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_public_url",
+            "this intake publishes no security.txt: its operator has not set public_url",
+        )
+        .into_response();
+    };
+    let now = state.clock().now();
+    let expires = security_txt_expires(config, &state.keys(), now);
+    let text = security_txt_text(config, base, expires);
+    match crate::seal::writer::sign_cleartext(state.secrets(), &text) {
+        Ok(signed) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            signed,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("signing security.txt failed: {e}");
+            ApiError::internal().into_response()
+        }
+    }
+}
+
+/// `GET /healthz`: 200 when a report could be sealed and stored now, else
+/// 503. When some maintainer certificates are unusable while others
+/// remain, reports are still accepted (sealed to the usable ones), so the
+/// answer stays 200, for load balancers, with `"status": "degraded"`, the
+/// unusable fingerprints and why, for monitoring.
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let now = state.clock().now();
     let keys = state.keys();
@@ -333,16 +379,36 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         problems.push(problem);
     }
     let usable = keys.usable_at(now).len();
-    let status = if problems.is_empty() {
-        StatusCode::OK
+    let unusable = keys.unusable_at(now);
+    let unreadable = keys.keyring.bad_files.len();
+    let total = keys.keyring.entries.len() + unreadable;
+    let mut degraded = Vec::new();
+    if usable > 0 && usable < total {
+        degraded.push(format!(
+            "{} of {total} maintainer certificates unusable: reports are sealed only to the {usable} usable one(s); renew or replace the others (see unusable_keys)",
+            total - usable
+        ));
+        if unreadable > 0 {
+            degraded.push(format!(
+                "{unreadable} file(s) in the keys directory hold no readable certificate (run `embargo keys check`)"
+            ));
+        }
+    }
+    let (status, word) = if !problems.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if !degraded.is_empty() {
+        (StatusCode::OK, "degraded")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::OK, "ok")
     };
     // Fingerprints and expiry dates only (no file paths): this is public.
     let key_alerts = crate::alerts::expiry_alerts(&keys.keyring, now);
     let body = json!({
-        "status": if problems.is_empty() { "ok" } else { "unavailable" },
+        "status": word,
         "usable_keys": usable,
+        "maintainer_keys": total,
+        "unusable_keys": unusable,
+        "degraded": degraded,
         "problems": problems,
         "key_alerts": key_alerts,
     });

@@ -48,6 +48,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Batched "new report" notices, when `serve` runs the notifier.
     notifier: std::sync::OnceLock<NotifierHandle>,
+    /// Wakes the key alerts check when the keys were reloaded.
+    key_recheck: Arc<tokio::sync::Notify>,
 }
 
 /// The maintainer certificates as last loaded, and the sealer built on them.
@@ -55,6 +57,13 @@ pub struct KeySet {
     pub keyring: Keyring,
     /// `None` when no certificate was usable at load time (fail closed).
     pub sealer: Option<Sealer>,
+}
+
+/// A maintainer certificate reports are not sealed to, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct UnusableCert {
+    pub fingerprint: String,
+    pub reason: String,
 }
 
 impl KeySet {
@@ -77,6 +86,26 @@ impl KeySet {
             .entries
             .iter()
             .filter(|e| e.is_usable() && judge(&e.file, e.cert.clone(), now).is_usable())
+            .collect()
+    }
+
+    /// The certificates that are not usable at `now` (since loading, or
+    /// since they expired or were revoked), with the reason, without file
+    /// paths: `/healthz` shows them publicly.
+    pub fn unusable_at(&self, now: SystemTime) -> Vec<UnusableCert> {
+        self.keyring
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let problem = match &e.problem {
+                    Some(p) => p.clone(),
+                    None => judge(&e.file, e.cert.clone(), now).problem?,
+                };
+                Some(UnusableCert {
+                    fingerprint: e.fingerprint().to_hex(),
+                    reason: problem,
+                })
+            })
             .collect()
     }
 
@@ -172,6 +201,7 @@ impl AppState {
                 mailbox: std::sync::OnceLock::new(),
                 metrics,
                 notifier: std::sync::OnceLock::new(),
+                key_recheck: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -184,6 +214,12 @@ impl AppState {
     /// The mailbox poller's health, when one runs in this process.
     pub fn mailbox_health(&self) -> Option<&crate::mailbox::Health> {
         self.inner.mailbox.get()
+    }
+
+    /// Notified whenever the keys are reloaded, so key alerts (a
+    /// certificate now unusable) go out at once.
+    pub fn key_recheck(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.key_recheck.clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -247,6 +283,7 @@ impl AppState {
             Ok(mut k) => *k = set,
             Err(poisoned) => *poisoned.into_inner() = set,
         }
+        self.inner.key_recheck.notify_one();
         tracing::info!(usable, "maintainer certificates reloaded");
         Ok(())
     }
