@@ -36,6 +36,10 @@ report_obj["severity"] = {"anyOf": [{"type": "string", "enum": ["", "low", "medi
 for k in report_obj:
     if "description" in form_fields[k]:
         report_obj[k]["description"] = form_fields[k]["description"]
+SECURITY_TXT = {
+    "200": {"description": "The file: Contact, Encryption, Policy, Canonical and Expires, with URLs from `public_url`; Expires never after the earliest usable key expiry.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+    "404": jerr("No `public_url` is configured, so no absolute URL can be given."),
+}
 doc = {
  "openapi": "3.1.0",
  "info": {"title": "embargo intake", "version": "1",
@@ -75,8 +79,8 @@ doc = {
   "/signing-key.asc": {"get": {"summary": "The intake signing certificate, armored.", "operationId": "signingKey", "responses": {
       "200": {"description": "Armored OpenPGP certificate.", "content": {"application/pgp-keys": {"schema": {"type": "string"}}}},
       "500": jerr("Internal fault.")}}},
-  "/.well-known/security.txt": {"get": {"summary": "RFC 9116 security.txt.", "operationId": "securityTxt", "responses": {
-      "200": {"description": "The file.", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+  "/.well-known/security.txt": {"get": {"summary": "RFC 9116 security.txt, cleartext-signed by the intake key.", "operationId": "securityTxt", "responses": SECURITY_TXT}},
+  "/security.txt": {"get": {"summary": "The same file at the legacy location.", "operationId": "securityTxtLegacy", "responses": SECURITY_TXT}},
   "/healthz": {"get": {"summary": "Whether a report can be sealed and stored now.", "operationId": "health", "responses": {
       "200": {"description": "Healthy.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
       "503": {"description": "Unavailable, with the reasons.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}}}}},
@@ -126,12 +130,16 @@ doc = {
        "report": {"type": "object", "additionalProperties": False, "required": ["title", "description"], "properties": report_obj, "description": "The form's field names; absent and null mean empty. `title` and `description` are required to be non-empty."},
        "reporter": {"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": False, "properties": {
            "name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]}, "credit": {"anyOf": [{"type": "string", "enum": ["", "name", "anonymous"]}, {"type": "null"}], "description": "`name` (then `name` is required) or `anonymous`."}}}]}}},
-   "Accepted": {"type": "object", "required": ["id", "received_at", "attachments", "receipt"], "properties": {
+   "Accepted": {"type": "object", "required": ["id", "received_at", "attachments", "receipt", "recipients"], "properties": {
        "id": {"type": "string"}, "received_at": {"type": "string", "format": "date-time"},
+       "recipients": {"type": "array", "items": {"type": "string"}, "description": "Fingerprints of the maintainer certificates the report was sealed to."},
        "attachments": {"type": "array", "items": {"type": "object", "required": ["name", "size", "sha256"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}, "sha256": {"type": "string"}}}},
        "receipt": {"type": "string", "description": "Cleartext-signed text by the intake signing key: ID, time received, SHA-256 of every sealed part, recipient fingerprints."}}},
    "Health": {"type": "object", "required": ["status", "problems"], "properties": {
-       "status": {"type": "string"}, "usable_keys": {"type": "integer", "minimum": 0},
+       "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"], "description": "`degraded`: reports are accepted but sealed to fewer maintainers than configured (see `degraded` and `unusable_keys`)."},
+       "usable_keys": {"type": "integer", "minimum": 0}, "maintainer_keys": {"type": "integer", "minimum": 0},
+       "unusable_keys": {"type": "array", "items": {"type": "object", "properties": {"fingerprint": {"type": "string"}, "reason": {"type": "string"}}}},
+       "degraded": {"type": "array", "items": {"type": "string"}},
        "problems": {"type": "array", "items": {"type": "string"}}, "key_alerts": {"type": "array"}}},
    "SealedListing": {"type": "object", "required": ["reports"], "properties": {"confirm_fetched": {"type": "boolean", "description": "Whether this intake deletes reports once a fetch is confirmed."}, "reports": {"type": "array", "items": {"type": "object", "required": ["id", "parts"], "properties": {
        "id": {"type": "string"}, "parts": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}}}}}}},

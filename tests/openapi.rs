@@ -74,7 +74,7 @@ fn schemathesis_finds_nothing_against_a_real_server() {
     let cert = sequoia_key("Maintainer <m@example.org>");
     site.add_key("maintainer.asc", &armored_public(&cert));
     site.write_config(&format!(
-        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [\"{}\"]\n[limits]\nrate_limit_per_minute = 100000\n",
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://intake.example.org\"\n[maintainers]\ntoken_sha256 = [\"{}\"]\n[limits]\nrate_limit_per_minute = 100000\n",
         hex::encode(Sha256::digest(TOKEN.as_bytes()))
     ));
     // One stored report, so that the part route is reached with a real ID.
@@ -104,6 +104,12 @@ fn schemathesis_finds_nothing_against_a_real_server() {
         .json()
         .unwrap();
     assert_eq!(served, document(), "the server serves another document");
+    let security_txt = client().get(server.url("/security.txt")).send().unwrap();
+    assert_eq!(
+        security_txt.status(),
+        200,
+        "the 200 answer is the one to test"
+    );
 
     let work = tempfile::tempdir().unwrap();
     fs::write(
