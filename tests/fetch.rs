@@ -699,6 +699,51 @@ fn symlinks_planted_in_the_partial_directory_are_refused_and_nothing_outside_cha
     symlink(&outside, &planted).unwrap();
     refused(&local, &planted);
 
+    // The store's reports directory itself is a link.
+    let local = work.path().join("g");
+    fs::create_dir_all(&local).unwrap();
+    let planted = local.join("reports");
+    symlink(&outside, &planted).unwrap();
+    refused(&local, &planted);
+
+    // A report directory is a link to a copy elsewhere: never hashed and
+    // confirmed to an intake that would then delete its own copy.
+    let elsewhere = work.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("manifest.pgp"), b"MANIFEST!!").unwrap();
+    fs::write(elsewhere.join("001.pgp"), b"PART!").unwrap();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listing = format!(
+        r#"{{"confirm_fetched":true,"reports":[{{"id":"{id}","parts":[{{"name":"manifest.pgp","size":10}},{{"name":"001.pgp","size":5}}]}}]}}"#
+    );
+    let confirming = {
+        let asked = asked.clone();
+        lying_server(move |path| {
+            asked.lock().unwrap().push(path.to_string());
+            if path == "/api/v1/sealed" {
+                (200, listing.clone().into_bytes())
+            } else {
+                (200, b"{}".to_vec())
+            }
+        })
+    };
+    let local = work.path().join("h");
+    fs::create_dir_all(local.join("reports")).unwrap();
+    let planted = local.join("reports").join(id.as_str());
+    symlink(&elsewhere, &planted).unwrap();
+    let run = fetch_cmd(&site, &confirming, &token, &local)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert_eq!(
+        stderr(&run),
+        format!(
+            "embargo: error: {} is a symbolic link or not what embargo made there: embargo never follows links inside a store; remove it (nothing outside was touched) and run again\n",
+            planted.display()
+        )
+    );
+    assert_eq!(*asked.lock().unwrap(), vec!["/api/v1/sealed".to_string()]);
+
     // Without the links, the same fetch works.
     let local = work.path().join("f");
     let run = fetch_cmd(&site, &url, &token, &local).output().unwrap();

@@ -135,14 +135,21 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     // The listing comes first: a refused token writes nothing at all.
     let (reports, confirm) = http.listing()?;
 
-    let store = FsStore::open(&args.store)?;
     let reports_dir = args.store.join("reports");
-    for dir in [
+    let store_dirs = [
         reports_dir.clone(),
         reports_dir.join(".staging"),
         reports_dir.join(".trash"),
-    ] {
-        real_dir(&dir)?;
+    ];
+    // Checked before opening (which creates what is missing) and after.
+    for dir in &store_dirs {
+        if fs::symlink_metadata(dir).is_ok() {
+            real_dir(dir)?;
+        }
+    }
+    let store = FsStore::open(&args.store)?;
+    for dir in &store_dirs {
+        real_dir(dir)?;
     }
     let partial_root = args.store.join(PARTIAL_DIR);
     private_dir(&partial_root)?;
@@ -351,14 +358,16 @@ impl Http {
     /// each part read back from the local store (after its commit fsynced
     /// it), so that `delete_after_fetch` may remove the server's copy.
     fn confirm(&self, store: &FsStore, id: &ReportId) -> Result<(), Error> {
+        // What is hashed must be this store's own copy, not what a link
+        // planted in its place points to.
+        let dir = store.report_dir(id);
+        real_dir(&dir)?;
         let mut parts = serde_json::Map::new();
         for part in store.parts(id)? {
-            let mut reader = store.open_part(id, &part.name)?;
+            let path = dir.join(&part.name);
+            let mut reader = open_no_follow(OpenOptions::new().read(true), &path)?;
             let mut hash = sha2::Sha256::default();
-            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read {
-                path: store.report_dir(id).join(&part.name),
-                source,
-            })?;
+            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read { path, source })?;
             let digest = hex::encode(sha2::Digest::finalize(hash));
             parts.insert(part.name, serde_json::Value::String(digest));
         }
