@@ -890,7 +890,12 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         drop(aborted);
     }
     assert!(retention_pass().is_empty());
-    assert!(!site.state_dir().join("fetched").exists());
+    assert!(
+        !site
+            .state_dir()
+            .join(embargo::retention::FETCHED_DIR)
+            .exists()
+    );
 
     // Confirmations that do not match the store: refused, nothing marked.
     let confirm_url = format!("{}/api/v1/sealed/{report}/fetched", server.url);
@@ -971,7 +976,12 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
     assert!(retention_pass().is_empty());
-    assert!(!site.state_dir().join("fetched").exists());
+    assert!(
+        !site
+            .state_dir()
+            .join(embargo::retention::FETCHED_DIR)
+            .exists()
+    );
     assert_eq!(site.report_ids().len(), 2);
 
     // A real `embargo fetch`: it stores, confirms, and only then the
