@@ -556,6 +556,15 @@ fn a_stalling_server_fails_the_fetch_with_a_clear_message_within_the_timeout() {
     fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let local = work.path().join("local");
 
+    // A zero timeout is a usage error, not a run that fails at once.
+    let mut cmd = fetch_cmd(&site, "http://127.0.0.1:9", &token, &local);
+    let run = cmd.args(["--timeout", "0s"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(
+        stderr(&run),
+        "embargo: error: --timeout 0s would fail every request: give e.g. 60s or 5m\n"
+    );
+
     // Accepts, never answers.
     let url = silent_server();
     let mut cmd = fetch_cmd(&site, &url, &token, &local);

@@ -115,6 +115,11 @@ struct ListedReport {
 /// Downloads every complete report missing from the local store.
 pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     let base = base_url(&args.from)?;
+    if args.timeout.is_zero() {
+        return Err(Error::Usage(
+            "--timeout 0s would fail every request: give e.g. 60s or 5m".into(),
+        ));
+    }
     let token = read_token(&args.token_file)?;
     // `timeout` bounds the wait for the answer's headers and then each read
     // of its body: a silent server fails the run, a slow one does not.
