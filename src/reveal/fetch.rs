@@ -140,43 +140,7 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     // The listing comes first: a refused token writes nothing at all.
     let (reports, confirm) = http.listing()?;
 
-    let reports_dir = args.store.join("reports");
-    let store_dirs = [
-        reports_dir.clone(),
-        reports_dir.join(".staging"),
-        reports_dir.join(".trash"),
-    ];
-    // Checked before opening (which creates what is missing) and after.
-    for dir in &store_dirs {
-        if fs::symlink_metadata(dir).is_ok() {
-            real_dir(dir)?;
-        }
-    }
-    let store = FsStore::open(&args.store)?;
-    for dir in &store_dirs {
-        real_dir(dir)?;
-    }
-    let partial_root = args.store.join(PARTIAL_DIR);
-    private_dir(&partial_root)?;
-    let lock = open_no_follow(
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600),
-        &partial_root.join(".lock"),
-    )?;
-    if lock.try_lock().is_err() {
-        return Err(Error::Fetch {
-            url: http.base.clone(),
-            detail: format!(
-                "another `embargo fetch` is writing to {}: wait for it to finish",
-                args.store.display()
-            ),
-        });
-    }
-    // Only under the lock: another fetch's staging is its own business.
-    store.remove_stale_staging()?;
+    let (store, partial_root, _lock) = open_local_store(&args.store, &http.base)?;
 
     let mut summary = FetchSummary {
         max_bytes: args.max_bytes,
@@ -222,6 +186,51 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Opens the local store for fetching: its directories must be real ones
+/// (checked before opening, which creates what is missing, and after),
+/// `.fetch-partial/` private, and no other fetch running (the returned lock
+/// is held until dropped). Stale staging is swept only under that lock.
+fn open_local_store(root: &Path, base: &str) -> Result<(FsStore, PathBuf, File), Error> {
+    let reports_dir = root.join("reports");
+    let store_dirs = [
+        reports_dir.clone(),
+        reports_dir.join(".staging"),
+        reports_dir.join(".trash"),
+    ];
+    // Checked before opening (which creates what is missing) and after.
+    for dir in &store_dirs {
+        if fs::symlink_metadata(dir).is_ok() {
+            real_dir(dir)?;
+        }
+    }
+    let store = FsStore::open(root)?;
+    for dir in &store_dirs {
+        real_dir(dir)?;
+    }
+    let partial_root = root.join(PARTIAL_DIR);
+    private_dir(&partial_root)?;
+    let lock = open_no_follow(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+        &partial_root.join(".lock"),
+    )?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Fetch {
+            url: base.to_string(),
+            detail: format!(
+                "another `embargo fetch` is writing to {}: wait for it to finish",
+                root.display()
+            ),
+        });
+    }
+    // Only under the lock: another fetch's staging is its own business.
+    store.remove_stale_staging()?;
+    Ok((store, partial_root, lock))
 }
 
 /// The listed size of a report, saturating (a listing is untrusted).
