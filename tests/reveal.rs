@@ -1532,6 +1532,31 @@ fn decrypt_and_list_leave_the_store_exactly_as_they_found_it() {
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(snapshot(&site.store_dir()), before);
+
+    // With -c, the intake's state_dir gives the signer: read, never
+    // created in, tightened or refused for its other files.
+    fs::remove_file(site.state_dir().join("hmac.key")).unwrap();
+    fs::set_permissions(site.state_dir(), fs::Permissions::from_mode(0o750)).unwrap();
+    let state_before = snapshot(&site.state_dir());
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "-c"])
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(site.path().join("out3"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("manifest signed by the intake key"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(snapshot(&site.state_dir()), state_before);
+    assert_eq!(mode(&site.state_dir()), 0o750);
+    assert_eq!(snapshot(&site.store_dir()), before);
 }
 
 /// Encrypts `plaintext` to `cert` with Sequoia (no signature, no padding):
