@@ -316,7 +316,9 @@ impl Default for Maintainers {
 pub struct Retention {
     /// Delete reports that arrived longer ago than this (none: keep).
     pub max_age: Option<Span>,
-    /// Delete a report once every part of it was downloaded by `embargo fetch`.
+    /// Delete a report once `embargo fetch` stored it and confirmed every
+    /// part's SHA-256 (`POST /api/v1/sealed/<ID>/fetched`); downloads alone
+    /// never count, and reports with case events are kept.
     pub delete_after_fetch: bool,
     /// How often the rules are applied (1h).
     pub interval: Span,

@@ -93,9 +93,9 @@ enum Command {
         /// The local store (the directory that holds reports/).
         #[arg(long)]
         store: PathBuf,
-        /// Fail when the intake sends nothing for this long (e.g. 30s, 5m).
-        #[arg(long, default_value = "60s")]
-        timeout: embargo::config::Span,
+        /// Fail when the intake sends nothing for this long, e.g. 30s or 5m (default 60s).
+        #[arg(long)]
+        timeout: Option<embargo::config::Span>,
         /// Stop before a report that would take this run past this many bytes (default 32 GiB).
         #[arg(long, default_value_t = reveal::fetch::DEFAULT_MAX_BYTES)]
         max_bytes: u64,
@@ -414,7 +414,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 from,
                 token_file,
                 store,
-                timeout: timeout.0,
+                timeout: timeout.map_or(reveal::fetch::DEFAULT_TIMEOUT, |t| t.0),
                 max_bytes,
             }) {
                 Ok(summary) => {

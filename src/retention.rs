@@ -17,7 +17,7 @@
 //! part's ciphertext (`POST /api/v1/sealed/<ID>/fetched`, see
 //! [`parse_confirmation`]) and [`confirm_fetched`] finds the same hashes in
 //! the store. Only then, with `delete_after_fetch`, is every part marked
-//! ([`mark_fetched`], an empty file `state_dir/fetched/<ID>/<part>`); a
+//! ([`mark_fetched`], an empty file `state_dir/fetch-confirmed/<ID>/<part>`); a
 //! report is deleted once every one of its parts is marked.
 //!
 //! **Open cases.** Retention never deletes a case that is not closed. The
@@ -42,8 +42,12 @@ use crate::id::ReportId;
 use crate::metrics::Metrics;
 use crate::store::{FsStore, Store, StoreError, is_part_name};
 
-/// The directory under `state_dir` holding fetched-markers.
-pub const FETCHED_DIR: &str = "fetched";
+/// The directory under `state_dir` holding fetched-markers (written only
+/// for confirmed fetches).
+pub const FETCHED_DIR: &str = "fetch-confirmed";
+/// Where earlier versions kept markers for parts merely served, which
+/// proved nothing: never read, removed by the next pass.
+const LEGACY_FETCHED_DIR: &str = "fetched";
 /// The directory of a report that holds its case's events.
 pub const EVENTS_DIR: &str = "events";
 /// Largest fetch confirmation accepted: derived from the format, not a
@@ -301,8 +305,23 @@ where
     Ok(deleted)
 }
 
-/// Removes fetched-markers of reports no longer in the store.
+/// Removes fetched-markers of reports no longer in the store, and the
+/// markers of earlier versions.
 fn forget_marks<S: Store + ?Sized>(store: &S, state_dir: &Path) -> Result<(), RetentionError> {
+    let legacy = state_dir.join(LEGACY_FETCHED_DIR);
+    match fs::remove_dir_all(&legacy) {
+        Ok(()) => tracing::info!(
+            "removed {}: served parts no longer count as fetched, only confirmed ones",
+            legacy.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(RetentionError::Marks {
+                path: legacy,
+                source,
+            });
+        }
+    }
     let root = state_dir.join(FETCHED_DIR);
     let entries = match fs::read_dir(&root) {
         Ok(e) => e,

@@ -556,6 +556,15 @@ fn a_stalling_server_fails_the_fetch_with_a_clear_message_within_the_timeout() {
     fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let local = work.path().join("local");
 
+    // A zero timeout is a usage error, not a run that fails at once.
+    let mut cmd = fetch_cmd(&site, "http://127.0.0.1:9", &token, &local);
+    let run = cmd.args(["--timeout", "0s"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(
+        stderr(&run),
+        "embargo: error: --timeout 0s would fail every request: give e.g. 60s or 5m\n"
+    );
+
     // Accepts, never answers.
     let url = silent_server();
     let mut cmd = fetch_cmd(&site, &url, &token, &local);
@@ -698,6 +707,51 @@ fn symlinks_planted_in_the_partial_directory_are_refused_and_nothing_outside_cha
     let planted = local.join("reports").join(".staging");
     symlink(&outside, &planted).unwrap();
     refused(&local, &planted);
+
+    // The store's reports directory itself is a link.
+    let local = work.path().join("g");
+    fs::create_dir_all(&local).unwrap();
+    let planted = local.join("reports");
+    symlink(&outside, &planted).unwrap();
+    refused(&local, &planted);
+
+    // A report directory is a link to a copy elsewhere: never hashed and
+    // confirmed to an intake that would then delete its own copy.
+    let elsewhere = work.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("manifest.pgp"), b"MANIFEST!!").unwrap();
+    fs::write(elsewhere.join("001.pgp"), b"PART!").unwrap();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listing = format!(
+        r#"{{"confirm_fetched":true,"reports":[{{"id":"{id}","parts":[{{"name":"manifest.pgp","size":10}},{{"name":"001.pgp","size":5}}]}}]}}"#
+    );
+    let confirming = {
+        let asked = asked.clone();
+        lying_server(move |path| {
+            asked.lock().unwrap().push(path.to_string());
+            if path == "/api/v1/sealed" {
+                (200, listing.clone().into_bytes())
+            } else {
+                (200, b"{}".to_vec())
+            }
+        })
+    };
+    let local = work.path().join("h");
+    fs::create_dir_all(local.join("reports")).unwrap();
+    let planted = local.join("reports").join(id.as_str());
+    symlink(&elsewhere, &planted).unwrap();
+    let run = fetch_cmd(&site, &confirming, &token, &local)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert_eq!(
+        stderr(&run),
+        format!(
+            "embargo: error: {} is a symbolic link or not what embargo made there: embargo never follows links inside a store; remove it (nothing outside was touched) and run again\n",
+            planted.display()
+        )
+    );
+    assert_eq!(*asked.lock().unwrap(), vec!["/api/v1/sealed".to_string()]);
 
     // Without the links, the same fetch works.
     let local = work.path().join("f");
@@ -845,7 +899,12 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         drop(aborted);
     }
     assert!(retention_pass().is_empty());
-    assert!(!site.state_dir().join("fetched").exists());
+    assert!(
+        !site
+            .state_dir()
+            .join(embargo::retention::FETCHED_DIR)
+            .exists()
+    );
 
     // Confirmations that do not match the store: refused, nothing marked.
     let confirm_url = format!("{}/api/v1/sealed/{report}/fetched", server.url);
@@ -926,7 +985,12 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
     assert!(retention_pass().is_empty());
-    assert!(!site.state_dir().join("fetched").exists());
+    assert!(
+        !site
+            .state_dir()
+            .join(embargo::retention::FETCHED_DIR)
+            .exists()
+    );
     assert_eq!(site.report_ids().len(), 2);
 
     // A real `embargo fetch`: it stores, confirms, and only then the

@@ -410,3 +410,70 @@ fn public_certificates_in_any_shape_are_not_mistaken_for_secret_keys() {
     assert!(!embargo::keys::holds_secret_key(&armored_public(&a)));
     assert!(!embargo::keys::holds_secret_key(&a.to_vec().unwrap()));
 }
+
+#[test]
+fn keys_check_shows_the_real_expiry_of_an_unusable_sign_only_certificate() {
+    let gpg = Gpg::new();
+    let site = Site::new();
+    let sign_only = gpg.gen_key("Signer <sig@example.org>", GpgKeyType::SignOnly, "", "20d");
+    let public = gpg.export_public(&sign_only);
+    site.add_key("signonly.asc", &public);
+    use sequoia_openpgp::parse::Parse;
+    let cert = sequoia_openpgp::Cert::from_bytes(&public).unwrap();
+    let policy = sequoia_openpgp::policy::StandardPolicy::new();
+    let expiry = cert
+        .with_policy(&policy, None)
+        .unwrap()
+        .primary_key()
+        .key_expiration_time()
+        .expect("gpg made the key expire");
+    let out = run(&site, &["keys", "check"]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&sign_only))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        line,
+        format!(
+            "{sign_only}  expires {}  Signer <sig@example.org>  [{}]",
+            embargo::clock::rfc3339(expiry),
+            site.keys_dir().join("signonly.asc").display()
+        )
+    );
+}
+
+#[test]
+fn intake_secrets_readable_by_others_are_refused_by_name_with_the_chmod_to_run() {
+    let site = Site::new();
+    assert!(run(&site, &["keys", "signing"]).status.success());
+    for name in ["signing-key.pgp", "hmac.key"] {
+        let file = site.state_dir().join(name);
+        for mode in [0o644, 0o640, 0o602] {
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+            for args in [&["keys", "signing"][..], &["serve"][..]] {
+                let out = run(&site, args);
+                let (stdout, stderr) = text(&out);
+                assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+                assert!(stdout.is_empty(), "{stdout}");
+                assert_eq!(
+                    stderr,
+                    format!(
+                        "embargo: error: intake secret {} is readable or writable by other users (mode {mode:04o}): run `chmod 600 {}` (and make sure it belongs to the user running embargo), then start again; if others could read it, treat it as leaked\n",
+                        file.display(),
+                        file.display()
+                    ),
+                    "{args:?}"
+                );
+                // Refused, not changed behind the admin's back.
+                assert_eq!(
+                    fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+                    mode
+                );
+            }
+        }
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(run(&site, &["keys", "signing"]).status.success());
+    }
+}

@@ -142,7 +142,7 @@ fn delete_after_fetch_waits_for_every_part_and_forgets_its_marks() {
         mark_fetched(&state, &whole, "../../etc/passwd").is_err(),
         "only part names"
     );
-    let mode = fs::metadata(state.join("fetched")).unwrap();
+    let mode = fs::metadata(state.join(retention::FETCHED_DIR)).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o077,
         0
@@ -157,10 +157,18 @@ fn delete_after_fetch_waits_for_every_part_and_forgets_its_marks() {
     kept.sort();
     assert_eq!(store.list().unwrap(), kept);
     assert!(
-        !state.join("fetched").join(whole.as_str()).exists(),
+        !state
+            .join(retention::FETCHED_DIR)
+            .join(whole.as_str())
+            .exists(),
         "marks of deleted reports are forgotten"
     );
-    assert!(state.join("fetched").join(partly.as_str()).exists());
+    assert!(
+        state
+            .join(retention::FETCHED_DIR)
+            .join(partly.as_str())
+            .exists()
+    );
 
     mark_fetched(&state, &partly, "002.pgp").unwrap();
     assert_eq!(
@@ -319,7 +327,7 @@ fn a_confirmation_marks_a_report_only_when_every_hash_matches() {
             Err(retention::RetentionError::Mismatch(_))
         ));
         assert!(!retention::is_fetched(&store, &state, &id).unwrap());
-        assert!(!state.join("fetched").exists());
+        assert!(!state.join(retention::FETCHED_DIR).exists());
     }
     for bad in [
         r#"{"parts":{}}"#,
@@ -339,4 +347,26 @@ fn a_confirmation_marks_a_report_only_when_every_hash_matches() {
     assert!(!retention::is_fetched(&store, &state, &id).unwrap());
     retention::confirm_fetched(&store, &state, &id, &good, true).unwrap();
     assert!(retention::is_fetched(&store, &state, &id).unwrap());
+}
+
+#[test]
+fn markers_left_by_versions_that_counted_served_bytes_delete_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsStore::open(&dir.path().join("data")).unwrap();
+    let state = dir.path().join("state");
+    let id = report(&store, 1, SystemTime::now());
+    // What the old fetch route wrote after a `Range: bytes=-1` request.
+    let legacy = state.join("fetched").join(id.as_str());
+    fs::create_dir_all(&legacy).unwrap();
+    for part in ["manifest.pgp", "001.pgp"] {
+        fs::write(legacy.join(part), b"").unwrap();
+    }
+    let rules = rules("delete_after_fetch = true");
+    assert!(
+        retention::apply(&store, &state, &rules, SystemTime::now())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.list().unwrap(), vec![id]);
+    assert!(!state.join("fetched").exists());
 }

@@ -1458,3 +1458,285 @@ fn gpg_agent_asks_for_a_locked_keys_passphrase_with_its_pinentry_on_the_terminal
         b"via pinentry"
     );
 }
+
+/// Everything below `dir` with its mode and size, to compare before and after.
+fn snapshot(dir: &Path) -> Vec<(String, u32, u64)> {
+    tree(dir)
+        .into_iter()
+        .map(|p| {
+            let meta = fs::symlink_metadata(dir.join(&p)).unwrap();
+            (p, meta.permissions().mode(), meta.len())
+        })
+        .collect()
+}
+
+#[test]
+fn decrypt_and_list_leave_the_store_exactly_as_they_found_it() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    let id = seal(
+        &sealer(
+            &site.state_dir(),
+            vec![maintainer.clone()],
+            SystemTime::now(),
+        ),
+        &site.store_dir(),
+        body("read only", Severity::Low),
+        &[("poc.txt", b"proof")],
+    );
+    // A store as rsync copies it: only the reports, no staging, trash or lock.
+    for extra in [".staging", ".trash"] {
+        let _ = fs::remove_dir_all(site.reports_dir().join(extra));
+    }
+    let _ = fs::remove_file(site.reports_dir().join(".sweep.lock"));
+    let before = snapshot(&site.store_dir());
+    assert!(before.iter().all(|(p, _, _)| !p.contains(".staging")));
+    let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
+    let out = site.path().join("out");
+
+    let run = site
+        .embargo()
+        .args(["list", "--json", "--store"])
+        .arg(site.store_dir())
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains(id.as_str()));
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "--store"])
+        .arg(site.store_dir())
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(
+        fs::read(out.join(id.as_str()).join("poc.txt")).unwrap(),
+        b"proof"
+    );
+    // Also when named by its directory.
+    let run = site
+        .embargo()
+        .arg("decrypt")
+        .arg(site.reports_dir().join(id.as_str()))
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(site.path().join("out2"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(snapshot(&site.store_dir()), before);
+
+    // With -c, the intake's state_dir gives the signer: read, never
+    // created in, tightened or refused for its other files.
+    fs::remove_file(site.state_dir().join("hmac.key")).unwrap();
+    fs::set_permissions(site.state_dir(), fs::Permissions::from_mode(0o750)).unwrap();
+    let state_before = snapshot(&site.state_dir());
+    let run = site
+        .embargo()
+        .args(["decrypt", id.as_str(), "-c"])
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(site.path().join("out3"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("manifest signed by the intake key"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(snapshot(&site.state_dir()), state_before);
+    assert_eq!(mode(&site.state_dir()), 0o750);
+    assert_eq!(snapshot(&site.store_dir()), before);
+}
+
+/// Encrypts `plaintext` to `cert` with Sequoia (no signature, no padding):
+/// what someone holding a maintainer key, not the intake's, could write.
+fn encrypt_to(cert: &Cert, plaintext: &[u8]) -> Vec<u8> {
+    use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+    use std::io::Write;
+    let policy = openpgp::policy::StandardPolicy::new();
+    let recipients = cert
+        .keys()
+        .with_policy(&policy, None)
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption();
+    let mut sink = Vec::new();
+    let message = Message::new(&mut sink);
+    let message = Encryptor::for_recipients(message, recipients)
+        .build()
+        .unwrap();
+    let mut literal = LiteralWriter::new(message).build().unwrap();
+    literal.write_all(plaintext).unwrap();
+    literal.finalize().unwrap();
+    sink
+}
+
+#[test]
+fn list_totals_saturate_instead_of_wrapping_on_a_crafted_manifest() {
+    let site = Site::new();
+    let maintainer = sequoia_key("Maint <maint@example.org>");
+    let id = seal(
+        &sealer(
+            &site.state_dir(),
+            vec![maintainer.clone()],
+            SystemTime::now(),
+        ),
+        &site.store_dir(),
+        body("sizes", Severity::Low),
+        &[("a.bin", b"aaaa"), ("b.bin", b"bbbbb")],
+    );
+    let opened = opener(&maintainer, None)
+        .open_manifest(&site.store(), &id)
+        .unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&opened.manifest.to_json()).unwrap();
+    // 2^64 - 1 + 5 wraps to 4.
+    manifest["attachments"][0]["size"] = serde_json::json!(u64::MAX);
+    manifest["attachments"][1]["size"] = serde_json::json!(5);
+    fs::write(
+        site.reports_dir().join(id.as_str()).join("manifest.pgp"),
+        encrypt_to(&maintainer, manifest.to_string().as_bytes()),
+    )
+    .unwrap();
+    let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
+    let list = |json: bool| {
+        let mut cmd = site.embargo();
+        cmd.arg("list")
+            .arg("--store")
+            .arg(site.store_dir())
+            .arg("--key")
+            .arg(&key);
+        if json {
+            cmd.arg("--json");
+        }
+        let run = cmd.output().unwrap();
+        assert!(run.status.success(), "{}", stderr(&run));
+        stdout(&run)
+    };
+    let rows: serde_json::Value = serde_json::from_str(&list(true)).unwrap();
+    let row = rows
+        .as_array()
+        .or_else(|| rows["reports"].as_array())
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["status"], "ok", "{row}");
+    assert_eq!(
+        row["attachments_bytes"],
+        serde_json::json!(u64::MAX),
+        "{row}"
+    );
+    let table = list(false);
+    let line = table.lines().find(|l| l.contains(id.as_str())).unwrap();
+    assert!(line.contains("16777216.0 TiB"), "{table}");
+    assert!(!line.contains(" 4 B "), "{table}");
+}
+
+#[test]
+fn gpg_is_never_handed_a_password_encrypted_part_whatever_gpg_conf_says() {
+    let site = Site::new();
+    let bob = Gpg::new();
+    let bob_fpr = bob.gen_key("Bob <bob@example.org>", GpgKeyType::Cv25519, "", "1y");
+    let cert = Cert::from_bytes(&bob.export_public(&bob_fpr)).unwrap();
+    let id = seal(
+        &sealer(&site.state_dir(), vec![cert], SystemTime::now()),
+        &site.store_dir(),
+        body("password only", Severity::Low),
+        &[],
+    );
+    let manifest_path = site.reports_dir().join(id.as_str()).join("manifest.pgp");
+    let bob_secret = Cert::from_bytes(&bob.export_secret(&bob_fpr, "")).unwrap();
+    let json = opener(&bob_secret, None)
+        .open_manifest(&site.store(), &id)
+        .unwrap()
+        .manifest
+        .to_json();
+    // The user's gpg.conf answers passphrase prompts from a file, unseen.
+    let pw = write(site.path(), "pw.txt", b"hunter2\n");
+    let conf = bob.home.path().join("gpg.conf");
+    let mut text = fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "pinentry-mode loopback\npassphrase-file {}\n",
+        pw.display()
+    ));
+    fs::write(&conf, text).unwrap();
+    let plain = write(site.path(), "manifest.json", &json);
+    for (name, extra) in [
+        ("symmetric only", &[][..]),
+        (
+            "symmetric and Bob",
+            &["--encrypt", "--recipient", bob_fpr.as_str()][..],
+        ),
+    ] {
+        let crafted = site.path().join("crafted.pgp");
+        let _ = fs::remove_file(&crafted);
+        let mut args = vec![
+            "--passphrase",
+            "hunter2",
+            "--compress-algo",
+            "none",
+            "--symmetric",
+        ];
+        args.extend_from_slice(extra);
+        let crafted_s = crafted.to_str().unwrap().to_string();
+        let plain_s = plain.to_str().unwrap().to_string();
+        args.extend_from_slice(&["--output", &crafted_s, &plain_s]);
+        bob.run(&args, None);
+        // gpg alone, with this gpg.conf, opens it without asking anyone.
+        let direct = bob.try_run(&["--decrypt", &crafted_s], None);
+        assert!(
+            direct.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&direct.stderr)
+        );
+        fs::copy(&crafted, &manifest_path).unwrap();
+
+        let out = site.path().join("out");
+        let run = site
+            .embargo()
+            .env("GNUPGHOME", bob.home.path())
+            .args(["decrypt", id.as_str(), "--gpg", "--store"])
+            .arg(site.store_dir())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_refused(
+            &run,
+            "it can be opened with a password, which embargo never does, so it was not written by embargo (gpg was not asked)",
+            &out,
+        );
+        let run = site
+            .embargo()
+            .env("GNUPGHOME", bob.home.path())
+            .args(["list", "--gpg", "--json", "--store"])
+            .arg(site.store_dir())
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{name}: {}", stderr(&run));
+        assert!(
+            !stdout(&run).contains("password only"),
+            "{name}: {}",
+            stdout(&run)
+        );
+        assert!(
+            stdout(&run).contains("unreadable"),
+            "{name}: {}",
+            stdout(&run)
+        );
+    }
+}

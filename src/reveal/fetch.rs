@@ -115,6 +115,11 @@ struct ListedReport {
 /// Downloads every complete report missing from the local store.
 pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     let base = base_url(&args.from)?;
+    if args.timeout.is_zero() {
+        return Err(Error::Usage(
+            "--timeout 0s would fail every request: give e.g. 60s or 5m".into(),
+        ));
+    }
     let token = read_token(&args.token_file)?;
     // `timeout` bounds the wait for the answer's headers and then each read
     // of its body: a silent server fails the run, a slow one does not.
@@ -135,36 +140,7 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     // The listing comes first: a refused token writes nothing at all.
     let (reports, confirm) = http.listing()?;
 
-    let store = FsStore::open(&args.store)?;
-    let reports_dir = args.store.join("reports");
-    for dir in [
-        reports_dir.clone(),
-        reports_dir.join(".staging"),
-        reports_dir.join(".trash"),
-    ] {
-        real_dir(&dir)?;
-    }
-    let partial_root = args.store.join(PARTIAL_DIR);
-    private_dir(&partial_root)?;
-    let lock = open_no_follow(
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600),
-        &partial_root.join(".lock"),
-    )?;
-    if lock.try_lock().is_err() {
-        return Err(Error::Fetch {
-            url: http.base.clone(),
-            detail: format!(
-                "another `embargo fetch` is writing to {}: wait for it to finish",
-                args.store.display()
-            ),
-        });
-    }
-    // Only under the lock: another fetch's staging is its own business.
-    store.remove_stale_staging()?;
+    let (store, partial_root, _lock) = open_local_store(&args.store, &http.base)?;
 
     let mut summary = FetchSummary {
         max_bytes: args.max_bytes,
@@ -210,6 +186,51 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Opens the local store for fetching: its directories must be real ones
+/// (checked before opening, which creates what is missing, and after),
+/// `.fetch-partial/` private, and no other fetch running (the returned lock
+/// is held until dropped). Stale staging is swept only under that lock.
+fn open_local_store(root: &Path, base: &str) -> Result<(FsStore, PathBuf, File), Error> {
+    let reports_dir = root.join("reports");
+    let store_dirs = [
+        reports_dir.clone(),
+        reports_dir.join(".staging"),
+        reports_dir.join(".trash"),
+    ];
+    // Checked before opening (which creates what is missing) and after.
+    for dir in &store_dirs {
+        if fs::symlink_metadata(dir).is_ok() {
+            real_dir(dir)?;
+        }
+    }
+    let store = FsStore::open(root)?;
+    for dir in &store_dirs {
+        real_dir(dir)?;
+    }
+    let partial_root = root.join(PARTIAL_DIR);
+    private_dir(&partial_root)?;
+    let lock = open_no_follow(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600),
+        &partial_root.join(".lock"),
+    )?;
+    if lock.try_lock().is_err() {
+        return Err(Error::Fetch {
+            url: base.to_string(),
+            detail: format!(
+                "another `embargo fetch` is writing to {}: wait for it to finish",
+                root.display()
+            ),
+        });
+    }
+    // Only under the lock: another fetch's staging is its own business.
+    store.remove_stale_staging()?;
+    Ok((store, partial_root, lock))
 }
 
 /// The listed size of a report, saturating (a listing is untrusted).
@@ -351,14 +372,16 @@ impl Http {
     /// each part read back from the local store (after its commit fsynced
     /// it), so that `delete_after_fetch` may remove the server's copy.
     fn confirm(&self, store: &FsStore, id: &ReportId) -> Result<(), Error> {
+        // What is hashed must be this store's own copy, not what a link
+        // planted in its place points to.
+        let dir = store.report_dir(id);
+        real_dir(&dir)?;
         let mut parts = serde_json::Map::new();
         for part in store.parts(id)? {
-            let mut reader = store.open_part(id, &part.name)?;
+            let path = dir.join(&part.name);
+            let mut reader = open_no_follow(OpenOptions::new().read(true), &path)?;
             let mut hash = sha2::Sha256::default();
-            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read {
-                path: store.report_dir(id).join(&part.name),
-                source,
-            })?;
+            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read { path, source })?;
             let digest = hex::encode(sha2::Digest::finalize(hash));
             parts.insert(part.name, serde_json::Value::String(digest));
         }

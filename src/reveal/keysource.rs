@@ -134,13 +134,18 @@ impl SignerArgs {
         if !state_dir.join(SIGNING_KEY_FILE).is_file() {
             return Ok(None);
         }
-        let secrets = crate::keys::IntakeSecrets::load_or_create(state_dir, "").map_err(|e| {
-            Error::Signer {
-                path: state_dir.join(SIGNING_KEY_FILE),
-                reason: e.to_string(),
-            }
+        // Read only: verifying must not create, tighten or refuse the
+        // intake's other state files (that is `embargo serve`'s business).
+        let path = state_dir.join(SIGNING_KEY_FILE);
+        let bytes = Zeroizing::new(std::fs::read(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?);
+        let cert = Cert::from_bytes(&bytes[..]).map_err(|e| Error::Signer {
+            path: path.clone(),
+            reason: format!("not an OpenPGP key ({e})"),
         })?;
-        Ok(Some(secrets.signing_cert()))
+        Ok(Some(cert.strip_secret_key_material()))
     }
 }
 
