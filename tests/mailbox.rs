@@ -1518,3 +1518,48 @@ fn forged_senders_get_no_acknowledgement_and_the_hourly_cap_holds() {
     assert_eq!(times.lines().count(), 2, "{times}");
     assert!(!times.contains('@'), "{times}");
 }
+
+/// A message of exactly `size` bytes (CRLF lines, so Dovecot keeps it as is).
+fn mail_of_size(n: usize, size: usize) -> Vec<u8> {
+    let mut m = format!("From: r{n}@example.org\r\nSubject: sized {n}\r\n\r\n").into_bytes();
+    let mut i = 0;
+    while m.len() < size {
+        let left = size - m.len();
+        if left >= 74 {
+            m.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, 72));
+            m.extend_from_slice(b"\r\n");
+        } else if left >= 2 {
+            m.extend(std::iter::repeat_n(b'z', left - 2));
+            m.extend_from_slice(b"\r\n");
+        } else {
+            m.push(b'.');
+        }
+        i += 1;
+    }
+    assert_eq!(m.len(), size);
+    m
+}
+
+#[test]
+fn imap_fetches_big_messages_in_pieces_byte_exact() {
+    let e = env();
+    let dovecot = Dovecot::start();
+    e.site
+        .write_config(&dovecot.mailbox_config(e.site.path(), ""));
+    let mut imap = dovecot.client();
+    // Around the 1 MiB piece size the poller asks for, and several pieces.
+    let mib = 1024 * 1024;
+    let raws: Vec<Vec<u8>> = [mib - 1, mib, mib + 1, 3 * mib + 5]
+        .iter()
+        .enumerate()
+        .map(|(n, size)| mail_of_size(n, *size))
+        .collect();
+    for raw in &raws {
+        let uid = imap.append(raw);
+        assert!(imap.body(uid) == *raw, "Dovecot changed the message");
+    }
+    let out = e.poll_once();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(imap.uids().is_empty());
+    e.assert_sealed_exactly(&raws, 1);
+}
