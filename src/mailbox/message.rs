@@ -24,6 +24,7 @@ pub const UNPARSEABLE: &str = "(unparseable message)";
 
 /// Longest MIME boundary honoured (RFC 2046 §5.1.1 allows 70 characters); a
 /// part with a longer one is read as a leaf, keeping delimiter checks cheap.
+/// An empty one is honoured as mailparse does: every `--` line delimits.
 const MAX_BOUNDARY_BYTES: usize = 200;
 /// `Authentication-Results` headers kept from the top of a message: only
 /// the receiving server's (the topmost ones) can be trusted anyway.
@@ -459,7 +460,7 @@ fn walk(raw: &[u8], limits: &ParseLimits) -> Found {
             let boundary = ctype
                 .params
                 .get("boundary")
-                .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY_BYTES);
+                .filter(|b| b.len() <= MAX_BOUNDARY_BYTES);
             if mime.starts_with("multipart/")
                 && let Some(boundary) = boundary
                 && deeper
@@ -1014,6 +1015,8 @@ mod tests {
             b"From: a@example.org\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"BOUND\"\r\n\r\npre\r\n--BOUND\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSee caf=C3=A9 PoC.=\r\nmore\r\n--BOUND\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"poc.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--BOUND\r\nContent-Type: multipart/alternative; boundary=alt\r\n\r\n--alt\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--alt\r\nContent-Type: text/plain; name*=utf-8''na%C3%AFve.txt\r\n\r\ny\r\n--alt--\r\n--BOUND--\r\nepilogue\r\n".to_vec(),
             b"From: a@example.org\nSubject: lf only\nContent-Type: multipart/mixed; boundary=z\n\n--z\nContent-Transfer-Encoding: base64\n\naGVsbG8g\nd29ybGQ=\n--z\n\n-----BEGIN PGP MESSAGE-----\n--z--\n".to_vec(),
             b"From: a@example.org\r\n\r\nplain \x00 body\r\n".to_vec(),
+            // A broken, empty boundary: every line starting "--" delimits.
+            b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=;\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee it.\r\n--b1\r\nContent-Disposition: attachment; filename=\"poc.py\"\r\n\r\nx\r\n--b1--\r\n".to_vec(),
         ];
         for name in [
             "attachment",
