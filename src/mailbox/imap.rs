@@ -27,6 +27,10 @@ use crate::store::Store;
 
 /// Longest a TCP connect or TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a message asked for in one partial fetch: the IMAP client
+/// buffers one response whole, so this bounds what it holds besides the
+/// poller's own copy.
+const FETCH_CHUNK: usize = 1024 * 1024;
 /// IDLE is re-issued after this long: servers may drop it after 30 minutes
 /// (RFC 2177 §3), so stay well below.
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
@@ -318,7 +322,7 @@ async fn drain(
                 foreign.insert(uid);
                 continue;
             }
-            let Some(raw) = fetch(session, uid).await? else {
+            let Some(raw) = fetch(session, uid, item.size, limit).await? else {
                 continue;
             };
             if raw.len() as u64 > limit {
@@ -365,23 +369,52 @@ async fn drain(
     }
 }
 
-/// The raw bytes of message `uid`, without setting `\Seen`.
+/// The raw bytes of message `uid`, without setting `\Seen`, fetched in
+/// [`FETCH_CHUNK`] pieces (`BODY.PEEK[]<offset.length>`) into one buffer
+/// sized from `RFC822.SIZE`: the whole message is held once, not also in
+/// the IMAP client's response buffer. Stops after `limit` + 1 bytes (the
+/// caller leaves such a message); `None` if the message went away.
 async fn fetch(
     session: &mut ImapSession,
     uid: u32,
+    size: Option<u32>,
+    limit: u64,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, MailboxError> {
-    let mut raw = None;
-    let mut fetches = session
-        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
-        .await?;
-    while let Some(f) = fetches.try_next().await? {
-        if f.uid == Some(uid)
-            && let Some(body) = f.body()
+    let capacity = size.map_or(0, |s| u64::from(s).min(limit.saturating_add(1)));
+    let mut raw = Zeroizing::new(Vec::with_capacity(usize::try_from(capacity).unwrap_or(0)));
+    loop {
+        let mut chunk = None;
         {
-            raw = Some(Zeroizing::new(body.to_vec()));
+            let query = format!("(UID BODY.PEEK[]<{}.{FETCH_CHUNK}>)", raw.len());
+            let mut fetches = session.uid_fetch(uid.to_string(), &query).await?;
+            while let Some(f) = fetches.try_next().await? {
+                if f.uid == Some(uid)
+                    && let Some(body) = f.body()
+                {
+                    append_wiped(&mut raw, body);
+                    chunk = Some(body.len());
+                }
+            }
+        }
+        match chunk {
+            None => return Ok(None),
+            Some(n) if n < FETCH_CHUNK || raw.len() as u64 > limit => return Ok(Some(raw)),
+            Some(_) => {}
         }
     }
-    Ok(raw)
+}
+
+/// Appends `bytes` to `buf`; when it must grow, the old allocation is
+/// wiped rather than freed with plaintext in it.
+fn append_wiped(buf: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    if buf.capacity() - buf.len() < bytes.len() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(
+            (buf.len() + bytes.len()).max(buf.capacity() * 2),
+        ));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(bytes);
 }
 
 /// Removes message `uid` and nothing else.

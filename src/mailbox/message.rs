@@ -24,6 +24,7 @@ pub const UNPARSEABLE: &str = "(unparseable message)";
 
 /// Longest MIME boundary honoured (RFC 2046 §5.1.1 allows 70 characters); a
 /// part with a longer one is read as a leaf, keeping delimiter checks cheap.
+/// An empty one is honoured as mailparse does: every `--` line delimits.
 const MAX_BOUNDARY_BYTES: usize = 200;
 /// `Authentication-Results` headers kept from the top of a message: only
 /// the receiving server's (the topmost ones) can be trusted anyway.
@@ -459,7 +460,7 @@ fn walk(raw: &[u8], limits: &ParseLimits) -> Found {
             let boundary = ctype
                 .params
                 .get("boundary")
-                .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY_BYTES);
+                .filter(|b| b.len() <= MAX_BOUNDARY_BYTES);
             if mime.starts_with("multipart/")
                 && let Some(boundary) = boundary
                 && deeper
@@ -945,6 +946,101 @@ mod tests {
         assert_eq!(f.email.attachments, vec!["encrypted.asc".to_string()]);
         let inline = b"From: b@example.org\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nabc\r\n-----END PGP MESSAGE-----\r\n";
         assert_eq!(parse(inline, &limits(100)).email.encryption, "inline-pgp");
+    }
+
+    /// What the recursive mailparse tree says (the parser before the
+    /// iterative walk), for messages shallow enough for it.
+    fn reference(raw: &[u8], max: usize) -> (String, Vec<String>, &'static str) {
+        fn visit<'a>(
+            p: &'a mailparse::ParsedMail<'a>,
+            depth: usize,
+            out: &mut Vec<&'a mailparse::ParsedMail<'a>>,
+        ) {
+            if depth > DEFAULT_DEPTH {
+                return;
+            }
+            out.push(p);
+            for sub in &p.subparts {
+                visit(sub, depth + 1, out);
+            }
+        }
+        let mail = mailparse::parse_mail(raw).unwrap();
+        let mut parts = Vec::new();
+        visit(&mail, 0, &mut parts);
+        let (mut text, mut names, mut pgp_mime, mut inline) = (None, Vec::new(), false, false);
+        for part in parts {
+            let mime = part.ctype.mimetype.to_ascii_lowercase();
+            if mime == "multipart/encrypted"
+                && part
+                    .ctype
+                    .params
+                    .get("protocol")
+                    .is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"))
+            {
+                pgp_mime = true;
+            }
+            let d = part.get_content_disposition();
+            if let Some(name) = d
+                .params
+                .get("filename")
+                .or_else(|| part.ctype.params.get("name"))
+            {
+                names.push(truncate_chars(&clean_line(name), 255));
+            } else if (mime.starts_with("text/") || mime.is_empty())
+                && let Ok(body) = part.get_body()
+            {
+                inline |= body.contains("-----BEGIN PGP MESSAGE-----");
+                if text.is_none()
+                    && mime == "text/plain"
+                    && d.disposition != DispositionType::Attachment
+                {
+                    text = Some(truncate_bytes(&body.replace('\0', ""), max));
+                }
+            }
+        }
+        let enc = if pgp_mime {
+            "pgp-mime"
+        } else if inline {
+            "inline-pgp"
+        } else {
+            "none"
+        };
+        (text.unwrap_or_default(), names, enc)
+    }
+
+    /// On ordinary mail the bounded walk finds what mailparse's tree has.
+    #[test]
+    fn agrees_with_mailparse_on_ordinary_mail() {
+        let mut inputs: Vec<Vec<u8>> = vec![
+            b"From: a@example.org\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"BOUND\"\r\n\r\npre\r\n--BOUND\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSee caf=C3=A9 PoC.=\r\nmore\r\n--BOUND\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"poc.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--BOUND\r\nContent-Type: multipart/alternative; boundary=alt\r\n\r\n--alt\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--alt\r\nContent-Type: text/plain; name*=utf-8''na%C3%AFve.txt\r\n\r\ny\r\n--alt--\r\n--BOUND--\r\nepilogue\r\n".to_vec(),
+            b"From: a@example.org\nSubject: lf only\nContent-Type: multipart/mixed; boundary=z\n\n--z\nContent-Transfer-Encoding: base64\n\naGVsbG8g\nd29ybGQ=\n--z\n\n-----BEGIN PGP MESSAGE-----\n--z--\n".to_vec(),
+            b"From: a@example.org\r\n\r\nplain \x00 body\r\n".to_vec(),
+            // A broken, empty boundary: every line starting "--" delimits.
+            b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=;\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee it.\r\n--b1\r\nContent-Disposition: attachment; filename=\"poc.py\"\r\n\r\nx\r\n--b1--\r\n".to_vec(),
+        ];
+        for name in [
+            "attachment",
+            "nested",
+            "pgp-mime",
+            "plain",
+            "inline-pgp",
+            "injection",
+            "auto-submitted",
+        ] {
+            let path = format!(
+                "{}/fuzz/corpus-seeds/mail/{name}.eml",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            inputs.push(std::fs::read(path).unwrap());
+        }
+        for raw in &inputs {
+            let f = parse(raw, &limits(1000));
+            let (text, names, enc) = reference(raw, 1000);
+            let shown = String::from_utf8_lossy(raw);
+            assert_eq!(f.body.description, text, "{shown}");
+            assert_eq!(f.email.attachments, names, "{shown}");
+            assert_eq!(f.email.encryption, enc, "{shown}");
+        }
     }
 
     /// Mutated messages never make the parser panic (the `catch_unwind` in
