@@ -1,4 +1,4 @@
-//! `embargo.toml`: every key optional, unknown keys rejected by name (DESIGN §7).
+//! `embargo.toml`: every key optional, unknown keys rejected by name (deploy/embargo.toml).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -105,7 +105,7 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// How sealed messages are framed (DESIGN §1.6).
+/// How sealed messages are framed (docs/format.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageFormat {
@@ -177,7 +177,7 @@ impl Default for Config {
     }
 }
 
-/// Bounds on what one request may carry (DESIGN §7 `[limits]`).
+/// Bounds on what one request may carry (`[limits]` in deploy/embargo.toml).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -243,7 +243,7 @@ impl Default for Limits {
     }
 }
 
-/// Response deadlines promised to reporters (DESIGN §7 `[policy]`).
+/// Response deadlines promised to reporters (`[policy]` in deploy/embargo.toml).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
@@ -373,7 +373,7 @@ pub enum Tls {
     None,
 }
 
-/// The mailbox the poller drains (DESIGN §8).
+/// The mailbox the poller drains (README: "Reports by e-mail").
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mailbox {

@@ -1,5 +1,5 @@
 //! Report IDs: 100 random (or HMAC-derived) bits in upper-case Crockford
-//! base32, grouped by five: `K7Q3M-2XDA9-TF4BC-1ZP0R` (DESIGN §3).
+//! base32, grouped by five: `K7Q3M-2XDA9-TF4BC-1ZP0R` (docs/format.md).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,5 +1,5 @@
 //! Maintainers' certificates (`keys_dir`) and the intake's own secrets
-//! (`state_dir`): DESIGN §4.
+//! (`state_dir`); README, "Keys".
 
 use std::fmt;
 use std::fs;

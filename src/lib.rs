@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! Following the data flow of DESIGN §2, from the researcher to the maintainer:
+//! Following the data flow (README, "How it works"), from the researcher to the maintainer:
 //!
 //! - [`config`]: `embargo.toml`, limits and policy deadlines.
 //! - [`report`]: what a researcher sends, its validation and CVSS scoring.

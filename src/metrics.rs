@@ -3,7 +3,7 @@
 //!
 //! Every label value comes from a fixed enum in this module ([`Channel`],
 //! [`Rejection`]): a metric can never carry report content, a file name, an
-//! address or the size of one report (DESIGN §1.4). Bytes are only counted
+//! address or the size of one report (docs/threat-model.md). Bytes are only counted
 //! as a running total over all reports.
 
 use std::fmt::Write as _;

@@ -1,5 +1,5 @@
 //! The report itself: what a researcher sends (form fields or input JSON,
-//! DESIGN §6), its validation, CVSS scoring and the deadlines it sets.
+//! docs/openapi.json), its validation, CVSS scoring and the deadlines it sets.
 
 use std::fmt;
 use std::str::FromStr;

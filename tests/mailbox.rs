@@ -1,4 +1,4 @@
-//! The mailbox poller (issue 5, DESIGN §8) against a real Dovecot, a real
+//! The mailbox poller (README: "Reports by e-mail") against a real Dovecot, a real
 //! SMTP server (aiosmtpd) and stock GnuPG: exactly once, crash safe, fail
 //! closed, with acknowledgements that never quote the report.
 
@@ -338,7 +338,7 @@ fn imap_round_trip_of_plain_multipart_pgp_and_malformed_mail() {
     assert_eq!(m["report"]["description"], "See the attached PoC.");
     assert_eq!(e.manifest(&served[2])["email"]["encryption"], "pgp-mime");
     assert_eq!(e.manifest(&served[3])["email"]["encryption"], "inline-pgp");
-    // A message without a header block does not parse (DESIGN §3).
+    // A message without a header block does not parse (docs/format.md).
     assert_eq!(
         e.manifest(&served[8])["report"]["title"],
         "(unparseable message)"

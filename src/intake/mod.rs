@@ -1,4 +1,4 @@
-//! The web intake (DESIGN §6): the report form, the API, receipts and the
+//! The web intake (docs/openapi.json): the report form, the API, receipts and the
 //! maintainers' fetch routes.
 //!
 //! - [`state`]: what requests share (keys, store, limits, rate table).
@@ -186,7 +186,7 @@ fn reload_on_sighup(state: AppState, poller: std::sync::Arc<std::sync::atomic::A
 /// How often `keys_dir` is checked for added, removed or changed files.
 pub const KEYS_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Reloads the keys when the files in `keys_dir` change (DESIGN §4).
+/// Reloads the keys when the files in `keys_dir` change (README: "Keys").
 fn reload_on_keys_change(state: AppState) {
     tokio::spawn(async move {
         let dir = state.config().keys_dir.clone();

@@ -1,4 +1,4 @@
-//! Per-peer bookkeeping, in memory only (DESIGN §1.4): how peers are
+//! Per-peer bookkeeping, in memory only (docs/threat-model.md): how peers are
 //! keyed, which peers are proxies that carry many reporters, and counted
 //! places per peer (connections, uploads).
 //!

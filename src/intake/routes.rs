@@ -1,4 +1,4 @@
-//! The public routes of DESIGN §6: form, report submission (form and API),
+//! The public routes (docs/openapi.json): form, report submission (form and API),
 //! keys, security.txt and health.
 
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! The mailbox poller (DESIGN §8): IMAP and Maildir intake, exactly once.
+//! The mailbox poller (README: "Reports by e-mail"): IMAP and Maildir intake, exactly once.
 //!
 //! For each message: fetch the raw bytes without marking them seen, derive
 //! the report ID from HMAC(intake secret, raw bytes), seal unless that report
@@ -257,7 +257,7 @@ impl Outcome {
     }
 }
 
-/// Seals one raw message exactly once (DESIGN §8): its ID is derived from
+/// Seals one raw message exactly once (README: "Reports by e-mail"): its ID is derived from
 /// its bytes; when that report is already committed nothing is written.
 /// Blocking: call it from `spawn_blocking` in async code.
 pub fn seal_message(intake: &Intake, raw: &[u8]) -> Result<(Outcome, MailFacts), MailboxError> {

@@ -623,7 +623,7 @@ fn validate(
     if !names.contains("manifest.pgp") {
         return Err(Error::BadListing(format!("{id} has no manifest.pgp")));
     }
-    // Attachments are numbered from 001 without gaps (DESIGN §3): a listing
+    // Attachments are numbered from 001 without gaps (docs/format.md): a listing
     // that leaves one out would make an incomplete local copy.
     for n in 1..names.len() {
         if !names.contains(&crate::store::attachment_part_name(n)) {

@@ -1,4 +1,4 @@
-//! The maintainer side (DESIGN §5): `decrypt`, `list`, `fetch` and fetch tokens.
+//! The maintainer side (README: "Commands"): `decrypt`, `list`, `fetch` and fetch tokens.
 //!
 //! Everything here runs on a maintainer's own machine, the only place where
 //! plaintext may exist:

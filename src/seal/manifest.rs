@@ -1,5 +1,5 @@
 //! The manifest: the signed, encrypted table of contents of a report
-//! (DESIGN §3).
+//! (docs/format.md).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The sealed-report format, version 1 (DESIGN §3): `manifest` (the signed
+//! The sealed-report format, version 1 (docs/format.md): `manifest` (the signed
 //! table of contents), `writer` (sealing) and `reader` (opening).
 
 pub mod manifest;

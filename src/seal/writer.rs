@@ -1,6 +1,6 @@
 //! Writes sealed reports: every part encrypted to every usable maintainer
 //! subkey, the manifest signed by the intake key and written last, the whole
-//! report committed at once (DESIGN §3).
+//! report committed at once (docs/format.md).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;

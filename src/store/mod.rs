@@ -1,5 +1,5 @@
 //! Where sealed reports live: a `Store` trait with the filesystem behind it
-//! (DESIGN §3). Only ciphertext passes through here.
+//! (docs/format.md). Only ciphertext passes through here.
 
 mod fs;
 
