@@ -74,6 +74,49 @@ fn cwe_list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<S
     })
 }
 
+/// Longest unknown field name repeated back in an error.
+const MAX_ECHOED_NAME_CHARS: usize = 64;
+
+/// What is wrong with the input JSON, without its content: serde_json's
+/// messages quote the offending string value (`invalid type: string
+/// "…"`) and the whole of an unknown key, which may be report text or a
+/// megabyte long. Kept: the position, which field is missing or repeated
+/// (always one of ours), what was expected, and an unknown key only when
+/// it is short and looks like a field name (a typo to fix).
+fn json_error(e: &serde_json::Error) -> String {
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let full = e.to_string();
+    let message = full.strip_suffix(&position).unwrap_or(&full);
+    let expected = message
+        .rfind(", expected ")
+        .map(|i| &message[i..])
+        .unwrap_or_default();
+    let text = if e.is_data() {
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let name = rest.rfind("`, expected").map(|i| &rest[..i]);
+            match name {
+                Some(n)
+                    if n.chars().count() <= MAX_ECHOED_NAME_CHARS
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) =>
+                {
+                    format!("unknown field `{n}`{expected}")
+                }
+                _ => format!("an unknown field{expected}"),
+            }
+        } else if message.starts_with("missing field `") || message.starts_with("duplicate field `")
+        {
+            message.to_string()
+        } else {
+            format!("a value has the wrong type{expected}")
+        }
+    } else {
+        // Syntax and end-of-input messages name no input.
+        message.to_string()
+    };
+    format!("{text}{position}")
+}
+
 /// The input JSON of the API and of `embargo seal --report`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,8 +140,10 @@ impl RawReport {
     /// The error names the offending field or position, never its content.
     pub fn from_json(bytes: &[u8]) -> Result<RawReport, FieldErrors> {
         let input: InputJson = serde_json::from_slice(bytes).map_err(|e| {
-            // serde_json messages quote unknown field names and types, not values.
-            FieldErrors::one("report", format!("is not valid input JSON: {e}"))
+            FieldErrors::one(
+                "report",
+                format!("is not valid input JSON: {}", json_error(&e)),
+            )
         })?;
         let mut raw = input.report.clone();
         let reporter = input.reporter.unwrap_or_default();
@@ -625,5 +670,43 @@ mod tests {
         let e = RawReport::from_json(br#"{"report":{"titel":"t"}}"#).unwrap_err();
         assert!(e.to_string().contains("titel"), "{e}");
         assert!(RawReport::from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn input_json_errors_never_repeat_values_or_long_keys() {
+        let message = |json: &[u8]| {
+            let e = RawReport::from_json(json).unwrap_err();
+            assert_eq!(e.0.len(), 1);
+            e.0[0].1.clone()
+        };
+        assert_eq!(
+            message(br#"{"report":"SECRET TEXT"}"#),
+            "is not valid input JSON: a value has the wrong type, expected struct RawReport at line 1 column 23"
+        );
+        assert_eq!(
+            message(br#"{"report":{"title":["SECRET"]}}"#),
+            "is not valid input JSON: a value has the wrong type, expected a string at line 1 column 19"
+        );
+        assert_eq!(
+            message(br#"{"report":{"title":"t","cwe":{"SECRET":1}}}"#),
+            "is not valid input JSON: a value has the wrong type at line 1 column 42"
+        );
+        let long_key = format!(r#"{{"report":{{"{}":1}}}}"#, "SECRET".repeat(100_000));
+        let long = message(long_key.as_bytes());
+        assert!(!long.contains("SECRET"), "{long}");
+        assert!(long.len() < 400, "{} bytes", long.len());
+        assert!(
+            long.starts_with("is not valid input JSON: an unknown field, expected one of `title`"),
+            "{long}"
+        );
+        assert!(!message(br#"{"report":{"SECRET TEXT":1}}"#).contains("SECRET"));
+        assert!(
+            !message(br#"{"reporter":{"name":"SECRET"},"report":{"title":1}}"#).contains("SECRET")
+        );
+        assert_eq!(
+            message(br#"{"report":{"title":"a","title":"b"}}"#),
+            "is not valid input JSON: duplicate field `title` at line 1 column 30"
+        );
+        assert!(message(br#"{"reporter":{}}"#).contains("missing field `report`"));
     }
 }

@@ -468,6 +468,24 @@ fn hostile_multipart_gets_clear_errors_and_stores_nothing() {
         )
         .end();
     assert_eq!(raw_http(a, &mp.request(a, "/api/v1/reports"), false).0, 400);
+    // JSON errors name the problem, never the content: not a string value
+    // sent where an object belongs, nor a 600 KB unknown key (it came back
+    // twice, a 1.2 MB answer).
+    let canary = "CANARY-7f3a";
+    let long_key = format!(r#"{{"report":{{"{}":1}}}}"#, canary.repeat(50_000));
+    for json in [
+        format!(r#"{{"report":"{canary} the whole report"}}"#),
+        format!(r#"{{"report":{{"title":"t","description":"d","cwe":{{"{canary}":1}}}}}}"#),
+        format!(r#"{{"report":{{"{canary} a key":"v"}}}}"#),
+        long_key,
+    ] {
+        let mp = RawMultipart::new().text("report", json.as_bytes()).end();
+        let (status, text) = raw_http(a, &mp.request(a, "/api/v1/reports"), false);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("is not valid input JSON"), "{text}");
+        assert!(!text.contains(canary), "{}", &text[..text.len().min(500)]);
+        assert!(text.len() < 4096, "{} bytes", text.len());
+    }
     // A NUL byte in a part header, and an unknown part.
     let mp = RawMultipart::new()
         .raw(
