@@ -603,6 +603,12 @@ impl Config {
                     .into(),
             });
         }
+        if limits.max_field_bytes == 0 {
+            return Err(ConfigError::Value {
+                key: "limits.max_field_bytes",
+                message: "must be at least 1: title and description are required, so with 0 every report is refused (the default is 65536)".into(),
+            });
+        }
         if limits.upload_rate_window.0.is_zero() || limits.header_read_timeout.0.is_zero() {
             return Err(ConfigError::Value {
                 key: "limits",
@@ -611,6 +617,16 @@ impl Config {
             });
         }
         self.validate_cross_fields()?;
+        let ports = [
+            ("smtp.port", self.smtp.as_ref().map(|s| s.port)),
+            ("mailbox.port", self.mailbox.as_ref().map(|m| m.port)),
+        ];
+        if let Some((key, _)) = ports.iter().find(|(_, p)| *p == Some(0)) {
+            return Err(ConfigError::Value {
+                key,
+                message: "port 0 cannot be connected to: give the server's port, or leave it out for the default".into(),
+            });
+        }
         if let Some(mailbox) = &self.mailbox {
             if !["imap", "maildir"].contains(&mailbox.kind.as_str()) {
                 return Err(ConfigError::Value {
@@ -997,6 +1013,18 @@ mod tests {
                 "policy_url",
                 "plain http",
             ),
+            (
+                "[limits]\nmax_field_bytes = 0".into(),
+                "limits.max_field_bytes",
+                "every report is refused",
+            ),
+            (
+                "[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"s@example.org\"\nport = 0"
+                    .into(),
+                "smtp.port",
+                "port 0",
+            ),
+            (format!("{imap}port = 0"), "mailbox.port", "port 0"),
             (
                 "security_txt_expires = \"next year\"".into(),
                 "security_txt_expires",

@@ -809,6 +809,12 @@ fn a_config_that_cannot_work_stops_serve_before_it_binds_with_a_clear_message() 
             ),
         ),
         (
+            format!("{listen}[limits]\nmax_field_bytes = 0\n"),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for limits.max_field_bytes: must be at least 1: title and description are required, so with 0 every report is refused (the default is 65536)\n"
+            ),
+        ),
+        (
             format!("{listen}policy_url = \"javascript:alert(1)\"\n"),
             format!(
                 "embargo: error: invalid config file {config}: invalid config value for policy_url: \"javascript:alert(1)\" has no host: write it like \"https://security.example.org\"\n"
