@@ -60,18 +60,56 @@ impl fmt::Debug for RawReport {
 }
 
 /// `cwe` may be a JSON list or a comma-separated string; both become a string.
+///
+/// Read item by item, never buffered whole: an untagged enum kept every
+/// item of a list as its own value first, so the 868 KB `["","",…]` the
+/// text limit lets through took 22 MB to parse.
 fn cwe_list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Cwe {
-        One(String),
-        Many(Vec<String>),
+    struct Cwe;
+    impl<'de> serde::de::Visitor<'de> for Cwe {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = String::new();
+            let mut first = true;
+            while let Some(item) = seq.next_element::<String>()? {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&item);
+            }
+            Ok(Some(out))
+        }
     }
-    Ok(match Option::<Cwe>::deserialize(d)? {
-        None => None,
-        Some(Cwe::One(s)) => Some(s),
-        Some(Cwe::Many(v)) => Some(v.join(",")),
-    })
+    d.deserialize_any(Cwe)
 }
 
 /// Longest unknown field name repeated back in an error.
@@ -689,7 +727,7 @@ mod tests {
         );
         assert_eq!(
             message(br#"{"report":{"title":"t","cwe":{"SECRET":1}}}"#),
-            "is not valid input JSON: a value has the wrong type at line 1 column 42"
+            "is not valid input JSON: a value has the wrong type, expected a string or a list of strings at line 1 column 30"
         );
         let long_key = format!(r#"{{"report":{{"{}":1}}}}"#, "SECRET".repeat(100_000));
         let long = message(long_key.as_bytes());

@@ -1780,6 +1780,43 @@ fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded
     assert_store_clean(&site, 1);
 }
 
+#[test]
+fn a_cwe_list_as_long_as_the_text_limit_allows_parses_in_bounded_memory() {
+    let (site, _secret) = site_with_key("", TEST_LIMITS);
+    let srv = Server::start(&site);
+    let a = srv.addr.clone();
+    assert_healthy(&srv);
+    // Warm up: the first refusal builds what every later one reuses.
+    let mp = RawMultipart::new().text("report", b"{}").end();
+    assert_eq!(
+        raw_http(&a, &mp.request(&a, "/api/v1/reports"), false).0,
+        400
+    );
+    let before = srv.peak_rss_kib();
+    // `""` items fill the 868 KB the text limit allows for the report part;
+    // an untagged enum buffered each as its own value (22 MB here).
+    let items = (13 * 65_536 + 16_384 - 64) / 3;
+    let json = format!(
+        r#"{{"report":{{"title":"t","description":"d","cwe":[{}]}}}}"#,
+        vec![r#""""#; items].join(",")
+    );
+    let mp = RawMultipart::new().text("report", json.as_bytes()).end();
+    let (status, text) = raw_http(&a, &mp.request(&a, "/api/v1/reports"), false);
+    assert_eq!(status, 400, "{}", &text[..text.len().min(500)]);
+    assert!(
+        text.contains("cwe is longer than the limit of 65536 bytes"),
+        "{text}"
+    );
+    let growth_kib = srv.peak_rss_kib().saturating_sub(before);
+    eprintln!("cwe list of {items} items: peak RSS growth {growth_kib} KiB");
+    assert!(
+        growth_kib < 12 * 1024,
+        "the server's peak memory grew by {growth_kib} KiB for a {} byte request",
+        json.len()
+    );
+    assert_store_clean(&site, 0);
+}
+
 /// A client whose requests come from `source` (any 127.0.0.0/8 address is
 /// this host on Linux): another peer, as far as the server can tell.
 fn client_from(source: &str) -> reqwest::blocking::Client {
