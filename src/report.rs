@@ -498,6 +498,13 @@ impl CvssScore {
     }
 }
 
+/// Most CWE identifiers one report may list.
+pub const MAX_CWE_IDS: usize = 32;
+
+fn too_many_cwe() -> String {
+    format!("lists more than {MAX_CWE_IDS} CWE identifiers")
+}
+
 /// Parses `CWE-79, CWE-78` (or bare numbers) into a normalised list.
 pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
@@ -518,12 +525,14 @@ pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
                 if !out.contains(&id) {
                     out.push(id);
                 }
+                // Stop here: the duplicate check is quadratic, and a 64 KiB
+                // field holds some 12,000 identifiers (a second of CPU).
+                if out.len() > MAX_CWE_IDS {
+                    return Err(too_many_cwe());
+                }
             }
             _ => return Err("must be a list of CWE identifiers like CWE-78, CWE-79".into()),
         }
-    }
-    if out.len() > 32 {
-        return Err("lists more than 32 CWE identifiers".into());
     }
     Ok(out)
 }
@@ -708,6 +717,22 @@ mod tests {
         let e = RawReport::from_json(br#"{"report":{"titel":"t"}}"#).unwrap_err();
         assert!(e.to_string().contains("titel"), "{e}");
         assert!(RawReport::from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn cwe_lists_stop_at_the_first_identifier_over_the_limit() {
+        let ids: Vec<String> = (1..=12_000).map(|n| n.to_string()).collect();
+        let long = format!("{},not-a-cwe", ids.join(","));
+        // Refused at the 33rd identifier, before the rest is even looked at.
+        assert_eq!(
+            parse_cwe(&long).unwrap_err(),
+            "lists more than 32 CWE identifiers"
+        );
+        let exactly: Vec<String> = (1..=MAX_CWE_IDS).map(|n| format!("CWE-{n}")).collect();
+        assert_eq!(parse_cwe(&exactly.join(", ")).unwrap(), exactly);
+        // Repeats are not counted twice.
+        let repeated = vec!["CWE-79"; 1000].join(",");
+        assert_eq!(parse_cwe(&repeated).unwrap(), vec!["CWE-79"]);
     }
 
     #[test]
