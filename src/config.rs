@@ -603,6 +603,12 @@ impl Config {
                     .into(),
             });
         }
+        if limits.max_field_bytes == 0 {
+            return Err(ConfigError::Value {
+                key: "limits.max_field_bytes",
+                message: "must be at least 1: title and description are required, so with 0 every report is refused (the default is 65536)".into(),
+            });
+        }
         if limits.upload_rate_window.0.is_zero() || limits.header_read_timeout.0.is_zero() {
             return Err(ConfigError::Value {
                 key: "limits",
@@ -611,6 +617,16 @@ impl Config {
             });
         }
         self.validate_cross_fields()?;
+        let ports = [
+            ("smtp.port", self.smtp.as_ref().map(|s| s.port)),
+            ("mailbox.port", self.mailbox.as_ref().map(|m| m.port)),
+        ];
+        if let Some((key, _)) = ports.iter().find(|(_, p)| *p == Some(0)) {
+            return Err(ConfigError::Value {
+                key,
+                message: "port 0 cannot be connected to: give the server's port, or leave it out for the default".into(),
+            });
+        }
         if let Some(mailbox) = &self.mailbox {
             if !["imap", "maildir"].contains(&mailbox.kind.as_str()) {
                 return Err(ConfigError::Value {
@@ -643,6 +659,9 @@ impl Config {
         let value = |key: &'static str, message: String| Err(ConfigError::Value { key, message });
         if let Some(url) = &self.public_url {
             check_public_url(url).or_else(|m| value("public_url", m))?;
+        }
+        if let Some(url) = &self.policy_url {
+            check_policy_url(url).or_else(|m| value("policy_url", m))?;
         }
         for target in &self.maintainers.notify {
             check_notify_target(target, self.smtp.is_some())
@@ -706,14 +725,38 @@ impl Config {
 /// `public_url`: absolute, https (http only for onion services and
 /// loopback hosts), no credentials, query or fragment.
 fn check_public_url(raw: &str) -> Result<(), String> {
+    let url = web_url(raw)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw:?} must not have a query (?) or fragment (#)"));
+    }
+    Ok(())
+}
+
+/// `policy_url`: like `public_url`, but a query or fragment may point into
+/// a longer page.
+fn check_policy_url(raw: &str) -> Result<(), String> {
+    web_url(raw).map(|_| ())
+}
+
+/// An absolute https URL (http only for onion services and loopback
+/// hosts) without credentials, written exactly as it is used: the raw
+/// text goes into security.txt lines and mails, while URL parsing drops
+/// line breaks and surrounding spaces, so a "\nContact: …" inside would
+/// pass the parse and add a line to the signed file.
+fn web_url(raw: &str) -> Result<reqwest::Url, String> {
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{raw:?} contains a space, line break or control character: write the URL alone, percent-encoding any space"
+        ));
+    }
     let url = reqwest::Url::parse(raw).map_err(|e| {
         format!(
             "{raw:?} is not an absolute URL ({e}): write it like \"https://security.example.org\""
         )
     })?;
-    let host = url
-        .host_str()
-        .ok_or_else(|| format!("{raw:?} has no host"))?;
+    let host = url.host_str().ok_or_else(|| {
+        format!("{raw:?} has no host: write it like \"https://security.example.org\"")
+    })?;
     match url.scheme() {
         "https" => {}
         "http" if host.ends_with(".onion") || is_loopback_host(host) => {}
@@ -727,10 +770,7 @@ fn check_public_url(raw: &str) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!("{raw:?} must not hold a user name or password"));
     }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{raw:?} must not have a query (?) or fragment (#)"));
-    }
-    Ok(())
+    Ok(url)
 }
 
 /// One `[maintainers] notify` entry: `mailto:` (needs `[smtp]`), `https://`,
@@ -948,6 +988,44 @@ mod tests {
                 "query",
             ),
             (
+                "public_url = \"https://security.example.org/\\nContact: mailto:x@example.org\""
+                    .into(),
+                "public_url",
+                "line break",
+            ),
+            (
+                "public_url = \" https://security.example.org\"".into(),
+                "public_url",
+                "space",
+            ),
+            (
+                "policy_url = \"https://example.org/p\\r\\nContact: mailto:x@example.org\"".into(),
+                "policy_url",
+                "line break",
+            ),
+            (
+                "policy_url = \"javascript:alert(1)\"".into(),
+                "policy_url",
+                "has no host",
+            ),
+            (
+                "policy_url = \"http://example.org/security\"".into(),
+                "policy_url",
+                "plain http",
+            ),
+            (
+                "[limits]\nmax_field_bytes = 0".into(),
+                "limits.max_field_bytes",
+                "every report is refused",
+            ),
+            (
+                "[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"s@example.org\"\nport = 0"
+                    .into(),
+                "smtp.port",
+                "port 0",
+            ),
+            (format!("{imap}port = 0"), "mailbox.port", "port 0"),
+            (
                 "security_txt_expires = \"next year\"".into(),
                 "security_txt_expires",
                 "not a date",
@@ -967,6 +1045,8 @@ mod tests {
             ),
             "public_url = \"http://abcdefghijklmnop.onion\"".into(),
             "public_url = \"https://security.example.org/intake/\"".into(),
+            "policy_url = \"https://example.org/security#embargo\"".into(),
+            "policy_url = \"http://abcdefghijklmnop.onion/policy?lang=en\"".into(),
             "[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"s@example.org\"".into(),
             "security_txt_expires = \"2027-06-30\"".into(),
             "security_txt_expires = \"2027-06-30T12:00:00Z\"".into(),

@@ -194,6 +194,9 @@ impl Keyring {
                 });
             }
         }
+        if let Some(file) = secret_in_subdirs(dir, SUBDIR_SCAN_DEPTH) {
+            return Err(KeyError::SecretKey { file });
+        }
         Ok(Keyring {
             dir: dir.to_owned(),
             entries,
@@ -302,6 +305,42 @@ pub fn dir_stamp(dir: &Path) -> Option<u64> {
     Some(h.finish())
 }
 
+/// How many levels of subdirectories of `keys_dir` are scanned for
+/// secret keys (certificates are only read from `keys_dir` itself).
+const SUBDIR_SCAN_DEPTH: usize = 4;
+
+/// The first file holding secret key material in a subdirectory of `dir`,
+/// `depth` levels down: certificates are not read from there, but a key
+/// kept in `keys/old/` is as exposed on this server as one in `keys/`.
+/// Symlinked directories are not followed (they may lead anywhere, or in
+/// a loop); what this user cannot read is skipped, since nothing running
+/// as this user could leak it either.
+fn secret_in_subdirs(dir: &Path, depth: usize) -> Option<PathBuf> {
+    if depth == 0 {
+        return None;
+    }
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    entries.into_iter().find_map(|sub| {
+        let mut files: Vec<PathBuf> = fs::read_dir(&sub)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .find(|f| file_holds_secret_key(f).unwrap_or(false))
+            .or_else(|| secret_in_subdirs(&sub, depth - 1))
+    })
+}
+
 /// How deep [`holds_secret_key`] looks into literal data packets that
 /// themselves hold OpenPGP data (a key wrapped in a message).
 const SECRET_SCAN_NESTING: usize = 4;
@@ -352,15 +391,189 @@ fn scan_for_secrets<'a>(
     if starts.iter().any(|s| s.secret_header) {
         return Ok(true);
     }
-    if packets_hold_secret(open(0)?, nesting) {
+    if packets_hold_secret(open(0)?, nesting) || secret_packet_anywhere(open(0)?)? {
         return Ok(true);
     }
-    for start in starts.iter().filter(|s| s.offset != 0) {
-        if packets_hold_secret(open(start.offset)?, nesting) {
+    for start in &starts {
+        if start.offset != 0 && packets_hold_secret(open(start.offset)?, nesting) {
+            return Ok(true);
+        }
+        let armored = openpgp::armor::Reader::from_reader(
+            open(start.offset)?,
+            openpgp::armor::ReaderMode::Tolerant(None),
+        );
+        if secret_packet_anywhere(UntilError(armored))? {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Longest secret key packet body [`secret_packet_anywhere`] decodes; real
+/// ones are a few KiB, even with post-quantum algorithms.
+const MAX_SECRET_PACKET_BYTES: usize = 64 * 1024;
+
+/// Whether a well-formed Secret-Key or Secret-Subkey packet starts at any
+/// byte offset of `reader`, whatever comes before it (a public certificate
+/// in armor, a packet Sequoia refuses, garbage) and whatever its header
+/// form (old or new format, partial or indeterminate length), none of
+/// which stop a reader from lifting the key out of the file. A candidate
+/// counts only if its body parses as a key with secret material, so
+/// random bytes are not mistaken for one.
+fn secret_packet_anywhere(mut reader: impl std::io::Read) -> std::io::Result<bool> {
+    // A packet with one-byte partial chunks takes twice its body, plus headers.
+    const LOOKAHEAD: usize = 2 * MAX_SECRET_PACKET_BYTES + 16;
+    let mut window: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut eof = false;
+    while !eof {
+        let n = match reader.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        eof = n == 0;
+        window.extend_from_slice(&chunk[..n]);
+        let ready = if eof {
+            window.len()
+        } else {
+            window.len().saturating_sub(LOOKAHEAD)
+        };
+        if (0..ready).any(|i| secret_packet_at(&window[i..])) {
+            return Ok(true);
+        }
+        window.drain(..ready);
+    }
+    Ok(false)
+}
+
+/// Whether `data` starts with a Secret-Key or Secret-Subkey packet whose
+/// body parses as a key with secret material.
+fn secret_packet_at(data: &[u8]) -> bool {
+    use openpgp::Packet;
+    use openpgp::crypto::S2K;
+    use openpgp::packet::key::SecretKeyMaterial;
+    use openpgp::types::{PublicKeyAlgorithm, SymmetricAlgorithm};
+    let Some(&first) = data.first() else {
+        return false;
+    };
+    let tag = if first & 0xC0 == 0xC0 {
+        first & 0x3F
+    } else if first & 0x80 != 0 {
+        (first >> 2) & 0x0F
+    } else {
+        return false;
+    };
+    if tag != 5 && tag != 7 {
+        return false;
+    }
+    let Some(body) = packet_body(data) else {
+        return false;
+    };
+    if body.is_empty() {
+        return false;
+    }
+    let mut framed = Zeroizing::new(Vec::with_capacity(body.len() + 6));
+    framed.push(0xC0 | tag);
+    framed.push(0xFF);
+    framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(0).to_be_bytes());
+    framed.extend_from_slice(&body);
+    let (algo, secret) = match Packet::from_bytes(&framed[..]) {
+        Ok(Packet::SecretKey(k)) => (k.pk_algo(), k.optional_secret().cloned()),
+        Ok(Packet::SecretSubkey(k)) => (k.pk_algo(), k.optional_secret().cloned()),
+        _ => return false,
+    };
+    // Random bytes parse as a key now and then (fixed-size algorithms have
+    // no structure to check); these are what tells real ones apart: a
+    // known algorithm, and secret material either unencrypted (its
+    // checksum matched) or encrypted with a known cipher and a salted S2K.
+    if matches!(
+        algo,
+        PublicKeyAlgorithm::Unknown(_) | PublicKeyAlgorithm::Private(_)
+    ) {
+        return false;
+    }
+    match secret {
+        Some(SecretKeyMaterial::Unencrypted(_)) => true,
+        Some(SecretKeyMaterial::Encrypted(e)) => {
+            !matches!(
+                e.algo(),
+                SymmetricAlgorithm::Unknown(_) | SymmetricAlgorithm::Private(_)
+            ) && matches!(e.s2k(), S2K::Iterated { .. } | S2K::Argon2 { .. })
+        }
+        None => false,
+    }
+}
+
+/// The body of the packet at the start of `data`, partial chunks joined
+/// (an indeterminate length runs to the end of `data`), or `None` when the
+/// header is cut off or the body is over [`MAX_SECRET_PACKET_BYTES`].
+fn packet_body(data: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let first = *data.first()?;
+    let mut at = 1usize;
+    let mut body = Zeroizing::new(Vec::new());
+    let take = |at: &mut usize, len: usize, body: &mut Vec<u8>| -> Option<()> {
+        // Keys are versions 3 to 6: checked before anything is copied.
+        if body.is_empty() && len > 0 && !matches!(data.get(*at), Some(3..=6)) {
+            return None;
+        }
+        if body.len().checked_add(len)? > MAX_SECRET_PACKET_BYTES {
+            return None;
+        }
+        let end = at.checked_add(len)?;
+        body.extend_from_slice(data.get(*at..end)?);
+        *at = end;
+        Some(())
+    };
+    let byte = |i: usize| data.get(i).copied().map(usize::from);
+    if first & 0x40 == 0 {
+        let len = match first & 0x03 {
+            0 => byte(1)?,
+            1 => (byte(1)? << 8) | byte(2)?,
+            2 => usize::try_from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)).ok()?,
+            _ => data.len().saturating_sub(1).min(MAX_SECRET_PACKET_BYTES),
+        };
+        at += [1, 2, 4, 0][usize::from(first & 0x03)];
+        take(&mut at, len, &mut body)?;
+        return Some(body);
+    }
+    loop {
+        let octet = byte(at)?;
+        let (len, header, partial) = match octet {
+            0..=191 => (octet, 1, false),
+            192..=223 => (((octet - 192) << 8) + byte(at + 1)? + 192, 2, false),
+            255 => (
+                usize::try_from(u32::from_be_bytes(
+                    data.get(at + 1..at + 5)?.try_into().ok()?,
+                ))
+                .ok()?,
+                5,
+                false,
+            ),
+            _ => (1usize << (octet & 0x1F), 1, true),
+        };
+        at += header;
+        take(&mut at, len, &mut body)?;
+        if !partial {
+            return Some(body);
+        }
+    }
+}
+
+/// A reader that ends at its first error: what an armor block decodes to
+/// up to where it stops being valid.
+struct UntilError<R>(R);
+
+impl<R: std::io::Read> std::io::Read for UntilError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }
 
 /// Where an armor header line (`-----BEGIN PGP …`) starts.

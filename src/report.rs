@@ -60,18 +60,99 @@ impl fmt::Debug for RawReport {
 }
 
 /// `cwe` may be a JSON list or a comma-separated string; both become a string.
+///
+/// Read item by item, never buffered whole: an untagged enum kept every
+/// item of a list as its own value first, so the 868 KB `["","",…]` the
+/// text limit lets through took 22 MB to parse.
 fn cwe_list_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Cwe {
-        One(String),
-        Many(Vec<String>),
+    struct Cwe;
+    impl<'de> serde::de::Visitor<'de> for Cwe {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = String::new();
+            let mut first = true;
+            while let Some(item) = seq.next_element::<String>()? {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&item);
+            }
+            Ok(Some(out))
+        }
     }
-    Ok(match Option::<Cwe>::deserialize(d)? {
-        None => None,
-        Some(Cwe::One(s)) => Some(s),
-        Some(Cwe::Many(v)) => Some(v.join(",")),
-    })
+    d.deserialize_any(Cwe)
+}
+
+/// Longest unknown field name repeated back in an error.
+const MAX_ECHOED_NAME_CHARS: usize = 64;
+
+/// What is wrong with the input JSON, without its content: serde_json's
+/// messages quote the offending string value (`invalid type: string
+/// "…"`) and the whole of an unknown key, which may be report text or a
+/// megabyte long. Kept: the position, which field is missing or repeated
+/// (always one of ours), what was expected, and an unknown key only when
+/// it is short and looks like a field name (a typo to fix).
+fn json_error(e: &serde_json::Error) -> String {
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let full = e.to_string();
+    let message = full.strip_suffix(&position).unwrap_or(&full);
+    let expected = message
+        .rfind(", expected ")
+        .map(|i| &message[i..])
+        .unwrap_or_default();
+    let text = if e.is_data() {
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let name = rest.rfind("`, expected").map(|i| &rest[..i]);
+            match name {
+                Some(n)
+                    if n.chars().count() <= MAX_ECHOED_NAME_CHARS
+                        && n.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) =>
+                {
+                    format!("unknown field `{n}`{expected}")
+                }
+                _ => format!("an unknown field{expected}"),
+            }
+        } else if message.starts_with("missing field `") || message.starts_with("duplicate field `")
+        {
+            message.to_string()
+        } else {
+            format!("a value has the wrong type{expected}")
+        }
+    } else {
+        // Syntax and end-of-input messages name no input.
+        message.to_string()
+    };
+    format!("{text}{position}")
 }
 
 /// The input JSON of the API and of `embargo seal --report`.
@@ -97,8 +178,10 @@ impl RawReport {
     /// The error names the offending field or position, never its content.
     pub fn from_json(bytes: &[u8]) -> Result<RawReport, FieldErrors> {
         let input: InputJson = serde_json::from_slice(bytes).map_err(|e| {
-            // serde_json messages quote unknown field names and types, not values.
-            FieldErrors::one("report", format!("is not valid input JSON: {e}"))
+            FieldErrors::one(
+                "report",
+                format!("is not valid input JSON: {}", json_error(&e)),
+            )
         })?;
         let mut raw = input.report.clone();
         let reporter = input.reporter.unwrap_or_default();
@@ -415,6 +498,13 @@ impl CvssScore {
     }
 }
 
+/// Most CWE identifiers one report may list.
+pub const MAX_CWE_IDS: usize = 32;
+
+fn too_many_cwe() -> String {
+    format!("lists more than {MAX_CWE_IDS} CWE identifiers")
+}
+
 /// Parses `CWE-79, CWE-78` (or bare numbers) into a normalised list.
 pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
@@ -435,12 +525,14 @@ pub fn parse_cwe(text: &str) -> Result<Vec<String>, String> {
                 if !out.contains(&id) {
                     out.push(id);
                 }
+                // Stop here: the duplicate check is quadratic, and a 64 KiB
+                // field holds some 12,000 identifiers (a second of CPU).
+                if out.len() > MAX_CWE_IDS {
+                    return Err(too_many_cwe());
+                }
             }
             _ => return Err("must be a list of CWE identifiers like CWE-78, CWE-79".into()),
         }
-    }
-    if out.len() > 32 {
-        return Err("lists more than 32 CWE identifiers".into());
     }
     Ok(out)
 }
@@ -625,5 +717,59 @@ mod tests {
         let e = RawReport::from_json(br#"{"report":{"titel":"t"}}"#).unwrap_err();
         assert!(e.to_string().contains("titel"), "{e}");
         assert!(RawReport::from_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn cwe_lists_stop_at_the_first_identifier_over_the_limit() {
+        let ids: Vec<String> = (1..=12_000).map(|n| n.to_string()).collect();
+        let long = format!("{},not-a-cwe", ids.join(","));
+        // Refused at the 33rd identifier, before the rest is even looked at.
+        assert_eq!(
+            parse_cwe(&long).unwrap_err(),
+            "lists more than 32 CWE identifiers"
+        );
+        let exactly: Vec<String> = (1..=MAX_CWE_IDS).map(|n| format!("CWE-{n}")).collect();
+        assert_eq!(parse_cwe(&exactly.join(", ")).unwrap(), exactly);
+        // Repeats are not counted twice.
+        let repeated = vec!["CWE-79"; 1000].join(",");
+        assert_eq!(parse_cwe(&repeated).unwrap(), vec!["CWE-79"]);
+    }
+
+    #[test]
+    fn input_json_errors_never_repeat_values_or_long_keys() {
+        let message = |json: &[u8]| {
+            let e = RawReport::from_json(json).unwrap_err();
+            assert_eq!(e.0.len(), 1);
+            e.0[0].1.clone()
+        };
+        assert_eq!(
+            message(br#"{"report":"SECRET TEXT"}"#),
+            "is not valid input JSON: a value has the wrong type, expected struct RawReport at line 1 column 23"
+        );
+        assert_eq!(
+            message(br#"{"report":{"title":["SECRET"]}}"#),
+            "is not valid input JSON: a value has the wrong type, expected a string at line 1 column 19"
+        );
+        assert_eq!(
+            message(br#"{"report":{"title":"t","cwe":{"SECRET":1}}}"#),
+            "is not valid input JSON: a value has the wrong type, expected a string or a list of strings at line 1 column 30"
+        );
+        let long_key = format!(r#"{{"report":{{"{}":1}}}}"#, "SECRET".repeat(100_000));
+        let long = message(long_key.as_bytes());
+        assert!(!long.contains("SECRET"), "{long}");
+        assert!(long.len() < 400, "{} bytes", long.len());
+        assert!(
+            long.starts_with("is not valid input JSON: an unknown field, expected one of `title`"),
+            "{long}"
+        );
+        assert!(!message(br#"{"report":{"SECRET TEXT":1}}"#).contains("SECRET"));
+        assert!(
+            !message(br#"{"reporter":{"name":"SECRET"},"report":{"title":1}}"#).contains("SECRET")
+        );
+        assert_eq!(
+            message(br#"{"report":{"title":"a","title":"b"}}"#),
+            "is not valid input JSON: duplicate field `title` at line 1 column 30"
+        );
+        assert!(message(br#"{"reporter":{}}"#).contains("missing field `report`"));
     }
 }

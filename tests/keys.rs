@@ -313,6 +313,35 @@ fn secret_key_files() -> Vec<(String, Vec<u8>)> {
     };
     let cat = |a: &[u8], b: &[u8]| [a, b].concat();
     let public_bin = other.to_vec().unwrap();
+    // The same secret packet under headers Sequoia's parser refuses.
+    let body = packet_body(&primary);
+    let partial = {
+        let mut out = vec![0xC5];
+        let mut rest = &body[..];
+        while rest.len() > 16 {
+            out.push(0xE4); // a partial chunk of 16 bytes
+            out.extend_from_slice(&rest[..16]);
+            rest = &rest[16..];
+        }
+        out.push(rest.len() as u8);
+        out.extend_from_slice(rest);
+        out
+    };
+    let indeterminate = cat(&[0x97], &body);
+    let v6 = openpgp::cert::CertBuilder::general_purpose(Some("v6 <v6@example.org>"))
+        .set_profile(openpgp::Profile::RFC9580)
+        .unwrap()
+        .generate()
+        .unwrap()
+        .0;
+    let protected = openpgp::cert::CertBuilder::general_purpose(Some("pw <pw@example.org>"))
+        .set_password(Some("correct horse".into()))
+        .generate()
+        .unwrap()
+        .0;
+    let garbage = pseudo_random(1 << 20, 7);
+    // An old-format signature packet too short to parse.
+    let broken_packet = [0x88, 3, 0x99, 0x99, 0x99];
     let variants: Vec<(&str, Vec<u8>)> = vec![
         ("lone secret subkey, binary", subkey.clone()),
         ("lone secret subkey, armored", armor(Kind::SecretKey, &subkey)),
@@ -340,6 +369,24 @@ fn secret_key_files() -> Vec<(String, Vec<u8>)> {
         ("TSK in compressed data", wrapped(true)),
         ("TSK in a literal data packet", wrapped(false)),
         (
+            "binary TSK after an armored public certificate",
+            cat(&armored_public(&other), &tsk),
+        ),
+        ("secret key with partial body lengths", partial),
+        ("secret key with an indeterminate length", indeterminate),
+        ("TSK after 1 MiB of garbage", cat(&garbage, &tsk)),
+        ("TSK after a broken packet", cat(&broken_packet, &tsk)),
+        (
+            "TSK after a broken packet, armored as a public key",
+            armor(Kind::PublicKey, &cat(&broken_packet, &tsk)),
+        ),
+        ("v6 TSK, binary", v6.as_tsk().to_vec().unwrap()),
+        ("v6 TSK, armored with CRLF", crlf(&armored_secret(&v6))),
+        (
+            "passphrase-protected TSK after garbage",
+            cat(&garbage, &protected.as_tsk().to_vec().unwrap()),
+        ),
+        (
             "private key armor with a body that does not parse",
             b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nnot base64 at all!\n-----END PGP PRIVATE KEY BLOCK-----\n".to_vec(),
         ),
@@ -353,6 +400,75 @@ fn secret_key_files() -> Vec<(String, Vec<u8>)> {
             (format!("{}-{name}", what.replace([' ', ','], "_")), bytes)
         })
         .collect()
+}
+
+/// The body of the one new-format packet `packet` holds (as Sequoia
+/// writes them: one-, two- or five-octet lengths).
+fn packet_body(packet: &[u8]) -> Vec<u8> {
+    assert_eq!(packet[0] & 0xC0, 0xC0, "a new-format packet");
+    let (len, at) = match packet[1] {
+        l @ 0..=191 => (l as usize, 2),
+        l @ 192..=223 => ((((l as usize) - 192) << 8) + packet[2] as usize + 192, 3),
+        255 => (
+            u32::from_be_bytes(packet[2..6].try_into().unwrap()) as usize,
+            6,
+        ),
+        _ => panic!("partial length"),
+    };
+    packet[at..at + len].to_vec()
+}
+
+/// `n` bytes that look random, the same for the same `seed` (xorshift).
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `text` with CRLF line ends and a byte-order mark before it.
+fn crlf(text: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    format!("\u{feff}{}", text.replace('\n', "\r\n")).into_bytes()
+}
+
+#[test]
+fn a_secret_key_in_a_subdirectory_or_behind_a_symlink_in_keys_dir_is_refused_by_name() {
+    let tsk = armored_secret(&sequoia_key("old <old@example.org>"));
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("backup.asc"), &tsk).unwrap();
+    // (what, path under keys/, whether it is a symlink to the key outside)
+    let shapes = [
+        ("subdirectory", "old/alice-2019.asc", false),
+        ("three levels down, no extension", "a/b/c/notes", false),
+        ("symlink to a file outside", "bob.asc", true),
+    ];
+    for (what, path, link) in shapes {
+        let site = Site::new();
+        site.add_key(
+            "good.asc",
+            &armored_public(&sequoia_key("good <g@example.org>")),
+        );
+        let file = site.keys_dir().join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        if link {
+            std::os::unix::fs::symlink(outside.path().join("backup.asc"), &file).unwrap();
+        } else {
+            fs::write(&file, &tsk).unwrap();
+        }
+        let out = run(&site, &["keys", "check"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} holds secret key material", file.display())),
+            "{what}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -409,6 +525,12 @@ fn public_certificates_in_any_shape_are_not_mistaken_for_secret_keys() {
     }
     assert!(!embargo::keys::holds_secret_key(&armored_public(&a)));
     assert!(!embargo::keys::holds_secret_key(&a.to_vec().unwrap()));
+    // The scan looks for secret key packets at every offset: bytes that
+    // happen to parse as one (they do, every few MiB) are not mistaken.
+    for seed in 1..=4 {
+        let noise = pseudo_random(8 << 20, seed);
+        assert!(!embargo::keys::holds_secret_key(&noise), "seed {seed}");
+    }
 }
 
 #[test]

@@ -792,6 +792,35 @@ fn a_config_that_cannot_work_stops_serve_before_it_binds_with_a_clear_message() 
             ),
         ),
         (
+            // URL parsing drops the line break; security.txt would not.
+            format!(
+                "{listen}public_url = \"https://security.example.org/\\nContact: mailto:evil@example.org\"\n"
+            ),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for public_url: \"https://security.example.org/\\nContact: mailto:evil@example.org\" contains a space, line break or control character: write the URL alone, percent-encoding any space\n"
+            ),
+        ),
+        (
+            format!(
+                "{listen}public_url = \"https://security.example.org\"\npolicy_url = \"https://example.org/p\\nContact: mailto:evil@example.org\"\n"
+            ),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for policy_url: \"https://example.org/p\\nContact: mailto:evil@example.org\" contains a space, line break or control character: write the URL alone, percent-encoding any space\n"
+            ),
+        ),
+        (
+            format!("{listen}[limits]\nmax_field_bytes = 0\n"),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for limits.max_field_bytes: must be at least 1: title and description are required, so with 0 every report is refused (the default is 65536)\n"
+            ),
+        ),
+        (
+            format!("{listen}policy_url = \"javascript:alert(1)\"\n"),
+            format!(
+                "embargo: error: invalid config file {config}: invalid config value for policy_url: \"javascript:alert(1)\" has no host: write it like \"https://security.example.org\"\n"
+            ),
+        ),
+        (
             format!("{listen}metrics_listen = \"127.0.0.1:{port}\"\n"),
             format!(
                 "embargo: error: invalid config file {config}: invalid config value for metrics_listen: is the same address as listen (127.0.0.1:{port}): use another port, e.g. 127.0.0.1:9180\n"

@@ -468,6 +468,24 @@ fn hostile_multipart_gets_clear_errors_and_stores_nothing() {
         )
         .end();
     assert_eq!(raw_http(a, &mp.request(a, "/api/v1/reports"), false).0, 400);
+    // JSON errors name the problem, never the content: not a string value
+    // sent where an object belongs, nor a 600 KB unknown key (it came back
+    // twice, a 1.2 MB answer).
+    let canary = "CANARY-7f3a";
+    let long_key = format!(r#"{{"report":{{"{}":1}}}}"#, canary.repeat(50_000));
+    for json in [
+        format!(r#"{{"report":"{canary} the whole report"}}"#),
+        format!(r#"{{"report":{{"title":"t","description":"d","cwe":{{"{canary}":1}}}}}}"#),
+        format!(r#"{{"report":{{"{canary} a key":"v"}}}}"#),
+        long_key,
+    ] {
+        let mp = RawMultipart::new().text("report", json.as_bytes()).end();
+        let (status, text) = raw_http(a, &mp.request(a, "/api/v1/reports"), false);
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("is not valid input JSON"), "{text}");
+        assert!(!text.contains(canary), "{}", &text[..text.len().min(500)]);
+        assert!(text.len() < 4096, "{} bytes", text.len());
+    }
     // A NUL byte in a part header, and an unknown part.
     let mp = RawMultipart::new()
         .raw(
@@ -1760,6 +1778,43 @@ fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded
     let id = submit_with_file(&srv, "after the floods", &poc);
     assert_eq!(attachment_bytes(&site, &secret, &id, 0), poc);
     assert_store_clean(&site, 1);
+}
+
+#[test]
+fn a_cwe_list_as_long_as_the_text_limit_allows_parses_in_bounded_memory() {
+    let (site, _secret) = site_with_key("", TEST_LIMITS);
+    let srv = Server::start(&site);
+    let a = srv.addr.clone();
+    assert_healthy(&srv);
+    // Warm up: the first refusal builds what every later one reuses.
+    let mp = RawMultipart::new().text("report", b"{}").end();
+    assert_eq!(
+        raw_http(&a, &mp.request(&a, "/api/v1/reports"), false).0,
+        400
+    );
+    let before = srv.peak_rss_kib();
+    // `""` items fill the 868 KB the text limit allows for the report part;
+    // an untagged enum buffered each as its own value (22 MB here).
+    let items = (13 * 65_536 + 16_384 - 64) / 3;
+    let json = format!(
+        r#"{{"report":{{"title":"t","description":"d","cwe":[{}]}}}}"#,
+        vec![r#""""#; items].join(",")
+    );
+    let mp = RawMultipart::new().text("report", json.as_bytes()).end();
+    let (status, text) = raw_http(&a, &mp.request(&a, "/api/v1/reports"), false);
+    assert_eq!(status, 400, "{}", &text[..text.len().min(500)]);
+    assert!(
+        text.contains("cwe is longer than the limit of 65536 bytes"),
+        "{text}"
+    );
+    let growth_kib = srv.peak_rss_kib().saturating_sub(before);
+    eprintln!("cwe list of {items} items: peak RSS growth {growth_kib} KiB");
+    assert!(
+        growth_kib < 12 * 1024,
+        "the server's peak memory grew by {growth_kib} KiB for a {} byte request",
+        json.len()
+    );
+    assert_store_clean(&site, 0);
 }
 
 /// A client whose requests come from `source` (any 127.0.0.0/8 address is
