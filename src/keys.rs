@@ -640,6 +640,16 @@ fn armor_starts(mut reader: ScanReader<'_>) -> std::io::Result<Vec<ArmorStart>> 
 /// descending into containers (compressed data) and, `nesting` levels
 /// deep, into literal data. Parse errors end the scan with what was seen.
 fn packets_hold_secret(reader: ScanReader<'_>, nesting: usize) -> bool {
+    // Sequoia's parser is not expected to panic, but one input found by
+    // fuzzing did (see below); a key file must never take the intake down.
+    // The byte-offset scan still looks at every file either way.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        packet_walk_holds_secret(reader, nesting)
+    }))
+    .unwrap_or(false)
+}
+
+fn packet_walk_holds_secret(reader: ScanReader<'_>, nesting: usize) -> bool {
     use openpgp::packet::Tag;
     use openpgp::parse::{PacketParser, PacketParserResult};
     let Ok(mut ppr) = PacketParser::from_reader(reader) else {
@@ -654,18 +664,23 @@ fn packets_hold_secret(reader: ScanReader<'_>, nesting: usize) -> bool {
         if nesting > 0 && matches!(pp.packet, openpgp::Packet::Literal(_)) {
             let mut body = Zeroizing::new(Vec::new());
             let limit = MAX_KEY_FILE_BYTES;
+            // A failed read leaves Sequoia's parser unusable: moving on
+            // from it panicked ("body_hash is None"), so the walk ends here.
             if std::io::Read::read_to_end(&mut std::io::Read::take(&mut pp, limit), &mut body)
-                .is_ok()
-                && scan_for_secrets(
-                    |offset| {
-                        let start = usize::try_from(offset)
-                            .unwrap_or(usize::MAX)
-                            .min(body.len());
-                        Ok(Box::new(&body[start..]))
-                    },
-                    nesting - 1,
-                )
-                .unwrap_or(false)
+                .is_err()
+            {
+                return false;
+            }
+            if scan_for_secrets(
+                |offset| {
+                    let start = usize::try_from(offset)
+                        .unwrap_or(usize::MAX)
+                        .min(body.len());
+                    Ok(Box::new(&body[start..]))
+                },
+                nesting - 1,
+            )
+            .unwrap_or(false)
             {
                 return true;
             }
