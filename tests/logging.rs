@@ -56,11 +56,7 @@ fn post_report(server: &Server) -> (u16, u16) {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = server::status_of(&answer);
     (status, port)
 }
 

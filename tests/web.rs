@@ -649,13 +649,7 @@ fn a_client_that_stops_mid_file_leaves_no_trace() {
         let mut out = Vec::new();
         let _ = std::io::Read::read_to_end(&mut s, &mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
-        (
-            text.split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<u16>().ok())
-                .unwrap_or(0),
-            text,
-        )
+        (server::status_of(&text), text)
     };
     assert_eq!(status, 408, "{text}");
     assert!(text.contains("\"timeout\""), "{text}");
@@ -1601,11 +1595,7 @@ fn post_streamed_parts(
     let _ = stream.shutdown(std::net::Shutdown::Both);
     feeder.join().unwrap();
     let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = server::status_of(&text);
     (status, text)
 }
 

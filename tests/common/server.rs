@@ -180,12 +180,17 @@ pub fn raw_http(addr: &str, request: &[u8], close_write: bool) -> (u16, String) 
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
+    let status = status_of(&text);
+    (status, text)
+}
+
+/// The status code of a raw HTTP answer (0 when there is none).
+pub fn status_of(answer: &str) -> u16 {
+    answer
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+        .unwrap_or(0)
 }
 
 /// A multipart/form-data body built by hand, for hostile variants.
