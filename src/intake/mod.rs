@@ -255,6 +255,12 @@ pub async fn serve_with(
         None => None,
     };
     tracing::info!(%local, "web intake listening");
+    if let Some(listener) = &metrics_listener
+        && let Ok(addr) = listener.local_addr()
+    {
+        // Announced like the intake, so `metrics_listen` may use port 0.
+        eprintln!("embargo: metrics listening on http://{addr}/metrics");
+    }
     reload_on_keys_change(state.clone());
     state.set_notifier(notifier.clone());
     // With [mailbox], the poller shares the notices and the counters.
