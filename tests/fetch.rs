@@ -41,7 +41,7 @@ impl Server {
             let line = line.unwrap();
             seen.push_str(&line);
             seen.push('\n');
-            if let Some(rest) = line.split("listening on ").nth(1) {
+            if let Some(rest) = line.split("web intake listening on ").nth(1) {
                 url = Some(rest.trim().trim_end_matches('/').to_string());
                 break;
             }

@@ -71,7 +71,7 @@ impl Server {
                     Ok(_) => {
                         log2.lock().unwrap().extend_from_slice(&line);
                         let text = String::from_utf8_lossy(&line);
-                        if let Some(rest) = text.split("listening on http://").nth(1) {
+                        if let Some(rest) = text.split("web intake listening on http://").nth(1) {
                             let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
                         }
                     }
