@@ -144,6 +144,12 @@ impl embargo::store::Store for NullStore {
     fn remove_stale_staging(&self) -> Result<usize, embargo::store::StoreError> {
         Ok(0)
     }
+    fn arrived_at(&self, _: &embargo::id::ReportId) -> Option<std::time::SystemTime> {
+        None
+    }
+    fn case_open(&self, _: &embargo::id::ReportId) -> bool {
+        false
+    }
 }
 
 /// Seals `n` small reports to `certs` in process, into the filesystem

@@ -22,7 +22,7 @@
 //!
 //! **Open cases.** Retention never deletes a case that is not closed. The
 //! server cannot read case events (they are sealed like reports), so
-//! [`CaseState`] treats a report with any `events/` as an open case and
+//! [`Store::case_open`] treats a report with any `events/` as an open case and
 //! keeps it; when a server-visible "closed" marker exists, that predicate
 //! is the one place to teach about it.
 
@@ -40,7 +40,7 @@ use crate::clock::Clock;
 use crate::config::Retention;
 use crate::id::ReportId;
 use crate::metrics::Metrics;
-use crate::store::{FsStore, Store, StoreError, is_part_name};
+use crate::store::{Store, StoreError, is_part_name};
 
 /// The directory under `state_dir` holding fetched-markers (written only
 /// for confirmed fetches).
@@ -49,7 +49,7 @@ pub const FETCHED_DIR: &str = "fetch-confirmed";
 /// proved nothing: never read, removed by the next pass.
 const LEGACY_FETCHED_DIR: &str = "fetched";
 /// The directory of a report that holds its case's events.
-pub const EVENTS_DIR: &str = "events";
+pub use crate::store::EVENTS_DIR;
 /// Largest fetch confirmation accepted: derived from the format, not a
 /// tunable (at most 1000 parts, each entry `"NNN.pgp":"<64 hex>",` well
 /// under 128 bytes).
@@ -71,39 +71,6 @@ pub enum RetentionError {
         #[source]
         source: io::Error,
     },
-}
-
-/// When a report arrived, as far as the server can tell without decrypting.
-pub trait ArrivalTimes {
-    /// The arrival time of complete report `id`; `None` when unknown (such
-    /// a report is never deleted for its age).
-    fn arrived_at(&self, id: &ReportId) -> Option<SystemTime>;
-}
-
-impl ArrivalTimes for FsStore {
-    fn arrived_at(&self, id: &ReportId) -> Option<SystemTime> {
-        fs::metadata(self.report_dir(id).join("manifest.pgp"))
-            .ok()?
-            .modified()
-            .ok()
-    }
-}
-
-/// Whether a report is part of a case that is still open (retention keeps it).
-pub trait CaseState {
-    /// True when report `id` may have an open case.
-    fn case_open(&self, id: &ReportId) -> bool;
-}
-
-impl CaseState for FsStore {
-    fn case_open(&self, id: &ReportId) -> bool {
-        // The server cannot see a `closed` event inside the ciphertext: any
-        // events directory (or one that cannot be checked) means open.
-        !matches!(
-            fs::symlink_metadata(self.report_dir(id).join(EVENTS_DIR)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound
-        )
-    }
 }
 
 /// What a maintainer's `embargo fetch` says it stored: the SHA-256 of each
@@ -262,7 +229,7 @@ pub fn apply<S>(
     now: SystemTime,
 ) -> Result<Vec<ReportId>, RetentionError>
 where
-    S: Store + ArrivalTimes + CaseState + ?Sized,
+    S: Store + ?Sized,
 {
     let mut deleted = Vec::new();
     if rules.max_age.is_none() && !rules.delete_after_fetch {
@@ -348,7 +315,7 @@ fn forget_marks<S: Store + ?Sized>(store: &S, state_dir: &Path) -> Result<(), Re
 /// `rules.interval` until `shutdown` is cancelled. `None` when `[retention]`
 /// keeps everything (the default).
 pub fn spawn(
-    store: Arc<FsStore>,
+    store: Arc<dyn Store>,
     state_dir: PathBuf,
     rules: Retention,
     clock: Clock,

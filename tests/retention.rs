@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use embargo::clock::Clock;
 use embargo::config::{Config, Retention};
 use embargo::id::ReportId;
-use embargo::retention::{self, ArrivalTimes, mark_fetched};
+use embargo::retention::{self, mark_fetched};
 use embargo::store::{FsStore, Store};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -283,7 +283,6 @@ fn reports_with_case_events_are_never_deleted_by_age_or_fetch() {
             mark_fetched(&state, id, part).unwrap();
         }
     }
-    use embargo::retention::CaseState;
     assert!(store.case_open(&open));
     assert!(!store.case_open(&plain));
     let rules = rules("max_age = \"30d\"\ndelete_after_fetch = true");

@@ -19,19 +19,19 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::Error;
+use super::{Error, Progress};
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
-use crate::store::{FsStore, PartInfo, Store, StoreError, is_part_name};
+use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
 
 /// Where partial downloads wait, inside the store root but outside `reports/`.
 pub const PARTIAL_DIR: &str = ".fetch-partial";
@@ -113,7 +113,7 @@ struct ListedReport {
 }
 
 /// Downloads every complete report missing from the local store.
-pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
+pub fn fetch(args: &FetchArgs, progress: &dyn Progress) -> Result<FetchSummary, Error> {
     let base = base_url(&args.from)?;
     if args.timeout.is_zero() {
         return Err(Error::Usage(
@@ -151,7 +151,7 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
         .filter(|(id, _)| !store.contains(id).unwrap_or(false))
         .map(|(_, parts)| total_size(parts))
         .fold(0, u64::saturating_add);
-    let bar = super::progress_bar(missing.min(args.max_bytes));
+    progress.start(missing.min(args.max_bytes));
     for (id, parts) in reports {
         let dir = partial_root.join(id.as_str());
         if store.contains(&id)? {
@@ -159,7 +159,7 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
             remove_partial(&dir)?;
             summary.already_present += 1;
             if confirm {
-                http.confirm(&store, &id)?;
+                http.confirm(store.as_ref(), &args.store, &id)?;
                 summary.confirmed += 1;
             }
             continue;
@@ -170,21 +170,21 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
         }
         private_dir(&dir)?;
         for part in &parts {
-            bar.set_message(format!("{id}/{}", part.name));
-            summary.bytes += http.download(&id, part, &dir.join(&part.name), &bar)?;
+            progress.working_on(&format!("{id}/{}", part.name));
+            summary.bytes += http.download(&id, part, &dir.join(&part.name), progress)?;
         }
-        if commit(&store, &id, &parts, &dir)? {
+        if commit(store.as_ref(), &id, &parts, &dir)? {
             summary.fetched.push(id.clone());
         } else {
             summary.already_present += 1;
         }
         remove_partial(&dir)?;
         if confirm {
-            http.confirm(&store, &id)?;
+            http.confirm(store.as_ref(), &args.store, &id)?;
             summary.confirmed += 1;
         }
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(summary)
 }
 
@@ -192,7 +192,7 @@ pub fn fetch(args: &FetchArgs) -> Result<FetchSummary, Error> {
 /// (checked before opening, which creates what is missing, and after),
 /// `.fetch-partial/` private, and no other fetch running (the returned lock
 /// is held until dropped). Stale staging is swept only under that lock.
-fn open_local_store(root: &Path, base: &str) -> Result<(FsStore, PathBuf, File), Error> {
+fn open_local_store(root: &Path, base: &str) -> Result<(Arc<dyn Store>, PathBuf, File), Error> {
     let reports_dir = root.join("reports");
     let store_dirs = [
         reports_dir.clone(),
@@ -205,7 +205,7 @@ fn open_local_store(root: &Path, base: &str) -> Result<(FsStore, PathBuf, File),
             real_dir(dir)?;
         }
     }
-    let store = FsStore::open(root)?;
+    let store = store::open(root)?;
     for dir in &store_dirs {
         real_dir(dir)?;
     }
@@ -300,7 +300,7 @@ fn open_no_follow(options: &mut OpenOptions, path: &Path) -> Result<File, Error>
 
 /// Moves the downloaded parts of one report into the store, manifest last.
 /// Returns false when the report appeared meanwhile.
-fn commit(store: &FsStore, id: &ReportId, parts: &[PartInfo], dir: &Path) -> Result<bool, Error> {
+fn commit(store: &dyn Store, id: &ReportId, parts: &[PartInfo], dir: &Path) -> Result<bool, Error> {
     let mut staging = match store.stage(id) {
         Ok(s) => s,
         // Committed meanwhile by another writer: nothing to do. A directory
@@ -371,17 +371,19 @@ impl Http {
     /// Tells the intake that report `id` is stored here, with the SHA-256 of
     /// each part read back from the local store (after its commit fsynced
     /// it), so that `delete_after_fetch` may remove the server's copy.
-    fn confirm(&self, store: &FsStore, id: &ReportId) -> Result<(), Error> {
+    fn confirm(&self, store: &dyn Store, root: &Path, id: &ReportId) -> Result<(), Error> {
         // What is hashed must be this store's own copy, not what a link
-        // planted in its place points to.
-        let dir = store.report_dir(id);
-        real_dir(&dir)?;
+        // planted in its place points to (the store opens no part that is
+        // a link, and the report directory must be a real one).
+        real_dir(&root.join("reports").join(id.as_str()))?;
         let mut parts = serde_json::Map::new();
         for part in store.parts(id)? {
-            let path = dir.join(&part.name);
-            let mut reader = open_no_follow(OpenOptions::new().read(true), &path)?;
+            let mut reader = store.open_part(id, &part.name)?;
             let mut hash = sha2::Sha256::default();
-            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read { path, source })?;
+            io::copy(&mut reader, &mut hash).map_err(|source| Error::Read {
+                path: PathBuf::from(id.as_str()).join(&part.name),
+                source,
+            })?;
             let digest = hex::encode(sha2::Digest::finalize(hash));
             parts.insert(part.name, serde_json::Value::String(digest));
         }
@@ -466,7 +468,7 @@ impl Http {
         id: &ReportId,
         part: &PartInfo,
         path: &Path,
-        bar: &ProgressBar,
+        progress: &dyn Progress,
     ) -> Result<u64, Error> {
         let url = format!("{}/api/v1/sealed/{id}/{}", self.base, part.name);
         let mut file = open_no_follow(
@@ -487,7 +489,7 @@ impl Http {
         if have > part.size {
             have = 0;
         }
-        bar.inc(have);
+        progress.advance(have);
         if have == part.size {
             return Ok(0);
         }
@@ -509,7 +511,7 @@ impl Http {
                     detail: format!("the server answered {}", response.status()),
                 });
             }
-            bar.set_position(bar.position().saturating_sub(have));
+            progress.rewind(have);
             have = 0;
         }
         let expected = part.size - have;
@@ -544,7 +546,7 @@ impl Http {
                 )));
             }
             file.write_all(&buf[..n]).map_err(write_err(path))?;
-            bar.inc(n as u64);
+            progress.advance(n as u64);
         }
         if got != expected {
             return Err(Error::Fetch {

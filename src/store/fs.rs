@@ -257,9 +257,18 @@ impl Store for FsStore {
             return Err(StoreError::BadPartName(part.chars().take(40).collect()));
         }
         let path = self.complete(id)?.join(part);
-        match File::open(&path) {
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(id.clone())),
+            // A part that is a link is no part of this report.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                Err(StoreError::NotFound(id.clone()))
+            }
             Err(e) => Err(StoreError::Io {
                 path: path.display().to_string(),
                 source: e,
@@ -294,6 +303,20 @@ impl Store for FsStore {
             .and_then(|mut f| f.write_all(b"probe").and_then(|_| f.sync_all()));
         let _ = fs::remove_file(&probe);
         result.map_err(io_err(&staging))
+    }
+
+    fn arrived_at(&self, id: &ReportId) -> Option<std::time::SystemTime> {
+        fs::metadata(self.report_dir(id).join("manifest.pgp"))
+            .ok()?
+            .modified()
+            .ok()
+    }
+
+    fn case_open(&self, id: &ReportId) -> bool {
+        !matches!(
+            fs::symlink_metadata(self.report_dir(id).join(super::EVENTS_DIR)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound
+        )
     }
 
     fn remove_stale_staging(&self) -> Result<usize, StoreError> {

@@ -3,7 +3,12 @@
 
 mod fs;
 
+/// The directory of a report that holds its case's events.
+pub const EVENTS_DIR: &str = "events";
+
 use std::io::{Read, Seek, Write};
+use std::path::Path;
+use std::sync::Arc;
 
 pub use fs::FsStore;
 
@@ -59,6 +64,13 @@ pub trait Store: Send + Sync {
     fn check_writable(&self) -> Result<(), StoreError>;
     /// Removes what crashed writers left behind; returns how many.
     fn remove_stale_staging(&self) -> Result<usize, StoreError>;
+    /// When complete report `id` arrived, as far as the store can tell
+    /// without decrypting; `None` when unknown (retention then keeps it).
+    fn arrived_at(&self, id: &ReportId) -> Option<std::time::SystemTime>;
+    /// Whether report `id` has case events beside it. The store cannot see
+    /// a `closed` event inside the ciphertext, so any events (or events it
+    /// cannot check) count as an open case, which retention keeps.
+    fn case_open(&self, id: &ReportId) -> bool;
 }
 
 /// A report being written.
@@ -90,7 +102,18 @@ pub fn attachment_part_name(n: usize) -> String {
     format!("{n:03}.pgp")
 }
 
-/// Opens the store a configuration names.
-pub fn open(location: &std::path::Path) -> Result<FsStore, StoreError> {
-    FsStore::open(location)
+/// Opens (creating if needed) the store a configuration names.
+pub fn open(location: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(FsStore::open(location)?))
+}
+
+/// Opens the store at start-up and removes what an interrupted writer left
+/// in staging (only when no other writer can be busy in it).
+pub fn open_and_recover(location: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(FsStore::open_and_recover(location)?))
+}
+
+/// Opens an existing store for reading only: creates and recovers nothing.
+pub fn open_read_only(location: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(FsStore::open_read_only(location)?))
 }
