@@ -15,7 +15,6 @@ use serde::Serialize;
 use crate::clock::{Clock, rfc3339};
 use crate::keys::{Keyring, judge};
 use crate::metrics::Metrics;
-use crate::notify::NotifierHandle;
 
 /// Days before expiry at which a warning is given, most urgent last.
 pub const THRESHOLDS_DAYS: [u64; 3] = [30, 7, 1];
@@ -65,6 +64,16 @@ pub struct Alert {
     pub expires: Option<String>,
     /// What it means and what to do, without file paths.
     pub message: String,
+}
+
+impl Alert {
+    /// The alert as one line for a notice: fingerprint and message, no path.
+    pub fn notice_line(&self) -> String {
+        match &self.fingerprint {
+            Some(fpr) => format!("{fpr}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
 }
 
 /// The alerts for `keyring` at `now`, most urgent first.
@@ -229,13 +238,13 @@ impl AlertTracker {
 /// notified (keys reloaded), at the instant a usable certificate expires,
 /// and at least every [`CHECK_EVERY`], it gets the current keyring from
 /// `keyring`, updates the key gauges of `metrics`, logs every alert and
-/// sends the fresh ones through `notifier`. Ends when `shutdown` is
-/// cancelled.
+/// hands each fresh one to `send` (the server passes the notifier's
+/// queue). Ends when `shutdown` is cancelled.
 pub async fn daily<F>(
     keyring: F,
     clock: Clock,
     metrics: Arc<Metrics>,
-    notifier: Option<NotifierHandle>,
+    send: impl Fn(&Alert) + Send + 'static,
     recheck: Arc<tokio::sync::Notify>,
     shutdown: tokio_util::sync::CancellationToken,
 ) where
@@ -259,10 +268,8 @@ pub async fn daily<F>(
                     _ => tracing::warn!(fingerprint = fpr, "{}", a.message),
                 }
             }
-            if let Some(n) = &notifier {
-                for a in tracker.fresh(&alerts) {
-                    n.alert(&a);
-                }
+            for a in tracker.fresh(&alerts) {
+                send(&a);
             }
             if let Some(at) = next_change(&ring, now) {
                 // Just past the expiry, so the certificate is judged expired.

@@ -290,9 +290,50 @@ pub struct Maintainers {
     pub notify: Vec<String>,
     /// JSON body POSTed to webhook targets; `{project}`, `{count}`, `{kind}`
     /// and `{text}` are replaced (string values JSON-escaped).
-    pub notify_webhook_body: String,
+    pub notify_webhook_body: WebhookTemplate,
     /// At most one notice per window; reports arriving in it are counted (5m).
     pub notify_window: Span,
+}
+
+/// `[maintainers] notify_webhook_body`: the JSON body POSTed to webhook
+/// targets, with `{project}`, `{count}`, `{kind}` and `{text}` filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct WebhookTemplate(pub String);
+
+impl WebhookTemplate {
+    /// Fills the webhook body template: `{project}`, `{kind}` and `{text}` as
+    /// JSON-escaped string contents (put them in quotes), `{count}` as a number.
+    /// One pass, so a value containing a placeholder is never expanded again.
+    pub fn fill(&self, project: &str, count: u64, kind: &str, text: &str) -> String {
+        let escape = |s: &str| {
+            let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+            quoted[1..quoted.len() - 1].to_string()
+        };
+        let values = [
+            ("{project}", escape(project)),
+            ("{count}", count.to_string()),
+            ("{kind}", escape(kind)),
+            ("{text}", escape(text)),
+        ];
+        let mut out = String::with_capacity(self.0.len() + 128);
+        let mut rest = self.0.as_str();
+        'outer: while let Some(pos) = rest.find('{') {
+            out.push_str(&rest[..pos]);
+            rest = &rest[pos..];
+            for (name, value) in &values {
+                if let Some(after) = rest.strip_prefix(name) {
+                    out.push_str(value);
+                    rest = after;
+                    continue 'outer;
+                }
+            }
+            out.push('{');
+            rest = &rest[1..];
+        }
+        out.push_str(rest);
+        out
+    }
 }
 
 /// The default webhook body: Slack/Mattermost-style `text` plus fields for scripts.
@@ -304,7 +345,7 @@ impl Default for Maintainers {
         Maintainers {
             token_sha256: Vec::new(),
             notify: Vec::new(),
-            notify_webhook_body: DEFAULT_WEBHOOK_BODY.into(),
+            notify_webhook_body: WebhookTemplate(DEFAULT_WEBHOOK_BODY.into()),
             notify_window: Span(Duration::from_secs(5 * 60)),
         }
     }
@@ -471,6 +512,16 @@ fn default_true() -> bool {
 }
 
 impl Config {
+    /// The configuration a command runs with: `-c FILE` (or
+    /// `EMBARGO_CONFIG`, which the command line reads), else the defaults
+    /// relative to the current directory.
+    pub fn load_or_defaults(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::defaults_in(Path::new("."))),
+        }
+    }
+
     /// Reads `path`, resolving relative paths against the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -555,13 +606,10 @@ impl Config {
                 });
             }
         }
-        let body = crate::notify::fill_webhook_body(
-            &self.maintainers.notify_webhook_body,
-            "P",
-            1,
-            "reports",
-            "t",
-        );
+        let body = self
+            .maintainers
+            .notify_webhook_body
+            .fill("P", 1, "reports", "t");
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&body) {
             return Err(ConfigError::Value {
                 key: "maintainers.notify_webhook_body",
@@ -582,7 +630,29 @@ impl Config {
                 message: "must be longer than 0s (the default is 1h)".into(),
             });
         }
-        let limits = &self.limits;
+        self.limits.validate()?;
+        self.validate_cross_fields()?;
+        let ports = [
+            ("smtp.port", self.smtp.as_ref().map(|s| s.port)),
+            ("mailbox.port", self.mailbox.as_ref().map(|m| m.port)),
+        ];
+        if let Some((key, _)) = ports.iter().find(|(_, p)| *p == Some(0)) {
+            return Err(ConfigError::Value {
+                key,
+                message: "port 0 cannot be connected to: give the server's port, or leave it out for the default".into(),
+            });
+        }
+        if let Some(mailbox) = &self.mailbox {
+            mailbox.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// The limits that would refuse everything or never time out.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let limits = self;
         if limits.max_concurrent_uploads == 0
             || limits.rate_limit_per_minute == 0
             || limits.max_connections == 0
@@ -616,31 +686,25 @@ impl Config {
                     .into(),
             });
         }
-        self.validate_cross_fields()?;
-        let ports = [
-            ("smtp.port", self.smtp.as_ref().map(|s| s.port)),
-            ("mailbox.port", self.mailbox.as_ref().map(|m| m.port)),
-        ];
-        if let Some((key, _)) = ports.iter().find(|(_, p)| *p == Some(0)) {
+        Ok(())
+    }
+}
+
+impl Mailbox {
+    /// `kind` and `after_sealing` are one of the values the poller knows.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !["imap", "maildir"].contains(&self.kind.as_str()) {
             return Err(ConfigError::Value {
-                key,
-                message: "port 0 cannot be connected to: give the server's port, or leave it out for the default".into(),
+                key: "mailbox.kind",
+                message: format!("{:?} is not \"imap\" or \"maildir\"", self.kind),
             });
         }
-        if let Some(mailbox) = &self.mailbox {
-            if !["imap", "maildir"].contains(&mailbox.kind.as_str()) {
-                return Err(ConfigError::Value {
-                    key: "mailbox.kind",
-                    message: format!("{:?} is not \"imap\" or \"maildir\"", mailbox.kind),
-                });
-            }
-            let after = mailbox.after_sealing.as_str();
-            if after != "delete" && !after.starts_with("move:") {
-                return Err(ConfigError::Value {
-                    key: "mailbox.after_sealing",
-                    message: format!("{after:?} is not \"delete\" or \"move:FOLDER\""),
-                });
-            }
+        let after = self.after_sealing.as_str();
+        if after != "delete" && !after.starts_with("move:") {
+            return Err(ConfigError::Value {
+                key: "mailbox.after_sealing",
+                message: format!("{after:?} is not \"delete\" or \"move:FOLDER\""),
+            });
         }
         Ok(())
     }

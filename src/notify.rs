@@ -19,8 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::Alert;
-use crate::config::{Config, Smtp};
+use crate::config::{Config, Smtp, WebhookTemplate};
 use crate::metrics::Metrics;
 
 /// Attempts per notice and target before it is given up (and logged).
@@ -113,45 +112,6 @@ fn targets(config: &Config) -> Result<Vec<Target>, NotifyError> {
     Ok(out)
 }
 
-/// Fills the webhook body template: `{project}`, `{kind}` and `{text}` as
-/// JSON-escaped string contents (put them in quotes), `{count}` as a number.
-/// One pass, so a value containing a placeholder is never expanded again.
-pub fn fill_webhook_body(
-    template: &str,
-    project: &str,
-    count: u64,
-    kind: &str,
-    text: &str,
-) -> String {
-    let escape = |s: &str| {
-        let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-        quoted[1..quoted.len() - 1].to_string()
-    };
-    let values = [
-        ("{project}", escape(project)),
-        ("{count}", count.to_string()),
-        ("{kind}", escape(kind)),
-        ("{text}", escape(text)),
-    ];
-    let mut out = String::with_capacity(template.len() + 128);
-    let mut rest = template;
-    'outer: while let Some(pos) = rest.find('{') {
-        out.push_str(&rest[..pos]);
-        rest = &rest[pos..];
-        for (name, value) in &values {
-            if let Some(after) = rest.strip_prefix(name) {
-                out.push_str(value);
-                rest = after;
-                continue 'outer;
-            }
-        }
-        out.push('{');
-        rest = &rest[1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Wraps each line of `text` at spaces to at most `width` columns where it
 /// can, so the mail stays 7-bit plain text instead of quoted-printable.
 fn wrap(text: &str, width: usize) -> String {
@@ -190,7 +150,7 @@ struct Sender {
     mail: Option<(AsyncSmtpTransport<Tokio1Executor>, Address)>,
     http: reqwest::Client,
     project: String,
-    body_template: String,
+    body_template: WebhookTemplate,
     window: Duration,
     metrics: Option<Arc<Metrics>>,
 }
@@ -275,13 +235,9 @@ impl Sender {
                     .map_err(|e| e.to_string())
             }
             Target::Webhook(url) => {
-                let body = fill_webhook_body(
-                    &self.body_template,
-                    &self.project,
-                    notice.count,
-                    notice.kind,
-                    &notice.text,
-                );
+                let body =
+                    self.body_template
+                        .fill(&self.project, notice.count, notice.kind, &notice.text);
                 let response = self
                     .http
                     .post(url.clone())
@@ -367,12 +323,9 @@ impl NotifierHandle {
         self.shared.wake.notify_one();
     }
 
-    /// Queues a key alert; it is sent without waiting for the window.
-    pub fn alert(&self, alert: &Alert) {
-        let line = match &alert.fingerprint {
-            Some(fpr) => format!("{fpr}: {}", alert.message),
-            None => alert.message.clone(),
-        };
+    /// Queues one key alert line (content-free: a fingerprint and what is
+    /// wrong); it is sent without waiting for the window.
+    pub fn alert(&self, line: String) {
         match self.shared.alerts.lock() {
             Ok(mut a) => a.push(line),
             Err(poisoned) => poisoned.into_inner().push(line),
@@ -495,8 +448,7 @@ mod tests {
 
     #[test]
     fn webhook_bodies_are_json_and_values_cannot_inject() {
-        let body = fill_webhook_body(
-            crate::config::DEFAULT_WEBHOOK_BODY,
+        let body = WebhookTemplate(crate::config::DEFAULT_WEBHOOK_BODY.into()).fill(
             "A \"quoted\" {count}",
             3,
             "reports",
@@ -507,7 +459,7 @@ mod tests {
         assert_eq!(v["project"], "A \"quoted\" {count}");
         assert_eq!(v["text"], "line\nbreak");
         assert_eq!(
-            fill_webhook_body("{x} {{count}}", "p", 2, "k", "t"),
+            WebhookTemplate("{x} {{count}}".into()).fill("p", 2, "k", "t"),
             "{x} {2}"
         );
     }

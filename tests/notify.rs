@@ -270,7 +270,7 @@ fn key_alerts_go_through_the_same_targets_at_once() {
             checked_at: std::time::SystemTime::now(),
         };
         for alert in embargo::alerts::expiry_alerts(&keyring, std::time::SystemTime::now()) {
-            handle.alert(&alert);
+            handle.alert(alert.notice_line());
         }
         wait_until("the alert", 30, || {
             smtp.received().len() == 1 && receiver.hits().len() == 1
@@ -313,7 +313,7 @@ fn key_alerts_are_not_held_back_by_the_report_window() {
             checked_at: std::time::SystemTime::now(),
         };
         for alert in embargo::alerts::expiry_alerts(&keyring, std::time::SystemTime::now()) {
-            handle.alert(&alert);
+            handle.alert(alert.notice_line());
         }
         wait_until("the alert inside the report window", 30, || {
             smtp.received().len() == 1 && receiver.hits().len() == 1
