@@ -99,6 +99,36 @@ impl CertEntry {
     }
 }
 
+/// When a certificate expires, as `keys check` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    At(SystemTime),
+    Never,
+    /// No valid self-signature says (an unusable certificate).
+    Unknown,
+}
+
+/// What `keys check` says of one certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertStatus {
+    /// Usable, with this many encryption subkeys.
+    Usable { encryption_keys: usize },
+    /// Usable, but it expires within `key_expiry_warning`.
+    ExpiresSoon,
+    /// Not usable, and why.
+    Unusable(String),
+}
+
+/// One row of `keys check`.
+#[derive(Clone, Debug)]
+pub struct CertCheck {
+    pub fingerprint: Fingerprint,
+    pub user_id: Option<String>,
+    pub file: PathBuf,
+    pub expires: Expiry,
+    pub status: CertStatus,
+}
+
 /// A file in `keys_dir` that held no certificate.
 #[derive(Clone, Debug)]
 pub struct BadFile {
@@ -114,6 +144,18 @@ pub struct Keyring {
     pub bad_files: Vec<BadFile>,
     /// The instant the entries were judged at.
     pub checked_at: SystemTime,
+}
+
+/// When a certificate itself expires (its primary key).
+fn certificate_expiry(cert: &Cert, at: SystemTime) -> Expiry {
+    let policy = StandardPolicy::new();
+    match cert.with_policy(&policy, at) {
+        Ok(vc) => vc
+            .primary_key()
+            .key_expiration_time()
+            .map_or(Expiry::Never, Expiry::At),
+        Err(_) => Expiry::Unknown,
+    }
 }
 
 impl Keyring {
@@ -236,6 +278,39 @@ impl Keyring {
     }
 
     /// Usable certificates expiring within `within` of the check.
+    /// What `keys check` shows of every certificate, in file order.
+    pub fn check(&self, warn_within: Duration) -> Vec<CertCheck> {
+        let soon = self.expiring_within(warn_within);
+        self.entries
+            .iter()
+            .map(|e| {
+                let status = match &e.problem {
+                    Some(p) => CertStatus::Unusable(p.clone()),
+                    None if soon.iter().any(|s| s.fingerprint() == e.fingerprint()) => {
+                        CertStatus::ExpiresSoon
+                    }
+                    None => CertStatus::Usable {
+                        encryption_keys: e.encryption_keys.len(),
+                    },
+                };
+                let expires = match (&e.problem, e.expires) {
+                    (_, Some(t)) => Expiry::At(t),
+                    (None, None) => Expiry::Never,
+                    // Unusable ones (sign-only, revoked, expired) still have a
+                    // real expiry: the certificate's own, not "never".
+                    (Some(_), None) => certificate_expiry(&e.cert, self.checked_at),
+                };
+                CertCheck {
+                    fingerprint: e.fingerprint(),
+                    user_id: e.user_id.clone(),
+                    file: e.file.clone(),
+                    expires,
+                    status,
+                }
+            })
+            .collect()
+    }
+
     pub fn expiring_within(&self, within: Duration) -> Vec<&CertEntry> {
         let limit = self.checked_at + within;
         self.entries

@@ -23,9 +23,9 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
-pub mod app;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod id;
 pub mod intake;
 pub mod keys;
@@ -37,5 +37,8 @@ pub mod report;
 pub mod retention;
 pub mod reveal;
 pub mod seal;
+pub mod server;
 pub mod smtp;
+pub mod station;
 pub mod store;
+pub mod units;

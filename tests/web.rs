@@ -1473,7 +1473,7 @@ fn sigterm_stops_the_server_cleanly() {
 fn demo_makes_a_clearly_marked_throwaway_key_and_its_command_decrypts() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
-    let config = embargo::intake::prepare_demo(&demo).unwrap();
+    let config = embargo::server::prepare_demo(&demo).unwrap();
     assert_eq!(config.listen, "127.0.0.1:8080");
     let secret = demo.join("maintainer-secret.asc");
     use std::os::unix::fs::PermissionsExt;
@@ -1488,13 +1488,13 @@ fn demo_makes_a_clearly_marked_throwaway_key_and_its_command_decrypts() {
     assert!(usable[0].user_id.as_deref().unwrap().starts_with("DEMO"));
     // Run again: the same key is reused.
     let before = std::fs::read(&secret).unwrap();
-    embargo::intake::prepare_demo(&demo).unwrap();
+    embargo::server::prepare_demo(&demo).unwrap();
     assert_eq!(std::fs::read(&secret).unwrap(), before);
 
     // The demo layout is a site: serve it (on a free port), submit, and run
     // exactly the decrypt command the demo prints.
     let site = Site::new();
-    embargo::intake::prepare_demo(site.path()).unwrap();
+    embargo::server::prepare_demo(site.path()).unwrap();
     site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[limits]\n{TEST_LIMITS}\n"
     ));
@@ -1521,7 +1521,7 @@ fn demo_makes_a_clearly_marked_throwaway_key_and_its_command_decrypts() {
         .next()
         .unwrap()
         .to_string();
-    let command = embargo::intake::demo_decrypt_command(site.path()).replace("ID", &id);
+    let command = embargo::server::demo_decrypt_command(site.path()).replace("ID", &id);
     let args: Vec<&str> = command.split_whitespace().collect();
     let out = site.embargo().args(&args).output().unwrap();
     assert!(

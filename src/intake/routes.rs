@@ -20,7 +20,6 @@ use crate::clock::rfc3339;
 use crate::keys::armor_certs;
 use crate::metrics::{Channel as MetricsChannel, Rejection};
 use crate::report::FieldErrors;
-use crate::store::Store;
 
 /// No script at all, nothing from another origin, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -375,7 +374,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
         }
         Err(_) => problems.push("the store check failed".into()),
     }
-    if let Some(problem) = state.mailbox_health().and_then(|h| h.public_problem()) {
+    if let Some(problem) = state.service_health().and_then(|h| h.public_problem()) {
         problems.push(problem);
     }
     let usable = keys.usable_at(now).len();

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::id::ReportId;
-use crate::store::{Store, StoreError, is_part_name};
+use crate::store::{StoreError, is_part_name};
 
 /// Bytes read from a part per chunk sent.
 const READ_CHUNK: usize = 64 * 1024;

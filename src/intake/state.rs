@@ -14,11 +14,13 @@ use super::IntakeError;
 use super::peers::{PeerSlot, PeerSlots, is_proxy, peer_key};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::health::ServiceHealth;
 use crate::keys::{CertEntry, IntakeSecrets, Keyring, judge};
 use crate::metrics::{Channel as MetricsChannel, Metrics};
 use crate::notify::NotifierHandle;
 use crate::seal::Sealer;
-use crate::store::FsStore;
+use crate::station::{Recovery, Station};
+use crate::store::Store;
 
 /// Peers remembered by the rate limiter before old windows are swept.
 const RATE_TABLE_SWEEP_AT: usize = 4096;
@@ -32,22 +34,21 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: Config,
-    clock: Clock,
-    secrets: Arc<IntakeSecrets>,
-    store: Arc<FsStore>,
+    /// Configuration, intake secrets and store (its keyring is the one
+    /// loaded at start; the keys in use are in `keys`).
+    station: Station,
     keys: RwLock<Arc<KeySet>>,
     uploads: Arc<Semaphore>,
     /// Uploads each peer has running (`max_uploads_per_peer`).
     peer_uploads: Arc<PeerSlots>,
     rate: Mutex<RateTable>,
     tokens: Vec<[u8; 32]>,
-    /// The mailbox poller's health, when `serve` runs one.
-    mailbox: std::sync::OnceLock<crate::mailbox::Health>,
+    /// The health of the service beside the intake (the mailbox poller).
+    health: Option<Arc<dyn ServiceHealth>>,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
     /// Batched "new report" notices, when `serve` runs the notifier.
-    notifier: std::sync::OnceLock<NotifierHandle>,
+    notifier: Option<NotifierHandle>,
     /// Wakes the key alerts check when the keys were reloaded.
     key_recheck: Arc<tokio::sync::Notify>,
 }
@@ -67,16 +68,8 @@ pub struct UnusableCert {
 }
 
 impl KeySet {
-    fn build(
-        keyring: Keyring,
-        secrets: &Arc<IntakeSecrets>,
-        config: &Config,
-        clock: Clock,
-    ) -> KeySet {
-        let sealer = keyring
-            .recipients()
-            .ok()
-            .map(|r| Sealer::new(r, secrets.clone(), config.message_format, clock));
+    fn build(keyring: Keyring, station: &Station) -> KeySet {
+        let sealer = station.sealer_for(&keyring).ok();
         KeySet { keyring, sealer }
     }
 
@@ -145,31 +138,35 @@ impl KeySet {
     }
 }
 
+/// What the server runs beside the intake and hands to it.
+pub struct Services {
+    /// Counters for `/metrics`, shared with the other services.
+    pub metrics: Arc<Metrics>,
+    /// Announces accepted reports, when the server runs a notifier.
+    pub notifier: Option<NotifierHandle>,
+    /// The health of a service `/healthz` also reports (the poller).
+    pub health: Option<Arc<dyn ServiceHealth>>,
+}
+
 impl AppState {
-    /// Loads keys, intake secrets and the store for serving. Unlike
-    /// [`crate::app::Intake::open`], a keyring without a usable certificate
-    /// does not stop the server: it answers 503 until keys are reloaded.
-    /// Secret key material in `keys_dir` still does.
+    /// A state on its own (tests, fuzzing): opens the station, recovering
+    /// stale staging, with fresh counters and no services beside it. A
+    /// keyring without a usable certificate does not stop it: it answers
+    /// 503 until keys are reloaded. Secret key material in `keys_dir` does.
     pub fn open(config: Config, clock: Clock) -> Result<AppState, IntakeError> {
-        let keyring = Keyring::load(&config.keys_dir, clock)?;
-        let secrets = Arc::new(IntakeSecrets::load_or_create(
-            &config.state_dir,
-            &config.project_name,
-        )?);
-        let store = Arc::new(FsStore::open_and_recover(&config.store)?);
-        Ok(AppState::from_parts(config, clock, keyring, secrets, store))
+        let station = Station::open(config, clock, Recovery::RemoveStale)?;
+        let services = Services {
+            metrics: Arc::new(Metrics::new(clock)),
+            notifier: None,
+            health: None,
+        };
+        Ok(AppState::new(station, services))
     }
 
-    /// Builds the state from parts already loaded (see [`crate::app::Intake`]).
-    pub fn from_parts(
-        config: Config,
-        clock: Clock,
-        keyring: Keyring,
-        secrets: Arc<IntakeSecrets>,
-        store: Arc<FsStore>,
-    ) -> AppState {
-        keyring.log_problems(config.key_expiry_warning.0);
-        let keys = KeySet::build(keyring, &secrets, &config, clock);
+    /// The state over an open station and the services the server runs.
+    pub fn new(station: Station, services: Services) -> AppState {
+        let keys = KeySet::build(station.keyring.clone(), &station);
+        let config = &station.config;
         let tokens = config
             .maintainers
             .token_sha256
@@ -185,35 +182,26 @@ impl AppState {
             config.limits.max_uploads_per_peer,
             config.limits.proxy_peers.clone(),
         );
-        let metrics = Arc::new(Metrics::new(clock));
-        metrics.set_keys(&keys.keyring);
+        services.metrics.set_keys(&keys.keyring);
         AppState {
             inner: Arc::new(Inner {
-                config,
-                clock,
-                secrets,
-                store,
+                station,
                 keys: RwLock::new(Arc::new(keys)),
                 uploads,
                 peer_uploads,
                 rate: Mutex::new(RateTable::default()),
                 tokens,
-                mailbox: std::sync::OnceLock::new(),
-                metrics,
-                notifier: std::sync::OnceLock::new(),
+                health: services.health,
+                metrics: services.metrics,
+                notifier: services.notifier,
                 key_recheck: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
 
-    /// Lets `/healthz` report the mailbox poller started next to the intake.
-    pub fn set_mailbox_health(&self, health: crate::mailbox::Health) {
-        let _ = self.inner.mailbox.set(health);
-    }
-
-    /// The mailbox poller's health, when one runs in this process.
-    pub fn mailbox_health(&self) -> Option<&crate::mailbox::Health> {
-        self.inner.mailbox.get()
+    /// The health of the service beside the intake, when one runs.
+    pub fn service_health(&self) -> Option<&dyn ServiceHealth> {
+        self.inner.health.as_deref()
     }
 
     /// Notified whenever the keys are reloaded, so key alerts (a
@@ -226,36 +214,31 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// Lets reports accepted here be announced by `serve`'s notifier.
-    pub fn set_notifier(&self, notifier: NotifierHandle) {
-        let _ = self.inner.notifier.set(notifier);
-    }
-
     /// Counts an accepted report and announces it (content-free, batched).
     pub fn report_accepted(&self, channel: MetricsChannel, sealed: &crate::seal::SealedReport) {
         self.inner.metrics.report_accepted(channel);
         self.inner
             .metrics
             .bytes_sealed(sealed.parts.iter().map(|p| p.size).sum());
-        if let Some(n) = self.inner.notifier.get() {
+        if let Some(n) = &self.inner.notifier {
             n.report_arrived();
         }
     }
 
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.inner.station.config
     }
 
     pub fn clock(&self) -> Clock {
-        self.inner.clock
+        self.inner.station.clock()
     }
 
     pub fn secrets(&self) -> &Arc<IntakeSecrets> {
-        &self.inner.secrets
+        &self.inner.station.secrets
     }
 
-    pub fn store(&self) -> &Arc<FsStore> {
-        &self.inner.store
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.station.store
     }
 
     /// The keys currently in use.
@@ -269,15 +252,10 @@ impl AppState {
     /// Re-reads `keys_dir` (SIGHUP). If it cannot be read, or now holds a
     /// secret key, the keys in use are kept and the error is returned.
     pub fn reload_keys(&self) -> Result<(), IntakeError> {
-        let keyring = Keyring::load(&self.inner.config.keys_dir, self.inner.clock)?;
-        keyring.log_problems(self.inner.config.key_expiry_warning.0);
-        let set = Arc::new(KeySet::build(
-            keyring,
-            &self.inner.secrets,
-            &self.inner.config,
-            self.inner.clock,
-        ));
-        let usable = set.usable_at(self.inner.clock.now()).len();
+        let station = &self.inner.station;
+        let keyring = station.reload_keyring()?;
+        let set = Arc::new(KeySet::build(keyring, station));
+        let usable = set.usable_at(station.clock().now()).len();
         self.inner.metrics.set_keys(&set.keyring);
         match self.inner.keys.write() {
             Ok(mut k) => *k = set,
@@ -313,7 +291,8 @@ impl AppState {
     /// `refusal_limit_per_minute` refusals in this minute. The ticket
     /// counts as a refusal unless [`RateTicket::accepted`] is called.
     pub(crate) fn rate_ticket(&self, peer: Option<IpAddr>) -> Result<RateTicket, RateLimited> {
-        let Some(peer) = peer.filter(|p| !is_proxy(&self.inner.config.limits.proxy_peers, *p))
+        let Some(peer) =
+            peer.filter(|p| !is_proxy(&self.inner.station.config.limits.proxy_peers, *p))
         else {
             return Ok(RateTicket {
                 state: self.clone(),
@@ -322,7 +301,7 @@ impl AppState {
             });
         };
         let peer = peer_key(peer);
-        let limit = self.inner.config.limits.refusal_limit_per_minute;
+        let limit = self.inner.station.config.limits.refusal_limit_per_minute;
         let refused = self.with_window(peer, |w| w.refused);
         if refused >= limit {
             return Err(RateLimited::Refusals);

@@ -28,13 +28,12 @@ use zeroize::Zeroizing;
 
 use super::error::ApiError;
 use super::state::{AppState, Busy, UploadSlot};
-use crate::app::media_type_for;
 use crate::config::Limits;
 use crate::id::ReportId;
 use crate::keys::KeyError;
 use crate::report::{FIELDS, FieldErrors, RawReport, ReportBody, Reporter};
-use crate::seal::{Channel, Role, SealError, SealedReport, Sealer};
-use crate::store::{FsStore, StoreError};
+use crate::seal::{Channel, Role, SealError, SealedReport, Sealer, media_type_for};
+use crate::store::{Store, StoreError};
 
 /// Most bytes the headers of one multipart part may take (with the part's
 /// first data chunk that arrives in the same read).
@@ -685,12 +684,12 @@ struct Session {
 }
 
 impl Session {
-    fn start(sealer: Sealer, store: Arc<FsStore>, channel: Channel, state: &AppState) -> Session {
+    fn start(sealer: Sealer, store: Arc<dyn Store>, channel: Channel, state: &AppState) -> Session {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let limit = state.config().limits.max_attachment_bytes;
         let project = state.config().project_name.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            seal_session(&sealer, &store, channel, limit, &project, rx)
+            seal_session(&sealer, store.as_ref(), channel, limit, &project, rx)
         });
         Session {
             tx,
@@ -747,7 +746,7 @@ impl Session {
 /// writer is dropped and the staged report removed.
 fn seal_session(
     sealer: &Sealer,
-    store: &FsStore,
+    store: &dyn Store,
     channel: Channel,
     limit: u64,
     project: &str,

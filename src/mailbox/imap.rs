@@ -23,7 +23,6 @@ use zeroize::Zeroizing;
 use super::{Context, MailboxError, Outcome, Password};
 use crate::config::{Mailbox, Tls};
 use crate::id::ReportId;
-use crate::store::Store;
 
 /// Longest a TCP connect or TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,6 +257,43 @@ struct Listed {
     deleted: bool,
 }
 
+/// UID, size and `\Deleted` flag of every message in the folder.
+async fn list_folder(session: &mut ImapSession) -> Result<BTreeMap<u32, Listed>, MailboxError> {
+    let mut listed = BTreeMap::new();
+    let mut fetches = session.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE)").await?;
+    while let Some(f) = fetches.try_next().await? {
+        if let Some(uid) = f.uid {
+            let deleted = f.flags().any(|fl| fl == Flag::Deleted);
+            listed.insert(
+                uid,
+                Listed {
+                    size: f.size,
+                    deleted,
+                },
+            );
+        }
+    }
+    Ok(listed)
+}
+
+/// Leaves a message larger than the limit in the mailbox, said once.
+fn leave_oversized(
+    ctx: &mut Context,
+    foreign: &mut HashSet<u32>,
+    uid: u32,
+    size: u64,
+    (limit, setting): (u64, &str),
+) {
+    tracing::warn!(
+        uid,
+        size,
+        limit,
+        "message larger than {setting}: left in the mailbox; raise the limit to seal it, or remove it"
+    );
+    ctx.left_oversized();
+    foreign.insert(uid);
+}
+
 /// Seals and removes every message in the folder, until none is left but
 /// those it must leave (too large, or another client's `\Deleted`).
 async fn drain(
@@ -275,22 +311,7 @@ async fn drain(
         if uids.iter().all(|u| foreign.contains(u)) {
             return Ok(());
         }
-        let mut listed = BTreeMap::new();
-        {
-            let mut fetches = session.uid_fetch("1:*", "(UID FLAGS RFC822.SIZE)").await?;
-            while let Some(f) = fetches.try_next().await? {
-                if let Some(uid) = f.uid {
-                    let deleted = f.flags().any(|fl| fl == Flag::Deleted);
-                    listed.insert(
-                        uid,
-                        Listed {
-                            size: f.size,
-                            deleted,
-                        },
-                    );
-                }
-            }
-        }
+        let listed = list_folder(session).await?;
         if let Some(m) = &ctx.links.metrics {
             m.set_poller_backlog(listed.keys().filter(|u| !foreign.contains(u)).count() as u64);
         }
@@ -311,36 +332,22 @@ async fn drain(
                 continue;
             }
             // Checked before fetching, so a huge message is never read.
-            if item.size.is_some_and(|s| u64::from(s) > limit) {
-                tracing::warn!(
-                    uid,
-                    size = item.size,
-                    limit,
-                    "message larger than {setting}: left in the mailbox; raise the limit to seal it, or remove it"
-                );
-                ctx.left_oversized();
-                foreign.insert(uid);
+            if let Some(size) = item.size.filter(|s| u64::from(*s) > limit) {
+                leave_oversized(ctx, foreign, uid, u64::from(size), (limit, setting));
                 continue;
             }
             let Some(raw) = fetch(session, uid, item.size, limit).await? else {
                 continue;
             };
             if raw.len() as u64 > limit {
-                tracing::warn!(
-                    uid,
-                    size = raw.len(),
-                    limit,
-                    "message larger than {setting}: left in the mailbox; raise the limit to seal it, or remove it"
-                );
-                ctx.left_oversized();
-                foreign.insert(uid);
+                leave_oversized(ctx, foreign, uid, raw.len() as u64, (limit, setting));
                 continue;
             }
             if item.deleted {
                 // Ours if its report is committed (a crash between STORE and
                 // EXPUNGE); otherwise another client's business: leave it.
-                let id = ReportId::for_message(ctx.intake.secrets.hmac_secret(), &raw);
-                if !ctx.intake.store.contains(&id)? {
+                let id = ReportId::for_message(ctx.sealing.station.secrets.hmac_secret(), &raw);
+                if !ctx.sealing.station.store.contains(&id)? {
                     tracing::info!(
                         uid,
                         "message flagged \\Deleted by another client: left alone"

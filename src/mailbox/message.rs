@@ -795,6 +795,9 @@ impl AuthResult {
     }
 }
 
+/// The double quote that opens and closes a quoted string.
+const DQUOTE: char = '\u{22}';
+
 impl AuthResults {
     /// Parses one decoded header value: comments dropped (nesting counted,
     /// not recursed), `;`-separated statements, quotes honoured.
@@ -813,7 +816,7 @@ impl AuthResults {
                     }
                 }
                 '\\' if quoted || depth > 0 => escaped = true,
-                '"' if depth == 0 => quoted = !quoted,
+                DQUOTE if depth == 0 => quoted = !quoted,
                 '(' if !quoted => depth += 1,
                 ')' if !quoted && depth > 0 => depth -= 1,
                 ';' if !quoted && depth == 0 => statements.push(String::new()),

@@ -27,14 +27,14 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use crate::app::{AppError, Intake};
 use crate::clock::Clock;
 use crate::config::{Config, Mailbox};
 use crate::id::ReportId;
 use crate::metrics::Metrics;
-use crate::notify::{Notifier, NotifierHandle, NotifyError};
+use crate::notify::{NotifierHandle, NotifyError};
 use crate::seal::{Channel, Role, SealError};
-use crate::store::{Store, StoreError};
+use crate::station::{Recovery, Sealing, Station, StationError};
+use crate::store::StoreError;
 
 pub use message::MailFacts;
 
@@ -93,7 +93,9 @@ pub enum MailboxError {
         why: &'static str,
     },
     #[error(transparent)]
-    Intake(#[from] AppError),
+    Station(#[from] StationError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
     #[error("sealing failed, the message stays in the mailbox: {0}")]
     Seal(#[from] SealError),
     #[error(transparent)]
@@ -215,11 +217,17 @@ impl Health {
     }
 }
 
+impl crate::health::ServiceHealth for Health {
+    fn public_problem(&self) -> Option<String> {
+        Health::public_problem(self)
+    }
+}
+
 /// What the poller shares with the rest of a running server; all optional.
 #[derive(Clone, Default)]
 pub struct Links {
-    /// Announces new reports (batched, content-free). Without one, the
-    /// poller runs its own for `[maintainers] notify`.
+    /// Announces new reports (batched, content-free); the server passes
+    /// the one it runs for `[maintainers] notify`.
     pub notifier: Option<NotifierHandle>,
     /// Counters for `/metrics`: reports, bytes sealed, backlog, errors.
     pub metrics: Option<Arc<Metrics>>,
@@ -260,23 +268,24 @@ impl Outcome {
 /// Seals one raw message exactly once (README: "Reports by e-mail"): its ID is derived from
 /// its bytes; when that report is already committed nothing is written.
 /// Blocking: call it from `spawn_blocking` in async code.
-pub fn seal_message(intake: &Intake, raw: &[u8]) -> Result<(Outcome, MailFacts), MailboxError> {
-    let id = ReportId::for_message(intake.secrets.hmac_secret(), raw);
-    let facts = message::parse(raw, &message::ParseLimits::from_config(&intake.config));
-    if intake.store.contains(&id)? {
+pub fn seal_message(intake: &Sealing, raw: &[u8]) -> Result<(Outcome, MailFacts), MailboxError> {
+    let station = &intake.station;
+    let id = ReportId::for_message(station.secrets.hmac_secret(), raw);
+    let facts = message::parse(raw, &message::ParseLimits::from_config(&station.config));
+    if station.store.contains(&id)? {
         return Ok((Outcome::AlreadySealed(id), facts));
     }
     let result = (|| {
         let mut writer = intake
             .sealer
-            .begin(intake.store.as_ref(), id.clone(), Channel::Email)?;
+            .begin(station.store.as_ref(), id.clone(), Channel::Email)?;
         let mut reader = raw;
         writer.add_attachment(
             "original-message.eml",
             "message/rfc822",
             Role::OriginalMessage,
             &mut reader,
-            intake.config.limits.max_attachment_bytes,
+            station.config.limits.max_attachment_bytes,
         )?;
         writer.finish(
             facts.body.clone(),
@@ -287,41 +296,20 @@ pub fn seal_message(intake: &Intake, raw: &[u8]) -> Result<(Outcome, MailFacts),
     match result {
         Ok(_) => Ok((Outcome::Sealed(id), facts)),
         // Committed by an earlier run (or concurrently): done all the same.
-        Err(SealError::Store(StoreError::Exists(_))) if intake.store.contains(&id)? => {
+        Err(SealError::Store(StoreError::Exists(_))) if station.store.contains(&id)? => {
             Ok((Outcome::AlreadySealed(id), facts))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Loads keys (failing closed without a usable one), secrets and store,
-/// like [`Intake::open`] but without its removal of stale staging
-/// directories: the poller reopens on every retry and key change, and in
-/// `serve` a web upload may be creating its staging directory right then.
-/// `embargo poll` cleans up once, at start, under the poller lock.
-fn open_intake(config: Config, clock: Clock) -> Result<Intake, AppError> {
-    let keyring = crate::keys::Keyring::load(&config.keys_dir, clock)?;
-    for bad in &keyring.bad_files {
-        tracing::warn!(file = %bad.file.display(), "skipping key file: {}", bad.reason);
-    }
-    for entry in keyring.entries.iter().filter(|e| !e.is_usable()) {
-        tracing::warn!(fingerprint = %entry.fingerprint(), "certificate not used: {}", entry.problem.as_deref().unwrap_or(""));
-    }
-    let recipients = keyring.recipients()?;
-    let secrets = Arc::new(crate::keys::IntakeSecrets::load_or_create(
-        &config.state_dir,
-        &config.project_name,
-    )?);
-    let store = Arc::new(crate::store::FsStore::open(&config.store)?);
-    let sealer =
-        crate::seal::Sealer::new(recipients, secrets.clone(), config.message_format, clock);
-    Ok(Intake {
-        config,
-        keyring,
-        secrets,
-        store,
-        sealer,
-    })
+/// Opens the sealing station, failing closed without a usable key, and
+/// without removing stale staging directories: the poller reopens on every
+/// retry and key change, and in `serve` a web upload may be creating its
+/// staging directory right then. `embargo poll` cleans up once, at start,
+/// under the poller lock.
+fn open_intake(config: Config, clock: Clock) -> Result<Sealing, MailboxError> {
+    Ok(Station::open(config, clock, Recovery::Keep)?.sealing()?)
 }
 
 /// Checks a `[mailbox]` section before anything connects.
@@ -380,7 +368,7 @@ pub fn lock(state_dir: &Path) -> Result<File, MailboxError> {
 
 /// Everything one drain needs, shared between the sources.
 struct Context {
-    intake: Arc<Intake>,
+    sealing: Arc<Sealing>,
     health: Health,
     acks: Option<Arc<ack::Acker>>,
     links: Links,
@@ -396,19 +384,19 @@ impl Context {
     /// removed), so that new reports are sealed to the current set; a broken
     /// new set fails closed like a failed start.
     async fn refresh_keys(&mut self) -> Result<(), MailboxError> {
-        let dir = self.intake.config.keys_dir.clone();
+        let dir = self.sealing.station.config.keys_dir.clone();
         let stamp = tokio::task::spawn_blocking(move || crate::keys::dir_stamp(&dir))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))?;
         if stamp == self.keys_stamp && !self.links.reload_keys.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
-        let (config, clock) = (self.intake.config.clone(), self.clock);
+        let (config, clock) = (self.sealing.station.config.clone(), self.clock);
         let intake = tokio::task::spawn_blocking(move || open_intake(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))??;
         tracing::info!("maintainer certificates reloaded");
-        self.intake = Arc::new(intake);
+        self.sealing = Arc::new(intake);
         self.keys_stamp = stamp;
         Ok(())
     }
@@ -417,7 +405,7 @@ impl Context {
     /// `[mailbox] max_mail_bytes`, or `[limits] max_attachment_bytes` when
     /// that is smaller (the original message is sealed as an attachment).
     fn mail_limit(&self) -> (u64, &'static str) {
-        let config = &self.intake.config;
+        let config = &self.sealing.station.config;
         let mail = config
             .mailbox
             .as_ref()
@@ -444,11 +432,12 @@ impl Context {
         &mut self,
         raw: Zeroizing<Vec<u8>>,
     ) -> Result<(Outcome, MailFacts), MailboxError> {
-        let intake = self.intake.clone();
+        let intake = self.sealing.clone();
         let (outcome, facts, sealed_bytes) = tokio::task::spawn_blocking(move || {
             let (outcome, facts) = seal_message(&intake, &raw)?;
             let bytes = match &outcome {
                 Outcome::Sealed(id) => intake
+                    .station
                     .store
                     .parts(id)
                     .map(|p| p.iter().map(|p| p.size).sum())
@@ -491,36 +480,9 @@ impl Context {
 
 /// Runs the poller until `shutdown` (or, with `once`, until the mailbox is
 /// drained). Failures are retried with backoff in long-running mode and
-/// shown in `health`; with `once` the first failure is returned.
-///
-/// New reports are announced through `links.notifier` (the one `serve`
-/// shares with the web intake); without one, the poller runs its own for
-/// `[maintainers] notify` and flushes it before returning.
+/// shown in `health`; with `once` the first failure is returned. New
+/// reports are announced through `links.notifier` when there is one.
 pub async fn run(
-    config: Config,
-    clock: Clock,
-    once: bool,
-    health: Health,
-    shutdown: CancellationToken,
-    mut links: Links,
-) -> Result<Summary, MailboxError> {
-    let mut own = None;
-    if links.notifier.is_none() && !config.maintainers.notify.is_empty() {
-        let stop = CancellationToken::new();
-        let (handle, task) = Notifier::spawn(&config, links.metrics.clone(), stop.clone())?;
-        own = Some((stop, task));
-        links.notifier = Some(handle);
-    }
-    let result = run_poller(config, clock, once, health, shutdown, links).await;
-    if let Some((stop, task)) = own {
-        // Announces what is still pending (bounded by notify::FLUSH_TIMEOUT).
-        stop.cancel();
-        let _ = task.await;
-    }
-    result
-}
-
-async fn run_poller(
     config: Config,
     clock: Clock,
     once: bool,
@@ -546,7 +508,7 @@ async fn run_poller(
         let result = match opened {
             Ok(intake) => {
                 let mut ctx = Context {
-                    intake: Arc::new(intake),
+                    sealing: Arc::new(intake),
                     health: health.clone(),
                     acks: acks.clone(),
                     links: links.clone(),
@@ -566,7 +528,7 @@ async fn run_poller(
                 summary.left += ctx.summary.left;
                 result
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => return Ok(summary),
@@ -613,53 +575,6 @@ pub fn spawn(
         result
     });
     Some((health, task))
-}
-
-/// `embargo poll`: runs [`run`] on its own runtime, stopping cleanly (between
-/// messages) on SIGTERM or SIGINT; SIGHUP reloads the maintainer certificates.
-pub fn poll_command(config: Config, clock: Clock, once: bool) -> Result<Summary, MailboxError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(MailboxError::Runtime)?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(MailboxError::Runtime)?;
-        let links = Links::default();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(MailboxError::Runtime)?;
-        let reload = links.reload_keys.clone();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                reload.store(true, Ordering::Relaxed);
-            }
-        });
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            tracing::info!("stopping after the current message");
-            stop.cancel();
-        });
-        // What a killed run left in staging; safe here: no web intake runs in
-        // this process, and the poller lock keeps other pollers out.
-        let guard = lock(&config.state_dir)?;
-        crate::store::FsStore::open_and_recover(&config.store)?;
-        drop(guard);
-        let summary = run(config, clock, once, Health::new(), shutdown, links).await?;
-        tracing::info!(
-            sealed = summary.sealed,
-            already_sealed = summary.already_sealed,
-            removed = summary.removed,
-            left = summary.left,
-            "mailbox poller done"
-        );
-        Ok(summary)
-    })
 }
 
 #[cfg(test)]

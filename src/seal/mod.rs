@@ -2,9 +2,11 @@
 //! table of contents), `writer` (sealing) and `reader` (opening).
 
 pub mod manifest;
+mod media;
 pub mod reader;
 pub mod writer;
 
 pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role};
+pub use media::media_type_for;
 pub use reader::{Opener, RevealError, SecretSource, SignatureCheck};
 pub use writer::{ReportWriter, SealError, SealedReport, Sealer};

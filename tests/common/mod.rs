@@ -312,8 +312,16 @@ impl Site {
     }
 
     /// Opens the intake in-process (keys, secrets, store, sealer).
-    pub fn intake(&self) -> embargo::app::Intake {
-        embargo::app::Intake::open(self.config(), Clock::system()).unwrap()
+    /// The sealing station of this site, ready to seal (fails without a usable key).
+    pub fn intake(&self) -> embargo::station::Sealing {
+        embargo::station::Station::open(
+            self.config(),
+            Clock::system(),
+            embargo::station::Recovery::RemoveStale,
+        )
+        .unwrap()
+        .sealing()
+        .unwrap()
     }
 
     pub fn store(&self) -> FsStore {
