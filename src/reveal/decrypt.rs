@@ -12,16 +12,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use indicatif::ProgressBar;
-
 use super::keysource::{KeyArgs, SignerArgs};
 use super::names::UniqueNames;
 use super::render::{Extracted, report_markdown};
-use super::{Error, store_root};
+use super::{Error, Progress, store_root};
 use crate::config::Policy;
 use crate::id::ReportId;
 use crate::seal::{Opener, SignatureCheck};
-use crate::store::FsStore;
+use crate::store;
 
 /// Prefix of the temporary directories inside `OUT`.
 const PARTIAL_PREFIX: &str = ".embargo-partial-";
@@ -39,6 +37,10 @@ pub struct DecryptArgs {
     pub signer: SignerArgs,
     /// Deadlines shown in `report.md`.
     pub policy: Policy,
+    /// Called when Ctrl-C or SIGTERM arrives mid-way, after the partial
+    /// directory was removed; it must end the process (the caller says
+    /// why, and exits 130).
+    pub on_interrupt: fn() -> !,
 }
 
 /// A report decrypted into `dir`.
@@ -79,7 +81,7 @@ fn resolve_target(target: &str, store: Option<&Path>) -> Result<(PathBuf, Report
 }
 
 /// Decrypts one report into `OUT/<ID>/`; nothing is left behind on failure.
-pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
+pub fn decrypt(args: &DecryptArgs, progress: &dyn Progress) -> Result<Decrypted, Error> {
     let (root, id) = resolve_target(&args.target, args.store.as_deref())?;
     if !root.join("reports").is_dir() {
         return Err(Error::Read {
@@ -90,10 +92,10 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
             ),
         });
     }
-    let store = FsStore::open_read_only(&root)?;
+    let store = store::open_read_only(&root)?;
     let signer = args.signer.resolve()?;
     let opener = Opener::new(args.keys.open()?, signer);
-    let opened = opener.open_manifest(&store, &id)?;
+    let opened = opener.open_manifest(store.as_ref(), &id)?;
 
     let target = args.out.join(id.as_str());
     if target.symlink_metadata().is_ok() {
@@ -118,13 +120,13 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
         .mode(0o700)
         .create(&partial)
         .map_err(write_err(&partial))?;
-    let guard = PartialDir::new(partial.clone());
+    let guard = PartialDir::new(partial.clone(), args.on_interrupt);
     fs::set_permissions(&partial, fs::Permissions::from_mode(0o700))
         .map_err(write_err(&partial))?;
 
     let manifest = &opened.manifest;
     let total = super::list::attachments_bytes(manifest);
-    let bar = super::progress_bar(total);
+    progress.start(total);
     let mut names = UniqueNames::default();
     let mut files = Vec::new();
     let mut extracted = Vec::new();
@@ -133,9 +135,9 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
         let name = names.name_for(&entry.name, &fallback);
         let path = partial.join(&name);
         let file = new_private_file(&path).map_err(write_err(&path))?;
-        bar.set_message(format!("decrypting {}", entry.file));
-        let mut out = Counted { file, bar: &bar };
-        opener.decrypt_attachment(&store, &id, entry, &mut out)?;
+        progress.working_on(&format!("decrypting {}", entry.file));
+        let mut out = Counted { file, progress };
+        opener.decrypt_attachment(store.as_ref(), &id, entry, &mut out)?;
         out.file.sync_all().map_err(write_err(&path))?;
         files.push((name.clone(), entry.size));
         extracted.push(Extracted {
@@ -143,7 +145,7 @@ pub fn decrypt(args: &DecryptArgs) -> Result<Decrypted, Error> {
             saved_as: name,
         });
     }
-    bar.finish_and_clear();
+    progress.finish();
 
     let json = manifest.to_json();
     write_private(&partial.join("manifest.json"), &json).map_err(write_err(&partial))?;
@@ -182,16 +184,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// The output file, advancing the progress bar as bytes go through.
+/// The output file, reporting progress as bytes go through.
 struct Counted<'a> {
     file: File,
-    bar: &'a ProgressBar,
+    progress: &'a dyn Progress,
 }
 
 impl Write for Counted<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.bar.inc(n as u64);
+        self.progress.advance(n as u64);
         Ok(n)
     }
 
@@ -207,8 +209,8 @@ struct PartialDir {
 }
 
 impl PartialDir {
-    fn new(path: PathBuf) -> PartialDir {
-        remove_on_signal(path.clone());
+    fn new(path: PathBuf, on_interrupt: fn() -> !) -> PartialDir {
+        remove_on_signal(path.clone(), on_interrupt);
         PartialDir { path, armed: true }
     }
 
@@ -225,9 +227,9 @@ impl Drop for PartialDir {
     }
 }
 
-/// Removes `dir` and exits when the user interrupts: plaintext must not
-/// stay in a half-written directory.
-fn remove_on_signal(dir: PathBuf) {
+/// Removes `dir`, then calls `on_interrupt` (which ends the process), when
+/// the user interrupts: plaintext must not stay in a half-written directory.
+fn remove_on_signal(dir: PathBuf, on_interrupt: fn() -> !) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -258,8 +260,7 @@ fn remove_on_signal(dir: PathBuf) {
                 break;
             }
         }
-        eprintln!("embargo: interrupted; nothing was kept");
-        std::process::exit(130);
+        on_interrupt();
     });
 }
 

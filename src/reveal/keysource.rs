@@ -1,8 +1,7 @@
 //! Where the maintainer's secret key comes from, and which intake key the
 //! manifests must be signed by.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sequoia_openpgp as openpgp;
 
@@ -28,7 +27,15 @@ pub struct KeyArgs {
     pub passphrase_file: Option<PathBuf>,
     /// Use the user's gpg and gpg-agent (respecting `GNUPGHOME`).
     pub gpg: bool,
+    /// Asks a person for the passphrase of a locked `key`, when one is there
+    /// to answer (the command line supplies it for a terminal); without it a
+    /// locked key fails with a clear error.
+    pub ask: Option<AskPassphrase>,
 }
+
+/// Asks for the passphrase of the key in the file given, `again` after a
+/// wrong one.
+pub type AskPassphrase = fn(key_file: &Path, again: bool) -> std::io::Result<Zeroizing<String>>;
 
 /// How the intake's signing certificate is found.
 #[derive(Clone, Debug, Default)]
@@ -69,28 +76,19 @@ impl KeyArgs {
             return Ok(SecretSource::from_key_bytes(&bytes, None)?);
         }
         // Only ask when a person is there to answer: scripts get a clear error.
-        if !std::io::stdin().is_terminal() {
+        let Some(ask) = self.ask else {
             return Ok(SecretSource::from_key_bytes(&bytes, None)?);
-        }
+        };
         let mut last = None;
-        for _ in 0..PROMPT_ATTEMPTS {
-            let typed = Zeroizing::new(
-                rpassword::prompt_password(format!(
-                    "Passphrase for the secret key in {}: ",
-                    path.display()
-                ))
-                .map_err(|source| Error::Read {
-                    path: PathBuf::from("/dev/tty"),
-                    source,
-                })?,
-            );
+        for attempt in 0..PROMPT_ATTEMPTS {
+            let typed = ask(path, attempt > 0).map_err(|source| Error::Read {
+                path: PathBuf::from("/dev/tty"),
+                source,
+            })?;
             let pass = Password::from(typed.as_bytes());
             match SecretSource::from_key_bytes(&bytes, Some(&pass)) {
                 Ok(source) => return Ok(source),
-                Err(e @ RevealError::WrongPassphrase(_)) => {
-                    eprintln!("embargo: wrong passphrase, try again");
-                    last = Some(e);
-                }
+                Err(e @ RevealError::WrongPassphrase(_)) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -148,6 +146,3 @@ impl SignerArgs {
         Ok(Some(cert.strip_secret_key_material()))
     }
 }
-
-/// The warning printed when manifests are opened without a pinned signer.
-pub const UNCHECKED_SIGNATURE_WARNING: &str = "embargo: warning: the manifest signature was NOT checked (no --signer given and no intake key in the configuration's state_dir): anyone who can write to the store could have forged this report; pass the intake's signing certificate with --signer FILE (from `embargo keys signing` or /signing-key.asc)";

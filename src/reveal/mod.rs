@@ -28,10 +28,6 @@ pub use keysource::{KeyArgs, SignerArgs};
 pub use list::{ListArgs, ListRow, list};
 pub use token::{NewToken, new_token, token_sha256};
 
-use std::io::IsTerminal;
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-
 use crate::seal::RevealError;
 use crate::store::StoreError;
 
@@ -106,20 +102,22 @@ pub fn store_root(store: Option<&Path>, config_store: Option<&Path>) -> Result<P
         })
 }
 
-/// Below this many bytes no progress bar is shown.
-const PROGRESS_MIN_BYTES: u64 = 8 * 1024 * 1024;
-
-/// A byte progress bar on a terminal for large work; hidden otherwise (and
-/// always when stderr is not a terminal, so scripts and logs stay clean).
-fn progress_bar(total: u64) -> ProgressBar {
-    if total < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
+/// How far a long decrypt or fetch got. The library only reports; the
+/// command line decides whether and how to show it (a bar on a terminal).
+pub trait Progress: Sync {
+    /// The work is `total` bytes.
+    fn start(&self, _total: u64) {}
+    /// What is being worked on now (a file or part name).
+    fn working_on(&self, _what: &str) {}
+    /// `bytes` more are done.
+    fn advance(&self, _bytes: u64) {}
+    /// `bytes` counted before must be done again (a download restarted).
+    fn rewind(&self, _bytes: u64) {}
+    /// The work ended, done or not.
+    fn finish(&self) {}
 }
+
+/// Progress nobody sees.
+pub struct Quiet;
+
+impl Progress for Quiet {}

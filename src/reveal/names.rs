@@ -162,8 +162,36 @@ impl UniqueNames {
     }
 }
 
+/// One line of untrusted text for a terminal: no control or bidi characters, at most `max` characters.
+pub fn one_line(s: &str, max: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c == '\n' || c == '\t' || c == '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .filter(|c| !c.is_control() && !is_deceptive(*c))
+        .collect();
+    if clean.chars().count() > max {
+        let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    } else {
+        clean
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn terminal_lines_are_plain_and_short() {
+        assert_eq!(super::one_line("a\u{202E}b\x1b[31mc\nd", 50), "ab[31mc d");
+        assert_eq!(super::one_line("abcdef", 4), "abc…");
+    }
+
     use super::*;
 
     #[test]

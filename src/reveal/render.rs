@@ -30,6 +30,26 @@ pub fn report_markdown(
 ) -> Zeroizing<String> {
     let mut out = Zeroizing::new(String::new());
     let o = &mut *out;
+    summary(o, manifest);
+    reporter(o, manifest);
+    deadlines(o, manifest, policy);
+    let r = &manifest.report;
+    for (heading, text) in [
+        ("Description", &r.description),
+        ("Impact", &r.impact),
+        ("Steps to reproduce", &r.steps_to_reproduce),
+        ("Mitigations", &r.mitigations),
+    ] {
+        let _ = writeln!(o, "\n## {heading}\n\n{}", block(text));
+    }
+    attachments(o, manifest, files);
+    email(o, manifest);
+    seal(o, manifest, signature);
+    out
+}
+
+/// The title block: ID, title, arrival, severity, CVSS, CWE, versions.
+fn summary(o: &mut String, manifest: &Manifest) {
     let r = &manifest.report;
     let _ = writeln!(o, "# Vulnerability report {}\n", manifest.id);
     let _ = writeln!(o, "- **Title:** {}", code(&r.title));
@@ -63,7 +83,9 @@ pub fn report_markdown(
     let _ = writeln!(o, "- **CWE:** {cwe}");
     let _ = writeln!(o, "- **Affected versions:** {}", code(&r.affected_versions));
     let _ = writeln!(o, "- **Environment:** {}", code(&r.environment));
+}
 
+fn reporter(o: &mut String, manifest: &Manifest) {
     let _ = writeln!(o, "\n## Reporter\n");
     let _ = writeln!(o, "- **Name:** {}", code(&manifest.reporter.name));
     let _ = writeln!(o, "- **Email:** {}", code(&manifest.reporter.email));
@@ -72,40 +94,33 @@ pub fn report_markdown(
         Credit::Anonymous => "anonymous (do not name the reporter)",
     };
     let _ = writeln!(o, "- **Credit:** {credit}");
+}
 
+fn deadlines(o: &mut String, manifest: &Manifest, policy: &Policy) {
     let _ = writeln!(o, "\n## Deadlines (policy)\n");
-    match parse_rfc3339(&manifest.received_at) {
-        Some(received) => {
-            let d = Deadlines::for_report(policy, received, r.severity);
-            let _ = writeln!(o, "- **Acknowledge by:** {}", rfc3339(d.acknowledge_by));
-            let _ = writeln!(
-                o,
-                "- **Status update every:** {}",
-                policy.status_update_within
-            );
-            let fix = d
-                .fix_by
-                .map(rfc3339)
-                .unwrap_or_else(|| format!("none for severity {}", r.severity));
-            let _ = writeln!(o, "- **Fix by:** {fix}");
-        }
-        None => {
-            let _ = writeln!(
-                o,
-                "- the received time is unreadable, so no deadline can be computed"
-            );
-        }
-    }
+    let Some(received) = parse_rfc3339(&manifest.received_at) else {
+        let _ = writeln!(
+            o,
+            "- the received time is unreadable, so no deadline can be computed"
+        );
+        return;
+    };
+    let severity = manifest.report.severity;
+    let d = Deadlines::for_report(policy, received, severity);
+    let _ = writeln!(o, "- **Acknowledge by:** {}", rfc3339(d.acknowledge_by));
+    let _ = writeln!(
+        o,
+        "- **Status update every:** {}",
+        policy.status_update_within
+    );
+    let fix = d
+        .fix_by
+        .map(rfc3339)
+        .unwrap_or_else(|| format!("none for severity {severity}"));
+    let _ = writeln!(o, "- **Fix by:** {fix}");
+}
 
-    for (heading, text) in [
-        ("Description", &r.description),
-        ("Impact", &r.impact),
-        ("Steps to reproduce", &r.steps_to_reproduce),
-        ("Mitigations", &r.mitigations),
-    ] {
-        let _ = writeln!(o, "\n## {heading}\n\n{}", block(text));
-    }
-
+fn attachments(o: &mut String, manifest: &Manifest, files: &[Extracted]) {
     let _ = writeln!(o, "\n## Attachments\n");
     if manifest.attachments.is_empty() {
         let _ = writeln!(o, "None.");
@@ -128,19 +143,24 @@ pub fn report_markdown(
             code(&a.sha256)
         );
     }
+}
 
-    if let Some(email) = &manifest.email {
-        let _ = writeln!(o, "\n## Email\n");
-        let _ = writeln!(o, "- **From:** {}", code(&email.from));
-        let _ = writeln!(o, "- **Subject:** {}", code(&email.subject));
-        let _ = writeln!(o, "- **Date:** {}", code(&email.date));
-        let _ = writeln!(o, "- **Message-ID:** {}", code(&email.message_id));
-        let _ = writeln!(o, "- **Encryption:** {}", code(&email.encryption));
-        for name in &email.attachments {
-            let _ = writeln!(o, "- **Attachment inside the message:** {}", code(name));
-        }
+fn email(o: &mut String, manifest: &Manifest) {
+    let Some(email) = &manifest.email else {
+        return;
+    };
+    let _ = writeln!(o, "\n## Email\n");
+    let _ = writeln!(o, "- **From:** {}", code(&email.from));
+    let _ = writeln!(o, "- **Subject:** {}", code(&email.subject));
+    let _ = writeln!(o, "- **Date:** {}", code(&email.date));
+    let _ = writeln!(o, "- **Message-ID:** {}", code(&email.message_id));
+    let _ = writeln!(o, "- **Encryption:** {}", code(&email.encryption));
+    for name in &email.attachments {
+        let _ = writeln!(o, "- **Attachment inside the message:** {}", code(name));
     }
+}
 
+fn seal(o: &mut String, manifest: &Manifest, signature: &SignatureCheck) {
     let _ = writeln!(o, "\n## Seal\n");
     let signed = match signature {
         SignatureCheck::Verified(fpr) => {
@@ -159,7 +179,6 @@ pub fn report_markdown(
     for r in &manifest.recipients {
         let _ = writeln!(o, "- **Sealed to:** {}", code(r));
     }
-    out
 }
 
 fn channel(c: Channel) -> &'static str {
