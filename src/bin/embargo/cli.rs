@@ -1,0 +1,145 @@
+//! The command line: every subcommand and option (clap derive), and nothing
+//! else. What each command does is in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use embargo::reveal;
+
+/// Intake for security vulnerability reports: every report is sealed to
+/// the maintainers' OpenPGP certificates as it arrives.
+#[derive(Parser)]
+#[command(name = "embargo", version, about, long_about = None)]
+pub struct Cli {
+    /// Pretend the time is this RFC 3339 instant (for tests of expiry and deadlines).
+    #[arg(long, global = true, hide = true)]
+    pub now: Option<String>,
+    /// Log format on stderr: `text`, or `json` (one object per line) for log collectors.
+    #[arg(long, global = true, env = "EMBARGO_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run only the mailbox poller: seal mail from [mailbox] exactly once.
+    Poll {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+        /// Drain the mailbox once and exit (for cron); otherwise run until SIGTERM.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run the web intake (and the mailbox poller if [mailbox] is configured) until SIGTERM; SIGHUP reloads keys.
+    Serve {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Try embargo: make a throwaway DEMO maintainer key under ./demo/ and serve on 127.0.0.1:8080.
+    Demo,
+    /// Seal a report given as input JSON, with attachment files; prints the ID.
+    Seal {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+        /// The report: {"report": {...}, "reporter": {...}} (see docs/format.md, "Input JSON").
+        #[arg(long)]
+        report: PathBuf,
+        /// Files to attach (proofs of concept, logs).
+        attachments: Vec<PathBuf>,
+    },
+    /// Inspect the maintainers' certificates and the intake signing key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Verify and decrypt one report into OUT/<ID>/ (all or nothing).
+    Decrypt {
+        /// A report ID, or the path of a report directory (STORE/reports/<ID>).
+        report: String,
+        #[command(flatten)]
+        reveal: RevealOpts,
+        /// Where the <ID>/ directory is created.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Table of the reports in a store, most urgent first (decrypts only manifests).
+    List {
+        #[command(flatten)]
+        reveal: RevealOpts,
+        /// Print JSON for scripts instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintainer fetch tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Download complete sealed reports missing from a local store (ciphertext only); resumable.
+    Fetch {
+        /// The intake's base URL, e.g. https://security.example.org.
+        #[arg(long)]
+        from: String,
+        /// File holding the fetch token (never give it as an argument).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The local store (the directory that holds reports/).
+        #[arg(long)]
+        store: PathBuf,
+        /// Fail when the intake sends nothing for this long, e.g. 30s or 5m (default 60s).
+        #[arg(long)]
+        timeout: Option<embargo::config::Span>,
+        /// Stop before a report that would take this run past this many bytes (default 32 GiB).
+        #[arg(long, default_value_t = reveal::fetch::DEFAULT_MAX_BYTES)]
+        max_bytes: u64,
+    },
+}
+
+/// Key, store and signer options of `decrypt` and `list`.
+#[derive(clap::Args)]
+pub struct RevealOpts {
+    /// The store: the directory that holds reports/ (or `store` in -c FILE).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Secret key file (armored or binary), e.g. from `gpg --export-secret-keys`.
+    #[arg(long, required_unless_present = "gpg", conflicts_with = "gpg")]
+    pub key: Option<PathBuf>,
+    /// File whose first line is the passphrase of --key (else asked on the terminal).
+    #[arg(long, requires = "key", conflicts_with = "gpg")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Decrypt with your gpg-agent (keys in GnuPG's keyring or on a smartcard; respects GNUPGHOME).
+    #[arg(long)]
+    pub gpg: bool,
+    /// The intake's signing certificate: manifests must be signed by it.
+    #[arg(long)]
+    pub signer: Option<PathBuf>,
+    /// Configuration giving the store, [policy] and the intake's state_dir.
+    #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a new fetch token: the token on stdout (or in --out FILE), the hash for [maintainers] token_sha256 on stderr.
+    New {
+        /// Write the token to this new file (mode 0600; never overwrites) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// List certificates with fingerprint, user ID, status and expiry; exit 1 if none is usable.
+    Check {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the intake signing certificate (armored).
+    Signing {
+        #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}

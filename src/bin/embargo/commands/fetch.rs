@@ -1,0 +1,36 @@
+//! `embargo fetch`: complete sealed reports (ciphertext only) from an
+//! intake into a local store.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use embargo::reveal;
+
+use crate::output::Output;
+
+pub fn run(args: reveal::FetchArgs, out: &Output) -> Result<ExitCode> {
+    let summary = reveal::fetch(&args, &out.progress())?;
+    for id in &summary.fetched {
+        out.data(id);
+    }
+    out.note(format_args!(
+        "fetched {} new report(s) ({} bytes); {} already here",
+        summary.fetched.len(),
+        summary.bytes,
+        summary.already_present
+    ));
+    if summary.confirmed > 0 {
+        out.note(format_args!(
+            "confirmed {} stored report(s) to the intake, which may now delete its copies",
+            summary.confirmed
+        ));
+    }
+    match summary.cap_message() {
+        Some(message) => {
+            out.error(message);
+            Ok(ExitCode::from(crate::error::FAILURE))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

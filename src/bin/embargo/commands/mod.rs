@@ -1,0 +1,121 @@
+//! One handler per command: each turns its arguments into a library call
+//! and the result into output. Shared steps (the clock, the configuration,
+//! the maintainer options) are here.
+
+mod decrypt;
+mod fetch;
+mod keys;
+mod list;
+mod seal;
+mod serve;
+mod token;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use embargo::clock::{self, Clock};
+use embargo::config::{Config, Policy};
+use embargo::reveal;
+
+use crate::cli::{Cli, Command, KeysCommand, RevealOpts, TokenCommand};
+use crate::error::Usage;
+use crate::output::Output;
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
+    let clock = clock_from(cli.now.as_deref())?;
+    match cli.command {
+        Command::Poll { config, once } => serve::poll(config.as_deref(), clock, once),
+        Command::Serve { config } => serve::serve(config.as_deref(), clock, out),
+        Command::Demo => serve::demo(clock, out),
+        Command::Seal {
+            config,
+            report,
+            attachments,
+        } => seal::run(config.as_deref(), &report, &attachments, clock, out),
+        Command::Keys { command } => match command {
+            KeysCommand::Check { config } => keys::check(config.as_deref(), clock, out),
+            KeysCommand::Signing { config } => keys::signing(config.as_deref(), out),
+        },
+        Command::Decrypt {
+            report,
+            reveal,
+            out: dir,
+        } => decrypt::run(report, reveal, dir, out),
+        Command::List { reveal, json } => list::run(reveal, json, clock, out),
+        Command::Token {
+            command: TokenCommand::New { out: file },
+        } => token::new(file.as_deref(), out),
+        Command::Fetch {
+            from,
+            token_file,
+            store,
+            timeout,
+            max_bytes,
+        } => fetch::run(
+            reveal::FetchArgs {
+                from,
+                token_file,
+                store,
+                timeout: timeout.map_or(reveal::fetch::DEFAULT_TIMEOUT, |t| t.0),
+                max_bytes,
+            },
+            out,
+        ),
+    }
+}
+
+/// The clock: the system's, or the instant `--now` pretends it is.
+fn clock_from(now: Option<&str>) -> Result<Clock> {
+    match now {
+        None => Ok(Clock::system()),
+        Some(s) => match clock::parse_rfc3339(s) {
+            Some(t) => Ok(Clock::fixed(t)),
+            None => Err(Usage(format!(
+                "--now {s:?} is not an RFC 3339 time like 2026-11-23T16:40:00Z"
+            ))
+            .into()),
+        },
+    }
+}
+
+/// `-c FILE` (or `EMBARGO_CONFIG`), else the defaults in the current directory.
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    Ok(Config::load_or_defaults(path)?)
+}
+
+/// The store, key and signer choices of `decrypt` and `list`, and the
+/// policy for deadlines.
+struct Maintainer {
+    store: Option<PathBuf>,
+    keys: reveal::KeyArgs,
+    signer: reveal::SignerArgs,
+    policy: Policy,
+}
+
+impl Maintainer {
+    fn resolve(opts: RevealOpts, out: &Output) -> Result<Maintainer> {
+        let config = opts.config.as_deref().map(Config::load).transpose()?;
+        let keys = reveal::KeyArgs {
+            key: opts.key,
+            passphrase_file: opts.passphrase_file,
+            gpg: opts.gpg,
+            ask: out.passphrase_prompt(),
+        };
+        let signer = reveal::SignerArgs {
+            signer: opts.signer,
+            state_dir: config.as_ref().map(|c| c.state_dir.clone()),
+        };
+        let store = opts
+            .store
+            .or_else(|| config.as_ref().map(|c| c.store.clone()));
+        Ok(Maintainer {
+            store,
+            keys,
+            signer,
+            policy: config.map(|c| c.policy).unwrap_or_default(),
+        })
+    }
+}
