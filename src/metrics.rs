@@ -269,7 +269,17 @@ impl Metrics {
                 load(&self.rejected[r as usize])
             );
         }
-        let plain: [(&str, &str, &str, String); 10] = [
+        let plain = self.plain_series();
+        for (name, kind, help, value) in plain {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+    /// The series without labels: name, type, help and value.
+    fn plain_series(&self) -> [(&'static str, &'static str, &'static str, String); 10] {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
             (
                 "embargo_sealed_bytes_total",
                 "counter",
@@ -330,12 +340,7 @@ impl Metrics {
                 "Reports deleted by [retention].",
                 load(&self.retention_deleted).to_string(),
             ),
-        ];
-        for (name, kind, help, value) in plain {
-            header(&mut out, name, kind, help);
-            let _ = writeln!(out, "{name} {value}");
-        }
-        out
+        ]
     }
 }
 

@@ -268,42 +268,9 @@ impl RawReport {
         let email = text("reporter_email", false);
         let credit_text = text("credit", false);
 
-        if title.chars().count() > MAX_TITLE_CHARS {
-            errors.push(
-                "title",
-                format!("is longer than {MAX_TITLE_CHARS} characters"),
-            );
-        }
-        if title.chars().any(char::is_control) {
-            errors.push(
-                "title",
-                "must be one line without control characters".into(),
-            );
-        }
-        let cvss = if cvss_text.is_empty() {
-            None
-        } else {
-            match CvssScore::parse(&cvss_text) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    errors.push("cvss_vector", e);
-                    None
-                }
-            }
-        };
-        let severity = match severity_text.to_ascii_lowercase().as_str() {
-            "" => cvss.as_ref().map_or(Severity::Unknown, |c| c.severity()),
-            s => match s.parse() {
-                Ok(s) => s,
-                Err(()) => {
-                    errors.push(
-                        "severity",
-                        "must be low, medium, high, critical or unknown".into(),
-                    );
-                    Severity::Unknown
-                }
-            },
-        };
+        check_title(&title, &mut errors);
+        let cvss = parse_cvss(&cvss_text, &mut errors);
+        let severity = parse_severity(&severity_text, cvss.as_ref(), &mut errors);
         let cwe = match parse_cwe(&cwe_text) {
             Ok(list) => list,
             Err(e) => {
@@ -317,15 +284,7 @@ impl RawReport {
                 "is not an e-mail address like name@example.org".into(),
             );
         }
-        let credit = match credit_text.as_str() {
-            "" => Credit::Anonymous,
-            "name" => Credit::Name,
-            "anonymous" => Credit::Anonymous,
-            _ => {
-                errors.push("credit", "must be \"name\" or \"anonymous\"".into());
-                Credit::Anonymous
-            }
-        };
+        let credit = parse_credit(&credit_text, &mut errors);
         if credit == Credit::Name && name.is_empty() {
             errors.push("reporter_name", "is needed to credit you by name".into());
         }
@@ -352,6 +311,65 @@ impl RawReport {
                 credit,
             },
         ))
+    }
+}
+
+/// A title is one line of at most [`MAX_TITLE_CHARS`] characters.
+fn check_title(title: &str, errors: &mut FieldErrors) {
+    if title.chars().count() > MAX_TITLE_CHARS {
+        errors.push(
+            "title",
+            format!("is longer than {MAX_TITLE_CHARS} characters"),
+        );
+    }
+    if title.chars().any(char::is_control) {
+        errors.push(
+            "title",
+            "must be one line without control characters".into(),
+        );
+    }
+}
+
+/// The CVSS vector, when one is given and it parses.
+fn parse_cvss(text: &str, errors: &mut FieldErrors) -> Option<CvssScore> {
+    if text.is_empty() {
+        return None;
+    }
+    match CvssScore::parse(text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            errors.push("cvss_vector", e);
+            None
+        }
+    }
+}
+
+/// The severity given, else the one the CVSS vector implies.
+fn parse_severity(text: &str, cvss: Option<&CvssScore>, errors: &mut FieldErrors) -> Severity {
+    match text.to_ascii_lowercase().as_str() {
+        "" => cvss.map_or(Severity::Unknown, |c| c.severity()),
+        s => match s.parse() {
+            Ok(s) => s,
+            Err(()) => {
+                errors.push(
+                    "severity",
+                    "must be low, medium, high, critical or unknown".into(),
+                );
+                Severity::Unknown
+            }
+        },
+    }
+}
+
+/// `name` or `anonymous` (the default).
+fn parse_credit(text: &str, errors: &mut FieldErrors) -> Credit {
+    match text {
+        "" | "anonymous" => Credit::Anonymous,
+        "name" => Credit::Name,
+        _ => {
+            errors.push("credit", "must be \"name\" or \"anonymous\"".into());
+            Credit::Anonymous
+        }
     }
 }
 
