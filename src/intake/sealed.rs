@@ -93,8 +93,8 @@ pub async fn fetched(
         .map_err(|_| Refusal::ConfirmationTooLarge {
             limit: crate::retention::MAX_CONFIRMATION_BYTES,
         })?;
-    let confirmation = crate::retention::parse_confirmation(&body)
-        .map_err(|why| Refusal::InvalidConfirmation(why))?;
+    let confirmation =
+        crate::retention::parse_confirmation(&body).map_err(Refusal::InvalidConfirmation)?;
     let record = state.config().retention.delete_after_fetch;
     let state_dir = state.config().state_dir.clone();
     let store = state.store().clone();

@@ -503,10 +503,7 @@ impl Receiver<'_> {
             }
         };
         let severity = body.severity;
-        self.session();
-        let Some(session) = self.session.take() else {
-            return Err(Refusal::Internal.into());
-        };
+        let session = self.take_session();
         let (sealed, receipt) = session.finish(body, reporter).await?;
         Ok(Accepted {
             sealed,
@@ -517,21 +514,21 @@ impl Receiver<'_> {
 
     /// The sealing session, started when first needed.
     fn session(&mut self) -> &mut Session {
-        let Receiver {
-            state,
-            sealer,
-            kind,
-            session,
-            ..
-        } = self;
-        session.get_or_insert_with(|| {
-            Session::start(
-                (*sealer).clone(),
-                state.store().clone(),
-                kind.channel(),
-                state,
-            )
-        })
+        let session = self.take_session();
+        self.session.insert(session)
+    }
+
+    /// The sealing session, taken out (started if there was none).
+    fn take_session(&mut self) -> Session {
+        match self.session.take() {
+            Some(session) => session,
+            None => Session::start(
+                self.sealer.clone(),
+                self.state.store().clone(),
+                self.kind.channel(),
+                self.state,
+            ),
+        }
     }
 }
 
