@@ -15,9 +15,12 @@ use embargo::clock::Clock;
 use embargo::intake::conn::PeerAddr;
 use http_body_util::BodyExt;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
 const BOUNDARY: &str = "XyZzYboundary";
+/// The maintainer token, for reading `/metrics`.
+const TOKEN: &str = "router-test-token-0123456789";
 /// Small enough that an over-long field is cheap to send.
 const MAX_FIELD_BYTES: usize = 2048;
 
@@ -27,8 +30,9 @@ fn intake() -> (Site, Router) {
     let site = Site::new();
     let cert = common::sequoia_key("Maintainer <m@example.org>");
     site.add_key("maintainer.asc", &common::armored_public(&cert));
+    let hash = hex::encode(Sha256::digest(TOKEN.as_bytes()));
     site.write_config(&format!(
-        "[limits]\nrate_limit_per_minute = 1000\nmax_field_bytes = {MAX_FIELD_BYTES}\n"
+        "[limits]\nrate_limit_per_minute = 1000\nmax_field_bytes = {MAX_FIELD_BYTES}\n[maintainers]\ntoken_sha256 = [\"{hash}\"]\n"
     ));
     let state = embargo::intake::AppState::open(site.config(), Clock::system()).unwrap();
     (site, embargo::intake::router(state))
@@ -120,6 +124,29 @@ async fn post_api(router: &Router, content_type: &str, body: Vec<u8>) -> (Status
     (status, json)
 }
 
+/// Every `embargo_reports_rejected_total` count above zero, by reason.
+async fn rejections(router: &Router) -> Vec<(String, u64)> {
+    let request = Request::get("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("embargo_reports_rejected_total{reason=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .map(|(reason, count)| (reason.to_string(), count.parse().unwrap()))
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
+/// Checks that exactly one refusal was counted, under `reason`.
+async fn assert_counted(router: &Router, reason: &str) {
+    assert_eq!(rejections(router).await, [(reason.to_string(), 1)]);
+}
+
 /// Checks a JSON refusal's status and code, and that nothing was
 /// committed or left in staging.
 fn assert_refused(site: &Site, (status, json): &(StatusCode, Value), want: StatusCode, code: &str) {
@@ -145,6 +172,7 @@ async fn a_content_type_without_a_boundary_is_refused() {
     let body = multipart(&[text("report", &report_json())]);
     let answer = post_api(&router, "multipart/form-data", body).await;
     assert_refused(&site, &answer, StatusCode::BAD_REQUEST, "no_boundary");
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -158,6 +186,7 @@ async fn a_boundary_that_is_not_in_the_body_is_refused() {
         StatusCode::BAD_REQUEST,
         "incomplete_multipart",
     );
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -175,6 +204,7 @@ async fn a_body_cut_inside_a_part_is_refused() {
         StatusCode::BAD_REQUEST,
         "incomplete_multipart",
     );
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -184,6 +214,7 @@ async fn a_second_report_part_is_refused() {
     let body = multipart(&[text("report", &json), text("report", &json)]);
     let answer = post_api(&router, &form_data(), body).await;
     assert_refused(&site, &answer, StatusCode::BAD_REQUEST, "duplicate_part");
+    assert_counted(&router, "invalid").await;
     let message = answer.1["error"]["message"].as_str().unwrap();
     assert_eq!(
         message,
@@ -202,6 +233,7 @@ async fn a_part_without_a_name_is_refused() {
     let body = multipart(&[text("report", &report_json()), nameless]);
     let answer = post_api(&router, &form_data(), body).await;
     assert_refused(&site, &answer, StatusCode::BAD_REQUEST, "unknown_part");
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -210,6 +242,7 @@ async fn an_api_request_without_the_report_part_is_refused() {
     let body = multipart(&[file("poc.txt", b"x")]);
     let answer = post_api(&router, &form_data(), body).await;
     assert_refused(&site, &answer, StatusCode::BAD_REQUEST, "missing_report");
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -222,6 +255,7 @@ async fn a_wrong_content_type_is_refused() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
+    assert_counted(&router, "unsupported_type").await;
 }
 
 #[tokio::test]
@@ -238,6 +272,7 @@ async fn a_report_part_over_the_text_budget_is_refused() {
         StatusCode::PAYLOAD_TOO_LARGE,
         "text_too_large",
     );
+    assert_counted(&router, "too_large").await;
 }
 
 /// Posts to the form route; returns the status and the page.
@@ -263,6 +298,7 @@ async fn an_unknown_form_field_is_refused_with_a_page() {
     );
     assert!(!page.contains("favourite_colour"), "the name is not echoed");
     assert_eq!(site.report_ids(), Vec::<String>::new());
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -281,6 +317,7 @@ async fn a_form_field_over_its_cap_shows_the_form_again() {
     assert!(page.contains("<form"), "the form is shown again: {page}");
     assert_eq!(site.report_ids(), Vec::<String>::new());
     assert_eq!(site.staging_entries(), Vec::<String>::new());
+    assert_counted(&router, "invalid").await;
 }
 
 #[tokio::test]
@@ -335,4 +372,5 @@ async fn a_form_field_sent_twice_is_refused_with_a_page() {
     );
     assert!(!page.contains("Another title"), "the value is not echoed");
     assert_eq!(site.report_ids(), Vec::<String>::new());
+    assert_counted(&router, "invalid").await;
 }
