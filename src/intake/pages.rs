@@ -5,9 +5,9 @@ use askama::Template;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{Refusal, human_size};
 use super::state::AppState;
-use super::upload::{Accepted, human_size};
+use super::upload::Accepted;
 use crate::clock::rfc3339;
 use crate::config::Span;
 use crate::report::{FieldErrors, RawReport, Severity};
@@ -391,8 +391,9 @@ pub fn html<T: Template>(status: StatusCode, page: &T) -> Response {
 }
 
 /// An error as a page (for the form's routes).
-pub fn error_page(state: &AppState, error: &ApiError) -> Response {
-    let title = match error.status {
+pub fn error_page(state: &AppState, error: &Refusal) -> Response {
+    let status = error.status();
+    let title = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "Too large",
         StatusCode::TOO_MANY_REQUESTS => "Too many reports",
         StatusCode::SERVICE_UNAVAILABLE => "Not accepting reports right now",
@@ -403,11 +404,11 @@ pub fn error_page(state: &AppState, error: &ApiError) -> Response {
     };
     let page = ErrorPage {
         project_name: state.config().project_name.clone(),
-        status: error.status.as_u16(),
+        status: status.as_u16(),
         title: title.into(),
-        message: error.message.clone(),
+        message: error.message(),
     };
-    let mut response = html(error.status, &page);
+    let mut response = html(status, &page);
     error.decorate(&mut response);
     response
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::conn::PeerAddr;
-use super::error::ApiError;
+use super::error::{RateLimit, Refusal};
 use super::pages::{error_page, form_page, html, receipt_page};
 use super::state::{AppState, RateLimited, RateTicket};
 use super::upload::{self, Kind, Refused};
@@ -86,14 +86,8 @@ pub async fn openapi() -> Response {
 /// Refuses a browser request that another site made (CSRF), using the
 /// headers browsers set themselves, so it works without JavaScript or
 /// cookies. Requests without these headers (curl, scripts) pass.
-pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    let refuse = || {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_site_request",
-            "this form only accepts reports sent from its own page; open the form at / and send it from there",
-        )
-    };
+pub fn check_same_origin(headers: &HeaderMap) -> Result<(), Refusal> {
+    let refuse = || Refusal::CrossOrigin;
     if let Some(site) = headers.get("sec-fetch-site") {
         return match site.as_bytes() {
             b"same-origin" | b"none" => Ok(()),
@@ -121,7 +115,7 @@ pub fn check_same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 /// order: the peer's refusal limit, same origin, content type, the peer's
 /// accepted-report limit. The ticket counts the outcome: call
 /// [`RateTicket::accepted`] on success; dropped, it counts a refusal.
-fn admit(state: &AppState, request: &Request) -> Result<RateTicket, ApiError> {
+fn admit(state: &AppState, request: &Request) -> Result<RateTicket, Refusal> {
     let peer = peer_of(request);
     let mut ticket = state
         .rate_ticket(peer)
@@ -140,21 +134,22 @@ fn peer_of(request: &Request) -> Option<IpAddr> {
         .map(|ConnectInfo(PeerAddr(peer))| peer.ip())
 }
 
-fn rate_limited(state: &AppState, which: RateLimited) -> ApiError {
+fn rate_limited(state: &AppState, which: RateLimited) -> Refusal {
     let limits = &state.config().limits;
-    let message = match which {
-        RateLimited::Accepted => format!(
-            "at most {} reports a minute are accepted from one address; wait a minute and send again",
-            limits.rate_limit_per_minute
-        ),
-        RateLimited::Refusals => format!(
-            "at most {} refused submissions a minute are answered for one address, and yours are over that; wait a minute, fix what the earlier answers named, then send again",
-            limits.refusal_limit_per_minute
-        ),
-    };
-    ApiError {
-        retry_after: Some(60),
-        ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+    Refusal::RateLimited(match which {
+        RateLimited::Accepted => RateLimit::Accepted {
+            per_minute: limits.rate_limit_per_minute,
+        },
+        RateLimited::Refusals => RateLimit::Refusals {
+            per_minute: limits.refusal_limit_per_minute,
+        },
+    })
+}
+
+/// Counts a refused submission under its label.
+fn count_refusal(state: &AppState, refusal: &Refusal) {
+    if let Some(label) = refusal.metric() {
+        state.metrics().rejected(label);
     }
 }
 
@@ -163,7 +158,7 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
     let ticket = match admit(&state, &request) {
         Ok(ticket) => ticket,
         Err(e) => {
-            state.metrics().rejected(rejection(&e));
+            count_refusal(&state, &e);
             upload::drain(request.into_body()).await;
             return error_page(&state, &e);
         }
@@ -182,6 +177,7 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
             errors,
             had_files,
         }) => {
+            // The invalid-report refusal, answered with the form again.
             state.metrics().rejected(Rejection::Invalid);
             html(
                 StatusCode::BAD_REQUEST,
@@ -190,11 +186,11 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
         }
         Err(Refused::Error(e)) => {
             tracing::info!(
-                status = e.status.as_u16(),
-                code = e.code,
+                status = e.status().as_u16(),
+                code = e.code(),
                 "form report refused"
             );
-            state.metrics().rejected(rejection(&e));
+            count_refusal(&state, &e);
             error_page(&state, &e)
         }
     }
@@ -205,7 +201,7 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
     let ticket = match admit(&state, &request) {
         Ok(ticket) => ticket,
         Err(e) => {
-            state.metrics().rejected(rejection(&e));
+            count_refusal(&state, &e);
             upload::drain(request.into_body()).await;
             return e.into_response();
         }
@@ -230,16 +226,17 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
             (StatusCode::CREATED, Json(body)).into_response()
         }
         Err(Refused::Invalid { errors, .. }) => {
-            state.metrics().rejected(Rejection::Invalid);
-            ApiError::invalid(errors).into_response()
+            let refusal = Refusal::InvalidReport(errors);
+            count_refusal(&state, &refusal);
+            refusal.into_response()
         }
         Err(Refused::Error(e)) => {
             tracing::info!(
-                status = e.status.as_u16(),
-                code = e.code,
+                status = e.status().as_u16(),
+                code = e.code(),
                 "API report refused"
             );
-            state.metrics().rejected(rejection(&e));
+            count_refusal(&state, &e);
             e.into_response()
         }
     }
@@ -250,17 +247,13 @@ pub async fn keys_asc(State(state): State<AppState>) -> Response {
     let keys = state.keys();
     let usable = keys.usable_at(state.clock().now());
     if usable.is_empty() {
-        return ApiError::unavailable(
-            "no_usable_key",
-            "no maintainer certificate is usable at the moment",
-        )
-        .into_response();
+        return Refusal::NoUsableKey.into_response();
     }
     match armor_certs(usable.iter().map(|e| &e.cert)) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response(),
         Err(e) => {
             tracing::error!("armoring certificates failed: {e}");
-            ApiError::internal().into_response()
+            Refusal::Internal.into_response()
         }
     }
 }
@@ -271,7 +264,7 @@ pub async fn signing_key_asc(State(state): State<AppState>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response(),
         Err(e) => {
             tracing::error!("armoring the signing certificate failed: {e}");
-            ApiError::internal().into_response()
+            Refusal::Internal.into_response()
         }
     }
 }
@@ -330,12 +323,7 @@ fn security_txt_text(
 pub async fn security_txt(State(state): State<AppState>) -> Response {
     let config = state.config();
     let Some(base) = config.public_base() else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_public_url",
-            "this intake publishes no security.txt: its operator has not set public_url",
-        )
-        .into_response();
+        return Refusal::NoPublicUrl.into_response();
     };
     let now = state.clock().now();
     let expires = security_txt_expires(config, &state.keys(), now);
@@ -348,7 +336,7 @@ pub async fn security_txt(State(state): State<AppState>) -> Response {
             .into_response(),
         Err(e) => {
             tracing::error!("signing security.txt failed: {e}");
-            ApiError::internal().into_response()
+            Refusal::Internal.into_response()
         }
     }
 }
@@ -414,16 +402,6 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// The metrics label for a refusal; 503s are told apart by their code.
-fn rejection(e: &ApiError) -> Rejection {
-    match (e.status.as_u16(), e.code) {
-        (503, "busy") => Rejection::Busy,
-        (503, "no_usable_key") => Rejection::NoKey,
-        (503, _) => Rejection::StoreError,
-        (status, _) => Rejection::from_status(status).unwrap_or(Rejection::Internal),
-    }
-}
-
 /// `GET /metrics` on the public listener: counts are metadata, so only a
 /// maintainer token may read them here (or use `metrics_listen`).
 pub async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -471,7 +449,7 @@ pub async fn log_request(request: Request, next: Next) -> Response {
 /// Any other path.
 pub async fn not_found() -> Response {
     tracing::info!(target: "embargo::request", route = "(unmatched)", status = 404, "request");
-    ApiError::not_found().into_response()
+    Refusal::NotFound.into_response()
 }
 
 #[cfg(test)]

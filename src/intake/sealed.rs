@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::error::ApiError;
+use super::error::Refusal;
 use super::state::AppState;
 use crate::id::ReportId;
 use crate::store::{StoreError, is_part_name};
@@ -23,7 +23,7 @@ use crate::store::{StoreError, is_part_name};
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Checks the maintainer's bearer token; a refusal is counted.
-pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Refusal> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -32,29 +32,27 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Api
     match token {
         Some(t) if !t.is_empty() && state.token_ok(t) => Ok(()),
         _ => {
-            state
-                .metrics()
-                .rejected(crate::metrics::Rejection::Unauthorized);
-            Err(ApiError::unauthorized())
+            let refusal = Refusal::Unauthorized;
+            if let Some(label) = refusal.metric() {
+                state.metrics().rejected(label);
+            }
+            Err(refusal)
         }
     }
 }
 
-fn store_error(e: StoreError) -> ApiError {
+fn store_error(e: StoreError) -> Refusal {
     match e {
-        StoreError::NotFound(_) | StoreError::BadPartName(_) => ApiError::not_found(),
+        StoreError::NotFound(_) | StoreError::BadPartName(_) => Refusal::NotFound,
         other => {
             tracing::error!("reading the store failed: {other}");
-            ApiError::unavailable(
-                "store_unavailable",
-                "the report store is unavailable; try again later",
-            )
+            Refusal::StoreUnavailable
         }
     }
 }
 
 /// `GET /api/v1/sealed`: every complete report with its parts and sizes.
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
     let store = state.store().clone();
     let listing =
@@ -71,7 +69,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
             Ok(out)
         })
         .await
-        .map_err(|_| ApiError::internal())?
+        .map_err(|_| Refusal::Internal)?
         .map_err(store_error)?;
     // `confirm_fetched` tells `embargo fetch` that confirmations matter here.
     let confirm = state.config().retention.delete_after_fetch;
@@ -87,22 +85,16 @@ pub async fn fetched(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| ApiError::not_found())?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
     let body = axum::body::to_bytes(body, crate::retention::MAX_CONFIRMATION_BYTES)
         .await
-        .map_err(|_| {
-            ApiError::too_large(
-                "confirmation_too_large",
-                format!(
-                    "a fetch confirmation is at most {} bytes",
-                    crate::retention::MAX_CONFIRMATION_BYTES
-                ),
-            )
+        .map_err(|_| Refusal::ConfirmationTooLarge {
+            limit: crate::retention::MAX_CONFIRMATION_BYTES,
         })?;
-    let confirmation = crate::retention::parse_confirmation(&body)
-        .map_err(|why| ApiError::bad_request("invalid_confirmation", why))?;
+    let confirmation =
+        crate::retention::parse_confirmation(&body).map_err(Refusal::InvalidConfirmation)?;
     let record = state.config().retention.delete_after_fetch;
     let state_dir = state.config().state_dir.clone();
     let store = state.store().clone();
@@ -111,7 +103,7 @@ pub async fn fetched(
         crate::retention::confirm_fetched(&*store, &state_dir, &checked_id, &confirmation, record)
     })
     .await
-    .map_err(|_| ApiError::internal())?;
+    .map_err(|_| Refusal::Internal)?;
     match result {
         Ok(()) => {
             tracing::info!(id = %id, recorded = record, "fetch confirmed");
@@ -124,19 +116,12 @@ pub async fn fetched(
         }
         Err(crate::retention::RetentionError::Mismatch(why)) => {
             tracing::warn!(id = %id, "fetch confirmation refused: {why}");
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "confirmation_mismatch",
-                format!("{why}; nothing was marked: fetch the report again"),
-            ))
+            Err(Refusal::ConfirmationMismatch(why))
         }
         Err(crate::retention::RetentionError::Store(e)) => Err(store_error(e)),
         Err(e) => {
             tracing::error!("cannot record that {id} was fetched: {e}");
-            Err(ApiError::unavailable(
-                "state_unavailable",
-                "the intake cannot record the confirmation now; try again later",
-            ))
+            Err(Refusal::StateUnavailable)
         }
     }
 }
@@ -201,11 +186,11 @@ pub async fn part(
     State(state): State<AppState>,
     Path((id, part)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| ApiError::not_found())?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
     if !is_part_name(&part) {
-        return Err(ApiError::not_found());
+        return Err(Refusal::NotFound);
     }
     let store = state.store().clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
@@ -219,24 +204,13 @@ pub async fn part(
         Ok((reader, size))
     })
     .await
-    .map_err(|_| ApiError::internal())?
+    .map_err(|_| Refusal::Internal)?
     .map_err(store_error)?;
     let (mut reader, size) = opened;
     let (status, start, len) = match parse_range(headers.get(header::RANGE), size) {
         Range::Whole => (StatusCode::OK, 0, size),
         Range::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Range::Unsatisfiable => {
-            let mut response = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
-                format!("the part has {size} bytes"),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return Ok(response);
-        }
+        Range::Unsatisfiable => return Err(Refusal::RangeNotSatisfiable { size }),
     };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {

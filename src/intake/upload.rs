@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, BodyDataStream};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use zeroize::Zeroizing;
 
-use super::error::ApiError;
+use super::error::{Interruption, Malformed, Refusal};
 use super::state::{AppState, Busy, UploadSlot};
 use crate::config::Limits;
 use crate::id::ReportId;
@@ -102,12 +102,18 @@ pub enum Refused {
         had_files: bool,
     },
     /// Any other refusal.
-    Error(ApiError),
+    Error(Refusal),
 }
 
-impl From<ApiError> for Refused {
-    fn from(e: ApiError) -> Refused {
+impl From<Refusal> for Refused {
+    fn from(e: Refusal) -> Refused {
         Refused::Error(e)
+    }
+}
+
+impl From<Malformed> for Refused {
+    fn from(e: Malformed) -> Refused {
+        Refused::Error(e.into())
     }
 }
 
@@ -128,23 +134,15 @@ pub async fn receive(
         }
     };
     let mut session: Option<Session> = None;
-    let deadline = state.config().limits.upload_timeout.0;
+    let deadline = state.config().limits.upload_timeout;
     let outcome = tokio::time::timeout(
-        deadline,
+        deadline.0,
         receive_parts(state, &sealer, body, boundary, kind, &mut session),
     )
     .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!(
-                "the upload took longer than the limit of {}; nothing was stored",
-                state.config().limits.upload_timeout
-            ),
-        )
-        .into()),
+        Err(_) => Err(Refusal::from(Interruption::Deadline { limit: deadline }).into()),
     };
     match outcome {
         Ok(accepted) => Ok(accepted),
@@ -159,21 +157,14 @@ pub async fn receive(
 
 /// The multipart boundary of a submission, or why its content type is
 /// refused (415, or 400 without a boundary).
-pub fn boundary(headers: &HeaderMap) -> Result<String, ApiError> {
+pub fn boundary(headers: &HeaderMap) -> Result<String, Refusal> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     multer::parse_boundary(content_type).map_err(|e| match e {
-        multer::Error::NoBoundary => ApiError::bad_request(
-            "no_boundary",
-            "the multipart/form-data content type has no boundary parameter",
-        ),
-        _ => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the report as multipart/form-data",
-        ),
+        multer::Error::NoBoundary => Malformed::NoBoundary.into(),
+        _ => Refusal::UnsupportedMediaType,
     })
 }
 
@@ -183,42 +174,25 @@ fn admit_upload(
     state: &AppState,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
-) -> Result<(Sealer, String, UploadSlot), ApiError> {
+) -> Result<(Sealer, String, UploadSlot), Refusal> {
     let boundary = boundary(headers)?;
     let keys = state.keys();
     let Some(sealer) = keys.sealer.clone() else {
-        return Err(no_key());
+        return Err(Refusal::NoUsableKey);
     };
     if let Some(problem) = keys.problem_at(state.clock().now()) {
         tracing::warn!("report refused: {problem}");
-        return Err(no_key());
+        return Err(Refusal::NoUsableKey);
     }
     let limits = &state.config().limits;
-    let slot = match state.try_upload_slot(peer) {
-        Ok(slot) => slot,
-        Err(Busy::Server) => {
-            return Err(ApiError::unavailable(
-                "busy",
-                format!(
-                    "{} uploads are already being received, the most this server takes at once; try again in a minute",
-                    limits.max_concurrent_uploads
-                ),
-            ));
-        }
-        Err(Busy::Peer) => {
-            return Err(ApiError {
-                retry_after: Some(10),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_uploads",
-                    format!(
-                        "{} uploads from your address are already being received, the most one address may send at once; wait until they finish, then send again",
-                        limits.max_uploads_per_peer
-                    ),
-                )
-            });
-        }
-    };
+    let slot = state.try_upload_slot(peer).map_err(|busy| match busy {
+        Busy::Server => Refusal::Busy {
+            max_concurrent_uploads: limits.max_concurrent_uploads,
+        },
+        Busy::Peer => Refusal::PeerBusy {
+            max_uploads_per_peer: limits.max_uploads_per_peer,
+        },
+    })?;
     Ok((sealer, boundary, slot))
 }
 
@@ -245,13 +219,6 @@ pub async fn drain(body: Body) {
     .await;
 }
 
-fn no_key() -> ApiError {
-    ApiError::unavailable(
-        "no_usable_key",
-        "reports cannot be accepted right now: no maintainer encryption key is usable, and this server never stores a report it cannot encrypt; nothing was stored, please try again later (GET /healthz says why)",
-    )
-}
-
 /// The part of [`receive`] that runs under the upload deadline.
 async fn receive_parts(
     state: &AppState,
@@ -263,9 +230,43 @@ async fn receive_parts(
 ) -> Result<Accepted, Refused> {
     let limits = &state.config().limits;
     let budget = Arc::new(HeaderBudget::default());
+    let mut multipart = multipart_reader(body, boundary, limits, budget.clone());
+    let mut receiver = Receiver {
+        state,
+        limits,
+        sealer,
+        kind,
+        session,
+        raw: RawReport::default(),
+        errors: FieldErrors::default(),
+        seen: HashSet::new(),
+        files: 0,
+        parts: 0,
+        text_left: max_text_bytes(limits),
+    };
+    loop {
+        budget.start();
+        let next = multipart.next_field().await;
+        budget.stop();
+        let Some(field) = next.map_err(multipart_error)? else {
+            break;
+        };
+        receiver.part(field).await?;
+    }
+    receiver.finish().await
+}
+
+/// The multipart parser over the paced, header-capped body, with a cap on
+/// the whole stream: every attachment and text part at its limit.
+fn multipart_reader(
+    body: Body,
+    boundary: String,
+    limits: &Limits,
+    budget: Arc<HeaderBudget>,
+) -> multer::Multipart<'static> {
     let stream = BodyStream {
         inner: body.into_data_stream(),
-        budget: budget.clone(),
+        budget,
         yield_next: false,
         pace: Pace::new(
             limits.min_upload_bytes_per_second,
@@ -287,176 +288,247 @@ async fn receive_parts(
             .whole_stream(whole)
             .per_field(u64::MAX),
     );
-    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    multer::Multipart::with_constraints(stream, boundary, constraints)
+}
 
-    let mut raw = RawReport::default();
-    let mut errors = FieldErrors::default();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut files = 0usize;
-    let mut parts = 0usize;
-    let part_limit = max_parts(limits, kind);
-    let mut text_left = max_text_bytes(limits);
-    let channel = match kind {
-        Kind::Form => Channel::Web,
-        Kind::Api => Channel::Api,
-    };
-    loop {
-        budget.start();
-        let next = multipart.next_field().await;
-        budget.stop();
-        let Some(mut field) = next.map_err(multipart_error)? else {
-            break;
-        };
-        parts += 1;
-        if parts > part_limit {
-            return Err(too_many_parts(part_limit).into());
+/// What a multipart part is, by its name on the route it came through.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    /// A file (`attachment`), on both routes.
+    Attachment,
+    /// A text part, read whole (within its cap).
+    Text(TextPart),
+}
+
+/// The text parts a route knows; each may come once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TextPart {
+    /// The API's `report` part: the input JSON.
+    Report,
+    /// One of the form's fields (a name from [`FIELDS`]).
+    Field(&'static str),
+}
+
+impl Kind {
+    /// The channel the sealed report records.
+    fn channel(self) -> Channel {
+        match self {
+            Kind::Form => Channel::Web,
+            Kind::Api => Channel::Api,
         }
-        let name = field.name().unwrap_or("").to_string();
+    }
+
+    /// What a part named `name` is on this route, or why it is refused.
+    fn part(self, name: &str) -> Result<Part, Malformed> {
         if name == "attachment" {
-            let file_name = clean_file_name(field.file_name().unwrap_or(""));
-            let mut first = field.chunk().await.map_err(multipart_error)?;
-            while first.as_ref().is_some_and(Bytes::is_empty) {
-                first = field.chunk().await.map_err(multipart_error)?;
+            return Ok(Part::Attachment);
+        }
+        match self {
+            Kind::Form => FIELDS
+                .iter()
+                .find(|f| **f == name)
+                .map(|f| Part::Text(TextPart::Field(f)))
+                .ok_or(Malformed::UnknownField),
+            Kind::Api if name == "report" => Ok(Part::Text(TextPart::Report)),
+            Kind::Api => Err(Malformed::UnknownPart),
+        }
+    }
+
+    /// Checks, at the end of the body, that every part this route needs
+    /// came (the form's fields are checked by validation instead).
+    fn check_complete(self, seen: &HashSet<TextPart>) -> Result<(), Malformed> {
+        match self {
+            Kind::Api if !seen.contains(&TextPart::Report) => Err(Malformed::MissingReport),
+            Kind::Form | Kind::Api => Ok(()),
+        }
+    }
+}
+
+impl TextPart {
+    /// The refusal when this part comes a second time. Refused at once:
+    /// a browser never repeats a field, and collecting one error per
+    /// repetition grew without bound. The name is one of ours, so it
+    /// echoes nothing the sender chose.
+    fn duplicate(self) -> Malformed {
+        match self {
+            TextPart::Report => Malformed::DuplicateReport,
+            TextPart::Field(field) => Malformed::DuplicateField { field },
+        }
+    }
+}
+
+/// One upload's parts as they arrive: the fields read so far, and the
+/// sealing session once a file (or the end of the body) needs one.
+struct Receiver<'a> {
+    state: &'a AppState,
+    limits: &'a Limits,
+    sealer: &'a Sealer,
+    kind: Kind,
+    /// Lives outside the deadline, so a timed-out upload is discarded.
+    session: &'a mut Option<Session>,
+    raw: RawReport,
+    errors: FieldErrors,
+    seen: HashSet<TextPart>,
+    files: usize,
+    parts: usize,
+    /// Text bytes the request may still send ([`max_text_bytes`]).
+    text_left: usize,
+}
+
+impl Receiver<'_> {
+    /// Takes one part, in the order they arrive.
+    async fn part(&mut self, field: multer::Field<'_>) -> Result<(), Refused> {
+        self.parts += 1;
+        let limit = max_parts(self.limits, self.kind);
+        if self.parts > limit {
+            return Err(Refusal::TooManyParts { limit }.into());
+        }
+        match self.kind.part(field.name().unwrap_or(""))? {
+            Part::Attachment => Ok(self.attachment(field).await?),
+            Part::Text(text) => {
+                if !self.seen.insert(text) {
+                    return Err(text.duplicate().into());
+                }
+                match text {
+                    TextPart::Report => self.report_json(field).await,
+                    TextPart::Field(name) => Ok(self.form_field(name, field).await?),
+                }
             }
-            if first.is_none() && field.file_name().is_none_or(str::is_empty) {
-                continue; // a form's file input with no file chosen
+        }
+    }
+
+    /// The API's `report` part: the input JSON, refused whole when it is
+    /// over the text budget or invalid.
+    async fn report_json(&mut self, mut field: multer::Field<'_>) -> Result<(), Refused> {
+        let cap = max_text_bytes(self.limits);
+        let (value, truncated) =
+            read_capped(&mut field, cap, &mut self.text_left, self.limits).await?;
+        if truncated {
+            return Err(text_too_large(self.limits).into());
+        }
+        self.raw = RawReport::from_json(&value).map_err(Refusal::InvalidReport)?;
+        Ok(())
+    }
+
+    /// One form field: kept (cut at `max_field_bytes`), with an error for
+    /// the form page when it is not UTF-8 or was cut.
+    async fn form_field(
+        &mut self,
+        name: &'static str,
+        mut field: multer::Field<'_>,
+    ) -> Result<(), Refusal> {
+        let limits = self.limits;
+        let (value, truncated) = read_capped(
+            &mut field,
+            limits.max_field_bytes,
+            &mut self.text_left,
+            limits,
+        )
+        .await?;
+        let text = match std::str::from_utf8(&value) {
+            Ok(s) => s.to_string(),
+            Err(_) => {
+                self.errors.push(name, "is not valid UTF-8 text".into());
+                String::from_utf8_lossy(&value).into_owned()
             }
-            files += 1;
-            if files > limits.max_attachments {
-                return Err(ApiError::too_large(
-                    "too_many_attachments",
-                    format!(
-                        "a report may have at most {} attachments; nothing was stored",
-                        limits.max_attachments
-                    ),
-                )
-                .into());
-            }
-            if session.is_none() {
-                *session = Some(Session::start(
-                    sealer.clone(),
-                    state.store().clone(),
-                    channel,
-                    state,
-                ));
-            }
-            let Some(s) = session.as_mut() else {
-                return Err(ApiError::internal().into());
-            };
-            let media_type = media_type_for(&file_name);
-            s.send(Msg::Begin {
+        };
+        if truncated {
+            self.errors.push(
+                name,
+                format!(
+                    "is longer than the limit of {} bytes",
+                    limits.max_field_bytes
+                ),
+            );
+        }
+        self.raw.set(name, text);
+        Ok(())
+    }
+
+    /// One attachment, streamed into the sealer chunk by chunk. The empty
+    /// part of a form's file input with no file chosen is skipped.
+    async fn attachment(&mut self, mut field: multer::Field<'_>) -> Result<(), Refusal> {
+        let file_name = clean_file_name(field.file_name().unwrap_or(""));
+        let mut first = field.chunk().await.map_err(multipart_error)?;
+        while first.as_ref().is_some_and(Bytes::is_empty) {
+            first = field.chunk().await.map_err(multipart_error)?;
+        }
+        if first.is_none() && field.file_name().is_none_or(str::is_empty) {
+            return Ok(());
+        }
+        let limits = self.limits;
+        self.files += 1;
+        if self.files > limits.max_attachments {
+            return Err(Refusal::TooManyFiles {
+                limit: limits.max_attachments,
+            });
+        }
+        let session = self.session();
+        let media_type = media_type_for(&file_name);
+        session
+            .send(Msg::Begin {
                 name: file_name,
                 media_type,
             })
             .await?;
-            let mut size = 0u64;
-            let mut chunk = first;
-            while let Some(bytes) = chunk {
-                size += bytes.len() as u64;
-                if size > limits.max_attachment_bytes {
-                    return Err(file_too_large(limits.max_attachment_bytes).into());
-                }
-                s.send(Msg::Data(bytes)).await?;
-                chunk = field.chunk().await.map_err(multipart_error)?;
+        let mut size = 0u64;
+        let mut chunk = first;
+        while let Some(bytes) = chunk {
+            size += bytes.len() as u64;
+            if size > limits.max_attachment_bytes {
+                return Err(Refusal::FileTooLarge {
+                    limit: limits.max_attachment_bytes,
+                });
             }
-            s.send(Msg::End).await?;
-            continue;
+            session.send(Msg::Data(bytes)).await?;
+            chunk = field.chunk().await.map_err(multipart_error)?;
         }
-        let known = match kind {
-            Kind::Form => FIELDS.contains(&name.as_str()),
-            Kind::Api => name == "report",
+        session.send(Msg::End).await
+    }
+
+    /// The end of the body: validates the fields and commits the report.
+    async fn finish(mut self) -> Result<Accepted, Refused> {
+        self.kind.check_complete(&self.seen)?;
+        let (body, reporter) = match self.raw.validate(self.limits) {
+            Ok(ok) if self.errors.is_empty() => ok,
+            Ok(_) => return Err(invalid(self.raw, self.errors, self.files)),
+            Err(more) => {
+                for (field, message) in more.0 {
+                    if self.errors.for_field(&field).is_none() {
+                        self.errors.push(&field, message);
+                    }
+                }
+                return Err(invalid(self.raw, self.errors, self.files));
+            }
         };
-        if !known {
-            return Err(ApiError::bad_request(
-                "unknown_part",
-                match kind {
-                    Kind::Form => {
-                        "the form sent a part this intake does not know; use the form at /"
-                    }
-                    Kind::Api => {
-                        "parts must be named \"report\" (the input JSON) or \"attachment\" (files)"
-                    }
-                },
-            )
-            .into());
-        }
-        if !seen.insert(name.clone()) {
-            // Refused at once: a browser never repeats a field, and
-            // collecting one error per repetition grew without bound.
-            return Err(duplicate_part(kind, &name).into());
-        }
-        let cap = match kind {
-            Kind::Form => limits.max_field_bytes,
-            Kind::Api => max_text_bytes(limits),
-        };
-        let (value, truncated) = read_capped(&mut field, cap, &mut text_left, limits).await?;
-        match kind {
-            Kind::Api => {
-                if truncated {
-                    return Err(text_too_large(limits).into());
-                }
-                raw = RawReport::from_json(&value)
-                    .map_err(|e| Refused::Error(ApiError::invalid(e)))?;
-            }
-            Kind::Form => {
-                let text = match std::str::from_utf8(&value) {
-                    Ok(s) => s.to_string(),
-                    Err(_) => {
-                        errors.push(&name, "is not valid UTF-8 text".into());
-                        String::from_utf8_lossy(&value).into_owned()
-                    }
-                };
-                if truncated {
-                    errors.push(
-                        &name,
-                        format!(
-                            "is longer than the limit of {} bytes",
-                            limits.max_field_bytes
-                        ),
-                    );
-                }
-                raw.set(&name, text);
-            }
+        let severity = body.severity;
+        let session = self.take_session();
+        let (sealed, receipt) = session.finish(body, reporter).await?;
+        Ok(Accepted {
+            sealed,
+            receipt,
+            severity,
+        })
+    }
+
+    /// The sealing session, started when first needed.
+    fn session(&mut self) -> &mut Session {
+        let session = self.take_session();
+        self.session.insert(session)
+    }
+
+    /// The sealing session, taken out (started if there was none).
+    fn take_session(&mut self) -> Session {
+        match self.session.take() {
+            Some(session) => session,
+            None => Session::start(
+                self.sealer.clone(),
+                self.state.store().clone(),
+                self.kind.channel(),
+                self.state,
+            ),
         }
     }
-    if kind == Kind::Api && !seen.contains("report") {
-        return Err(ApiError::bad_request(
-            "missing_report",
-            "the part \"report\" (the input JSON) is missing",
-        )
-        .into());
-    }
-    let validated = raw.validate(limits);
-    let (body, reporter) = match validated {
-        Ok(ok) if errors.is_empty() => ok,
-        Ok(_) => return Err(invalid(raw, errors, files)),
-        Err(more) => {
-            for (field, message) in more.0 {
-                if errors.for_field(&field).is_none() {
-                    errors.push(&field, message);
-                }
-            }
-            return Err(invalid(raw, errors, files));
-        }
-    };
-    let severity = body.severity;
-    if session.is_none() {
-        *session = Some(Session::start(
-            sealer.clone(),
-            state.store().clone(),
-            channel,
-            state,
-        ));
-    }
-    let Some(s) = session.take() else {
-        return Err(ApiError::internal().into());
-    };
-    let (sealed, receipt) = s.finish(body, reporter).await?;
-    Ok(Accepted {
-        sealed,
-        receipt,
-        severity,
-    })
 }
 
 fn invalid(raw: RawReport, mut errors: FieldErrors, files: usize) -> Refused {
@@ -468,76 +540,12 @@ fn invalid(raw: RawReport, mut errors: FieldErrors, files: usize) -> Refused {
     }
 }
 
-fn too_many_parts(limit: usize) -> ApiError {
-    ApiError::too_large(
-        "too_many_parts",
-        format!(
-            "the request has more than {limit} multipart parts, the most a report can need (each field once, plus the attachments); nothing was stored"
-        ),
-    )
-}
-
-/// The part `name` came twice. `name` is a known field (checked before),
-/// so naming it echoes nothing the sender chose.
-fn duplicate_part(kind: Kind, name: &str) -> ApiError {
-    let name = FIELDS
-        .iter()
-        .chain(&["report"])
-        .find(|f| **f == name)
-        .copied()
-        .unwrap_or("?");
-    ApiError::bad_request(
-        "duplicate_part",
-        match kind {
-            Kind::Form => format!(
-                "the field \"{name}\" was sent more than once; send each field once (the form at / does); nothing was stored"
-            ),
-            Kind::Api => format!(
-                "the part \"{name}\" was sent more than once; send the input JSON once; nothing was stored"
-            ),
-        },
-    )
-}
-
-fn text_too_large(limits: &Limits) -> ApiError {
-    ApiError::too_large(
-        "text_too_large",
-        format!(
-            "the text fields together are larger than {} bytes ({} fields of at most {} bytes each); nothing was stored",
-            max_text_bytes(limits),
-            FIELDS.len(),
-            limits.max_field_bytes
-        ),
-    )
-}
-
-fn file_too_large(limit: u64) -> ApiError {
-    ApiError::too_large(
-        "file_too_large",
-        format!(
-            "an attachment is larger than the limit of {limit} bytes ({}); nothing was stored",
-            human_size(limit)
-        ),
-    )
-}
-
-/// `1.5 MiB`-style sizes for messages and pages.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
+fn text_too_large(limits: &Limits) -> Refusal {
+    Refusal::TextTooLarge {
+        limit: max_text_bytes(limits),
+        fields: FIELDS.len(),
+        field_bytes: limits.max_field_bytes,
     }
-    let mut value = bytes as f64;
-    let mut unit = "bytes";
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = u;
-    }
-    let text = format!("{value:.1}");
-    format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
 /// Reads a text part, keeping at most `cap` bytes (the rest is read and
@@ -549,7 +557,7 @@ async fn read_capped(
     cap: usize,
     text_left: &mut usize,
     limits: &Limits,
-) -> Result<(Zeroizing<Vec<u8>>, bool), ApiError> {
+) -> Result<(Zeroizing<Vec<u8>>, bool), Refusal> {
     let mut value = Zeroizing::new(Vec::new());
     let mut truncated = false;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -587,80 +595,48 @@ pub fn clean_file_name(raw: &str) -> String {
 }
 
 /// Maps multipart parse failures to client errors, without echoing input.
-fn multipart_error(e: multer::Error) -> ApiError {
+fn multipart_error(e: multer::Error) -> Refusal {
     match e {
         multer::Error::StreamReadFailed(source) => match source.downcast_ref::<BodyError>() {
             Some(BodyError::TooSlow {
                 min_per_second,
                 window,
-            }) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "upload_too_slow",
-                format!(
-                    "the upload arrived at less than {min_per_second} bytes a second over {}, the slowest this server waits for; nothing was stored; send it again over a faster or steadier connection",
-                    crate::config::Span(*window)
-                ),
-            ),
-            Some(BodyError::HeadersTooLong) => ApiError::bad_request(
-                "headers_too_long",
-                format!(
-                    "a part's headers are longer than {} bytes",
-                    MAX_PART_HEADER_BYTES
-                ),
-            ),
-            _ => ApiError::bad_request(
-                "upload_interrupted",
-                "the upload stopped before it was complete; nothing was stored",
-            ),
+            }) => Interruption::TooSlow {
+                min_per_second: *min_per_second,
+                window: *window,
+            }
+            .into(),
+            Some(BodyError::HeadersTooLong) => Malformed::HeadersTooLong {
+                limit: MAX_PART_HEADER_BYTES,
+            }
+            .into(),
+            _ => Interruption::Abandoned.into(),
         },
-        multer::Error::StreamSizeExceeded { limit } => ApiError::too_large(
-            "request_too_large",
-            format!(
-                "the request is larger than {limit} bytes, more than the attachment and field limits allow"
-            ),
-        ),
+        multer::Error::StreamSizeExceeded { limit } => Refusal::RequestTooLarge { limit },
         multer::Error::IncompleteStream | multer::Error::IncompleteFieldData { .. } => {
-            ApiError::bad_request(
-                "incomplete_multipart",
-                "the multipart body ended before its final boundary; nothing was stored",
-            )
+            Malformed::Incomplete.into()
         }
-        _ => ApiError::bad_request(
-            "malformed_multipart",
-            "the multipart body is malformed; nothing was stored",
-        ),
+        _ => Malformed::Syntax.into(),
     }
 }
 
 /// Maps sealing failures to answers; details go to the log only.
-fn seal_error(e: SealError) -> ApiError {
+fn seal_error(e: SealError) -> Refusal {
     match e {
-        SealError::TooLarge { limit } => file_too_large(limit),
-        SealError::TooManyAttachments { limit } => ApiError::too_large(
-            "too_many_attachments",
-            format!("a report may have at most {limit} attachments"),
-        ),
+        SealError::TooLarge { limit } => Refusal::FileTooLarge { limit },
+        SealError::TooManyAttachments { limit } => Refusal::TooManyFiles { limit },
         SealError::Keys(KeyError::NoUsableKey { .. }) => {
             tracing::warn!("report refused: no maintainer certificate is usable any more");
-            ApiError::unavailable(
-                "no_usable_key",
-                "reports cannot be accepted right now: no maintainer encryption key is usable; nothing was stored",
-            )
+            Refusal::NoUsableKey
         }
         SealError::Store(StoreError::Io { .. }) => {
             tracing::error!("the store is not writable: {e}");
-            ApiError::unavailable(
-                "store_unavailable",
-                "the report store is unavailable; nothing was stored, please try again later",
-            )
+            Refusal::StoreUnavailable
         }
-        SealError::Input(_) => ApiError::bad_request(
-            "upload_interrupted",
-            "the upload stopped before it was complete; nothing was stored",
-        ),
+        SealError::Input(_) => Interruption::Abandoned.into(),
         other => {
             tracing::error!("sealing failed: {other}");
-            ApiError::internal()
+            Refusal::Internal
         }
     }
 }
@@ -698,25 +674,25 @@ impl Session {
     }
 
     /// Waits for the sealing thread to end and returns its result.
-    async fn outcome(&mut self) -> Result<(SealedReport, String), ApiError> {
+    async fn outcome(&mut self) -> Result<(SealedReport, String), Refusal> {
         let Some(handle) = self.handle.take() else {
-            return Err(ApiError::internal());
+            return Err(Refusal::Internal);
         };
         match handle.await {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => Err(seal_error(e)),
-            Err(_) => Err(ApiError::internal()),
+            Err(_) => Err(Refusal::Internal),
         }
     }
 
     /// Sends a message; if the sealing thread has stopped, its error.
-    async fn send(&mut self, msg: Msg) -> Result<(), ApiError> {
+    async fn send(&mut self, msg: Msg) -> Result<(), Refusal> {
         if self.tx.send(msg).await.is_ok() {
             return Ok(());
         }
         // The thread stopped early: its result says why.
         match self.outcome().await {
-            Ok(_) => Err(ApiError::internal()),
+            Ok(_) => Err(Refusal::Internal),
             Err(e) => Err(e),
         }
     }
@@ -725,7 +701,7 @@ impl Session {
         mut self,
         body: ReportBody,
         reporter: Reporter,
-    ) -> Result<(SealedReport, String), ApiError> {
+    ) -> Result<(SealedReport, String), Refusal> {
         self.send(Msg::Finish(Box::new((body, reporter)))).await?;
         self.outcome().await
     }
@@ -1080,12 +1056,5 @@ mod tests {
         // 200 bytes every 50 ms: 4000 bytes a second, for over two windows.
         let total = read_all(paced_body(200, Duration::from_millis(50), 20)).await;
         assert_eq!(total.ok(), Some(4000));
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_size(10), "10 bytes");
-        assert_eq!(human_size(512 * 1024 * 1024), "512 MiB");
-        assert_eq!(human_size(1536), "1.5 KiB");
     }
 }
