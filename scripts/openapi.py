@@ -12,6 +12,41 @@ ra = {"Retry-After": {"description": "Seconds after which trying again makes sen
 def with_ra(r):
     r = dict(r); r["headers"] = ra; return r
 bearer = [{"maintainerToken": []}]
+# Every `code` a refusal can carry (src/intake/error.rs checks this list).
+REFUSAL_CODES = [
+  "busy",
+  "confirmation_mismatch",
+  "confirmation_too_large",
+  "cross_site_request",
+  "duplicate_part",
+  "file_too_large",
+  "headers_too_long",
+  "incomplete_multipart",
+  "internal",
+  "invalid_confirmation",
+  "invalid_report",
+  "malformed_multipart",
+  "missing_report",
+  "no_boundary",
+  "no_public_url",
+  "no_usable_key",
+  "not_found",
+  "range_not_satisfiable",
+  "rate_limited",
+  "request_too_large",
+  "state_unavailable",
+  "store_unavailable",
+  "text_too_large",
+  "timeout",
+  "too_many_attachments",
+  "too_many_parts",
+  "too_many_uploads",
+  "unauthorized",
+  "unknown_part",
+  "unsupported_media_type",
+  "upload_interrupted",
+  "upload_too_slow",
+]
 id_param = {"name": "id", "in": "path", "required": True, "description": "A report ID: upper-case Crockford base32 in groups of five, e.g. K7Q3M-2XDA9-TF4BC-1ZP0R.", "schema": {"type": "string"}}
 part_param = {"name": "part", "in": "path", "required": True, "description": "`manifest.pgp` or an attachment part `001.pgp` … `999.pgp`.", "schema": {"type": "string"}}
 form_fields = {
@@ -123,7 +158,7 @@ doc = {
   "responses": {"Unauthorized": {"description": "No or a wrong maintainer token.", "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
   "schemas": {
    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-       "code": {"type": "string", "description": "A stable machine-readable code, e.g. `invalid_report`, `too_large`, `rate_limited`, `no_usable_key`."},
+       "code": {"type": "string", "enum": REFUSAL_CODES, "description": "A stable machine-readable code: one per kind of refusal."},
        "message": {"type": "string", "description": "What failed and what to do."},
        "fields": {"type": "array", "items": {"type": "object", "required": ["field", "message"], "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}}}},
    "InputJson": {"type": "object", "required": ["report"], "additionalProperties": False, "properties": {

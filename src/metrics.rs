@@ -88,22 +88,6 @@ impl Rejection {
             Rejection::Internal => "internal",
         }
     }
-
-    /// The reason for an HTTP status the intake answered with, when the
-    /// status alone tells it (503 does not: use [`Rejection::Busy`],
-    /// [`Rejection::NoKey`] or [`Rejection::StoreError`] directly).
-    pub fn from_status(status: u16) -> Option<Rejection> {
-        Some(match status {
-            400 | 422 => Rejection::Invalid,
-            401 | 403 => Rejection::Unauthorized,
-            408 => Rejection::Timeout,
-            413 => Rejection::TooLarge,
-            415 => Rejection::UnsupportedType,
-            429 => Rejection::RateLimited,
-            500 => Rejection::Internal,
-            _ => return None,
-        })
-    }
 }
 
 /// `i64::MIN` in [`Metrics::earliest_expiry`]: no usable certificate expires.
@@ -461,7 +445,7 @@ mod tests {
         m.report_accepted(Channel::Web);
         m.report_accepted(Channel::Email);
         m.rejected(Rejection::TooLarge);
-        m.rejected(Rejection::from_status(429).unwrap());
+        m.rejected(Rejection::RateLimited);
         m.bytes_sealed(1000);
         m.bytes_sealed(24);
         m.set_poller_backlog(7);

@@ -14,9 +14,7 @@ use serde_json::json;
 use crate::config::Span;
 use crate::metrics::Rejection;
 use crate::report::FieldErrors;
-
-/// The name the intake module exports for its refusals.
-pub type ApiError = Refusal;
+use crate::units::human_size;
 
 /// Seconds after which a client may try again when the server is busy,
 /// has no usable key, or cannot reach its store (503), or after a rate
@@ -431,28 +429,9 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// `1.5 MiB`-style sizes for messages and pages.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64;
-    let mut unit = "bytes";
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = u;
-    }
-    let text = format!("{value:.1}");
-    format!("{} {unit}", text.strip_suffix(".0").unwrap_or(&text))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Duration, FieldErrors, IntoResponse, Span, header, human_size};
+    use super::{Duration, FieldErrors, IntoResponse, Span, header};
     use super::{Interruption, RateLimit, Refusal, Rejection};
 
     /// One of every refusal (and of every reason inside one).
@@ -564,6 +543,27 @@ mod tests {
     }
 
     #[test]
+    fn the_api_document_lists_exactly_the_codes_refusals_carry() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+        let listed: std::collections::BTreeSet<String> = doc["components"]["schemas"]["Error"]
+            ["properties"]["error"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        let carried: std::collections::BTreeSet<String> = every_refusal()
+            .iter()
+            .map(|r| r.code().to_owned())
+            .collect();
+        assert_eq!(
+            listed, carried,
+            "edit REFUSAL_CODES in scripts/openapi.py, then regenerate docs/openapi.json"
+        );
+    }
+
+    #[test]
     fn every_refusal_has_its_status_code_and_label() {
         for r in every_refusal() {
             let (status, code, label) = expected(&r);
@@ -592,12 +592,5 @@ mod tests {
         assert_eq!(answer.headers()[header::CONTENT_RANGE], "bytes */10");
         let answer = Refusal::NotFound.into_response();
         assert!(answer.headers().get(header::RETRY_AFTER).is_none());
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(human_size(10), "10 bytes");
-        assert_eq!(human_size(512 * 1024 * 1024), "512 MiB");
-        assert_eq!(human_size(1536), "1.5 KiB");
     }
 }

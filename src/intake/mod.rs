@@ -28,7 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-pub use error::ApiError;
+pub use error::Refusal;
 pub use state::{AppState, Services};
 
 use crate::keys::KeyError;

@@ -5,12 +5,13 @@ use askama::Template;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::error::{Refusal, human_size};
+use super::error::Refusal;
 use super::state::AppState;
 use super::upload::Accepted;
 use crate::clock::rfc3339;
 use crate::config::Span;
 use crate::report::{FieldErrors, RawReport, Severity};
+use crate::units::human_size;
 
 /// One form control as the template shows it.
 pub struct FieldView {
