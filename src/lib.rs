@@ -3,23 +3,28 @@
 //!
 //! # Layout
 //!
-//! Following the data flow (README, "How it works"), from the researcher to the maintainer:
+//! Following the data flow (README, "How it works"), from the researcher to
+//! the maintainer; each module uses only those listed before it:
 //!
+//! - [`clock`], [`id`], [`units`]: an injectable "now", report IDs, sizes in words.
 //! - [`config`]: `embargo.toml`, limits and policy deadlines.
 //! - [`report`]: what a researcher sends, its validation and CVSS scoring.
 //! - [`keys`]: maintainers' certificates and the intake's own signing key.
-//! - [`seal`]: the sealed format: writer (encrypt, sign) and reader (decrypt, verify).
 //! - [`store`]: where sealed reports live, committed atomically.
-//! - [`intake`]: the web form and API (axum) that stream uploads into the sealer.
-//! - [`mailbox`]: the poller that seals mail from IMAP or a Maildir, exactly once.
-//! - [`reveal`]: the maintainer's side: `decrypt`, `list`, `fetch`.
-//! - [`id`]: report IDs; [`clock`]: an injectable "now".
-//! - [`app`]: the operations behind each command (`seal`, `keys check`, …).
-//! - [`metrics`]: counters for `GET /metrics` (Prometheus text, fixed labels only).
-//! - [`notify`]: batched, content-free "new report" notices (mail, webhooks).
+//! - [`seal`]: the sealed format: writer (encrypt, sign) and reader (decrypt, verify).
+//! - [`station`]: keys, secrets and store opened once; what every channel seals with.
+//! - [`metrics`], [`health`]: counters for `GET /metrics`; what a service tells `/healthz`.
+//! - [`notify`]: batched, content-free "new report" notices (mail, webhooks); [`smtp`].
 //! - [`alerts`]: key-expiry alerts (30/7/1 days, expired, none usable).
-//! - [`logging`]: the log filter that keeps dependencies at `info` and above.
 //! - [`retention`]: `[retention]`: deletes whole reports by age or once fetched.
+//! - [`intake`]: the web form and API (axum), HTTP only, streaming uploads into the sealer.
+//! - [`mailbox`]: the poller that seals mail from IMAP or a Maildir, exactly once.
+//! - [`server`]: the running process: which services start, signals, reloads.
+//! - [`reveal`]: the maintainer's side: `decrypt`, `list`, `fetch`.
+//! - [`logging`]: the log filter that keeps dependencies at `info` and above.
+//!
+//! The `embargo` binary (`src/bin/embargo/`) sits on top: arguments, one
+//! handler per command, and everything printed.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
