@@ -649,6 +649,19 @@ impl Config {
     }
 }
 
+/// Whether two `listen`-style addresses would bind the same socket. Port 0
+/// asks the system for a free port each time, so two of them never clash.
+fn same_listener(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    match (
+        a.parse::<std::net::SocketAddr>(),
+        b.parse::<std::net::SocketAddr>(),
+    ) {
+        (Ok(x), Ok(y)) => x == y && x.port() != 0,
+        _ => a == b && !a.ends_with(":0"),
+    }
+}
+
 impl Limits {
     /// The limits that would refuse everything or never time out.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -758,7 +771,7 @@ impl Config {
             }
         }
         if let Some(metrics) = &self.metrics_listen
-            && metrics.trim() == self.listen.trim()
+            && same_listener(metrics, &self.listen)
         {
             return value(
                 "metrics_listen",
@@ -907,6 +920,16 @@ fn check_mailbox(mailbox: &Mailbox) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_zero_never_clashes_with_itself() {
+        assert!(super::same_listener("127.0.0.1:8080", " 127.0.0.1:8080"));
+        assert!(super::same_listener("[::1]:9180", "[::1]:9180"));
+        assert!(!super::same_listener("127.0.0.1:0", "127.0.0.1:0"));
+        assert!(!super::same_listener("127.0.0.1:8080", "127.0.0.1:9180"));
+        assert!(super::same_listener("localhost:8080", "localhost:8080"));
+        assert!(!super::same_listener("localhost:0", "localhost:0"));
+    }
 
     #[test]
     fn spans_parse_and_print() {

@@ -116,6 +116,8 @@ pub async fn serve_with(
     clock: Clock,
     ready: impl FnOnce(Bound),
 ) -> Result<(), ServerError> {
+    // Watched from the start: a SIGTERM during start-up stops it cleanly.
+    let terminated = signals::terminate();
     let station = Station::open(config, clock, Recovery::RemoveStale)?;
     check_before_binding(&station.config, clock)?;
     let config = station.config.clone();
@@ -162,7 +164,7 @@ pub async fn serve_with(
     ready(listeners.bound);
     let stop = shutdown.clone();
     intake::run(listeners.web, state, async move {
-        signals::terminate().await;
+        terminated.await;
         stop.cancel();
     })
     .await;
@@ -309,8 +311,9 @@ pub fn poll(config: Config, clock: Clock, once: bool) -> Result<mailbox::Summary
         let mut links = mailbox::Links::default();
         signals::reload_on_sighup(None, links.reload_keys.clone());
         let stop = shutdown.clone();
+        let terminated = signals::terminate();
         tokio::spawn(async move {
-            signals::terminate().await;
+            terminated.await;
             tracing::info!("stopping after the current message");
             stop.cancel();
         });

@@ -10,20 +10,25 @@ use crate::intake::AppState;
 /// How often `keys_dir` is checked for added, removed or changed files.
 pub const KEYS_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn terminate() {
+/// A future that resolves on SIGTERM or SIGINT. SIGTERM is watched from
+/// this call on (not from the first poll), so one sent right after start
+/// stops the process cleanly instead of killing it.
+pub fn terminate() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot watch SIGTERM: {e}");
-            std::future::pending::<()>().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    async move {
+        let mut term = match term {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM: {e}");
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

@@ -26,11 +26,9 @@ pub fn run(args: reveal::FetchArgs, out: &Output) -> Result<ExitCode> {
             summary.confirmed
         ));
     }
+    // What was fetched is complete and stays; stopping early is still a failure.
     match summary.cap_message() {
-        Some(message) => {
-            out.error(message);
-            Ok(ExitCode::from(crate::error::FAILURE))
-        }
+        Some(message) => Err(anyhow::anyhow!(message)),
         None => Ok(ExitCode::SUCCESS),
     }
 }

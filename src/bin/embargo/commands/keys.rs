@@ -15,14 +15,10 @@ use crate::output::Output;
 pub fn check(config: Option<&Path>, clock: Clock, out: &Output) -> Result<ExitCode> {
     let config = load_config(config)?;
     let keyring = Keyring::load(&config.keys_dir, clock)?;
-    let (text, usable) = render_check(&keyring, config.key_expiry_warning.0);
-    out.data_raw(&text);
-    if usable {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let why = keyring.usable().err().map(|e| e.to_string());
-    out.error(why.unwrap_or_default());
-    Ok(ExitCode::from(crate::error::FAILURE))
+    out.data_raw(&render_check(&keyring, config.key_expiry_warning.0));
+    // The table is on stdout either way; no usable certificate is a failure.
+    keyring.usable()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The intake's signing certificate, armored, on stdout.
@@ -33,8 +29,8 @@ pub fn signing(config: Option<&Path>, out: &Output) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The text of `keys check`, and whether any certificate is usable.
-fn render_check(keyring: &Keyring, warn_within: std::time::Duration) -> (String, bool) {
+/// The text of `keys check`.
+fn render_check(keyring: &Keyring, warn_within: std::time::Duration) -> String {
     let mut out = format!("Certificates in {}:\n", keyring.dir.display());
     if keyring.entries.is_empty() && keyring.bad_files.is_empty() {
         out.push_str("  (none: put the maintainers' public certificates here as *.asc or *.pgp)\n");
@@ -74,5 +70,5 @@ fn render_check(keyring: &Keyring, warn_within: std::time::Duration) -> (String,
         "{usable} of {} certificates usable.\n",
         keyring.entries.len()
     ));
-    (out, usable > 0)
+    out
 }
