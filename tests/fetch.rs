@@ -304,18 +304,12 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     let signer = work.path().join("signer.asc");
     fs::write(&signer, armored_public(&site.signing_cert())).unwrap();
     let out = work.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", big.as_str(), "--store"])
-        .arg(&local)
-        .arg("--key")
-        .arg(&key)
-        .arg("--signer")
-        .arg(&signer)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, big.as_str())
+        .store(&local)
+        .key(&key)
+        .signer(&signer)
+        .out(&out)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(fs::read(out.join(big.as_str()).join("big.bin")).unwrap() == big_bytes);
     drop(server);
@@ -1024,18 +1018,12 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
     let signer = work.path().join("signer.asc");
     fs::write(&signer, armored_public(&site.signing_cert())).unwrap();
     let out = work.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", report.as_str(), "--store"])
-        .arg(&local)
-        .arg("--key")
-        .arg(&key)
-        .arg("--signer")
-        .arg(&signer)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, report.as_str())
+        .store(&local)
+        .key(&key)
+        .signer(&signer)
+        .out(&out)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(fs::read(out.join(report.as_str()).join("poc.bin")).unwrap() == poc);
     drop(server);

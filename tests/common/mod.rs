@@ -3,9 +3,13 @@
 //! real binary. Every process a test starts is stopped when its guard drops.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod dovecot;
 pub mod smtp;
 pub mod webhook;
+
+#[allow(unused_imports)]
+pub use cli::{Decrypt, List};
 
 use std::fs;
 use std::io::Write;
@@ -493,4 +497,134 @@ pub fn serve_until_exit(
     };
     drop(child);
     (code, reader.join().unwrap())
+}
+
+/// How often [`wait_until`] checks its condition.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Polls `cond` until it holds; panics naming `what` after `timeout`. Tests
+/// wait on the condition they need instead of sleeping a fixed time.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// [`wait_until`] inside a runtime: sleeps with tokio, so tasks on the same
+/// (current-thread) runtime keep running while it waits.
+pub async fn wait_until_async(
+    what: &str,
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Waits until `child` exits; its status, or `None` after `timeout` (the
+/// child is then left running for the caller to kill).
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        status = child.try_wait().ok().flatten();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+    status
+}
+
+/// Log text captured from a child's stderr or a tracing writer, shared with
+/// the thread that appends to it; tests search it and wait on it.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Collects everything `reader` yields (a child's stderr) on a thread.
+    pub fn capture(reader: impl std::io::Read + Send + 'static) -> Logs {
+        let logs = Logs::default();
+        let mut sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            let _ = std::io::copy(&mut reader, &mut sink);
+        });
+        logs
+    }
+
+    /// The bytes so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The text so far (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Whether `needle` occurs so far.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.text().contains(needle)
+    }
+
+    /// How many times `needle` occurs so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+
+    /// Waits until `needle` occurs; returns the first complete line holding
+    /// it. Panics with the whole log after `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let text = self.text();
+            if let Some(line) = text
+                .split_inclusive('\n')
+                .find(|l| l.ends_with('\n') && l.contains(needle))
+            {
+                return line.trim_end().to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {needle:?} in the log:\n{text}"
+            );
+            std::thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// Waits for a line `... PREFIX REST` and returns `REST` (trimmed), e.g.
+    /// the address after "listening on http://".
+    pub fn wait_for_value(&self, prefix: &str, timeout: std::time::Duration) -> String {
+        let line = self.wait_for(prefix, timeout);
+        line.split(prefix)
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
