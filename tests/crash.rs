@@ -228,7 +228,10 @@ fn check_after_restart(
     }
     let hits = files_containing(site.path(), canary.as_bytes());
     assert!(hits.is_empty(), "canary on disk: {hits:?}");
-    assert!(!srv.log_text().contains(canary), "canary in the server log");
+    assert!(
+        !srv.logs.text().contains(canary),
+        "canary in the server log"
+    );
     newly
 }
 

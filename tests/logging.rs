@@ -116,13 +116,13 @@ fn trace_level_never_logs_the_imap_password_the_mail_or_peer_addresses() {
     imap.append(&mail(2));
     let server = Server::start_with_env(&site, &[("EMBARGO_LOG", "trace"), ("NO_COLOR", "1")]);
     let (status, port) = post_report(&server);
-    assert_eq!(status, 201, "{}", server.log_text());
+    assert_eq!(status, 201, "{}", server.logs.text());
     let start = Instant::now();
     while !imap.uids().is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "serve never sealed the mail:\n{}",
-            server.log_text()
+            server.logs.text()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -131,7 +131,7 @@ fn trace_level_never_logs_the_imap_password_the_mail_or_peer_addresses() {
         assert!(start.elapsed() < Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let log = server.log_text();
+    let log = server.logs.text();
     assert!(log.contains("POST"), "request lines are logged:\n{log}");
     assert_clean(&log, Some(port));
     // Nothing on disk either (store, state, temp dir).

@@ -226,7 +226,7 @@ fn request_logs_are_json_lines_with_route_status_and_duration_and_nothing_about_
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let log = loop {
-        let log = srv.log_text();
+        let log = srv.logs.text();
         if log.matches("\"request\"").count() >= 4 || Instant::now() > deadline {
             break log;
         }
@@ -430,7 +430,7 @@ fn with_delete_after_fetch_a_report_confirmed_by_hash_disappears_and_others_stay
         "the fetched report went whole; the other stays"
     );
     assert!(
-        srv.log_text().contains(&fetched),
+        srv.logs.text().contains(&fetched),
         "the deletion is logged by ID"
     );
 }
@@ -580,9 +580,9 @@ fn security_txt_takes_urls_from_public_url_never_host_is_signed_and_never_rolls_
         "{body}"
     );
     assert!(
-        srv.log_text().contains("public_url is not set"),
+        srv.logs.text().contains("public_url is not set"),
         "{}",
-        srv.log_text()
+        srv.logs.text()
     );
 }
 

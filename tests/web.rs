@@ -697,8 +697,8 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
     );
     // Logged as the listener starts, which may be just after "listening".
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !srv.log_text().contains("leaves room for 156 connections") {
-        assert!(Instant::now() < deadline, "{}", srv.log_text());
+    while !srv.logs.text().contains("leaves room for 156 connections") {
+        assert!(Instant::now() < deadline, "{}", srv.logs.text());
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -830,7 +830,7 @@ fn concurrency_and_rate_limits_answer_503_and_429() {
     assert_eq!(r.status(), 429);
     assert!(r.text().unwrap().contains("at most 4 reports a minute"));
     assert_store_clean(&site, 4);
-    let log = srv.log_text();
+    let log = srv.logs.text();
     assert!(
         !log.contains("127.0.0.1:")
             || log
@@ -905,14 +905,14 @@ fn canary_in_every_field_and_file_never_rests_in_plaintext() {
             dir.display()
         );
     }
-    let log = srv.log_bytes();
+    let log = srv.logs.bytes();
     assert!(
         !log.windows(canary.len()).any(|w| w == canary.as_bytes()),
         "canary in the log:\n{}",
-        srv.log_text()
+        srv.logs.text()
     );
     assert!(
-        srv.log_text().contains("report sealed and stored"),
+        srv.logs.text().contains("report sealed and stored"),
         "the log does say what happened"
     );
     // The canary is in the ciphertext, for the maintainers.
@@ -985,11 +985,11 @@ fn without_a_usable_key_reports_are_refused_until_keys_reload() {
     site.add_key("new.asc", &common::armored_public(&fresh));
     srv.signal("HUP");
     let start = Instant::now();
-    while !srv.log_text().contains("SIGHUP: reloading certificates") {
+    while !srv.logs.text().contains("SIGHUP: reloading certificates") {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "SIGHUP not handled:\n{}",
-            srv.log_text()
+            srv.logs.text()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -997,7 +997,7 @@ fn without_a_usable_key_reports_are_refused_until_keys_reload() {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "keys did not reload:\n{}",
-            srv.log_text()
+            srv.logs.text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -1032,7 +1032,7 @@ fn keys_reload_when_the_keys_directory_changes() {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "keys did not reload:\n{}",
-            srv.log_text()
+            srv.logs.text()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1043,7 +1043,7 @@ fn keys_reload_when_the_keys_directory_changes() {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "removed key still used:\n{}",
-            srv.log_text()
+            srv.logs.text()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1446,7 +1446,7 @@ fn sigterm_lets_an_upload_in_flight_finish() {
     let status = srv
         .wait_exit(Duration::from_secs(20))
         .expect("the server exits after SIGTERM");
-    assert!(status.success(), "{status:?}:\n{}", srv.log_text());
+    assert!(status.success(), "{status:?}:\n{}", srv.logs.text());
     assert_store_clean(&site, 1);
     let id = &site.report_ids()[0];
     assert!(attachment_bytes(&site, &secret, id, 0) == file);
@@ -1464,7 +1464,7 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(
         status.success(),
         "exit status {status:?}:\n{}",
-        srv.log_text()
+        srv.logs.text()
     );
     assert_store_clean(&site, 0);
 }

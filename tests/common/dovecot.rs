@@ -26,7 +26,9 @@ pub struct Dovecot {
     child: Option<Child>,
 }
 
-/// A free TCP port on 127.0.0.1 (free when this returns).
+/// A TCP port on 127.0.0.1 that was free when this returned, for servers
+/// that cannot be handed a bound socket: whoever uses it must retry with
+/// another one if it is taken by then (see [`Dovecot::start_with`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -35,16 +37,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until something accepts connections on `port`.
-pub fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Waits until `child` listens on `port` (true) or exits (false).
+pub fn listens_or_exits(child: &mut Child, port: u16, what: &str) -> bool {
+    let mut exited = false;
+    super::wait_until(
+        &format!("{what} to listen on 127.0.0.1:{port}"),
+        Duration::from_secs(20),
+        || {
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || listening(port)
+        },
+    );
+    !exited && listening(port)
 }
 
 /// Stops `child` with SIGTERM, then SIGKILL if it lingers.
@@ -52,15 +61,16 @@ pub fn stop_child(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if super::wait_exit(child, Duration::from_secs(5)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Whether a server's log says its port was taken (Dovecot writes
+/// "Address already in use", Python "address already in use").
+pub fn port_taken(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
 }
 
 impl Dovecot {
@@ -103,7 +113,6 @@ impl Dovecot {
             ok.success(),
             "chown to the dovecot user failed (are the tests running as root?)"
         );
-        let tls_port = tls.then(free_port);
         if tls {
             let ok = Command::new("openssl")
                 .args([
@@ -129,14 +138,50 @@ impl Dovecot {
         }
         let mut d = Dovecot {
             dir,
-            port: free_port(),
-            tls_port,
+            port: 0,
+            tls_port: None,
             extra: extra.to_string(),
             child: None,
         };
-        d.write_config();
-        d.start_again();
-        d
+        // The ports are picked, not handed over: another process may take
+        // one first, so a start that finds it taken tries fresh ones.
+        for _ in 0..10 {
+            d.port = free_port();
+            d.tls_port = tls.then(free_port);
+            d.write_config();
+            if d.try_start() {
+                return d;
+            }
+        }
+        panic!("dovecot found its port taken ten times:\n{}", d.log());
+    }
+
+    /// Starts Dovecot on the configured ports; false if a port was taken
+    /// (it then exited), panics on any other failure.
+    fn try_start(&mut self) -> bool {
+        assert!(self.child.is_none());
+        let log_before = self.log().len();
+        let mut child = Command::new(DOVECOT)
+            .arg("-F")
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = super::Logs::capture(child.stderr.take().unwrap());
+        let up = listens_or_exits(&mut child, self.port, "dovecot")
+            && self.tls_port.is_none_or(listening);
+        if up {
+            self.child = Some(child);
+            return true;
+        }
+        stop_child(&mut child);
+        stderr.wait_ended(Duration::from_secs(5));
+        let log = format!("{}{}", &self.log()[log_before..], stderr.text());
+        assert!(port_taken(&log), "dovecot did not start:\n{log}");
+        false
     }
 
     fn write_config(&self) {
@@ -160,6 +205,7 @@ ssl = {ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{p}/mail
+verbose_proctitle = yes
 default_internal_user = dovecot
 default_internal_group = dovecot
 default_login_user = dovenull
@@ -188,28 +234,56 @@ service imap-login {{
         fs::write(self.dir.path().join("dovecot.conf"), conf).unwrap();
     }
 
-    /// Starts the server (again) on the same port and Maildir.
+    /// Starts the server (again) on the same port and Maildir. Clients
+    /// know this port, so a conflict is waited out rather than dodged.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(DOVECOT)
-            .arg("-F")
-            .arg("-c")
-            .arg(self.dir.path().join("dovecot.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_for_port(self.port, "dovecot");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.try_start() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} stayed taken:\n{}",
+                self.port,
+                self.log()
+            );
+        }
     }
 
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child);
-            // Let the port and the base_dir be released.
-            std::thread::sleep(Duration::from_millis(200));
+            // A restart needs the port closed and the master's pid file gone.
+            let pid_file = self.dir.path().join("run").join("master.pid");
+            super::wait_until(
+                "dovecot to release its port",
+                Duration::from_secs(10),
+                || !listening(self.port) && !pid_file.exists(),
+            );
         }
+    }
+
+    /// How many IMAP sessions of this server are in IDLE right now (seen in
+    /// their process titles, which `verbose_proctitle` keeps current).
+    pub fn idle_sessions(&self) -> usize {
+        let Some(master) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return 0;
+        };
+        procs
+            .flatten()
+            .filter(|p| {
+                let dir = p.path();
+                let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
+                // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u32>().ok());
+                let title = fs::read(dir.join("cmdline")).unwrap_or_default();
+                ppid == Some(master) && String::from_utf8_lossy(&title).contains(" IDLE]")
+            })
+            .count()
     }
 
     /// The Maildir of INBOX.

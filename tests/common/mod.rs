@@ -504,13 +504,26 @@ const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Polls `cond` until it holds; panics naming `what` after `timeout`. Tests
 /// wait on the condition they need instead of sleeping a fixed time.
-pub fn wait_until(what: &str, timeout: std::time::Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: std::time::Duration, cond: impl FnMut() -> bool) {
+    wait_until_with(what, timeout, cond, String::new);
+}
+
+/// [`wait_until`] whose panic also shows `detail()` (a log, a status), as
+/// it is when the time runs out.
+pub fn wait_until_with(
+    what: &str,
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+    detail: impl FnOnce() -> String,
+) {
     let deadline = std::time::Instant::now() + timeout;
     while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if std::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                detail()
+            );
+        }
         std::thread::sleep(POLL_EVERY);
     }
 }
@@ -550,10 +563,78 @@ pub fn wait_exit(
     status
 }
 
+/// A spawned process (stdout discarded, stderr captured in `logs`), killed
+/// by PID when dropped, also when the test fails.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub logs: Logs,
+}
+
+impl Spawned {
+    /// Spawns `cmd` with its stderr captured.
+    pub fn start(cmd: &mut Command) -> Spawned {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the command starts");
+        let logs = Logs::capture(child.stderr.take().unwrap());
+        Spawned { child, logs }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Its exit status once it exits; panics with its log after `timeout`.
+    pub fn exit_within(
+        &mut self,
+        what: &str,
+        timeout: std::time::Duration,
+    ) -> std::process::ExitStatus {
+        match wait_exit(&mut self.child, timeout) {
+            Some(status) => {
+                self.logs.wait_ended(timeout);
+                status
+            }
+            None => panic!(
+                "{what}: still running after {timeout:?}; its log:\n{}",
+                self.logs.text()
+            ),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Log text captured from a child's stderr or a tracing writer, shared with
 /// the thread that appends to it; tests search it and wait on it.
 #[derive(Clone, Default)]
-pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+pub struct Logs {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Set once the captured stream reached its end.
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Logs {
     /// Collects everything `reader` yields (a child's stderr) on a thread.
@@ -563,18 +644,27 @@ impl Logs {
         std::thread::spawn(move || {
             let mut reader = reader;
             let _ = std::io::copy(&mut reader, &mut sink);
+            sink.ended.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         logs
     }
 
+    /// Waits until the captured stream ends (its process exited), so the
+    /// text is complete.
+    pub fn wait_ended(&self, timeout: std::time::Duration) {
+        wait_until("the end of a captured log", timeout, || {
+            self.ended.load(std::sync::atomic::Ordering::SeqCst)
+        });
+    }
+
     /// The bytes so far.
     pub fn bytes(&self) -> Vec<u8> {
-        self.0.lock().unwrap().clone()
+        self.buf.lock().unwrap().clone()
     }
 
     /// The text so far (lossy UTF-8).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
     }
 
     /// Whether `needle` occurs so far.
@@ -587,18 +677,23 @@ impl Logs {
         self.text().matches(needle).count()
     }
 
+    /// The first complete line holding `needle`, if there is one yet.
+    pub fn line_with(&self, needle: &str) -> Option<String> {
+        self.text()
+            .split_inclusive('\n')
+            .find(|l| l.ends_with('\n') && l.contains(needle))
+            .map(|l| l.trim_end().to_string())
+    }
+
     /// Waits until `needle` occurs; returns the first complete line holding
     /// it. Panics with the whole log after `timeout`.
     pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> String {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let text = self.text();
-            if let Some(line) = text
-                .split_inclusive('\n')
-                .find(|l| l.ends_with('\n') && l.contains(needle))
-            {
-                return line.trim_end().to_string();
+            if let Some(line) = self.line_with(needle) {
+                return line;
             }
+            let text = self.text();
             assert!(
                 std::time::Instant::now() < deadline,
                 "timed out after {timeout:?} waiting for {needle:?} in the log:\n{text}"
@@ -606,22 +701,11 @@ impl Logs {
             std::thread::sleep(POLL_EVERY);
         }
     }
-
-    /// Waits for a line `... PREFIX REST` and returns `REST` (trimmed), e.g.
-    /// the address after "listening on http://".
-    pub fn wait_for_value(&self, prefix: &str, timeout: std::time::Duration) -> String {
-        let line = self.wait_for(prefix, timeout);
-        line.split(prefix)
-            .nth(1)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
 }
 
 impl Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.buf.lock().unwrap().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -2,13 +2,12 @@
 //! its guard drops (also when a test fails), with its log kept for checks.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::Site;
+use crate::common::{Logs, Site};
 
 /// A running `embargo serve -c SITE/embargo.toml`.
 pub struct Server {
@@ -17,7 +16,8 @@ pub struct Server {
     pub base: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
-    log: Arc<Mutex<Vec<u8>>>,
+    /// Everything the server wrote to stderr so far.
+    pub logs: Logs,
 }
 
 impl Server {
@@ -57,57 +57,45 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("embargo serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        log2.lock().unwrap().extend_from_slice(&line);
-                        let text = String::from_utf8_lossy(&line);
-                        if let Some(rest) = text.split("web intake listening on http://").nth(1) {
-                            let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
-                        }
-                    }
-                }
-            }
-        });
+        let logs = Logs::capture(child.stderr.take().unwrap());
         let mut server = Server {
             child,
             base: String::new(),
             addr: String::new(),
-            log,
+            logs,
         };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => {
-                server.base = format!("http://{addr}");
-                server.addr = addr;
-            }
-            Err(_) => panic!(
-                "embargo serve did not start; its log:\n{}",
-                server.log_text()
-            ),
-        }
+        let addr = server.bound_address("web intake listening on http://");
+        server.base = format!("http://{addr}");
+        server.addr = addr;
         server
+    }
+
+    /// The `ADDR` of the log line `... PREFIX ADDR/...`, waiting for it;
+    /// panics with the log if the server exits or never prints it.
+    pub fn bound_address(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(line) = self.logs.line_with(prefix) {
+                let rest = line.split(prefix).nth(1).unwrap_or_default();
+                return rest
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            assert!(
+                !exited && Instant::now() < deadline,
+                "embargo serve did not print {prefix:?}; its log:\n{}",
+                self.logs.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Everything the server wrote to stderr so far.
-    pub fn log_text(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-
-    pub fn log_bytes(&self) -> Vec<u8> {
-        self.log.lock().unwrap().clone()
     }
 
     /// Sends `signal` (e.g. "HUP", "TERM") to the server process.
@@ -122,14 +110,11 @@ impl Server {
 
     /// Waits for the process to exit; its exit status, or `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let status = crate::common::wait_exit(&mut self.child, timeout);
+        if status.is_some() {
+            self.logs.wait_ended(timeout);
         }
-        None
+        status
     }
 
     pub fn url(&self, path: &str) -> String {

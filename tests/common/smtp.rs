@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use tempfile::TempDir;
 
-use super::dovecot::{free_port, stop_child, wait_for_port};
+use super::dovecot::{free_port, listens_or_exits, port_taken, stop_child};
 
 pub struct SmtpSink {
     pub dir: TempDir,
@@ -22,10 +22,30 @@ pub struct Received {
 }
 
 impl SmtpSink {
+    /// Starts aiosmtpd on a picked port, trying another one if it was
+    /// taken before aiosmtpd could bind it.
     pub fn start() -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("python3")
+        for _ in 0..10 {
+            let port = free_port();
+            let mut child = SmtpSink::spawn(&dir, port);
+            let logs = super::Logs::capture(child.stderr.take().unwrap());
+            if listens_or_exits(&mut child, port, "aiosmtpd (pip install aiosmtpd)") {
+                return SmtpSink { dir, port, child };
+            }
+            stop_child(&mut child);
+            logs.wait_ended(std::time::Duration::from_secs(5));
+            assert!(
+                port_taken(&logs.text()),
+                "aiosmtpd did not start (pip install aiosmtpd):\n{}",
+                logs.text()
+            );
+        }
+        panic!("aiosmtpd found its port taken ten times");
+    }
+
+    fn spawn(dir: &TempDir, port: u16) -> Child {
+        Command::new("python3")
             .args([
                 "-m",
                 "aiosmtpd",
@@ -38,12 +58,9 @@ impl SmtpSink {
             .arg(dir.path().join("maildir"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
-            .expect("python3 must be installed (with `pip install aiosmtpd`)");
-        let sink = SmtpSink { dir, port, child };
-        wait_for_port(port, "aiosmtpd (pip install aiosmtpd)");
-        sink
+            .expect("python3 must be installed (with `pip install aiosmtpd`)")
     }
 
     /// The `[smtp]` section sending to this server.
