@@ -147,7 +147,7 @@ impl Env {
                     started.elapsed() < Duration::from_secs(120),
                     "a poller run hung"
                 );
-                // Not wait_until: its 20 ms step is too coarse to land
+                // Not wait_until: its 50 ms step is too coarse to land
                 // the kill within a few commits of the target.
                 std::thread::sleep(Duration::from_millis(2));
             };
@@ -1121,7 +1121,8 @@ fn serve_keeps_the_web_intake_up_while_the_poller_reads_hostile_mail() {
     fs::write(
         e.site.config_path(),
         format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n{config}max_mail_bytes = 1000000\n"
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"{}\"\n{config}max_mail_bytes = 1000000\n",
+            common::METRICS_ANY_PORT
         ),
     )
     .unwrap();

