@@ -281,6 +281,7 @@ fn sigkill_during_concurrent_uploads_loses_and_leaks_nothing() {
                 std::thread::spawn(move || client_loop(base, canary, n, stop, acked))
             })
             .collect();
+        // A random moment is the point: the kill lands anywhere in the uploads.
         std::thread::sleep(Duration::from_millis(rng.gen_range(50..1500)));
         srv.signal("KILL");
         stop.store(true, Ordering::SeqCst);

@@ -146,6 +146,8 @@ fn fetch_killed_midway(
         if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
             break false;
         }
+        // Not wait_until: the kill must land while the part is partial,
+        // which a 50 ms step can miss.
         std::thread::sleep(Duration::from_micros(200));
     };
     let _ = child.kill();
@@ -465,16 +467,10 @@ fn run_within(mut cmd: Command, limit: Duration) -> (Output, Duration) {
             .spawn()
             .unwrap(),
     );
-    loop {
-        if child.0.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "the command still runs after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_exit(&mut child.0, limit).is_some(),
+        "the command still runs after {limit:?}"
+    );
     let took = started.elapsed();
     let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
         .wait_with_output()

@@ -8,7 +8,7 @@ mod common;
 mod server;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::webhook::Receiver;
 use common::*;

@@ -1010,6 +1010,8 @@ fn wait_for_partial(out: &Path, child: &mut std::process::Child) -> bool {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
+        // Not wait_until: the signal must land while the file is partial,
+        // which a 50 ms step can miss.
         std::thread::sleep(Duration::from_millis(1));
     }
     false

@@ -467,41 +467,14 @@ pub fn serve_until_exit(
     args: &[&str],
     timeout: std::time::Duration,
 ) -> (Option<i32>, String) {
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Guard(
-        site.embargo()
-            .args(args)
-            .args(["serve", "-c"])
-            .arg(site.config_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = child.0.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let started = std::time::Instant::now();
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        if started.elapsed() > timeout {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    drop(child);
-    (code, reader.join().unwrap())
+    let mut cmd = site.embargo();
+    cmd.args(args).args(["serve", "-c"]).arg(site.config_path());
+    let mut serve = Spawned::start(&mut cmd);
+    let status = wait_exit(&mut serve.child, timeout);
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    serve.logs.wait_ended(std::time::Duration::from_secs(10));
+    (status.and_then(|s| s.code()), serve.logs.text())
 }
 
 /// How often [`wait_until`] checks its condition.
