@@ -13,8 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use embargo::id::ReportId;
-use embargo::report::{ReportBody, Reporter};
-use embargo::seal::Channel;
 
 /// A running `embargo serve`; killed (by PID) and reaped on drop.
 struct Server {
@@ -62,23 +60,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Seals a report with `files` into the site's store.
-fn seal(site: &Site, files: &[(&str, &[u8])]) -> ReportId {
-    let mut body = ReportBody::default();
-    body.title = format!("report with {} files", files.len());
-    body.description = "d".into();
-    let sealer = site.intake().sealer;
-    seal_files(
-        &sealer,
-        &site.store(),
-        Channel::Api,
-        body,
-        Reporter::default(),
-        files,
-    )
-    .id
 }
 
 /// Every file under `root/reports` except staging and trash, with its bytes.
@@ -166,9 +147,9 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
         token.config_line
     ));
     let big_bytes = random_bytes(96 << 20, 3);
-    let big = seal(&site, &[("big.bin", &big_bytes), ("small.txt", b"small")]);
-    let small = seal(&site, &[("a.txt", b"a")]);
-    let empty = seal(&site, &[]);
+    let big = seal_report(&site, &[("big.bin", &big_bytes), ("small.txt", b"small")]);
+    let small = seal_report(&site, &[("a.txt", b"a")]);
+    let empty = seal_report(&site, &[]);
     let big_size = fs::metadata(site.reports_dir().join(big.as_str()).join("001.pgp"))
         .unwrap()
         .len();
@@ -292,7 +273,7 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     );
 
     // A new report on the server: exactly that one comes.
-    let newer = seal(&site, &[("n.txt", b"new")]);
+    let newer = seal_report(&site, &[("n.txt", b"new")]);
     let run = fetch_cmd(&site, &server.url, &good, &local)
         .output()
         .unwrap();
@@ -835,8 +816,8 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         "c".repeat(64)
     ));
     let poc = random_bytes(300_000, 9);
-    let report = seal(&site, &[("poc.bin", &poc), ("notes.txt", b"notes")]);
-    let with_case = seal(&site, &[("b.txt", b"b")]);
+    let report = seal_report(&site, &[("poc.bin", &poc), ("notes.txt", b"notes")]);
+    let with_case = seal_report(&site, &[("b.txt", b"b")]);
     // A case with events is open: retention must keep it.
     fs::create_dir(site.reports_dir().join(with_case.as_str()).join("events")).unwrap();
     let server = Server::start(&site);

@@ -1086,6 +1086,36 @@ fn interrupted_decrypt_leaves_nothing_and_a_killed_ones_leftovers_are_removed() 
     assert!(fs::read(out.join(id.as_str()).join("two.bin")).unwrap() == big);
 }
 
+/// Whether the terminal of `script`'s child (the command it runs on its
+/// pseudo-terminal) has echo off, as a password prompt sets it.
+fn echo_off_under(script: u32) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let stat = fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        let Ok(tty) = fs::read_link(p.path().join("fd/0")) else {
+            return false;
+        };
+        ppid == Some(script)
+            && tty.starts_with("/dev/pts/")
+            && Command::new("stty")
+                .arg("-a")
+                .arg("-F")
+                .arg(&tty)
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .any(|flag| flag == "-echo")
+                })
+    })
+}
+
 #[test]
 fn a_locked_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
     if Command::new("script").arg("--version").output().is_err() {
@@ -1136,9 +1166,13 @@ fn a_locked_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
         transcript.push_str(&String::from_utf8_lossy(&buf[..n]));
         let prompts = transcript.matches("Passphrase for the secret key").count();
         if prompts > answered {
-            // A wrong answer first, then the right one. Like a person, wait
-            // a moment: rpassword turns echo off just after showing the prompt.
-            std::thread::sleep(Duration::from_millis(300));
+            // A wrong answer first, then the right one, typed once the
+            // prompt has turned echo off (just after showing itself).
+            wait_until(
+                "the prompt to turn echo off",
+                Duration::from_secs(10),
+                || echo_off_under(child.id()),
+            );
             let answer = if answered == 0 {
                 "battery-staple-9\n"
             } else {
@@ -1354,7 +1388,9 @@ fn gpg_agent_asks_for_a_locked_keys_passphrase_with_its_pinentry_on_the_terminal
         }
         if !answered && transcript.contains("Passphrase") {
             use std::io::Write;
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until("pinentry to turn echo off", Duration::from_secs(10), || {
+                echo_off_under(child.id())
+            });
             input.write_all(b"pin-pass-42\r").unwrap();
             input.flush().unwrap();
             answered = true;

@@ -378,7 +378,8 @@ pub fn sealer_for(
 }
 
 /// Seals a report with `files` (name, bytes) into `store` through the
-/// library, the way every channel does.
+/// library, the way every channel does: the one sealing path of the tests
+/// (the others choose its body, reporter and sealer).
 pub fn seal_files(
     sealer: &Sealer,
     store: &dyn embargo::store::Store,
@@ -402,6 +403,25 @@ pub fn seal_files(
             .unwrap();
     }
     writer.finish(body, reporter, None).unwrap()
+}
+
+/// Seals a report with `files` into the site's store with the site's own
+/// intake (its keys and signing key), for tests that only need a report
+/// there; the title says how many files it has.
+pub fn seal_report(site: &Site, files: &[(&str, &[u8])]) -> embargo::id::ReportId {
+    let mut body = embargo::report::ReportBody::default();
+    body.title = format!("report with {} files", files.len());
+    body.description = "d".into();
+    let sealer = site.intake().sealer;
+    seal_files(
+        &sealer,
+        &site.store(),
+        embargo::seal::Channel::Api,
+        body,
+        embargo::report::Reporter::default(),
+        files,
+    )
+    .id
 }
 
 /// An opener for secret keys given as TSKs.
