@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::{Logs, Site};
 
@@ -73,25 +73,24 @@ impl Server {
     /// The `ADDR` of the log line `... PREFIX ADDR/...`, waiting for it;
     /// panics with the log if the server exits or never prints it.
     pub fn bound_address(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(line) = self.logs.line_with(prefix) {
-                let rest = line.split(prefix).nth(1).unwrap_or_default();
-                return rest
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
-            }
-            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
-            assert!(
-                !exited && Instant::now() < deadline,
-                "embargo serve did not print {prefix:?}; its log:\n{}",
-                self.logs.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let logs = self.logs.clone();
+        let child = &mut self.child;
+        crate::common::wait_until_with(
+            &format!("embargo serve to print {prefix:?}"),
+            Duration::from_secs(60),
+            || logs.line_with(prefix).is_some() || matches!(child.try_wait(), Ok(Some(_))),
+            || format!("its log:\n{}", logs.text()),
+        );
+        let line = logs.line_with(prefix).unwrap_or_else(|| {
+            logs.wait_ended(Duration::from_secs(5));
+            panic!("embargo serve exited; its log:\n{}", logs.text())
+        });
+        let rest = line.split(prefix).nth(1).unwrap_or_default();
+        rest.split('/')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     pub fn pid(&self) -> u32 {
