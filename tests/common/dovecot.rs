@@ -26,10 +26,10 @@ pub struct Dovecot {
     child: Option<Child>,
 }
 
-/// A TCP port on 127.0.0.1 that was free when this returned, for servers
-/// that cannot be handed a bound socket: whoever uses it must retry with
-/// another one if it is taken by then (see [`Dovecot::start_with`]).
-pub fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 that was free when this returned, for Dovecot,
+/// which cannot be handed a bound socket: it retries with another port if
+/// this one is taken by then (see [`Dovecot::start_with`]).
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -40,20 +40,6 @@ pub fn free_port() -> u16 {
 /// Whether something accepts connections on 127.0.0.1:`port`.
 pub fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-/// Waits until `child` listens on `port` (true) or exits (false).
-pub fn listens_or_exits(child: &mut Child, port: u16, what: &str) -> bool {
-    let mut exited = false;
-    super::wait_until(
-        &format!("{what} to listen on 127.0.0.1:{port}"),
-        Duration::from_secs(20),
-        || {
-            exited = matches!(child.try_wait(), Ok(Some(_)));
-            exited || listening(port)
-        },
-    );
-    !exited && listening(port)
 }
 
 /// Stops `child` with SIGTERM, then SIGKILL if it lingers.
@@ -67,10 +53,9 @@ pub fn stop_child(child: &mut Child) {
     }
 }
 
-/// Whether a server's log says its port was taken (Dovecot writes
-/// "Address already in use", Python "address already in use").
-pub fn port_taken(log: &str) -> bool {
-    log.to_ascii_lowercase().contains("address already in use")
+/// Whether Dovecot's log says its port was taken.
+fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use")
 }
 
 impl Dovecot {
@@ -171,15 +156,21 @@ impl Dovecot {
             .spawn()
             .unwrap();
         let stderr = super::Logs::capture(child.stderr.take().unwrap());
-        let up = listens_or_exits(&mut child, self.port, "dovecot")
-            && self.tls_port.is_none_or(listening);
+        // Someone else may listen on a taken port: only Dovecot's own
+        // "starting up" (logged once its listeners are bound) counts.
+        let mut exited = false;
+        super::wait_until("dovecot to start or fail", Duration::from_secs(20), || {
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || self.log_since(log_before).contains("starting up")
+        });
+        let up = !exited && listening(self.port) && self.tls_port.is_none_or(listening);
         if up {
             self.child = Some(child);
             return true;
         }
         stop_child(&mut child);
         stderr.wait_ended(Duration::from_secs(5));
-        let log = format!("{}{}", &self.log()[log_before..], stderr.text());
+        let log = format!("{}{}", self.log_since(log_before), stderr.text());
         assert!(port_taken(&log), "dovecot did not start:\n{log}");
         false
     }
@@ -295,6 +286,11 @@ service imap-login {{
         fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
     }
 
+    /// The log written after its first `offset` bytes.
+    fn log_since(&self, offset: usize) -> String {
+        self.log().get(offset..).unwrap_or_default().to_string()
+    }
+
     /// Stops Dovecot, deletes its UID list and indexes (so UIDVALIDITY
     /// changes and every message gets a new UID), and starts it again.
     pub fn reset_uidvalidity(&mut self) {
@@ -330,7 +326,10 @@ service imap-login {{
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        self.stop();
+        // Not `stop`: a panic here, while a failed test unwinds, would abort.
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
     }
 }
 
