@@ -15,7 +15,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use embargo::clock::Clock;
 use embargo::config::Config;
@@ -482,27 +484,23 @@ pub fn report_json(title: &str, description: &str) -> Vec<u8> {
 /// expecting it to stop on its own: returns its exit code and stderr. A
 /// server still running after `timeout` is killed by PID (also when the
 /// test fails) and `None` is returned as the code.
-pub fn serve_until_exit(
-    site: &Site,
-    args: &[&str],
-    timeout: std::time::Duration,
-) -> (Option<i32>, String) {
+pub fn serve_until_exit(site: &Site, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
     let mut cmd = site.embargo();
     cmd.args(args).args(["serve", "-c"]).arg(site.config_path());
     let mut serve = Spawned::start(&mut cmd);
     let status = wait_exit(&mut serve.child, timeout);
     let _ = serve.child.kill();
     let _ = serve.child.wait();
-    serve.logs.wait_ended(std::time::Duration::from_secs(10));
+    serve.logs.wait_ended(Duration::from_secs(10));
     (status.and_then(|s| s.code()), serve.logs.text())
 }
 
 /// How often [`wait_until`] checks its condition.
-const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// Polls `cond` until it holds; panics naming `what` after `timeout`. Tests
 /// wait on the condition they need instead of sleeping a fixed time.
-pub fn wait_until(what: &str, timeout: std::time::Duration, cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     wait_until_with(what, timeout, cond, String::new);
 }
 
@@ -510,13 +508,13 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, cond: impl FnMut() -
 /// it is when the time runs out.
 pub fn wait_until_with(
     what: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
     mut cond: impl FnMut() -> bool,
     detail: impl FnOnce() -> String,
 ) {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     while !cond() {
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             panic!(
                 "timed out after {timeout:?} waiting for {what}\n{}",
                 detail()
@@ -528,15 +526,11 @@ pub fn wait_until_with(
 
 /// [`wait_until`] inside a runtime: sleeps with tokio, so tasks on the same
 /// (current-thread) runtime keep running while it waits.
-pub async fn wait_until_async(
-    what: &str,
-    timeout: std::time::Duration,
-    mut cond: impl FnMut() -> bool,
-) {
-    let deadline = std::time::Instant::now() + timeout;
+pub async fn wait_until_async(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
     while !cond() {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(POLL_EVERY).await;
@@ -547,11 +541,11 @@ pub async fn wait_until_async(
 /// child is then left running for the caller to kill).
 pub fn wait_exit(
     child: &mut std::process::Child,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Option<std::process::ExitStatus> {
     let mut status = None;
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
         status = child.try_wait().ok().flatten();
         if status.is_some() {
             break;
@@ -600,11 +594,7 @@ impl Spawned {
     }
 
     /// Its exit status once it exits; panics with its log after `timeout`.
-    pub fn exit_within(
-        &mut self,
-        what: &str,
-        timeout: std::time::Duration,
-    ) -> std::process::ExitStatus {
+    pub fn exit_within(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
         match wait_exit(&mut self.child, timeout) {
             Some(status) => {
                 self.logs.wait_ended(timeout);
@@ -629,9 +619,9 @@ impl Drop for Spawned {
 /// the thread that appends to it; tests search it and wait on it.
 #[derive(Clone, Default)]
 pub struct Logs {
-    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    buf: Arc<Mutex<Vec<u8>>>,
     /// Set once the captured stream reached its end.
-    ended: Arc<std::sync::atomic::AtomicBool>,
+    ended: Arc<AtomicBool>,
 }
 
 impl Logs {
@@ -642,16 +632,16 @@ impl Logs {
         std::thread::spawn(move || {
             let mut reader = reader;
             let _ = std::io::copy(&mut reader, &mut sink);
-            sink.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            sink.ended.store(true, Ordering::SeqCst);
         });
         logs
     }
 
     /// Waits until the captured stream ends (its process exited), so the
     /// text is complete.
-    pub fn wait_ended(&self, timeout: std::time::Duration) {
+    pub fn wait_ended(&self, timeout: Duration) {
         wait_until("the end of a captured log", timeout, || {
-            self.ended.load(std::sync::atomic::Ordering::SeqCst)
+            self.ended.load(Ordering::SeqCst)
         });
     }
 
@@ -685,19 +675,18 @@ impl Logs {
 
     /// Waits until `needle` occurs; returns the first complete line holding
     /// it. Panics with the whole log after `timeout`.
-    pub fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> String {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.line_with(needle) {
-                return line;
-            }
-            let text = self.text();
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {needle:?} in the log:\n{text}"
-            );
-            std::thread::sleep(POLL_EVERY);
-        }
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let mut found = None;
+        wait_until_with(
+            &format!("{needle:?} in the log"),
+            timeout,
+            || {
+                found = self.line_with(needle);
+                found.is_some()
+            },
+            || self.text(),
+        );
+        found.unwrap_or_default()
     }
 }
 
