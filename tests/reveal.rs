@@ -1089,20 +1089,11 @@ fn interrupted_decrypt_leaves_nothing_and_a_killed_ones_leftovers_are_removed() 
 /// Whether the terminal of `script`'s child (the command it runs on its
 /// pseudo-terminal) has echo off, as a password prompt sets it.
 fn echo_off_under(script: u32) -> bool {
-    let Ok(procs) = fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.flatten().any(|p| {
-        let stat = fs::read_to_string(p.path().join("stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u32>().ok());
-        let Ok(tty) = fs::read_link(p.path().join("fd/0")) else {
+    child_pids(script).into_iter().any(|pid| {
+        let Ok(tty) = fs::read_link(format!("/proc/{pid}/fd/0")) else {
             return false;
         };
-        ppid == Some(script)
-            && tty.starts_with("/dev/pts/")
+        tty.starts_with("/dev/pts/")
             && Command::new("stty")
                 .arg("-a")
                 .arg("-F")

@@ -258,21 +258,11 @@ service imap-login {{
         let Some(master) = self.child.as_ref().map(Child::id) else {
             return 0;
         };
-        let Ok(procs) = fs::read_dir("/proc") else {
-            return 0;
-        };
-        procs
-            .flatten()
-            .filter(|p| {
-                let dir = p.path();
-                let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
-                // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-                let ppid = stat
-                    .rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u32>().ok());
-                let title = fs::read(dir.join("cmdline")).unwrap_or_default();
-                ppid == Some(master) && String::from_utf8_lossy(&title).contains(" IDLE]")
+        super::child_pids(master)
+            .into_iter()
+            .filter(|pid| {
+                let title = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&title).contains(" IDLE]")
             })
             .count()
     }

@@ -555,6 +555,23 @@ pub fn wait_exit(
     status
 }
 
+/// The PIDs of the processes whose parent is `parent` (from /proc).
+pub fn child_pids(parent: u32) -> Vec<u32> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = fs::read_to_string(p.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid.parse::<u32>().ok()? == parent).then_some(pid)
+        })
+        .collect()
+}
+
 /// A spawned process (stdout discarded, stderr captured in `logs`), killed
 /// by PID when dropped, also when the test fails.
 pub struct Spawned {
