@@ -575,7 +575,9 @@ pub fn child_pids(parent: u32) -> Vec<u32> {
 /// A spawned process (stdout discarded, stderr captured in `logs`), killed
 /// by PID when dropped, also when the test fails.
 pub struct Spawned {
+    /// The process itself.
     pub child: std::process::Child,
+    /// Everything it wrote to stderr so far.
     pub logs: Logs,
 }
 
@@ -591,6 +593,7 @@ impl Spawned {
         Spawned { child, logs }
     }
 
+    /// Its process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
