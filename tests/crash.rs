@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Site, armored_public, armored_secret, files_containing, random_bytes, sequoia_key};
+use common::{
+    Decrypt, Site, armored_public, armored_secret, files_containing, random_bytes, sequoia_key,
+};
 use rand::Rng;
 use reqwest::blocking::multipart::{Form, Part};
 use serde_json::Value;
@@ -114,16 +116,7 @@ fn client_loop(
 /// Decrypts report `id` with the binary; (manifest JSON, files by name).
 fn decrypt(site: &Site, secret: &Path, id: &str, out_root: &Path) -> (Value, Files) {
     let out = out_root.join(id);
-    let o = site
-        .embargo()
-        .args(["decrypt", id, "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(secret)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = Decrypt::new(site, id).key(secret).out(&out).run();
     assert!(
         o.status.success(),
         "embargo decrypt {id}: {}",
@@ -235,7 +228,10 @@ fn check_after_restart(
     }
     let hits = files_containing(site.path(), canary.as_bytes());
     assert!(hits.is_empty(), "canary on disk: {hits:?}");
-    assert!(!srv.log_text().contains(canary), "canary in the server log");
+    assert!(
+        !srv.logs.text().contains(canary),
+        "canary in the server log"
+    );
     newly
 }
 
@@ -285,6 +281,7 @@ fn sigkill_during_concurrent_uploads_loses_and_leaks_nothing() {
                 std::thread::spawn(move || client_loop(base, canary, n, stop, acked))
             })
             .collect();
+        // A random moment is the point: the kill lands anywhere in the uploads.
         std::thread::sleep(Duration::from_millis(rng.gen_range(50..1500)));
         srv.signal("KILL");
         stop.store(true, Ordering::SeqCst);

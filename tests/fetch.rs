@@ -4,82 +4,17 @@
 //! stand-in server (hostile IDs, part names, sizes) that gets nothing stored.
 
 mod common;
+#[path = "common/server.rs"]
+mod server;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use embargo::id::ReportId;
-use embargo::report::{ReportBody, Reporter};
-use embargo::seal::Channel;
-
-/// A running `embargo serve`; killed (by PID) and reaped on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(site: &Site) -> Server {
-        let mut child = site
-            .embargo()
-            .env("EMBARGO_LOG", "warn")
-            .arg("serve")
-            .arg("-c")
-            .arg(site.config_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut url = None;
-        let mut seen = String::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(rest) = line.split("web intake listening on ").nth(1) {
-                url = Some(rest.trim().trim_end_matches('/').to_string());
-                break;
-            }
-        }
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let Some(url) = url else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("embargo serve did not start:\n{seen}");
-        };
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Seals a report with `files` into the site's store.
-fn seal(site: &Site, files: &[(&str, &[u8])]) -> ReportId {
-    let mut body = ReportBody::default();
-    body.title = format!("report with {} files", files.len());
-    body.description = "d".into();
-    let sealer = site.intake().sealer;
-    seal_files(
-        &sealer,
-        &site.store(),
-        Channel::Api,
-        body,
-        Reporter::default(),
-        files,
-    )
-    .id
-}
+use server::Server;
 
 /// Every file under `root/reports` except staging and trash, with its bytes.
 fn report_files(root: &Path) -> Vec<(String, Vec<u8>)> {
@@ -146,6 +81,8 @@ fn fetch_killed_midway(
         if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
             break false;
         }
+        // Not wait_until: the kill must land while the part is partial,
+        // which a 50 ms step can miss.
         std::thread::sleep(Duration::from_micros(200));
     };
     let _ = child.kill();
@@ -164,14 +101,14 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
         token.config_line
     ));
     let big_bytes = random_bytes(96 << 20, 3);
-    let big = seal(&site, &[("big.bin", &big_bytes), ("small.txt", b"small")]);
-    let small = seal(&site, &[("a.txt", b"a")]);
-    let empty = seal(&site, &[]);
+    let big = seal_report(&site, &[("big.bin", &big_bytes), ("small.txt", b"small")]);
+    let small = seal_report(&site, &[("a.txt", b"a")]);
+    let empty = seal_report(&site, &[]);
     let big_size = fs::metadata(site.reports_dir().join(big.as_str()).join("001.pgp"))
         .unwrap()
         .len();
 
-    let server = Server::start(&site);
+    let server = Server::start_with_env(&site, &[("EMBARGO_LOG", "warn")]);
     let work = tempfile::tempdir().unwrap();
     let local = work.path().join("local");
     let good = work.path().join("token");
@@ -180,7 +117,7 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     fs::write(&bad, embargo::reveal::new_token().token.as_str()).unwrap();
 
     // A wrong token: 401, a clear message, nothing written at all.
-    let run = fetch_cmd(&site, &server.url, &bad, &local)
+    let run = fetch_cmd(&site, &server.base, &bad, &local)
         .output()
         .unwrap();
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
@@ -195,7 +132,7 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
         local.display()
     );
     let direct = reqwest::blocking::Client::new()
-        .get(format!("{}/api/v1/sealed", server.url))
+        .get(format!("{}/api/v1/sealed", server.base))
         .bearer_auth("nope")
         .send()
         .unwrap();
@@ -204,7 +141,7 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     // Killed in the middle of the large part: nothing half-done is visible.
     let mut caught = false;
     for _ in 0..5 {
-        if fetch_killed_midway(&site, &server.url, &good, &local, &big, big_size) {
+        if fetch_killed_midway(&site, &server.base, &good, &local, &big, big_size) {
             caught = true;
             break;
         }
@@ -238,7 +175,7 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     }
 
     // Rerun: resumes the partial part with Range, ends identical.
-    let run = fetch_cmd(&site, &server.url, &good, &local)
+    let run = fetch_cmd(&site, &server.base, &good, &local)
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
@@ -274,7 +211,7 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     );
 
     // A second run gets nothing.
-    let run = fetch_cmd(&site, &server.url, &good, &local)
+    let run = fetch_cmd(&site, &server.base, &good, &local)
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
@@ -290,8 +227,8 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     );
 
     // A new report on the server: exactly that one comes.
-    let newer = seal(&site, &[("n.txt", b"new")]);
-    let run = fetch_cmd(&site, &server.url, &good, &local)
+    let newer = seal_report(&site, &[("n.txt", b"new")]);
+    let run = fetch_cmd(&site, &server.base, &good, &local)
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
@@ -304,18 +241,12 @@ fn fetch_copies_everything_once_resumes_after_a_kill_and_refuses_a_wrong_token()
     let signer = work.path().join("signer.asc");
     fs::write(&signer, armored_public(&site.signing_cert())).unwrap();
     let out = work.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", big.as_str(), "--store"])
-        .arg(&local)
-        .arg("--key")
-        .arg(&key)
-        .arg("--signer")
-        .arg(&signer)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, big.as_str())
+        .store(&local)
+        .key(&key)
+        .signer(&signer)
+        .out(&out)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(fs::read(out.join(big.as_str()).join("big.bin")).unwrap() == big_bytes);
     drop(server);
@@ -471,16 +402,10 @@ fn run_within(mut cmd: Command, limit: Duration) -> (Output, Duration) {
             .spawn()
             .unwrap(),
     );
-    loop {
-        if child.0.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "the command still runs after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_exit(&mut child.0, limit).is_some(),
+        "the command still runs after {limit:?}"
+    );
     let took = started.elapsed();
     let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
         .wait_with_output()
@@ -845,11 +770,11 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         "c".repeat(64)
     ));
     let poc = random_bytes(300_000, 9);
-    let report = seal(&site, &[("poc.bin", &poc), ("notes.txt", b"notes")]);
-    let with_case = seal(&site, &[("b.txt", b"b")]);
+    let report = seal_report(&site, &[("poc.bin", &poc), ("notes.txt", b"notes")]);
+    let with_case = seal_report(&site, &[("b.txt", b"b")]);
     // A case with events is open: retention must keep it.
     fs::create_dir(site.reports_dir().join(with_case.as_str()).join("events")).unwrap();
-    let server = Server::start(&site);
+    let server = Server::start_with_env(&site, &[("EMBARGO_LOG", "warn")]);
     let rules = embargo::config::Config::parse("[retention]\ndelete_after_fetch = true\n")
         .unwrap()
         .retention;
@@ -863,7 +788,7 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         .unwrap()
     };
     let client = reqwest::blocking::Client::new();
-    let part_url = |id: &ReportId, part: &str| format!("{}/api/v1/sealed/{id}/{part}", server.url);
+    let part_url = |id: &ReportId, part: &str| format!("{}/api/v1/sealed/{id}/{part}", server.base);
     let parts = ["manifest.pgp", "001.pgp", "002.pgp"];
 
     // Range requests for the last byte, whole downloads and aborted ones:
@@ -907,7 +832,7 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
     );
 
     // Confirmations that do not match the store: refused, nothing marked.
-    let confirm_url = format!("{}/api/v1/sealed/{report}/fetched", server.url);
+    let confirm_url = format!("{}/api/v1/sealed/{report}/fetched", server.base);
     let good = part_hashes(&site.store_dir(), &report);
     let mut wrong = good.clone();
     wrong.insert("001.pgp".into(), "0".repeat(64).into());
@@ -976,7 +901,7 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
     let unknown = client
         .post(format!(
             "{}/api/v1/sealed/{}/fetched",
-            server.url,
+            server.base,
             ReportId::random()
         ))
         .bearer_auth(&token)
@@ -1003,7 +928,7 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum();
-    let run = fetch_cmd(&site, &server.url, &token_file, &local)
+    let run = fetch_cmd(&site, &server.base, &token_file, &local)
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
@@ -1024,18 +949,12 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
     let signer = work.path().join("signer.asc");
     fs::write(&signer, armored_public(&site.signing_cert())).unwrap();
     let out = work.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", report.as_str(), "--store"])
-        .arg(&local)
-        .arg("--key")
-        .arg(&key)
-        .arg("--signer")
-        .arg(&signer)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, report.as_str())
+        .store(&local)
+        .key(&key)
+        .signer(&signer)
+        .out(&out)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(fs::read(out.join(report.as_str()).join("poc.bin")).unwrap() == poc);
     drop(server);

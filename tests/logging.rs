@@ -8,7 +8,7 @@ mod server;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::dovecot::{Dovecot, PASSWORD};
 use common::{Gpg, GpgKeyType, Site};
@@ -116,22 +116,17 @@ fn trace_level_never_logs_the_imap_password_the_mail_or_peer_addresses() {
     imap.append(&mail(2));
     let server = Server::start_with_env(&site, &[("EMBARGO_LOG", "trace"), ("NO_COLOR", "1")]);
     let (status, port) = post_report(&server);
-    assert_eq!(status, 201, "{}", server.log_text());
-    let start = Instant::now();
-    while !imap.uids().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "serve never sealed the mail:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let start = Instant::now();
-    while site.report_ids().len() < 4 {
-        assert!(start.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = server.log_text();
+    assert_eq!(status, 201, "{}", server.logs.text());
+    common::wait_until_with(
+        "serve to seal the mail",
+        Duration::from_secs(60),
+        || imap.uids().is_empty(),
+        || server.logs.text(),
+    );
+    common::wait_until("four reports in the store", Duration::from_secs(60), || {
+        site.report_ids().len() >= 4
+    });
+    let log = server.logs.text();
     assert!(log.contains("POST"), "request lines are logged:\n{log}");
     assert_clean(&log, Some(port));
     // Nothing on disk either (store, state, temp dir).

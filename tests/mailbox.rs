@@ -10,11 +10,11 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::dovecot::Dovecot;
 use common::smtp::SmtpSink;
-use common::{Gpg, GpgKeyType, Site};
+use common::{Gpg, GpgKeyType, Site, Spawned, wait_until, wait_until_async, wait_until_with};
 use embargo::id::ReportId;
 use embargo::keys::IntakeSecrets;
 
@@ -137,6 +137,8 @@ impl Env {
                     break status;
                 }
                 if self.site.report_ids().len() >= target {
+                    // The random delay is the point: it moves the kill
+                    // within the batch.
                     std::thread::sleep(extra);
                     let _ = child.0.kill();
                     break child.0.wait().unwrap();
@@ -145,6 +147,8 @@ impl Env {
                     started.elapsed() < Duration::from_secs(120),
                     "a poller run hung"
                 );
+                // Not wait_until: its 50 ms step is too coarse to land
+                // the kill within a few commits of the target.
                 std::thread::sleep(Duration::from_millis(2));
             };
             if status.signal() == Some(9) {
@@ -410,7 +414,19 @@ fn committed_but_not_deleted_mail_and_uidvalidity_reset_give_no_duplicates() {
     );
     drop(intake);
     let before = dovecot.client().uidvalidity();
-    std::thread::sleep(Duration::from_millis(1100));
+    // Dovecot's UIDVALIDITY is the creation time in seconds: the reset
+    // only changes it once the clock has moved past `before`.
+    wait_until(
+        "the clock to pass UIDVALIDITY",
+        Duration::from_secs(5),
+        || {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                > u64::from(before)
+        },
+    );
     dovecot.reset_uidvalidity();
     let mut imap = dovecot.client();
     assert_ne!(imap.uidvalidity(), before, "UIDVALIDITY did not change");
@@ -546,10 +562,11 @@ fn acknowledgements_carry_the_id_and_no_report_content() {
     e.assert_sealed_exactly(&[human.clone(), robot.clone()], 1);
     let (human_id, robot_id) = (e.id_for(&human), e.id_for(&robot));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while smtp.received().len() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "an acknowledgement and a notice",
+        Duration::from_secs(10),
+        || smtp.received().len() >= 2,
+    );
     let mails = smtp.received();
     let to_rita: Vec<_> = mails
         .iter()
@@ -618,37 +635,32 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
             .replace("poll_interval = \"1s\"\n", ""),
     );
     let mut imap = dovecot.client();
-    let log_path = e.site.tmp_dir().join("poll.log");
-    let mut child = Proc(
-        e.embargo()
-            .args(["poll", "-c", "embargo.toml"])
-            .stderr(fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut child = Spawned::start(e.embargo().args(["poll", "-c", "embargo.toml"]));
+    let logs = child.logs.clone();
+    wait_until_with(
+        "the poller to start",
+        Duration::from_secs(20),
+        || logs.contains("idle=true"),
+        || logs.text(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !fs::read_to_string(&log_path).unwrap().contains("idle=true") {
-        assert!(
-            Instant::now() < deadline,
-            "poller did not start: {}",
-            fs::read_to_string(&log_path).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // Mail appended now must arrive through IDLE, so wait until the
+    // poller's session is idling at the server.
+    wait_until_with(
+        "the poller's IMAP session to enter IDLE",
+        Duration::from_secs(20),
+        || dovecot.idle_sessions() > 0,
+        || logs.text(),
+    );
     let raws: Vec<Vec<u8>> = (0..3).map(|i| plain_mail(i, 100)).collect();
     for raw in &raws {
         imap.append(raw);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !imap.uids().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "IDLE did not pick up new mail: {}",
-            fs::read_to_string(&log_path).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_with(
+        "IDLE to pick up new mail",
+        Duration::from_secs(20),
+        || imap.uids().is_empty(),
+        || logs.text(),
+    );
     e.assert_sealed_exactly(&raws, 1);
 
     // A maintainer key added while the poller runs is used for the next report.
@@ -657,15 +669,12 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     e.site.add_key("second.asc", &gpg2.export_public(&fpr2));
     let late = plain_mail(99, 100);
     imap.append(&late);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !imap.uids().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "late mail not sealed: {}",
-            fs::read_to_string(&log_path).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_with(
+        "the late mail to be sealed",
+        Duration::from_secs(20),
+        || imap.uids().is_empty(),
+        || logs.text(),
+    );
     let part = e.site.reports_dir().join(e.id_for(&late)).join("001.pgp");
     assert!(gpg2.decrypt(&part).0 == late, "not sealed to the new key");
     assert!(e.gpg.decrypt(&part).0 == late, "not sealed to the old key");
@@ -679,54 +688,23 @@ fn long_running_poller_uses_idle_holds_the_lock_and_stops_on_sigterm() {
     );
 
     // SIGHUP reloads keys; it must not stop the poller.
-    let reloads = || {
-        fs::read_to_string(&log_path)
-            .unwrap()
-            .matches("maintainer certificates reloaded")
-            .count()
-    };
+    let reloads = || logs.count("maintainer certificates reloaded");
     let before = reloads();
-    std::process::Command::new("kill")
-        .args(["-HUP", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    child.signal("HUP");
     let late2 = plain_mail(98, 100);
     imap.append(&late2);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !imap.uids().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "not running after SIGHUP: {}",
-            fs::read_to_string(&log_path).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        child.0.try_wait().unwrap().is_none(),
-        "SIGHUP stopped the poller"
+    wait_until_with(
+        "the poller to seal mail after SIGHUP",
+        Duration::from_secs(20),
+        || imap.uids().is_empty(),
+        || logs.text(),
     );
+    assert!(child.running(), "SIGHUP stopped the poller");
     assert_eq!(reloads(), before + 1, "SIGHUP did not reload the keys");
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the poller did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(
-        status.success(),
-        "{status}: {}",
-        fs::read_to_string(&log_path).unwrap()
-    );
+    child.signal("TERM");
+    let status = child.exit_within("the poller on SIGTERM", Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", logs.text());
 }
 
 fn maildir_site(e: &Env) -> std::path::PathBuf {
@@ -819,14 +797,12 @@ fn without_a_usable_key_the_poller_retries_and_health_says_why() {
             embargo::mailbox::Links::default(),
         )
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while health.check().is_ok() {
-            assert!(
-                Instant::now() < deadline,
-                "health never reported the missing key"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_async(
+            "health to report the missing key",
+            Duration::from_secs(10),
+            || health.check().is_err(),
+        )
+        .await;
         let problem = health.check().unwrap_err();
         assert!(
             problem.contains("no usable maintainer certificate"),
@@ -840,15 +816,12 @@ fn without_a_usable_key_the_poller_retries_and_health_says_why() {
         assert!(e.site.report_ids().is_empty());
         // The key comes back: the next retry seals the message and health recovers.
         e.site.add_key("maintainer.asc", &key);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while health.check().is_err() || maildir_left(&md) > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the poller did not recover: {:?}",
-                health.check()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_async(
+            "the poller to recover and seal the message",
+            Duration::from_secs(20),
+            || health.check().is_ok() && maildir_left(&md) == 0,
+        )
+        .await;
         assert_eq!(health.snapshot().sealed, 1);
         shutdown.cancel();
         let summary = task.await.unwrap().unwrap();
@@ -864,35 +837,16 @@ fn store_failure_leaves_fetched_mail_unseen_and_undeleted_until_it_is_fixed() {
     e.site
         .write_config(&dovecot.mailbox_config(e.site.path(), ""));
     let mut imap = dovecot.client();
-    let log_path = e.site.tmp_dir().join("poll.log");
-    let _poller = Proc(
-        e.embargo()
-            .args(["poll", "-c", "embargo.toml"])
-            .stderr(fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let log = || fs::read_to_string(&log_path).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log().contains("mailbox selected") {
-        assert!(Instant::now() < deadline, "poller did not start: {}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let poller = Spawned::start(e.embargo().args(["poll", "-c", "embargo.toml"]));
+    let logs = &poller.logs;
+    logs.wait_for("mailbox selected", Duration::from_secs(20));
     // The store breaks while the poller runs: staging cannot be created.
     let staging = e.site.reports_dir().join(".staging");
     fs::rename(&staging, e.site.reports_dir().join(".staging-away")).unwrap();
     fs::write(&staging, b"not a directory").unwrap();
     let raw = plain_mail(1, 100);
     let uid = imap.append(&raw);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log().contains("sealing failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no sealing failure logged: {}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    logs.wait_for("sealing failed", Duration::from_secs(20));
     assert_eq!(imap.uids(), vec![uid]);
     let flags = imap.flags(uid);
     assert!(
@@ -903,11 +857,12 @@ fn store_failure_leaves_fetched_mail_unseen_and_undeleted_until_it_is_fixed() {
     // Repaired: the retry (with backoff) seals and removes it.
     fs::remove_file(&staging).unwrap();
     fs::rename(e.site.reports_dir().join(".staging-away"), &staging).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !imap.uids().is_empty() {
-        assert!(Instant::now() < deadline, "not retried: {}", log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_with(
+        "the retry to seal and remove the mail",
+        Duration::from_secs(30),
+        || imap.uids().is_empty(),
+        || logs.text(),
+    );
     e.assert_sealed_exactly(&[raw], 1);
 }
 
@@ -915,84 +870,63 @@ fn store_failure_leaves_fetched_mail_unseen_and_undeleted_until_it_is_fixed() {
 fn serve_runs_the_poller_and_healthz_reports_its_failures() {
     let e = env();
     let md = maildir_site(&e);
-    let port = common::dovecot::free_port();
     let config = fs::read_to_string(e.site.config_path()).unwrap();
     fs::write(
         e.site.config_path(),
-        format!("listen = \"127.0.0.1:{port}\"\n{config}"),
+        format!("listen = \"127.0.0.1:0\"\n{config}"),
     )
     .unwrap();
-    let log_path = e.site.tmp_dir().join("serve.log");
-    let mut server = Proc(
-        e.embargo()
-            .args(["serve", "-c", "embargo.toml"])
-            .stderr(fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let log = || fs::read_to_string(&log_path).unwrap();
-    common::dovecot::wait_for_port(port, "embargo serve");
+    let mut server = server::Server::start(&e.site);
+    let logs = server.logs.clone();
+    let log = || logs.text();
     let healthz = || {
-        let r = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz")).unwrap();
+        let r = reqwest::blocking::get(server.url("/healthz")).unwrap();
         (r.status().as_u16(), r.text().unwrap())
     };
     let raw = plain_mail(1, 100);
     deliver(&md, 1, &raw);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while maildir_left(&md) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not poll the Maildir: {}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_with(
+        "serve to poll the Maildir",
+        Duration::from_secs(20),
+        || maildir_left(&md) == 0,
+        log,
+    );
     e.assert_sealed_exactly(&[raw], 1);
     assert_eq!(healthz().0, 200, "{}", healthz().1);
 
     // The Maildir disappears: /healthz says the poller cannot deliver.
     fs::rename(&md, e.site.path().join("Maildir-away")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = healthz();
-        if status == 503 {
-            assert!(body.contains("mailbox poller"), "{body}");
-            assert!(
-                !body.contains(e.site.path().to_str().unwrap()),
-                "a path leaked: {body}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "healthz stayed {status}: {body}\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let last = std::cell::RefCell::new((0, String::new()));
+    wait_until_with(
+        "healthz to answer 503",
+        Duration::from_secs(20),
+        || {
+            *last.borrow_mut() = healthz();
+            last.borrow().0 == 503
+        },
+        || {
+            let (status, body) = &*last.borrow();
+            format!("healthz stayed {status}: {body}\n{}", log())
+        },
+    );
+    let body = last.borrow().1.clone();
+    assert!(body.contains("mailbox poller"), "{body}");
+    assert!(
+        !body.contains(e.site.path().to_str().unwrap()),
+        "a path leaked: {body}"
+    );
     fs::rename(e.site.path().join("Maildir-away"), &md).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while healthz().0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "healthz did not recover: {}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_with(
+        "healthz to recover",
+        Duration::from_secs(30),
+        || healthz().0 == 200,
+        log,
+    );
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    server.signal("TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("serve did not stop on SIGTERM: {}", log()));
     assert!(status.success(), "{status}: {}", log());
 }
 
@@ -1183,16 +1117,17 @@ fn deep_mime_nesting_through_imap_is_sealed_and_expunged_once() {
 fn serve_keeps_the_web_intake_up_while_the_poller_reads_hostile_mail() {
     let e = env();
     let md = maildir_site(&e);
-    let metrics_port = common::dovecot::free_port();
     let config = fs::read_to_string(e.site.config_path()).unwrap();
     fs::write(
         e.site.config_path(),
         format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{config}max_mail_bytes = 1000000\n"
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"{}\"\n{config}max_mail_bytes = 1000000\n",
+            common::METRICS_ANY_PORT
         ),
     )
     .unwrap();
-    let srv = server::Server::start(&e.site);
+    let mut srv = server::Server::start(&e.site);
+    let metrics_addr = srv.bound_address("metrics listening on http://");
     let raws = vec![
         deep_multipart(DEEP, "Deep multipart"),
         deep_rfc822(DEEP, "Deep rfc822"),
@@ -1203,19 +1138,16 @@ fn serve_keeps_the_web_intake_up_while_the_poller_reads_hostile_mail() {
         deliver(&md, n, raw);
     }
     deliver(&md, 9, &too_big);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while maildir_left(&md) > 1 {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not drain the Maildir: {}",
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_with(
+        "serve to drain the Maildir",
+        Duration::from_secs(60),
+        || maildir_left(&md) <= 1,
+        || srv.logs.text(),
+    );
     // The web intake still answers and still seals.
     let http = server::client();
     let health = http.get(srv.url("/healthz")).send().unwrap();
-    assert_eq!(health.status(), 200, "{}", srv.log_text());
+    assert_eq!(health.status(), 200, "{}", srv.logs.text());
     let form = reqwest::blocking::multipart::Form::new().part(
         "report",
         reqwest::blocking::multipart::Part::bytes(common::report_json(
@@ -1228,7 +1160,7 @@ fn serve_keeps_the_web_intake_up_while_the_poller_reads_hostile_mail() {
         .multipart(form)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 201, "{}", srv.log_text());
+    assert_eq!(r.status(), 201, "{}", srv.logs.text());
     let api_id = r.json::<serde_json::Value>().unwrap()["id"]
         .as_str()
         .unwrap()
@@ -1249,13 +1181,14 @@ fn serve_keeps_the_web_intake_up_while_the_poller_reads_hostile_mail() {
     // The oversized message stays, warned about and counted once although
     // the poller looks again every second.
     let warned = || {
-        srv.log_text()
+        srv.logs
+            .text()
             .matches("message larger than [mailbox] max_mail_bytes")
             .count()
     };
     let metric = || {
         let text = http
-            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .get(format!("http://{metrics_addr}/metrics"))
             .send()
             .unwrap()
             .text()
@@ -1265,60 +1198,35 @@ fn serve_keeps_the_web_intake_up_while_the_poller_reads_hostile_mail() {
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while metric() != "1" {
-        assert!(
-            Instant::now() < deadline,
-            "metric {:?}: {}",
-            metric(),
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_with(
+        "the oversized mail to be counted",
+        Duration::from_secs(20),
+        || metric() == "1",
+        || format!("metric {:?}: {}", metric(), srv.logs.text()),
+    );
     // Later passes, which see it again, do not warn or count again: one
     // more message sealed proves the poller looked at the Maildir anew.
     let late = plain_mail(8, 100);
     deliver(&md, 10, &late);
     let late_dir = e.site.reports_dir().join(e.id_for(&late));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !late_dir.join("manifest.pgp").exists() || maildir_left(&md) > 1 {
-        assert!(
-            Instant::now() < deadline,
-            "late mail not sealed: {}",
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(warned(), 1, "{}", srv.log_text());
+    wait_until_with(
+        "the late mail to be sealed",
+        Duration::from_secs(20),
+        || late_dir.join("manifest.pgp").exists() && maildir_left(&md) <= 1,
+        || srv.logs.text(),
+    );
+    assert_eq!(warned(), 1, "{}", srv.logs.text());
     assert_eq!(metric(), "1");
     assert_eq!(maildir_left(&md), 1);
-    assert!(!srv.log_text().contains("Overflow number 7"));
+    assert!(!srv.logs.text().contains("Overflow number 7"));
 }
 
 /// Runs `embargo poll --once` as a child stopped by PID if the test fails,
 /// failing if it does not end within `limit`.
 fn poll_once_within(e: &Env, limit: Duration) -> (std::process::ExitStatus, String) {
-    let log_path = e.site.tmp_dir().join("poll-once.log");
-    let mut child = Proc(
-        e.embargo()
-            .args(["poll", "-c", "embargo.toml", "--once"])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "poll --once still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status, fs::read_to_string(&log_path).unwrap())
+    let mut child = Spawned::start(e.embargo().args(["poll", "-c", "embargo.toml", "--once"]));
+    let status = child.exit_within("poll --once", limit);
+    (status, child.logs.text())
 }
 
 #[test]

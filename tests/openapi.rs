@@ -175,7 +175,7 @@ fn schemathesis_finds_nothing_against_a_real_server() {
     // The server is still up and healthy, and logged no 5xx.
     let health = client().get(server.url("/healthz")).send().unwrap();
     assert_eq!(health.status(), 200);
-    let log = server.log_text();
+    let log = server.logs.text();
     assert!(
         !log.lines().any(|l| l.contains("status=5")),
         "the server answered 5xx:\n{log}"

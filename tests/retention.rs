@@ -2,10 +2,12 @@
 //! stay; with `delete_after_fetch` a report goes only once every part was
 //! served; deletions are logged by ID only. Time is injected (`now`).
 
+mod common;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use embargo::clock::Clock;
@@ -178,21 +180,6 @@ fn delete_after_fetch_waits_for_every_part_and_forgets_its_marks() {
     assert_eq!(store.list().unwrap(), vec![untouched]);
 }
 
-/// Every log line of this test binary (a global subscriber: a thread-local
-/// one races with tests logging on other threads).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,7 +202,9 @@ fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
         "no task when nothing is ever deleted"
     );
 
-    let logs = Logs::default();
+    // Every log line of this test binary (a global subscriber: a
+    // thread-local one races with tests logging on other threads).
+    let logs = common::Logs::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_ansi(false)
@@ -240,14 +229,12 @@ fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
                 shutdown.clone(),
             )
             .unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while store.contains(&a).unwrap() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the first pass runs at start"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            common::wait_until_async(
+                "the first pass, which runs at start",
+                Duration::from_secs(20),
+                || !store.contains(&a).unwrap(),
+            )
+            .await;
             shutdown.cancel();
             task.await.unwrap();
         });
@@ -257,7 +244,7 @@ fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
             .render()
             .contains("embargo_retention_deleted_total 1")
     );
-    let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let logs = logs.text();
     let line = logs
         .lines()
         .find(|l| l.contains("report deleted by retention") && l.contains(a.as_str()))

@@ -149,48 +149,30 @@ fn gpg_key_file_with_passphrase_and_gpg_agent_give_identical_attachments() {
 
     // Wrong passphrase first: refused, nothing written.
     let out1 = work.join("out1");
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(&store)
-        .arg("--key")
-        .arg(&key)
-        .arg("--passphrase-file")
-        .arg(&wrong)
-        .arg("--out")
-        .arg(&out1)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, id.as_str())
+        .store(&store)
+        .key(&key)
+        .passphrase_file(&wrong)
+        .out(&out1)
+        .run();
     assert_refused(&run, "wrong passphrase", &out1);
 
     // A locked key without a passphrase and without a terminal: a clear error, no prompt.
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(&store)
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(&out1)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, id.as_str())
+        .store(&store)
+        .key(&key)
+        .out(&out1)
+        .run();
     assert_refused(&run, "protected by a passphrase", &out1);
 
     // The exported, passphrase-protected key file.
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(&store)
-        .arg("--key")
-        .arg(&key)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .arg("--signer")
-        .arg(&signer)
-        .arg("--out")
-        .arg(&out1)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, id.as_str())
+        .store(&store)
+        .key(&key)
+        .passphrase_file(&pass)
+        .signer(&signer)
+        .out(&out1)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     let dir1 = out1.join(id.as_str());
     assert_eq!(stdout(&run).trim(), dir1.display().to_string());
@@ -199,18 +181,12 @@ fn gpg_key_file_with_passphrase_and_gpg_agent_give_identical_attachments() {
     // Bob's key, through a real gpg-agent in his GNUPGHOME; the report is
     // named by its directory this time.
     let out2 = work.join("out2");
-    let run = site
-        .embargo()
+    let run = Decrypt::target(&site, site.reports_dir().join(id.as_str()))
+        .gpg()
+        .signer(&signer)
+        .out(&out2)
         .env("GNUPGHOME", bob.home.path())
-        .arg("decrypt")
-        .arg(site.reports_dir().join(id.as_str()))
-        .arg("--gpg")
-        .arg("--signer")
-        .arg(&signer)
-        .arg("--out")
-        .arg(&out2)
-        .output()
-        .unwrap();
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     let dir2 = out2.join(id.as_str());
 
@@ -264,15 +240,13 @@ fn gpg_key_file_with_passphrase_and_gpg_agent_give_identical_attachments() {
     assert_eq!(tree(&out1), want);
 
     // `list --gpg` opens the manifest through the agent as well.
-    let run = site
-        .embargo()
+    let run = List::bare(&site)
+        .gpg()
+        .json()
+        .store(&store)
+        .signer(&signer)
         .env("GNUPGHOME", bob.home.path())
-        .args(["list", "--gpg", "--json", "--store"])
-        .arg(&store)
-        .arg("--signer")
-        .arg(&signer)
-        .output()
-        .unwrap();
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     let rows: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(rows[0]["id"], id.as_str());
@@ -287,15 +261,12 @@ fn gpg_key_file_with_passphrase_and_gpg_agent_give_identical_attachments() {
     let stranger = Gpg::new();
     stranger.gen_key("Mallory <m@example.org>", GpgKeyType::Cv25519, "", "1y");
     let out3 = work.join("out3");
-    let run = site
-        .embargo()
+    let run = Decrypt::target(&site, id.as_str())
+        .gpg()
+        .store(&store)
+        .out(&out3)
         .env("GNUPGHOME", stranger.home.path())
-        .args(["decrypt", id.as_str(), "--gpg", "--store"])
-        .arg(&store)
-        .arg("--out")
-        .arg(&out3)
-        .output()
-        .unwrap();
+        .run();
     assert_refused(&run, "gpg could not decrypt", &out3);
 }
 
@@ -338,17 +309,12 @@ fn tampered_foreign_or_forged_reports_exit_1_and_leave_nothing() {
     let signer = write(work, "signer.asc", &armored_public(&site.signing_cert()));
     let out = work.join("out");
     let decrypt = |id: &ReportId, key: &Path| {
-        site.embargo()
-            .args(["decrypt", id.as_str(), "--store"])
-            .arg(&store)
-            .arg("--key")
-            .arg(key)
-            .arg("--signer")
-            .arg(&signer)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap()
+        Decrypt::target(&site, id.as_str())
+            .store(&store)
+            .key(key)
+            .signer(&signer)
+            .out(&out)
+            .run()
     };
 
     assert_refused(
@@ -417,32 +383,21 @@ fn tampered_foreign_or_forged_reports_exit_1_and_leave_nothing() {
     let locked_key = write(work, "locked.asc", &armored_secret(&locked));
     let wrong = write(work, "wrong-pass", b"wrong\n");
     let out_l = work.join("out-locked");
-    let run = site
-        .embargo()
-        .args(["decrypt", locked_id.as_str(), "--store"])
-        .arg(&store)
-        .arg("--key")
-        .arg(&locked_key)
-        .arg("--passphrase-file")
-        .arg(&wrong)
-        .arg("--out")
-        .arg(&out_l)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, locked_id.as_str())
+        .store(&store)
+        .key(&locked_key)
+        .passphrase_file(&wrong)
+        .out(&out_l)
+        .run();
     assert_refused(&run, "wrong passphrase", &out_l);
 
     // Without a pinned signer it decrypts, but says loudly that it did not check.
     let out_u = work.join("out-unchecked");
-    let run = site
-        .embargo()
-        .args(["decrypt", b.as_str(), "--store"])
-        .arg(&store)
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(&out_u)
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, b.as_str())
+        .store(&store)
+        .key(&key)
+        .out(&out_u)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("signature was NOT checked"),
@@ -453,16 +408,11 @@ fn tampered_foreign_or_forged_reports_exit_1_and_leave_nothing() {
     assert!(md.contains("NOT CHECKED"));
 
     // With -c, the configured intake's own key is the signer: the forged one is refused.
-    let run = site
-        .embargo()
-        .args(["decrypt", forged.as_str(), "-c"])
-        .arg(site.config_path())
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(work.join("out-c"))
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, forged.as_str())
+        .config(site.config_path())
+        .key(&key)
+        .out(work.join("out-c"))
+        .run();
     assert_refused(
         &run,
         "not signed by the expected intake key",
@@ -510,16 +460,7 @@ fn hostile_names_and_markup_are_extracted_safely_and_rendered_inert() {
 
     let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
     let out = site.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::new(&site, id.as_str()).key(&key).out(&out).run();
     assert!(run.status.success(), "{}", stderr(&run));
 
     // Only OUT/<ID>/ exists, and it holds only plain, regular files.
@@ -697,14 +638,15 @@ fn list_sorts_by_urgency_with_policy_deadlines_and_overdue_marks() {
 
     let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
     let list = |extra: &[&str]| {
-        site.embargo()
-            .args(["list", "--now", &rfc3339(now), "--store"])
-            .arg(&store)
-            .arg("--key")
-            .arg(&key)
-            .args(extra)
-            .output()
-            .unwrap()
+        let mut list = List::bare(&site)
+            .arg("--now")
+            .arg(rfc3339(now))
+            .store(&store)
+            .key(&key);
+        for arg in extra {
+            list = list.arg(arg);
+        }
+        list.run()
     };
 
     let run = list(&[]);
@@ -902,12 +844,9 @@ fn command_line_usage_errors_exit_2_and_operational_errors_exit_1() {
         "k.asc",
         &armored_secret(&sequoia_key("K <k@example.org>")),
     );
-    let out = site
-        .embargo()
-        .args(["decrypt", "K7Q3M-2XDA9-TF4BC-1ZP0R", "--key"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = Decrypt::target(&site, "K7Q3M-2XDA9-TF4BC-1ZP0R")
+        .key(&key)
+        .run();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--store"), "{}", stderr(&out));
     // Plain http to another host would leak the token.
@@ -922,12 +861,10 @@ fn command_line_usage_errors_exit_2_and_operational_errors_exit_1() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("https://"), "{}", stderr(&out));
 
-    let out = site
-        .embargo()
-        .args(["decrypt", "not-an-id", "--store", "data", "--key"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let out = Decrypt::target(&site, "not-an-id")
+        .store("data")
+        .key(&key)
+        .run();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a report ID"), "{}", stderr(&out));
     let out = site
@@ -953,12 +890,7 @@ fn command_line_usage_errors_exit_2_and_operational_errors_exit_1() {
         "pub.asc",
         &armored_public(&sequoia_key("P <p@example.org>")),
     );
-    let out = site
-        .embargo()
-        .args(["list", "--store", "data", "--key"])
-        .arg(&public)
-        .output()
-        .unwrap();
+    let out = List::bare(&site).store("data").key(&public).run();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("holds no secret key"),
@@ -1078,6 +1010,8 @@ fn wait_for_partial(out: &Path, child: &mut std::process::Child) -> bool {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
+        // Not wait_until: the signal must land while the file is partial,
+        // which a 50 ms step can miss.
         std::thread::sleep(Duration::from_millis(1));
     }
     false
@@ -1102,13 +1036,10 @@ fn interrupted_decrypt_leaves_nothing_and_a_killed_ones_leftovers_are_removed() 
     let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
     let out = site.path().join("out");
     let spawn = || {
-        site.embargo()
-            .args(["decrypt", id.as_str(), "--store"])
-            .arg(site.store_dir())
-            .arg("--key")
-            .arg(&key)
-            .arg("--out")
-            .arg(&out)
+        Decrypt::new(&site, id.as_str())
+            .key(&key)
+            .out(&out)
+            .command()
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -1153,6 +1084,27 @@ fn interrupted_decrypt_leaves_nothing_and_a_killed_ones_leftovers_are_removed() 
     want.sort();
     assert_eq!(tree(&out), want);
     assert!(fs::read(out.join(id.as_str()).join("two.bin")).unwrap() == big);
+}
+
+/// Whether the terminal of `script`'s child (the command it runs on its
+/// pseudo-terminal) has echo off, as a password prompt sets it.
+fn echo_off_under(script: u32) -> bool {
+    child_pids(script).into_iter().any(|pid| {
+        let Ok(tty) = fs::read_link(format!("/proc/{pid}/fd/0")) else {
+            return false;
+        };
+        tty.starts_with("/dev/pts/")
+            && Command::new("stty")
+                .arg("-a")
+                .arg("-F")
+                .arg(&tty)
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .any(|flag| flag == "-echo")
+                })
+    })
 }
 
 #[test]
@@ -1205,9 +1157,13 @@ fn a_locked_key_asks_for_its_passphrase_on_the_terminal_without_echo() {
         transcript.push_str(&String::from_utf8_lossy(&buf[..n]));
         let prompts = transcript.matches("Passphrase for the secret key").count();
         if prompts > answered {
-            // A wrong answer first, then the right one. Like a person, wait
-            // a moment: rpassword turns echo off just after showing the prompt.
-            std::thread::sleep(Duration::from_millis(300));
+            // A wrong answer first, then the right one, typed once the
+            // prompt has turned echo off (just after showing itself).
+            wait_until(
+                "the prompt to turn echo off",
+                Duration::from_secs(10),
+                || echo_off_under(child.id()),
+            );
             let answer = if answered == 0 {
                 "battery-staple-9\n"
             } else {
@@ -1261,18 +1217,11 @@ fn a_locked_key_whose_primary_key_encrypts_opens_with_its_passphrase() {
     let key = write(site.path(), "old.asc", &armored_secret(&cert));
     let pass = write(site.path(), "old-pass", b"pw-old\n");
     let out = site.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(&key)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::new(&site, id.as_str())
+        .key(&key)
+        .passphrase_file(&pass)
+        .out(&out)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(
         fs::read(out.join(id.as_str()).join("f.txt")).unwrap(),
@@ -1316,18 +1265,11 @@ fn subkeys_exported_without_the_primary_secret_open_with_the_passphrase() {
     let key = write(site.path(), "subkeys.asc", &exported);
     let pass = write(site.path(), "pass", b"sub-pass\n");
     let out = site.path().join("out");
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(&key)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::new(&site, id.as_str())
+        .key(&key)
+        .passphrase_file(&pass)
+        .out(&out)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(
         fs::read(out.join(id.as_str()).join("f.txt")).unwrap(),
@@ -1351,16 +1293,10 @@ fn subkeys_exported_without_the_primary_secret_open_with_the_passphrase() {
         .stdout,
     );
     let out2 = site.path().join("out2");
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(&open_key)
-        .arg("--out")
-        .arg(&out2)
-        .output()
-        .unwrap();
+    let run = Decrypt::new(&site, id.as_str())
+        .key(&open_key)
+        .out(&out2)
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(
         fs::read(out2.join(id.as_str()).join("f.txt")).unwrap(),
@@ -1443,7 +1379,9 @@ fn gpg_agent_asks_for_a_locked_keys_passphrase_with_its_pinentry_on_the_terminal
         }
         if !answered && transcript.contains("Passphrase") {
             use std::io::Write;
-            std::thread::sleep(Duration::from_millis(300));
+            wait_until("pinentry to turn echo off", Duration::from_secs(10), || {
+                echo_off_under(child.id())
+            });
             input.write_all(b"pin-pass-42\r").unwrap();
             input.flush().unwrap();
             answered = true;
@@ -1494,42 +1432,20 @@ fn decrypt_and_list_leave_the_store_exactly_as_they_found_it() {
     let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
     let out = site.path().join("out");
 
-    let run = site
-        .embargo()
-        .args(["list", "--json", "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(&key)
-        .output()
-        .unwrap();
+    let run = List::new(&site).json().key(&key).run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(stdout(&run).contains(id.as_str()));
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "--store"])
-        .arg(site.store_dir())
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let run = Decrypt::new(&site, id.as_str()).key(&key).out(&out).run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(
         fs::read(out.join(id.as_str()).join("poc.txt")).unwrap(),
         b"proof"
     );
     // Also when named by its directory.
-    let run = site
-        .embargo()
-        .arg("decrypt")
-        .arg(site.reports_dir().join(id.as_str()))
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(site.path().join("out2"))
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, site.reports_dir().join(id.as_str()))
+        .key(&key)
+        .out(site.path().join("out2"))
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert_eq!(snapshot(&site.store_dir()), before);
 
@@ -1538,16 +1454,11 @@ fn decrypt_and_list_leave_the_store_exactly_as_they_found_it() {
     fs::remove_file(site.state_dir().join("hmac.key")).unwrap();
     fs::set_permissions(site.state_dir(), fs::Permissions::from_mode(0o750)).unwrap();
     let state_before = snapshot(&site.state_dir());
-    let run = site
-        .embargo()
-        .args(["decrypt", id.as_str(), "-c"])
-        .arg(site.config_path())
-        .arg("--key")
-        .arg(&key)
-        .arg("--out")
-        .arg(site.path().join("out3"))
-        .output()
-        .unwrap();
+    let run = Decrypt::target(&site, id.as_str())
+        .config(site.config_path())
+        .key(&key)
+        .out(site.path().join("out3"))
+        .run();
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
         stderr(&run).contains("manifest signed by the intake key"),
@@ -1612,16 +1523,11 @@ fn list_totals_saturate_instead_of_wrapping_on_a_crafted_manifest() {
     .unwrap();
     let key = write(site.path(), "maint.asc", &armored_secret(&maintainer));
     let list = |json: bool| {
-        let mut cmd = site.embargo();
-        cmd.arg("list")
-            .arg("--store")
-            .arg(site.store_dir())
-            .arg("--key")
-            .arg(&key);
+        let mut list = List::new(&site).key(&key);
         if json {
-            cmd.arg("--json");
+            list = list.json();
         }
-        let run = cmd.output().unwrap();
+        let run = list.run();
         assert!(run.status.success(), "{}", stderr(&run));
         stdout(&run)
     };
@@ -1706,27 +1612,21 @@ fn gpg_is_never_handed_a_password_encrypted_part_whatever_gpg_conf_says() {
         fs::copy(&crafted, &manifest_path).unwrap();
 
         let out = site.path().join("out");
-        let run = site
-            .embargo()
+        let run = Decrypt::new(&site, id.as_str())
+            .gpg()
+            .out(&out)
             .env("GNUPGHOME", bob.home.path())
-            .args(["decrypt", id.as_str(), "--gpg", "--store"])
-            .arg(site.store_dir())
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
+            .run();
         assert_refused(
             &run,
             "it can be opened with a password, which embargo never does, so it was not written by embargo (gpg was not asked)",
             &out,
         );
-        let run = site
-            .embargo()
+        let run = List::new(&site)
+            .gpg()
+            .json()
             .env("GNUPGHOME", bob.home.path())
-            .args(["list", "--gpg", "--json", "--store"])
-            .arg(site.store_dir())
-            .output()
-            .unwrap();
+            .run();
         assert!(run.status.success(), "{name}: {}", stderr(&run));
         assert!(
             !stdout(&run).contains("password only"),

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use embargo::config::MessageFormat;
@@ -547,7 +547,6 @@ fn a_seal_killed_mid_attachment_leaves_no_report_and_the_next_start_cleans_up() 
     // Feed 8 MiB, then stall: the seal is now mid-attachment.
     let mut pipe = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     pipe.write_all(&random_bytes(8 * 1024 * 1024, 3)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
     let staged_bytes = || -> u64 {
         site.staging_entries()
             .iter()
@@ -557,10 +556,9 @@ fn a_seal_killed_mid_attachment_leaves_no_report_and_the_next_start_cleans_up() 
             .map(|m| m.len())
             .sum()
     };
-    while staged_bytes() < 1024 * 1024 {
-        assert!(Instant::now() < deadline, "the seal never started writing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the seal to start writing", Duration::from_secs(30), || {
+        staged_bytes() >= 1024 * 1024
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     drop(pipe);

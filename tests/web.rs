@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{GpgKeyType, Site, files_containing, random_bytes};
+use common::{GpgKeyType, Site, files_containing, random_bytes, wait_until, wait_until_with};
 use embargo::id::ReportId;
 use embargo::seal::Manifest;
 use reqwest::blocking::multipart::{Form, Part};
@@ -86,11 +86,13 @@ fn staged_reports(site: &Site) -> Vec<String> {
 
 /// Asserts nothing but complete reports are in the store: no staging leftovers.
 fn assert_store_clean(site: &Site, reports: usize) {
-    // Discarding happens when the sealing thread sees the request end; allow it a moment.
-    let start = Instant::now();
-    while !staged_reports(site).is_empty() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Discarding happens when the sealing thread sees the request end.
+    wait_until_with(
+        "staging to empty",
+        Duration::from_secs(10),
+        || staged_reports(site).is_empty(),
+        || format!("{:?}", staged_reports(site)),
+    );
     assert_eq!(
         staged_reports(site),
         Vec::<String>::new(),
@@ -656,13 +658,14 @@ fn a_client_that_stops_mid_file_leaves_no_trace() {
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_store_clean(&site, 0);
 
-    // Disconnects mid-file.
+    // Disconnects mid-file, once the upload is being staged.
     {
         let mut s = TcpStream::connect(a).unwrap();
         s.write_all(half).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until("the upload to be staged", Duration::from_secs(10), || {
+            !staged_reports(&site).is_empty()
+        });
     }
-    std::thread::sleep(Duration::from_millis(300));
     assert_store_clean(&site, 0);
     assert_healthy(&srv);
 }
@@ -681,13 +684,13 @@ fn read_answer(stream: &mut TcpStream) -> String {
 #[test]
 fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
     // 300 descriptors, 4 uploads: room for 156 connections, not 512.
-    let metrics_port = common::dovecot::free_port();
     let (site, secret) = site_with_key(
-        &format!("metrics_listen = \"127.0.0.1:{metrics_port}\""),
+        &format!("metrics_listen = \"{}\"", common::METRICS_ANY_PORT),
         // One peer floods: its own cap is lifted to reach the server's.
         "rate_limit_per_minute = 1000\nmax_concurrent_uploads = 4\nmax_connections_per_peer = 1000",
     );
-    let srv = Server::start_wrapped(&site, &["prlimit", "--nofile=300:300"]);
+    let mut srv = Server::start_wrapped(&site, &["prlimit", "--nofile=300:300"]);
+    let metrics_addr = srv.bound_address("metrics listening on http://");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
     assert!(
         limits
@@ -696,18 +699,20 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
         "{limits}"
     );
     // Logged as the listener starts, which may be just after "listening".
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !srv.log_text().contains("leaves room for 156 connections") {
-        assert!(Instant::now() < deadline, "{}", srv.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    srv.logs
+        .wait_for("leaves room for 156 connections", Duration::from_secs(10));
 
     // Idle connections take every slot; each one over gets 503 or, past
     // the answers sent at once, is closed: never a hang, never a crash.
+    let baseline = srv.open_fds();
     let idle: Vec<TcpStream> = (0..156)
         .map(|_| TcpStream::connect(&srv.addr).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(
+        "the server to accept the idle connections",
+        Duration::from_secs(10),
+        || srv.open_fds() >= baseline + 156,
+    );
     let mut over: Vec<TcpStream> = (0..250)
         .map(|_| TcpStream::connect(&srv.addr).unwrap())
         .collect();
@@ -729,7 +734,11 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
     // A request over the limit also gets the 503, once the answers to
     // the flood are done.
     drop(over);
-    std::thread::sleep(Duration::from_secs(1));
+    wait_until(
+        "the server to close the flood",
+        Duration::from_secs(10),
+        || srv.open_fds() <= baseline + 156,
+    );
     let mut late = TcpStream::connect(&srv.addr).unwrap();
     late.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -738,12 +747,16 @@ fn a_connection_flood_is_shed_with_503_within_the_open_file_limit() {
     // The slots come back when the idle connections go, and a report with
     // a file is taken, sealed and stored as usual.
     drop(idle);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        "the server to let the idle connections go",
+        Duration::from_secs(10),
+        || srv.open_fds() <= baseline,
+    );
     let poc = random_bytes(300_000, 77);
     let id = submit_with_file(&srv, "after the flood", &poc);
     assert_eq!(attachment_bytes(&site, &secret, &id, 0), poc);
     let metrics = client()
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .get(format!("http://{metrics_addr}/metrics"))
         .send()
         .unwrap()
         .text()
@@ -778,9 +791,14 @@ fn concurrency_and_rate_limits_answer_503_and_429() {
         .file(b"poc.bin", &random_bytes(100_000, 13))
         .end();
     let req = mp.request(a, "/api/v1/reports");
+    let baseline = srv.open_fds();
     let mut holder = TcpStream::connect(a).unwrap();
     holder.write_all(&req[..req.len() / 2]).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        "the upload to hold the slot",
+        Duration::from_secs(10),
+        || !staged_reports(&site).is_empty(),
+    );
     let form = Form::new().part("report", Part::bytes(api_json("t")));
     let r = client()
         .post(srv.url("/api/v1/reports"))
@@ -791,7 +809,12 @@ fn concurrency_and_rate_limits_answer_503_and_429() {
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "busy");
     drop(holder);
-    std::thread::sleep(Duration::from_millis(500));
+    // The slot is free once the server has let every connection go.
+    wait_until(
+        "the server to end the stalled upload",
+        Duration::from_secs(10),
+        || srv.open_fds() <= baseline && staged_reports(&site).is_empty(),
+    );
 
     // Only accepted reports count against the limit (the two refusals
     // above do not): four pass, the fifth in the minute is refused.
@@ -830,7 +853,7 @@ fn concurrency_and_rate_limits_answer_503_and_429() {
     assert_eq!(r.status(), 429);
     assert!(r.text().unwrap().contains("at most 4 reports a minute"));
     assert_store_clean(&site, 4);
-    let log = srv.log_text();
+    let log = srv.logs.text();
     assert!(
         !log.contains("127.0.0.1:")
             || log
@@ -905,14 +928,14 @@ fn canary_in_every_field_and_file_never_rests_in_plaintext() {
             dir.display()
         );
     }
-    let log = srv.log_bytes();
+    let log = srv.logs.bytes();
     assert!(
         !log.windows(canary.len()).any(|w| w == canary.as_bytes()),
         "canary in the log:\n{}",
-        srv.log_text()
+        srv.logs.text()
     );
     assert!(
-        srv.log_text().contains("report sealed and stored"),
+        srv.logs.text().contains("report sealed and stored"),
         "the log does say what happened"
     );
     // The canary is in the ciphertext, for the maintainers.
@@ -984,23 +1007,14 @@ fn without_a_usable_key_reports_are_refused_until_keys_reload() {
     let fresh = common::sequoia_key("New <new@example.org>");
     site.add_key("new.asc", &common::armored_public(&fresh));
     srv.signal("HUP");
-    let start = Instant::now();
-    while !srv.log_text().contains("SIGHUP: reloading certificates") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "SIGHUP not handled:\n{}",
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while client().get(srv.url("/healthz")).send().unwrap().status() != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "keys did not reload:\n{}",
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    srv.logs
+        .wait_for("SIGHUP: reloading certificates", Duration::from_secs(20));
+    wait_until_with(
+        "the keys to reload",
+        Duration::from_secs(20),
+        || client().get(srv.url("/healthz")).send().unwrap().status() == 200,
+        || srv.logs.text(),
+    );
     let form = Form::new().part("report", Part::bytes(api_json("t")));
     assert_eq!(
         client()
@@ -1027,26 +1041,20 @@ fn keys_reload_when_the_keys_directory_changes() {
     );
     let cert = common::sequoia_key("New <new@example.org>");
     site.add_key("new.asc", &common::armored_public(&cert));
-    let start = Instant::now();
-    while client().get(srv.url("/healthz")).send().unwrap().status() != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "keys did not reload:\n{}",
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_with(
+        "the keys to reload",
+        Duration::from_secs(30),
+        || client().get(srv.url("/healthz")).send().unwrap().status() == 200,
+        || srv.logs.text(),
+    );
     // Removing it again stops its use.
     std::fs::remove_file(site.keys_dir().join("new.asc")).unwrap();
-    let start = Instant::now();
-    while client().get(srv.url("/healthz")).send().unwrap().status() != 503 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "removed key still used:\n{}",
-            srv.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_with(
+        "the removed key to go out of use",
+        Duration::from_secs(30),
+        || client().get(srv.url("/healthz")).send().unwrap().status() == 503,
+        || srv.logs.text(),
+    );
     let form = Form::new().part("report", Part::bytes(api_json("t")));
     assert_eq!(
         client()
@@ -1101,9 +1109,9 @@ fn a_key_that_expires_while_serving_stops_being_used() {
         expires <= now + Duration::from_secs(16),
         "security.txt Expires must not outlive the key"
     );
-    while std::time::SystemTime::now() < now + Duration::from_secs(16) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("the key to expire", Duration::from_secs(30), || {
+        std::time::SystemTime::now() >= now + Duration::from_secs(16)
+    });
     assert_eq!(post(), 503);
     assert_eq!(
         client().get(srv.url("/healthz")).send().unwrap().status(),
@@ -1428,16 +1436,14 @@ fn sigterm_lets_an_upload_in_flight_finish() {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(&req[..req.len() / 2]).unwrap();
     // The upload is being sealed once its staging directory exists.
-    let start = Instant::now();
-    while staged_reports(&site).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the upload did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the upload to start", Duration::from_secs(20), || {
+        !staged_reports(&site).is_empty()
+    });
     srv.signal("TERM");
-    std::thread::sleep(Duration::from_millis(300));
+    srv.logs.wait_for(
+        "shutting down: finishing uploads in flight",
+        Duration::from_secs(20),
+    );
     s.write_all(&req[req.len() / 2..]).unwrap();
     let mut out = Vec::new();
     let _ = std::io::Read::read_to_end(&mut s, &mut out);
@@ -1446,7 +1452,7 @@ fn sigterm_lets_an_upload_in_flight_finish() {
     let status = srv
         .wait_exit(Duration::from_secs(20))
         .expect("the server exits after SIGTERM");
-    assert!(status.success(), "{status:?}:\n{}", srv.log_text());
+    assert!(status.success(), "{status:?}:\n{}", srv.logs.text());
     assert_store_clean(&site, 1);
     let id = &site.report_ids()[0];
     assert!(attachment_bytes(&site, &secret, id, 0) == file);
@@ -1464,7 +1470,7 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(
         status.success(),
         "exit status {status:?}:\n{}",
-        srv.log_text()
+        srv.logs.text()
     );
     assert_store_clean(&site, 0);
 }
@@ -1941,6 +1947,7 @@ impl Trickle {
                 if writer.write_all(b"x").is_err() {
                     return;
                 }
+                // The slow pace is the point: a client trickling its headers.
                 std::thread::sleep(every);
             }
         });
@@ -2093,6 +2100,7 @@ fn header_trickling_connections_are_closed_after_the_header_timeout_and_health_s
     while started.elapsed() < Duration::from_secs(3) {
         let r = health.get(srv.url("/healthz")).send().unwrap();
         assert_eq!(r.status(), 200, "/healthz while headers trickle");
+        // Checked again and again for the whole span: no condition to wait on.
         std::thread::sleep(Duration::from_millis(200));
     }
     // Past 8 a peer is answered 503 at once; the others are closed once

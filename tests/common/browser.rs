@@ -2,10 +2,9 @@
 //! JavaScript disabled. Both processes stop when the guard drops.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -29,17 +28,21 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium with JavaScript off.
     pub fn start() -> Browser {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let driver = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
+        // Port 0: chromedriver binds a free port itself and announces it.
+        let mut driver = Command::new("/usr/bin/chromedriver")
+            .arg("--port=0")
             .arg("--allowed-ips=127.0.0.1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver starts (apt-get install chromium-driver)");
+        let out = crate::common::Logs::capture(driver.stdout.take().unwrap());
+        let line = out.wait_for("started successfully on port ", Duration::from_secs(30));
+        let port: u16 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|p| p.trim_end_matches('.').parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(120))
@@ -54,24 +57,16 @@ impl Browser {
             http,
             _profile: profile,
         };
-        let start = Instant::now();
-        loop {
-            let ready = browser
+        crate::common::wait_until("chromedriver to be ready", Duration::from_secs(30), || {
+            browser
                 .http
                 .get(format!("{}/status", browser.base))
                 .send()
                 .ok()
                 .and_then(|r| r.json::<Value>().ok())
-                .and_then(|v| v["value"]["ready"].as_bool());
-            if ready == Some(true) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "chromedriver did not become ready"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                .and_then(|v| v["value"]["ready"].as_bool())
+                == Some(true)
+        });
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {

@@ -26,8 +26,10 @@ pub struct Dovecot {
     child: Option<Child>,
 }
 
-/// A free TCP port on 127.0.0.1 (free when this returns).
-pub fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 that was free when this returned, for Dovecot,
+/// which cannot be handed a bound socket: it retries with another port if
+/// this one is taken by then (see [`Dovecot::start_with`]).
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -35,16 +37,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Waits until something accepts connections on `port`.
-pub fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on 127.0.0.1:{port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Whether something accepts connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
 /// Stops `child` with SIGTERM, then SIGKILL if it lingers.
@@ -52,15 +47,15 @@ pub fn stop_child(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if super::wait_exit(child, Duration::from_secs(5)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Whether Dovecot's log says its port was taken.
+fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use")
 }
 
 impl Dovecot {
@@ -103,7 +98,6 @@ impl Dovecot {
             ok.success(),
             "chown to the dovecot user failed (are the tests running as root?)"
         );
-        let tls_port = tls.then(free_port);
         if tls {
             let ok = Command::new("openssl")
                 .args([
@@ -129,14 +123,56 @@ impl Dovecot {
         }
         let mut d = Dovecot {
             dir,
-            port: free_port(),
-            tls_port,
+            port: 0,
+            tls_port: None,
             extra: extra.to_string(),
             child: None,
         };
-        d.write_config();
-        d.start_again();
-        d
+        // The ports are picked, not handed over: another process may take
+        // one first, so a start that finds it taken tries fresh ones.
+        for _ in 0..10 {
+            d.port = free_port();
+            d.tls_port = tls.then(free_port);
+            d.write_config();
+            if d.try_start() {
+                return d;
+            }
+        }
+        panic!("dovecot found its port taken ten times:\n{}", d.log());
+    }
+
+    /// Starts Dovecot on the configured ports; false if a port was taken
+    /// (it then exited), panics on any other failure.
+    fn try_start(&mut self) -> bool {
+        assert!(self.child.is_none());
+        let log_before = self.log().len();
+        let mut child = Command::new(DOVECOT)
+            .arg("-F")
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = super::Logs::capture(child.stderr.take().unwrap());
+        // Someone else may listen on a taken port: only Dovecot's own
+        // "starting up" (logged once its listeners are bound) counts.
+        let mut exited = false;
+        super::wait_until("dovecot to start or fail", Duration::from_secs(20), || {
+            exited = matches!(child.try_wait(), Ok(Some(_)));
+            exited || self.log_since(log_before).contains("starting up")
+        });
+        let up = !exited && listening(self.port) && self.tls_port.is_none_or(listening);
+        if up {
+            self.child = Some(child);
+            return true;
+        }
+        stop_child(&mut child);
+        stderr.wait_ended(Duration::from_secs(5));
+        let log = format!("{}{}", self.log_since(log_before), stderr.text());
+        assert!(port_taken(&log), "dovecot did not start:\n{log}");
+        false
     }
 
     fn write_config(&self) {
@@ -160,6 +196,7 @@ ssl = {ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{p}/mail
+verbose_proctitle = yes
 default_internal_user = dovecot
 default_internal_group = dovecot
 default_login_user = dovenull
@@ -188,28 +225,46 @@ service imap-login {{
         fs::write(self.dir.path().join("dovecot.conf"), conf).unwrap();
     }
 
-    /// Starts the server (again) on the same port and Maildir.
+    /// Starts the server (again) on the same port and Maildir. Clients
+    /// know this port, so a conflict is waited out rather than dodged.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(DOVECOT)
-            .arg("-F")
-            .arg("-c")
-            .arg(self.dir.path().join("dovecot.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_for_port(self.port, "dovecot");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.try_start() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} stayed taken:\n{}",
+                self.port,
+                self.log()
+            );
+        }
     }
 
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child);
-            // Let the port and the base_dir be released.
-            std::thread::sleep(Duration::from_millis(200));
+            // A restart needs the port closed and the master's pid file gone.
+            let pid_file = self.dir.path().join("run").join("master.pid");
+            super::wait_until(
+                "dovecot to release its port",
+                Duration::from_secs(10),
+                || !listening(self.port) && !pid_file.exists(),
+            );
         }
+    }
+
+    /// How many IMAP sessions of this server are in IDLE right now (seen in
+    /// their process titles, which `verbose_proctitle` keeps current).
+    pub fn idle_sessions(&self) -> usize {
+        let Some(master) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        super::child_pids(master)
+            .into_iter()
+            .filter(|pid| {
+                let title = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&title).contains(" IDLE]")
+            })
+            .count()
     }
 
     /// The Maildir of INBOX.
@@ -219,6 +274,11 @@ service imap-login {{
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// The log written after its first `offset` bytes.
+    fn log_since(&self, offset: usize) -> String {
+        self.log().get(offset..).unwrap_or_default().to_string()
     }
 
     /// Stops Dovecot, deletes its UID list and indexes (so UIDVALIDITY
@@ -256,7 +316,10 @@ service imap-login {{
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        self.stop();
+        // Not `stop`: a panic here, while a failed test unwinds, would abort.
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
     }
 }
 

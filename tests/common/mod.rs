@@ -3,15 +3,21 @@
 //! real binary. Every process a test starts is stopped when its guard drops.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod dovecot;
 pub mod smtp;
 pub mod webhook;
+
+#[allow(unused_imports)]
+pub use cli::{Decrypt, List};
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use embargo::clock::Clock;
 use embargo::config::Config;
@@ -22,6 +28,11 @@ use openpgp::cert::prelude::*;
 use openpgp::serialize::SerializeInto;
 use sequoia_openpgp as openpgp;
 use tempfile::TempDir;
+
+/// A `metrics_listen` value on a port the kernel picks (the bound address
+/// is read from the log). Written "00" because the config refuses a
+/// metrics address spelled like `listen`, and tests listen on "127.0.0.1:0".
+pub const METRICS_ANY_PORT: &str = "127.0.0.1:00";
 
 /// The `embargo` binary built for these tests.
 pub fn embargo_bin() -> PathBuf {
@@ -377,7 +388,8 @@ pub fn sealer_for(
 }
 
 /// Seals a report with `files` (name, bytes) into `store` through the
-/// library, the way every channel does.
+/// library, the way every channel does: the one sealing path of the tests
+/// (the others choose its body, reporter and sealer).
 pub fn seal_files(
     sealer: &Sealer,
     store: &dyn embargo::store::Store,
@@ -401,6 +413,25 @@ pub fn seal_files(
             .unwrap();
     }
     writer.finish(body, reporter, None).unwrap()
+}
+
+/// Seals a report with `files` into the site's store with the site's own
+/// intake (its keys and signing key), for tests that only need a report
+/// there; the title says how many files it has.
+pub fn seal_report(site: &Site, files: &[(&str, &[u8])]) -> embargo::id::ReportId {
+    let mut body = embargo::report::ReportBody::default();
+    body.title = format!("report with {} files", files.len());
+    body.description = "d".into();
+    let sealer = site.intake().sealer;
+    seal_files(
+        &sealer,
+        &site.store(),
+        embargo::seal::Channel::Api,
+        body,
+        embargo::report::Reporter::default(),
+        files,
+    )
+    .id
 }
 
 /// An opener for secret keys given as TSKs.
@@ -461,44 +492,238 @@ pub fn report_json(title: &str, description: &str) -> Vec<u8> {
 /// expecting it to stop on its own: returns its exit code and stderr. A
 /// server still running after `timeout` is killed by PID (also when the
 /// test fails) and `None` is returned as the code.
-pub fn serve_until_exit(
-    site: &Site,
-    args: &[&str],
-    timeout: std::time::Duration,
-) -> (Option<i32>, String) {
-    struct Guard(std::process::Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+pub fn serve_until_exit(site: &Site, args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let mut cmd = site.embargo();
+    cmd.args(args).args(["serve", "-c"]).arg(site.config_path());
+    let mut serve = Spawned::start(&mut cmd);
+    let status = wait_exit(&mut serve.child, timeout);
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    serve.logs.wait_ended(Duration::from_secs(10));
+    (status.and_then(|s| s.code()), serve.logs.text())
+}
+
+/// How often [`wait_until`] checks its condition.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Polls `cond` until it holds; panics naming `what` after `timeout`. Tests
+/// wait on the condition they need instead of sleeping a fixed time.
+pub fn wait_until(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_until_with(what, timeout, cond, String::new);
+}
+
+/// [`wait_until`] whose panic also shows `detail()` (a log, a status), as
+/// it is when the time runs out.
+pub fn wait_until_with(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+    detail: impl FnOnce() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                detail()
+            );
         }
+        std::thread::sleep(POLL_EVERY);
     }
-    let mut child = Guard(
-        site.embargo()
-            .args(args)
-            .args(["serve", "-c"])
-            .arg(site.config_path())
+}
+
+/// [`wait_until`] inside a runtime: sleeps with tokio, so tasks on the same
+/// (current-thread) runtime keep running while it waits.
+pub async fn wait_until_async(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Waits until `child` exits; its status, or `None` after `timeout` (the
+/// child is then left running for the caller to kill).
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let mut status = None;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        status = child.try_wait().ok().flatten();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+    status
+}
+
+/// The PIDs of the processes whose parent is `parent` (from /proc).
+pub fn child_pids(parent: u32) -> Vec<u32> {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = fs::read_to_string(p.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (ppid.parse::<u32>().ok()? == parent).then_some(pid)
+        })
+        .collect()
+}
+
+/// A spawned process (stdout discarded, stderr captured in `logs`), killed
+/// by PID when dropped, also when the test fails.
+pub struct Spawned {
+    /// The process itself.
+    pub child: std::process::Child,
+    /// Everything it wrote to stderr so far.
+    pub logs: Logs,
+}
+
+impl Spawned {
+    /// Spawns `cmd` with its stderr captured.
+    pub fn start(cmd: &mut Command) -> Spawned {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap(),
-    );
-    let mut stderr = child.0.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let started = std::time::Instant::now();
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
+            .expect("the command starts");
+        let logs = Logs::capture(child.stderr.take().unwrap());
+        Spawned { child, logs }
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "HUP", "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Its exit status once it exits; panics with its log after `timeout`.
+    pub fn exit_within(&mut self, what: &str, timeout: Duration) -> std::process::ExitStatus {
+        match wait_exit(&mut self.child, timeout) {
+            Some(status) => {
+                self.logs.wait_ended(timeout);
+                status
+            }
+            None => panic!(
+                "{what}: still running after {timeout:?}; its log:\n{}",
+                self.logs.text()
+            ),
         }
-        if started.elapsed() > timeout {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    drop(child);
-    (code, reader.join().unwrap())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Log text captured from a child's stderr or a tracing writer, shared with
+/// the thread that appends to it; tests search it and wait on it.
+#[derive(Clone, Default)]
+pub struct Logs {
+    buf: Arc<Mutex<Vec<u8>>>,
+    /// Set once the captured stream reached its end.
+    ended: Arc<AtomicBool>,
+}
+
+impl Logs {
+    /// Collects everything `reader` yields (a child's stderr) on a thread.
+    pub fn capture(reader: impl std::io::Read + Send + 'static) -> Logs {
+        let logs = Logs::default();
+        let mut sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            let _ = std::io::copy(&mut reader, &mut sink);
+            sink.ended.store(true, Ordering::SeqCst);
+        });
+        logs
+    }
+
+    /// Waits until the captured stream ends (its process exited), so the
+    /// text is complete.
+    pub fn wait_ended(&self, timeout: Duration) {
+        wait_until("the end of a captured log", timeout, || {
+            self.ended.load(Ordering::SeqCst)
+        });
+    }
+
+    /// The bytes so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.buf.lock().unwrap().clone()
+    }
+
+    /// The text so far (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    /// Whether `needle` occurs so far.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.text().contains(needle)
+    }
+
+    /// How many times `needle` occurs so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+
+    /// The first complete line holding `needle`, if there is one yet.
+    pub fn line_with(&self, needle: &str) -> Option<String> {
+        self.text()
+            .split_inclusive('\n')
+            .find(|l| l.ends_with('\n') && l.contains(needle))
+            .map(|l| l.trim_end().to_string())
+    }
+
+    /// Waits until `needle` occurs; returns the first complete line holding
+    /// it. Panics with the whole log after `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let mut found = None;
+        wait_until_with(
+            &format!("{needle:?} in the log"),
+            timeout,
+            || {
+                found = self.line_with(needle);
+                found.is_some()
+            },
+            || self.text(),
+        );
+        found.unwrap_or_default()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buf.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

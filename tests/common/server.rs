@@ -2,13 +2,12 @@
 //! its guard drops (also when a test fails), with its log kept for checks.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::Site;
+use crate::common::{Logs, Site};
 
 /// A running `embargo serve -c SITE/embargo.toml`.
 pub struct Server {
@@ -17,7 +16,8 @@ pub struct Server {
     pub base: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
-    log: Arc<Mutex<Vec<u8>>>,
+    /// Everything the server wrote to stderr so far.
+    pub logs: Logs,
 }
 
 impl Server {
@@ -57,57 +57,44 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("embargo serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        log2.lock().unwrap().extend_from_slice(&line);
-                        let text = String::from_utf8_lossy(&line);
-                        if let Some(rest) = text.split("web intake listening on http://").nth(1) {
-                            let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
-                        }
-                    }
-                }
-            }
-        });
+        let logs = Logs::capture(child.stderr.take().unwrap());
         let mut server = Server {
             child,
             base: String::new(),
             addr: String::new(),
-            log,
+            logs,
         };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => {
-                server.base = format!("http://{addr}");
-                server.addr = addr;
-            }
-            Err(_) => panic!(
-                "embargo serve did not start; its log:\n{}",
-                server.log_text()
-            ),
-        }
+        let addr = server.bound_address("web intake listening on http://");
+        server.base = format!("http://{addr}");
+        server.addr = addr;
         server
+    }
+
+    /// The `ADDR` of the log line `... PREFIX ADDR/...`, waiting for it;
+    /// panics with the log if the server exits or never prints it.
+    pub fn bound_address(&mut self, prefix: &str) -> String {
+        let logs = self.logs.clone();
+        let child = &mut self.child;
+        crate::common::wait_until_with(
+            &format!("embargo serve to print {prefix:?}"),
+            Duration::from_secs(60),
+            || logs.line_with(prefix).is_some() || matches!(child.try_wait(), Ok(Some(_))),
+            || format!("its log:\n{}", logs.text()),
+        );
+        let line = logs.line_with(prefix).unwrap_or_else(|| {
+            logs.wait_ended(Duration::from_secs(5));
+            panic!("embargo serve exited; its log:\n{}", logs.text())
+        });
+        let rest = line.split(prefix).nth(1).unwrap_or_default();
+        rest.split('/')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Everything the server wrote to stderr so far.
-    pub fn log_text(&self) -> String {
-        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
-    }
-
-    pub fn log_bytes(&self) -> Vec<u8> {
-        self.log.lock().unwrap().clone()
     }
 
     /// Sends `signal` (e.g. "HUP", "TERM") to the server process.
@@ -122,18 +109,24 @@ impl Server {
 
     /// Waits for the process to exit; its exit status, or `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let status = crate::common::wait_exit(&mut self.child, timeout);
+        if status.is_some() {
+            self.logs.wait_ended(timeout);
         }
-        None
+        status
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// How many file descriptors the server holds open: each accepted
+    /// connection is one, so tests can wait for connections to be taken
+    /// in or let go.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|fds| fds.count())
+            .unwrap_or(0)
     }
 
     /// The peak resident set size of the server (VmHWM), in KiB.

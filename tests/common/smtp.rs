@@ -1,13 +1,38 @@
 //! A real SMTP server on loopback: Python's `aiosmtpd` (pip install aiosmtpd)
-//! storing every mail it receives in a Maildir; stopped by PID when dropped.
+//! storing every mail it receives in a Maildir, on a socket bound by the
+//! test and handed over; stopped by PID when dropped.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::dovecot::{free_port, stop_child, wait_for_port};
+use super::dovecot::stop_child;
+
+/// aiosmtpd with its Maildir handler (as `python3 -m aiosmtpd -n -c
+/// aiosmtpd.handlers.Mailbox DIR` runs it), serving the listening socket
+/// it gets as stdin.
+const SERVE_ON_STDIN: &str = r#"
+import asyncio, socket, sys
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import SMTP
+
+async def main():
+    sock = socket.socket(fileno=0)
+    handler = Mailbox(sys.argv[1])
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, data_size_limit=None, enable_SMTPUTF8=False), sock=sock
+    )
+    await server.serve_forever()
+
+asyncio.run(main())
+"#;
 
 pub struct SmtpSink {
     pub dir: TempDir,
@@ -22,28 +47,45 @@ pub struct Received {
 }
 
 impl SmtpSink {
+    /// Starts aiosmtpd on a listener bound here (port 0) and handed over
+    /// as its stdin, so no other process can take the port in between.
     pub fn start() -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(SERVE_ON_STDIN)
             .arg(dir.path().join("maildir"))
-            .stdin(Stdio::null())
+            .stdin(Stdio::from(OwnedFd::from(listener)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("python3 must be installed (with `pip install aiosmtpd`)");
-        let sink = SmtpSink { dir, port, child };
-        wait_for_port(port, "aiosmtpd (pip install aiosmtpd)");
+        let logs = super::Logs::capture(child.stderr.take().unwrap());
+        let mut sink = SmtpSink { dir, port, child };
+        // The kernel queues connections at once; the greeting proves that
+        // aiosmtpd (which may be missing) is the one answering.
+        if !sink.greets() {
+            stop_child(&mut sink.child);
+            logs.wait_ended(Duration::from_secs(5));
+            panic!(
+                "aiosmtpd did not answer (pip install aiosmtpd):\n{}",
+                logs.text()
+            );
+        }
         sink
+    }
+
+    /// Whether the server sends its SMTP greeting.
+    fn greets(&self) -> bool {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line.starts_with("220 ")
     }
 
     /// The `[smtp]` section sending to this server.
