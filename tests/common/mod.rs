@@ -30,9 +30,9 @@ use sequoia_openpgp as openpgp;
 use tempfile::TempDir;
 
 /// A `metrics_listen` value on a port the kernel picks (the bound address
-/// is read from the log). Written "00" because the config refuses a
-/// metrics address spelled like `listen`, and tests listen on "127.0.0.1:0".
-pub const METRICS_ANY_PORT: &str = "127.0.0.1:00";
+/// is read from the log); `listen` asks for port 0 too, and two requests
+/// for port 0 never clash.
+pub const METRICS_ANY_PORT: &str = "127.0.0.1:0";
 
 /// The `embargo` binary built for these tests.
 pub fn embargo_bin() -> PathBuf {

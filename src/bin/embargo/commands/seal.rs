@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Result, anyhow};
 
 use embargo::clock::Clock;
 use embargo::station::{Recovery, Station};
@@ -20,8 +20,12 @@ pub fn run(
     out: &Output,
 ) -> Result<ExitCode> {
     let config = load_config(config)?;
-    let json = std::fs::read(report)
-        .with_context(|| format!("cannot read the report file {}", report.display()))?;
+    let json = std::fs::read(report).map_err(|e| {
+        anyhow!(
+            "cannot read the report file {}: {e}; check the path given with --report",
+            report.display()
+        )
+    })?;
     // Without a usable key nothing is sealed: fail before reading further.
     let sealing = Station::open(config, clock, Recovery::RemoveStale)?.sealing()?;
     let sealed = sealing.seal_files(&json, attachments)?;
