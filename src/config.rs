@@ -530,7 +530,8 @@ impl Config {
         })?;
         let mut config = Config::parse(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
-            message,
+            // TOML's own text ends in a newline: no blank line after the error.
+            message: message.trim_end().to_owned(),
         })?;
         let base = path
             .parent()

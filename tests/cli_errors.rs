@@ -104,7 +104,7 @@ fn a_config_with_an_unknown_key() {
         seen(
             1,
             "",
-            "embargo: error: invalid config file [SITE]/embargo.toml: TOML parse error at line 5, column 1\n  |\n5 | bogus_key = 1\n  | ^^^^^^^^^\nunknown field `bogus_key`, expected one of `listen`, `keys_dir`, `state_dir`, `store`, `message_format`, `key_expiry_warning`, `project_name`, `policy_url`, `public_url`, `security_txt_expires`, `metrics_listen`, `limits`, `policy`, `maintainers`, `smtp`, `mailbox`, `retention`\n\n"
+            "embargo: error: invalid config file [SITE]/embargo.toml: TOML parse error at line 5, column 1\n  |\n5 | bogus_key = 1\n  | ^^^^^^^^^\nunknown field `bogus_key`, expected one of `listen`, `keys_dir`, `state_dir`, `store`, `message_format`, `key_expiry_warning`, `project_name`, `policy_url`, `public_url`, `security_txt_expires`, `metrics_listen`, `limits`, `policy`, `maintainers`, `smtp`, `mailbox`, `retention`\n"
         )
     );
 }
@@ -119,7 +119,7 @@ fn a_config_with_a_bad_value() {
         seen(
             1,
             "",
-            "embargo: error: invalid config file [SITE]/embargo.toml: TOML parse error at line 5, column 10\n  |\n5 | listen = 5\n  |          ^\ninvalid type: integer `5`, expected a string\n\n"
+            "embargo: error: invalid config file [SITE]/embargo.toml: TOML parse error at line 5, column 10\n  |\n5 | listen = 5\n  |          ^\ninvalid type: integer `5`, expected a string\n"
         )
     );
 }

@@ -18,7 +18,6 @@ use axum::http::{Request, StatusCode, header};
 use embargo::clock::Clock;
 use embargo::config::Config;
 use embargo::intake::{self, AppState};
-use embargo::store::Store;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use sequoia_openpgp::serialize::SerializeInto;
