@@ -150,6 +150,27 @@ impl embargo::store::Store for NullStore {
     fn case_open(&self, _: &embargo::id::ReportId) -> bool {
         false
     }
+    fn add_event(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+        _: &[u8],
+    ) -> Result<bool, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
+    fn events(
+        &self,
+        _: &embargo::id::ReportId,
+    ) -> Result<Vec<embargo::store::PartInfo>, embargo::store::StoreError> {
+        Ok(Vec::new())
+    }
+    fn open_event(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+    ) -> Result<Box<dyn embargo::store::PartReader>, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
 }
 
 /// Seals `n` small reports to `certs` in process, into the filesystem

@@ -32,6 +32,18 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// Formats a time as RFC 3339 UTC to the microsecond
+/// (`2026-11-23T16:40:00.123456Z`): events a maintainer records in one
+/// second keep their order.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".into())
+}
+
 /// Parses an RFC 3339 time.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)

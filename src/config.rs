@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What can go wrong while reading a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,83 @@ impl fmt::Display for Span {
             }
         }
         write!(f, "{secs}s")
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A deadline written as a span (`48h`) or in business days
+/// (`5 business days`: Monday to Friday, UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Within {
+    Span(Span),
+    BusinessDays(u32),
+}
+
+impl Within {
+    /// The instant this long after `from`. A business-day deadline counts
+    /// whole weekdays: from a Friday afternoon, 1 business day is Monday at
+    /// the same time; from a Saturday, it is Monday at the same time too.
+    pub fn after(self, from: std::time::SystemTime) -> std::time::SystemTime {
+        match self {
+            Within::Span(s) => from + s.0,
+            Within::BusinessDays(n) => {
+                let mut t = time::OffsetDateTime::from(from);
+                let mut left = n;
+                while left > 0 {
+                    t += time::Duration::DAY;
+                    if !matches!(t.weekday(), time::Weekday::Saturday | time::Weekday::Sunday) {
+                        left -= 1;
+                    }
+                }
+                t.into()
+            }
+        }
+    }
+}
+
+impl FromStr for Within {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Within, String> {
+        let t = s.trim();
+        if let Some(n) = t
+            .strip_suffix("business days")
+            .or_else(|| t.strip_suffix("business day"))
+        {
+            let n: u32 = n.trim().parse().map_err(|_| {
+                format!("{s:?}: write a whole number of business days, e.g. \"5 business days\"")
+            })?;
+            return Ok(Within::BusinessDays(n));
+        }
+        t.parse().map(Within::Span)
+    }
+}
+
+impl fmt::Display for Within {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Within::Span(s) => s.fmt(f),
+            Within::BusinessDays(1) => f.write_str("1 business day"),
+            Within::BusinessDays(n) => write!(f, "{n} business days"),
+        }
+    }
+}
+
+impl Serialize for Within {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Within {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -244,10 +321,12 @@ impl Default for Limits {
 }
 
 /// Response deadlines promised to reporters (`[policy]` in deploy/embargo.toml).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub acknowledge_within: Span,
+    /// The provisional assessment (severity, CVSS), `5 business days` by default.
+    pub assess_within: Within,
     pub status_update_within: Span,
     /// Fix deadline per severity: `critical`, `high`, `medium`, `low`.
     pub fix_within: BTreeMap<String, Span>,
@@ -267,6 +346,7 @@ impl Default for Policy {
         .collect();
         Policy {
             acknowledge_within: Span(Duration::from_secs(2 * day)),
+            assess_within: Within::BusinessDays(5),
             status_update_within: Span(Duration::from_secs(7 * day)),
             fix_within,
         }

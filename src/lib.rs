@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod case;
 pub mod clock;
 pub mod config;
 pub mod health;

@@ -114,7 +114,8 @@ impl Station {
             self.secrets.clone(),
             self.config.message_format,
             self.clock,
-        ))
+        )
+        .with_policy(&self.config.policy))
     }
 
     /// Reads `keys_dir` again (a reload), logging what is wrong with it.

@@ -93,6 +93,23 @@ fn manifest_seeds() {
     assert!(parsed >= 1, "the real manifest parses");
 }
 
+/// fuzz_targets/event.rs
+#[test]
+fn event_seeds() {
+    let mut parsed = 0;
+    for (path, data) in seeds("event") {
+        if let Ok(e) = embargo::case::Event::from_json(&data) {
+            let padded = e.to_padded_json().unwrap();
+            let again = embargo::case::Event::from_json(&padded).unwrap_or_else(|err| {
+                panic!("{}: reserialized event unreadable: {err}", path.display())
+            });
+            assert!(again == e, "{}", path.display());
+            parsed += 1;
+        }
+    }
+    assert!(parsed >= 7, "every well-formed seed parses ({parsed})");
+}
+
 /// fuzz_targets/keyring.rs
 #[test]
 fn keyring_seeds() {

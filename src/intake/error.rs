@@ -65,6 +65,13 @@ pub enum Refusal {
     InvalidConfirmation(String),
     /// A fetch confirmation does not match the stored ciphertext.
     ConfirmationMismatch(String),
+    /// A case event is over its size limit.
+    EventTooLarge { limit: usize },
+    /// A case event is not a well-formed encrypted OpenPGP message, or its
+    /// name is not an event name (the reason).
+    InvalidEvent(String),
+    /// An event of that name exists with other contents.
+    EventConflict,
     /// The body is not multipart/form-data.
     UnsupportedMediaType,
     /// A browser sent the form from another site (CSRF).
@@ -145,11 +152,14 @@ impl Refusal {
             | TooManyParts { .. }
             | TextTooLarge { .. }
             | RequestTooLarge { .. }
-            | ConfirmationTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | ConfirmationTooLarge { .. }
+            | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Interrupted(Interruption::Abandoned) => StatusCode::BAD_REQUEST,
             Interrupted(_) => StatusCode::REQUEST_TIMEOUT,
-            Malformed(_) | InvalidReport(_) | InvalidConfirmation(_) => StatusCode::BAD_REQUEST,
-            ConfirmationMismatch(_) => StatusCode::CONFLICT,
+            Malformed(_) | InvalidReport(_) | InvalidConfirmation(_) | InvalidEvent(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ConfirmationMismatch(_) | EventConflict => StatusCode::CONFLICT,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CrossOrigin => StatusCode::FORBIDDEN,
             Unauthorized => StatusCode::UNAUTHORIZED,
@@ -179,6 +189,9 @@ impl Refusal {
             InvalidReport(_) => "invalid_report",
             InvalidConfirmation(_) => "invalid_confirmation",
             ConfirmationMismatch(_) => "confirmation_mismatch",
+            EventTooLarge { .. } => "event_too_large",
+            InvalidEvent(_) => "invalid_event",
+            EventConflict => "event_conflict",
             UnsupportedMediaType => "unsupported_media_type",
             CrossOrigin => "cross_site_request",
             RateLimited(_) => "rate_limited",
@@ -216,6 +229,9 @@ impl Refusal {
             | ConfirmationTooLarge { .. }
             | InvalidConfirmation(_)
             | ConfirmationMismatch(_)
+            | EventTooLarge { .. }
+            | InvalidEvent(_)
+            | EventConflict
             | NotFound
             | NoPublicUrl
             | RangeNotSatisfiable { .. } => return None,
@@ -273,6 +289,11 @@ impl Refusal {
             ConfirmationMismatch(why) => {
                 format!("{why}; nothing was marked: fetch the report again")
             }
+            EventTooLarge { limit } => {
+                format!("a case event is at most {limit} bytes of ciphertext; nothing was stored")
+            }
+            InvalidEvent(why) => format!("{why}; nothing was stored"),
+            EventConflict => "an event of that name is stored already with other contents: events are never replaced; nothing was stored (an event is written once, under a new name)".into(),
             UnsupportedMediaType => "send the report as multipart/form-data".into(),
             CrossOrigin => "this form only accepts reports sent from its own page; open the form at / and send it from there".into(),
             RateLimited(RateLimit::Accepted { per_minute }) => format!(
@@ -477,6 +498,9 @@ mod tests {
             InvalidReport(FieldErrors::one("title", "is required".into())),
             InvalidConfirmation("the body is not JSON".into()),
             ConfirmationMismatch("the SHA-256 of report.pgp differs".into()),
+            EventTooLarge { limit: 1 << 20 },
+            InvalidEvent("not an encrypted OpenPGP message".into()),
+            EventConflict,
             UnsupportedMediaType,
             CrossOrigin,
             RateLimited(RateLimit::Accepted { per_minute: 5 }),
@@ -527,6 +551,9 @@ mod tests {
             InvalidReport(_) => (400, "invalid_report", Some(Rejection::Invalid)),
             InvalidConfirmation(_) => (400, "invalid_confirmation", None),
             ConfirmationMismatch(_) => (409, "confirmation_mismatch", None),
+            EventTooLarge { .. } => (413, "event_too_large", None),
+            InvalidEvent(_) => (400, "invalid_event", None),
+            EventConflict => (409, "event_conflict", None),
             UnsupportedMediaType => (
                 415,
                 "unsupported_media_type",

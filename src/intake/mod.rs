@@ -63,6 +63,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sealed", get(sealed::list))
         .route("/api/v1/sealed/{id}/{part}", get(sealed::part))
         .route("/api/v1/sealed/{id}/fetched", post(sealed::fetched))
+        .route(
+            "/api/v1/sealed/{id}/events",
+            get(sealed::events).post(sealed::add_event),
+        )
+        .route("/api/v1/sealed/{id}/events/{name}", get(sealed::event))
         .route("/metrics", get(routes::metrics_with_token))
         .fallback(routes::not_found)
         // Uploads are bounded by [limits] while they stream, not by axum's

@@ -43,7 +43,9 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Ref
 
 fn store_error(e: StoreError) -> Refusal {
     match e {
-        StoreError::NotFound(_) | StoreError::BadPartName(_) => Refusal::NotFound,
+        StoreError::NotFound(_) | StoreError::BadPartName(_) | StoreError::BadEventName(_) => {
+            Refusal::NotFound
+        }
         other => {
             tracing::error!("reading the store failed: {other}");
             Refusal::StoreUnavailable
@@ -281,4 +283,103 @@ mod tests {
         assert_eq!(r("bytes=0-1,3-4", 10), Range::Whole);
         assert_eq!(r("items=0-1", 10), Range::Whole);
     }
+}
+
+/// The name a stored event is posted under (`?name=<event ID>.pgp`).
+#[derive(serde::Deserialize)]
+pub struct EventName {
+    name: String,
+}
+
+/// `POST /api/v1/sealed/{id}/events?name=NAME`: stores one case event's
+/// ciphertext after checking only what the intake can see: the report
+/// exists, the name is an event name, the body is an encrypted OpenPGP
+/// message within the size limit, and no other event has that name. The
+/// event is durable before 201 is answered; the same bytes posted again
+/// (a retried upload) are answered 200.
+pub async fn add_event(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<EventName>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    use crate::case::sealed::{MAX_EVENT_CIPHERTEXT, check_shape};
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    if !crate::store::is_event_name(&query.name) {
+        return Err(Refusal::InvalidEvent(
+            "the name is not an event name (32 hex digits and .pgp)".into(),
+        ));
+    }
+    let body = axum::body::to_bytes(body, MAX_EVENT_CIPHERTEXT)
+        .await
+        .map_err(|_| Refusal::EventTooLarge {
+            limit: MAX_EVENT_CIPHERTEXT,
+        })?;
+    check_shape(&body).map_err(Refusal::InvalidEvent)?;
+    let store = state.store().clone();
+    let name = query.name.clone();
+    let stored = tokio::task::spawn_blocking(move || store.add_event(&id, &name, &body))
+        .await
+        .map_err(|_| Refusal::Internal)?;
+    match stored {
+        Ok(new) => {
+            tracing::info!(new, "case event stored");
+            let status = if new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(json!({ "name": query.name, "stored": new }))).into_response())
+        }
+        Err(StoreError::EventConflict(_)) => Err(Refusal::EventConflict),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// `GET /api/v1/sealed/{id}/events`: the names and sizes of a case's events.
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let store = state.store().clone();
+    let listed = tokio::task::spawn_blocking(move || store.events(&id))
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .map_err(store_error)?;
+    Ok(Json(json!({ "events": listed })).into_response())
+}
+
+/// `GET /api/v1/sealed/{id}/events/{name}`: one event's ciphertext.
+pub async fn event(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    if !crate::store::is_event_name(&name) {
+        return Err(Refusal::NotFound);
+    }
+    let store = state.store().clone();
+    let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, StoreError> {
+        let reader = store.open_event(&id, &name)?;
+        let mut bytes = Vec::new();
+        reader
+            .take(crate::case::sealed::MAX_EVENT_CIPHERTEXT as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|source| StoreError::Io {
+                path: format!("{id}/events/{name}"),
+                source,
+            })?;
+        Ok(bytes)
+    })
+    .await
+    .map_err(|_| Refusal::Internal)?
+    .map_err(store_error)?;
+    Ok(([(header::CONTENT_TYPE, "application/pgp-encrypted")], bytes).into_response())
 }

@@ -1,11 +1,13 @@
 //! The manifest: the signed, encrypted table of contents of a report
 //! (docs/format.md).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::config::{Policy, Span, Within};
 use crate::id::ReportId;
 use crate::report::{ReportBody, Reporter};
 
@@ -89,6 +91,51 @@ pub struct Manifest {
     pub recipients: Vec<String>,
     #[serde(default)]
     pub signing_key: String,
+    /// The `[policy]` in force when the report arrived: the promises made
+    /// to this reporter, which deadlines are computed from. Absent in
+    /// reports sealed before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[zeroize(skip)]
+    pub policy: Option<SealedPolicy>,
+}
+
+/// The promises of `[policy]` as sealed into a manifest. Unlike the
+/// configuration, unknown keys are ignored (a newer intake may add some).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPolicy {
+    pub acknowledge_within: Span,
+    #[serde(default = "default_assess_within")]
+    pub assess_within: Within,
+    pub status_update_within: Span,
+    #[serde(default)]
+    pub fix_within: BTreeMap<String, Span>,
+}
+
+fn default_assess_within() -> Within {
+    Policy::default().assess_within
+}
+
+impl From<&Policy> for SealedPolicy {
+    fn from(p: &Policy) -> SealedPolicy {
+        SealedPolicy {
+            acknowledge_within: p.acknowledge_within,
+            assess_within: p.assess_within,
+            status_update_within: p.status_update_within,
+            fix_within: p.fix_within.clone(),
+        }
+    }
+}
+
+impl SealedPolicy {
+    /// The promises as a [`Policy`] for deadline arithmetic.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            acknowledge_within: self.acknowledge_within,
+            assess_within: self.assess_within,
+            status_update_within: self.status_update_within,
+            fix_within: self.fix_within.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for Manifest {

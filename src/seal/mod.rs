@@ -6,7 +6,7 @@ mod media;
 pub mod reader;
 pub mod writer;
 
-pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role};
+pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SealedPolicy};
 pub use media::media_type_for;
 pub use reader::{Opener, RevealError, SecretSource, SignatureCheck};
 pub use writer::{ReportWriter, SealError, SealedReport, Sealer};

@@ -199,7 +199,7 @@ impl Opener {
             &part,
             reader.take(MAX_MANIFEST_BYTES + 1),
             &mut *json,
-            true,
+            Verify::Signer(self.signer.iter().cloned().collect()),
             MAX_MANIFEST_BYTES,
         )?;
         let manifest = Manifest::from_json(&json).map_err(|source| RevealError::Manifest {
@@ -245,7 +245,7 @@ impl Opener {
             size: 0,
             limit: entry.size,
         };
-        self.decrypt(&part, reader, &mut checked, false, entry.size)?;
+        self.decrypt(&part, reader, &mut checked, Verify::Nothing, entry.size)?;
         let CheckingWriter { hash, size, .. } = checked;
         if size != entry.size {
             return Err(RevealError::Mismatch {
@@ -263,14 +263,47 @@ impl Opener {
         Ok(())
     }
 
+    /// Decrypts a signed message of at most `limit` bytes of plaintext
+    /// (a case event) and checks that one of `signers` signed it; returns
+    /// the plaintext and the signing certificate's fingerprint. `part`
+    /// names it in errors.
+    pub fn open_signed(
+        &self,
+        part: &str,
+        reader: impl Read + Send + Sync,
+        limit: u64,
+        signers: &[Cert],
+    ) -> Result<(Zeroizing<Vec<u8>>, Fingerprint), RevealError> {
+        let mut plaintext = Zeroizing::new(Vec::new());
+        let outcome = self.decrypt(
+            part,
+            reader.take(limit.saturating_add(1 << 16)),
+            &mut *plaintext,
+            Verify::Signer(signers.to_vec()),
+            limit,
+        )?;
+        match outcome.signer {
+            Some(fpr) => Ok((plaintext, fpr)),
+            None => Err(RevealError::BadSignature {
+                part: part.to_owned(),
+                detail: " (no maintainer certificate signed it)".into(),
+            }),
+        }
+    }
+
     fn decrypt(
         &self,
         part: &str,
         mut reader: impl Read + Send + Sync,
         out: &mut dyn Write,
-        signed: bool,
+        verify: Verify,
         limit: u64,
     ) -> Result<Outcome, RevealError> {
+        let signed = matches!(verify, Verify::Signer(_));
+        let certs = match verify {
+            Verify::Signer(certs) => certs,
+            Verify::Nothing => Vec::new(),
+        };
         // gpg needs to see the start of the message to find the session key.
         let mut head = Vec::new();
         if let SecretSource::Gpg { .. } = self.source {
@@ -282,6 +315,7 @@ impl Opener {
         let reader = Cursor::new(head.clone()).chain(reader);
         let helper = Helper {
             opener: self,
+            certs,
             part: part.to_string(),
             head,
             signed,
@@ -340,6 +374,14 @@ impl Opener {
 
 struct Outcome {
     signer: Option<Fingerprint>,
+}
+
+/// Which signature a message must carry.
+enum Verify {
+    /// One by any of these certificates (none given: not checked).
+    Signer(Vec<Cert>),
+    /// None: attachments are bound by the manifest instead.
+    Nothing,
 }
 
 fn tampered(part: &str, detail: String) -> RevealError {
@@ -401,6 +443,8 @@ impl HelperFailure {
 
 struct Helper<'a> {
     opener: &'a Opener,
+    /// The certificates a signature must come from.
+    certs: Vec<Cert>,
     part: String,
     head: Vec<u8>,
     signed: bool,
@@ -419,7 +463,7 @@ impl Helper<'_> {
 
 impl VerificationHelper for Helper<'_> {
     fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        Ok(self.opener.signer.iter().cloned().collect())
+        Ok(self.certs.clone())
     }
 
     fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
@@ -429,7 +473,7 @@ impl VerificationHelper for Helper<'_> {
                 MessageLayer::Encryption { .. } => encrypted = true,
                 MessageLayer::Compression { .. } => {}
                 MessageLayer::SignatureGroup { results } => {
-                    if !self.signed || self.opener.signer.is_none() {
+                    if !self.signed || self.certs.is_empty() {
                         continue;
                     }
                     for good in results.iter().flatten() {
@@ -452,7 +496,7 @@ impl VerificationHelper for Helper<'_> {
             let part = self.part.clone();
             return Err(self.fail(HelperFailure::NotEncrypted { part }));
         }
-        if self.signed && self.opener.signer.is_some() && self.signer.is_none() {
+        if self.signed && !self.certs.is_empty() && self.signer.is_none() {
             let part = self.part.clone();
             return Err(self.fail(HelperFailure::Signature {
                 part,

@@ -20,9 +20,9 @@ use openpgp::{Fingerprint, KeyHandle};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SCHEMA};
+use super::manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SCHEMA, SealedPolicy};
 use crate::clock::{Clock, rfc3339};
-use crate::config::MessageFormat;
+use crate::config::{MessageFormat, Policy};
 use crate::id::ReportId;
 use crate::keys::{IntakeSecrets, KeyError, Recipients};
 use crate::report::{ReportBody, Reporter};
@@ -63,6 +63,8 @@ struct SealerInner {
     secrets: Arc<IntakeSecrets>,
     format: MessageFormat,
     clock: Clock,
+    /// The promises sealed into each manifest.
+    policy: Option<SealedPolicy>,
 }
 
 /// One sealed part as stored, for receipts and listings.
@@ -107,7 +109,22 @@ impl Sealer {
                 secrets,
                 format,
                 clock,
+                policy: None,
             }),
+        }
+    }
+
+    /// The same sealer, recording `policy` in every manifest it writes.
+    pub fn with_policy(self, policy: &Policy) -> Sealer {
+        let inner = SealerInner {
+            recipients: self.inner.recipients.clone(),
+            secrets: self.inner.secrets.clone(),
+            format: self.inner.format,
+            clock: self.inner.clock,
+            policy: Some(SealedPolicy::from(policy)),
+        };
+        Sealer {
+            inner: Arc::new(inner),
         }
     }
 
@@ -129,34 +146,7 @@ impl Sealer {
         channel: Channel,
     ) -> Result<ReportWriter, SealError> {
         let now = self.inner.clock.now();
-        let mut keys = Vec::new();
-        let mut recipients = Vec::new();
-        for vc in self.inner.recipients.at(now)? {
-            let features = match self.inner.format {
-                MessageFormat::Compat => Features::empty().set_seipdv1(),
-                MessageFormat::Rfc9580 => vc
-                    .features()
-                    .unwrap_or_else(|| Features::empty().set_seipdv1()),
-            };
-            for ka in vc.keys().supported().alive().revoked(false).key_flags(
-                KeyFlags::empty()
-                    .set_storage_encryption()
-                    .set_transport_encryption(),
-            ) {
-                keys.push(EncryptionKey {
-                    features: features.clone(),
-                    handle: ka.key().key_handle(),
-                    key: ka.key().clone().role_into_unspecified(),
-                });
-            }
-            recipients.push(vc.fingerprint().to_hex());
-        }
-        if keys.is_empty() {
-            // Never a message nobody can open.
-            return Err(SealError::OpenPgp(anyhow::anyhow!(
-                "no usable encryption subkey among the maintainer certificates"
-            )));
-        }
+        let (keys, recipients) = encryption_keys(&self.inner.recipients, self.inner.format, now)?;
         let staging = store.stage(&id)?;
         Ok(ReportWriter {
             sealer: self.clone(),
@@ -175,6 +165,78 @@ impl Sealer {
     pub fn sign_cleartext(&self, text: &str) -> Result<String, SealError> {
         sign_cleartext(&self.inner.secrets, text)
     }
+}
+
+/// The encryption subkeys of every certificate in `recipients` usable at
+/// `now`, and the certificates' fingerprints; refused when there is none.
+fn encryption_keys(
+    recipients: &Recipients,
+    format: MessageFormat,
+    now: SystemTime,
+) -> Result<(Vec<EncryptionKey>, Vec<String>), SealError> {
+    let mut keys = Vec::new();
+    let mut fingerprints = Vec::new();
+    for vc in recipients.at(now)? {
+        let features = match format {
+            MessageFormat::Compat => Features::empty().set_seipdv1(),
+            MessageFormat::Rfc9580 => vc
+                .features()
+                .unwrap_or_else(|| Features::empty().set_seipdv1()),
+        };
+        for ka in vc.keys().supported().alive().revoked(false).key_flags(
+            KeyFlags::empty()
+                .set_storage_encryption()
+                .set_transport_encryption(),
+        ) {
+            keys.push(EncryptionKey {
+                features: features.clone(),
+                handle: ka.key().key_handle(),
+                key: ka.key().clone().role_into_unspecified(),
+            });
+        }
+        fingerprints.push(vc.fingerprint().to_hex());
+    }
+    if keys.is_empty() {
+        // Never a message nobody can open.
+        return Err(SealError::OpenPgp(anyhow::anyhow!(
+            "no usable encryption subkey among the maintainer certificates"
+        )));
+    }
+    Ok((keys, fingerprints))
+}
+
+/// One signed, encrypted message: `plaintext` in a literal packet, signed
+/// by `signer` (a one-pass signature inside the encryption) at `at`, and
+/// encrypted to every usable subkey of `recipients` with a session key of
+/// its own. Case events are sealed this way.
+pub fn seal_signed(
+    recipients: &Recipients,
+    format: MessageFormat,
+    signer: openpgp::crypto::KeyPair,
+    at: SystemTime,
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, Vec<String>), SealError> {
+    let pgp = SealError::OpenPgp;
+    let (keys, fingerprints) = encryption_keys(recipients, format, at)?;
+    let mut out = Vec::new();
+    {
+        let envelope = Envelope::new(&keys).map_err(pgp)?;
+        let message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
+        let message = Signer::new(message, signer)
+            .map_err(pgp)?
+            .creation_time(at)
+            .build()
+            .map_err(pgp)?;
+        let mut literal = LiteralWriter::new(message)
+            .format(DataFormat::Binary)
+            .build()
+            .map_err(pgp)?;
+        literal
+            .write_all(plaintext)
+            .map_err(|e| SealError::OpenPgp(e.into()))?;
+        literal.finalize().map_err(pgp)?;
+    }
+    Ok((out, fingerprints))
 }
 
 /// Signs `text` as a cleartext-signed message (RFC 9580 §7) with the intake
@@ -381,6 +443,7 @@ impl ReportWriter {
             email,
             recipients: self.recipients.clone(),
             signing_key: self.sealer.inner.secrets.signing_fingerprint().to_hex(),
+            policy: self.sealer.inner.policy.clone(),
         };
         let json = manifest.to_json();
         let part = self.write_part("manifest.pgp", true, |w| {

@@ -7,7 +7,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::{PartInfo, PartReader, PartSink, Staging, Store, StoreError, is_part_name};
+use super::{
+    EVENTS_DIR, PartInfo, PartReader, PartSink, Staging, Store, StoreError, is_event_name,
+    is_part_name,
+};
 use crate::id::ReportId;
 
 const STAGING: &str = ".staging";
@@ -91,6 +94,19 @@ fn mkdir_private(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         other => other,
     }
+}
+
+/// Whether the file at `path` holds exactly `bytes`; `None` when there is
+/// no such file (or it cannot be read, which the caller's write reports).
+fn same_bytes(path: &Path, bytes: &[u8]) -> Option<bool> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() {
+        return Some(false);
+    }
+    if meta.len() != bytes.len() as u64 {
+        return Some(false);
+    }
+    fs::read(path).ok().map(|have| have == bytes)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -317,6 +333,96 @@ impl Store for FsStore {
             fs::symlink_metadata(self.report_dir(id).join(super::EVENTS_DIR)),
             Err(e) if e.kind() == io::ErrorKind::NotFound
         )
+    }
+
+    fn add_event(&self, id: &ReportId, name: &str, ciphertext: &[u8]) -> Result<bool, StoreError> {
+        if !is_event_name(name) {
+            return Err(StoreError::BadEventName(name.chars().take(40).collect()));
+        }
+        let dir = self.complete(id)?.join(EVENTS_DIR);
+        mkdir_private(&dir).map_err(io_err(&dir))?;
+        let target = dir.join(name);
+        if let Some(same) = same_bytes(&target, ciphertext) {
+            return if same {
+                Ok(false)
+            } else {
+                Err(StoreError::EventConflict(name.to_owned()))
+            };
+        }
+        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(ciphertext)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
+        // A hard link never replaces: two writers of one name cannot both win.
+        let linked = fs::hard_link(&tmp, &target);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return match same_bytes(&target, ciphertext) {
+                    Some(true) => Ok(false),
+                    _ => Err(StoreError::EventConflict(name.to_owned())),
+                };
+            }
+            Err(e) => return Err(io_err(&target)(e)),
+        }
+        sync_dir(&dir).map_err(io_err(&dir))?;
+        Ok(true)
+    }
+
+    fn events(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError> {
+        let dir = self.complete(id)?.join(EVENTS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if is_event_name(&name) && meta.is_file() {
+                out.push(PartInfo {
+                    name,
+                    size: meta.len(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn open_event(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError> {
+        if !is_event_name(name) {
+            return Err(StoreError::BadEventName(name.chars().take(40).collect()));
+        }
+        let path = self.complete(id)?.join(EVENTS_DIR).join(name);
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                Err(StoreError::NotFound(id.clone()))
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     fn remove_stale_staging(&self) -> Result<usize, StoreError> {

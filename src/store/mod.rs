@@ -32,6 +32,10 @@ pub enum StoreError {
     NotFound(ReportId),
     #[error("{0:?} is not a part name (expected manifest.pgp or NNN.pgp)")]
     BadPartName(String),
+    #[error("{0:?} is not an event name (expected 32 hex digits and .pgp)")]
+    BadEventName(String),
+    #[error("an event named {0} exists already with other contents; events are never replaced")]
+    EventConflict(String),
 }
 
 /// One ciphertext file of a report.
@@ -71,6 +75,25 @@ pub trait Store: Send + Sync {
     /// a `closed` event inside the ciphertext, so any events (or events it
     /// cannot check) count as an open case, which retention keeps.
     fn case_open(&self, id: &ReportId) -> bool;
+    /// Stores event `name` (`<event ID>.pgp`) of complete report `id`,
+    /// durably (temporary file, fsync, link into place, directory fsync)
+    /// before returning. `Ok(false)` when an event of that name exists
+    /// already with the same bytes (a retried upload); an existing event is
+    /// never replaced, and one with other bytes is [`StoreError::EventConflict`].
+    fn add_event(&self, id: &ReportId, name: &str, ciphertext: &[u8]) -> Result<bool, StoreError>;
+    /// The events of complete report `id`, by name, with their sizes.
+    fn events(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError>;
+    /// Opens one event of complete report `id`.
+    fn open_event(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError>;
+}
+
+/// Whether `name` is an event name: 32 lower-case hex digits and `.pgp`.
+pub fn is_event_name(name: &str) -> bool {
+    name.len() == 36
+        && name.ends_with(".pgp")
+        && name[..32]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A report being written.

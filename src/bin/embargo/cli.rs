@@ -95,10 +95,104 @@ pub enum Command {
         #[arg(long, default_value_t = reveal::fetch::DEFAULT_MAX_BYTES)]
         max_bytes: u64,
     },
+    /// A report's case: its timeline, and the maintainers' actions on it (sealed, signed events).
+    Case {
+        #[command(subcommand)]
+        command: CaseCommand,
+    },
+}
+
+/// The case subcommands. Each action signs an event with --key, seals it to every maintainer and stores it beside the report.
+#[derive(Subcommand)]
+pub enum CaseCommand {
+    /// The report summary, the timeline (who, when, what) and what is still due.
+    Show {
+        #[command(flatten)]
+        case: CaseArgs,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record that the report was acknowledged (reporter-visible).
+    Ack {
+        #[command(flatten)]
+        case: CaseArgs,
+    },
+    /// Record the (provisional) assessment: severity, CVSS vector, CWE.
+    Assess {
+        #[command(flatten)]
+        case: CaseArgs,
+        /// critical, high, medium, low or unknown.
+        #[arg(long)]
+        severity: String,
+        /// A CVSS 3.0, 3.1 or 4.0 vector.
+        #[arg(long)]
+        cvss: Option<String>,
+        /// CWE identifiers, e.g. CWE-78 (repeatable, or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        cwe: Vec<String>,
+    },
+    /// A message to the reporter (text from --message FILE, or stdin).
+    Reply {
+        #[command(flatten)]
+        case: CaseArgs,
+    },
+    /// A note for maintainers only (text from --message FILE, or stdin).
+    Note {
+        #[command(flatten)]
+        case: CaseArgs,
+    },
+    /// Record a fix: the version, its commit, and whether it is released.
+    Fix {
+        #[command(flatten)]
+        case: CaseArgs,
+        #[arg(long = "version")]
+        fix_version: String,
+        #[arg(long)]
+        commit: Option<String>,
+        /// The fix is published (the fix deadline is met).
+        #[arg(long)]
+        released: bool,
+    },
+    /// Record the public advisory's identifiers.
+    Advisory {
+        #[command(flatten)]
+        case: CaseArgs,
+        #[arg(long)]
+        ghsa: Option<String>,
+        #[arg(long)]
+        cve: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Close the case: fixed, duplicate, invalid, wontfix or out-of-scope.
+    Close {
+        #[command(flatten)]
+        case: CaseArgs,
+        #[arg(long = "as")]
+        resolution: String,
+    },
+    /// Reopen a closed case.
+    Reopen {
+        #[command(flatten)]
+        case: CaseArgs,
+    },
+}
+
+/// What every case command takes: the report, where it is, whose key.
+#[derive(clap::Args)]
+pub struct CaseArgs {
+    /// The report ID.
+    pub id: String,
+    #[command(flatten)]
+    pub reveal: RevealOpts,
+    /// The event's text from this file (`-`: stdin).
+    #[arg(long)]
+    pub message: Option<PathBuf>,
 }
 
 /// Key, store and signer options of `decrypt` and `list`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct RevealOpts {
     /// The store: the directory that holds reports/ (or `store` in -c FILE).
     #[arg(long)]

@@ -2,6 +2,7 @@
 //! and the result into output. Shared steps (the clock, the configuration,
 //! the maintainer options) are here.
 
+mod case;
 mod decrypt;
 mod fetch;
 mod keys;
@@ -45,6 +46,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
             out: dir,
         } => decrypt::run(report, reveal, dir, out),
         Command::List { reveal, json } => list::run(reveal, json, clock, out),
+        Command::Case { command } => case::run(command, clock, out),
         Command::Token {
             command: TokenCommand::New { out: file },
         } => token::new(file.as_deref(), out),
@@ -93,6 +95,8 @@ struct Maintainer {
     keys: reveal::KeyArgs,
     signer: reveal::SignerArgs,
     policy: Policy,
+    /// The intake's `keys_dir`, when `-c` gave a configuration.
+    keys_dir: Option<PathBuf>,
 }
 
 impl Maintainer {
@@ -115,6 +119,7 @@ impl Maintainer {
             store,
             keys,
             signer,
+            keys_dir: config.as_ref().map(|c| c.keys_dir.clone()),
             policy: config.map(|c| c.policy).unwrap_or_default(),
         })
     }

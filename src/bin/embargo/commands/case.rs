@@ -1,0 +1,348 @@
+//! `embargo case …`: the timeline of a report, and the maintainers' actions
+//! on it, each a signed event sealed to every maintainer.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+use sequoia_openpgp as openpgp;
+
+use embargo::case::event::{Advisory, Assessment, CvssVector, Fix};
+use embargo::case::{Case, Event, Kind, Opened, Resolution, Signers, Writer};
+use embargo::clock::{Clock, rfc3339};
+use embargo::config::MessageFormat;
+use embargo::id::ReportId;
+use embargo::keys::Keyring;
+use embargo::reveal;
+use embargo::reveal::names::one_line;
+use embargo::seal::{Opener, SecretSource};
+use embargo::store;
+
+use super::Maintainer;
+use crate::cli::{CaseArgs, CaseCommand};
+use crate::output::Output;
+
+/// Longest line of an event's message shown by `case show`.
+const MESSAGE_LINE_CHARS: usize = 500;
+
+pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode> {
+    let (args, kind) = match &command {
+        CaseCommand::Show { case, json } => return show(case, *json, clock, out),
+        CaseCommand::Ack { case } => (case, Kind::Acknowledged),
+        CaseCommand::Assess { case, .. } => (case, Kind::Assessed),
+        CaseCommand::Reply { case } => (case, Kind::Reply),
+        CaseCommand::Note { case } => (case, Kind::Note),
+        CaseCommand::Fix { case, .. } => (case, Kind::Fix),
+        CaseCommand::Advisory { case, .. } => (case, Kind::Advisory),
+        CaseCommand::Close { case, .. } => (case, Kind::Closed),
+        CaseCommand::Reopen { case } => (case, Kind::Reopened),
+    };
+    let ctx = Context::open(args, out, clock)?;
+    let case = ctx.read()?;
+    let author = ctx.author()?;
+    let mut event = Event::new(
+        case.manifest.id.clone(),
+        kind,
+        author.fingerprint().to_hex(),
+        clock.now(),
+    );
+    event.message = message(args.message.as_deref(), kind)?;
+    fill(&mut event, &command)?;
+    let recipients = ctx.keyring.recipients()?;
+    let writer = Writer {
+        store: ctx.store.as_ref(),
+        recipients: &recipients,
+        format: MessageFormat::Compat,
+        author: &author,
+    };
+    writer.add(&case, &event)?;
+    out.note(format_args!(
+        "recorded {} on report {} (event {})",
+        kind.as_str(),
+        case.manifest.id,
+        event.event
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fields that go with each kind of action.
+fn fill(event: &mut Event, command: &CaseCommand) -> Result<()> {
+    match command {
+        CaseCommand::Assess {
+            severity,
+            cvss,
+            cwe,
+            ..
+        } => {
+            let severity = severity.to_ascii_lowercase().parse().map_err(|()| {
+                anyhow!("--severity {severity:?}: use critical, high, medium, low or unknown")
+            })?;
+            if let Some(v) = cvss {
+                embargo::report::CvssScore::parse(v).map_err(|e| anyhow!("--cvss {v:?}: {e}"))?;
+            }
+            event.assessment = Some(Assessment {
+                severity,
+                cvss: cvss.clone().map(|vector| CvssVector { vector }),
+                cwe: cwe.iter().map(|c| c.trim().to_ascii_uppercase()).collect(),
+            });
+        }
+        CaseCommand::Fix {
+            fix_version,
+            commit,
+            released,
+            ..
+        } => {
+            event.fix = Some(Fix {
+                version: fix_version.clone(),
+                commit: commit.clone(),
+                released: *released,
+            });
+        }
+        CaseCommand::Advisory { ghsa, cve, url, .. } => {
+            if ghsa.is_none() && cve.is_none() && url.is_none() {
+                bail!("give at least one of --ghsa, --cve and --url");
+            }
+            event.advisory = Some(Advisory {
+                ghsa: ghsa.clone(),
+                cve: cve.clone(),
+                url: url.clone(),
+            });
+        }
+        CaseCommand::Close { resolution, .. } => {
+            event.resolution = Some(resolution.parse::<Resolution>().map_err(|e| anyhow!(e))?);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The event's text: `--message FILE`, `-` for stdin; `reply` and `note`
+/// need one, and read stdin when it is not a terminal.
+fn message(file: Option<&Path>, kind: Kind) -> Result<Option<String>> {
+    let needs = matches!(kind, Kind::Reply | Kind::Note);
+    let text = match file {
+        Some(p) if p == Path::new("-") => Some(read_stdin()?),
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+            anyhow!(
+                "cannot read the message file {}: {e}; give a readable UTF-8 text file, or - for stdin",
+                p.display()
+            )
+        })?),
+        None if needs && !std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            Some(read_stdin()?)
+        }
+        None => None,
+    };
+    let text = text.filter(|t| !t.trim().is_empty());
+    if needs && text.is_none() {
+        bail!(
+            "a {} needs text: give --message FILE, or pipe it in (--message -)",
+            kind.as_str()
+        );
+    }
+    Ok(text)
+}
+
+fn read_stdin() -> Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .take(embargo::case::event::MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| anyhow!("cannot read the message from stdin: {e}"))?;
+    Ok(text)
+}
+
+/// Everything a case command opens: the store, the key, who may sign.
+struct Context {
+    store: std::sync::Arc<dyn store::Store>,
+    opener: Opener,
+    source_certs: Vec<openpgp::Cert>,
+    /// The maintainers' keyring: every certificate verifies signatures
+    /// (events signed before one expired stay verified); the usable ones
+    /// are what new events are sealed to.
+    keyring: Keyring,
+    maintainers: Vec<openpgp::Cert>,
+    intake: Option<openpgp::Cert>,
+    id: ReportId,
+    fallback_policy: embargo::config::Policy,
+}
+
+impl Context {
+    fn open(args: &CaseArgs, out: &Output, clock: Clock) -> Result<Context> {
+        let id: ReportId = args.id.parse().map_err(|_| {
+            anyhow!(
+                "{} is not a report ID (like K7Q3M-2XDA9-TF4BC-1ZP0R)",
+                one_line(&args.id, 40)
+            )
+        })?;
+        let m = Maintainer::resolve(args.reveal.clone(), out)?;
+        let root = reveal::store_root(m.store.as_deref(), None)?;
+        if !root.join("reports").is_dir() {
+            bail!(
+                "no store at {}: give --store DIR (the directory holding reports/)",
+                root.display()
+            );
+        }
+        let store = store::open(&root)?;
+        let keyring = maintainer_keyring(&root, m.keys_dir.as_deref(), clock)?;
+        let maintainers = keyring.entries.iter().map(|e| e.cert.clone()).collect();
+        let intake = m.signer.resolve()?;
+        let source = m.keys.open()?;
+        let source_certs = match &source {
+            SecretSource::Keys(certs) => certs.clone(),
+            SecretSource::Gpg { .. } => Vec::new(),
+        };
+        Ok(Context {
+            store,
+            opener: Opener::new(source, intake.clone()),
+            source_certs,
+            keyring,
+            maintainers,
+            intake,
+            id,
+            fallback_policy: m.policy,
+        })
+    }
+
+    fn read(&self) -> Result<Case> {
+        let signers = Signers {
+            maintainers: &self.maintainers,
+            intake: self.intake.as_ref(),
+        };
+        Ok(Case::read(
+            self.store.as_ref(),
+            &self.opener,
+            &signers,
+            &self.id,
+        )?)
+    }
+
+    /// The maintainer's own certificate, to sign with.
+    fn author(&self) -> Result<openpgp::Cert> {
+        self.source_certs.first().cloned().ok_or_else(|| {
+            anyhow!("signing case events needs the secret key file: give --key FILE (gpg-agent signing is not supported yet)")
+        })
+    }
+}
+
+/// The maintainers events are sealed to and signed by: the intake's
+/// `/keys.asc` saved in the store by `fetch`, else the configuration's
+/// `keys_dir`.
+fn maintainer_keyring(root: &Path, keys_dir: Option<&Path>, clock: Clock) -> Result<Keyring> {
+    let saved = root.join("intake").join("keys");
+    let dir = if saved.is_dir() {
+        saved
+    } else if let Some(dir) = keys_dir {
+        dir.to_path_buf()
+    } else {
+        bail!(
+            "no maintainer certificates: give -c FILE (the intake's configuration, for its keys_dir), or fetch once so that the store holds the intake's keys"
+        );
+    };
+    Ok(Keyring::load(&dir, clock)?)
+}
+
+fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitCode> {
+    let ctx = Context::open(args, out, clock)?;
+    let case = ctx.read()?;
+    let now = clock.now();
+    let obligations = case.obligations(&ctx.fallback_policy, now);
+    if json {
+        out.data(show_json(&case, &obligations));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = &case.manifest;
+    let mut text = format!(
+        "Report {}  received {}  severity {}\nTitle: {}\nState: {}\n",
+        m.id,
+        m.received_at,
+        case.state.severity(m.report.severity),
+        one_line(&m.report.title, 200),
+        case.state.stage.as_str()
+    );
+    if obligations.is_empty() {
+        text.push_str("Due: nothing\n");
+    }
+    for o in &obligations {
+        text.push_str(&format!(
+            "Due: {} by {}{}\n",
+            o.what.as_str().replace('_', " "),
+            rfc3339(o.due),
+            if o.overdue { " OVERDUE" } else { "" }
+        ));
+    }
+    text.push_str("Timeline:\n");
+    for e in &case.events {
+        text.push_str(&timeline_line(e, &ctx.maintainers));
+    }
+    out.data_raw(&text);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn author_name(fpr: &str, maintainers: &[openpgp::Cert]) -> String {
+    maintainers
+        .iter()
+        .find(|c| c.fingerprint().to_hex().eq_ignore_ascii_case(fpr))
+        .and_then(|c| c.userids().next().map(|u| u.userid().to_string()))
+        .map(|u| one_line(&u, 80))
+        .unwrap_or_else(|| fpr.to_owned())
+}
+
+fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert]) -> String {
+    match e {
+        Opened::Unverifiable { name, why } => {
+            format!(
+                "  UNVERIFIABLE {name}: {} (not counted)\n",
+                one_line(why, 200)
+            )
+        }
+        Opened::Verified(e) => {
+            let mut line = format!(
+                "  {}  {}  by {}{}\n",
+                e.at,
+                e.kind.as_str(),
+                author_name(&e.author, maintainers),
+                if e.visible_to_reporter {
+                    "  (reporter sees it)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(msg) = &e.message {
+                for l in msg.lines() {
+                    line.push_str(&format!("      {}\n", one_line(l, MESSAGE_LINE_CHARS)));
+                }
+            }
+            line
+        }
+    }
+}
+
+fn show_json(case: &Case, obligations: &[embargo::case::Obligation]) -> String {
+    let events: Vec<serde_json::Value> = case
+        .events
+        .iter()
+        .map(|o| match o {
+            Opened::Verified(e) => serde_json::json!({ "verified": true, "event": e }),
+            Opened::Unverifiable { name, why } => {
+                serde_json::json!({ "verified": false, "name": name, "why": why })
+            }
+        })
+        .collect();
+    let due: Vec<serde_json::Value> = obligations
+        .iter()
+        .map(|o| serde_json::json!({ "what": o.what, "due": rfc3339(o.due), "overdue": o.overdue }))
+        .collect();
+    let m = &case.manifest;
+    serde_json::to_string_pretty(&serde_json::json!({
+        "id": m.id,
+        "title": m.report.title,
+        "received_at": m.received_at,
+        "severity": case.state.severity(m.report.severity),
+        "state": case.state.stage,
+        "due": due,
+        "events": events,
+    }))
+    .unwrap_or_default()
+}

@@ -1,0 +1,165 @@
+//! A case as the maintainer's commands see it: the verified report, every
+//! event opened with its checks, and their fold; and adding one event.
+
+use std::time::SystemTime;
+
+use openpgp::Cert;
+use sequoia_openpgp as openpgp;
+
+use super::event::{Event, Kind};
+use super::sealed::{Opened, SealEventError, Signers, open_event, seal_event, signing_keypair};
+use super::state::{CaseState, Obligation};
+use crate::config::{MessageFormat, Policy};
+use crate::id::ReportId;
+use crate::keys::Recipients;
+use crate::seal::{Manifest, Opener, RevealError, SignatureCheck};
+use crate::store::{Store, StoreError};
+
+/// What stops a case command. Messages say what to do; none quotes plaintext.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaseError {
+    #[error(transparent)]
+    Reveal(#[from] RevealError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealEventError),
+    #[error(
+        "report {0} is not verified: its manifest signature was not checked; give the intake's signing certificate (--signer FILE, or -c with the intake's state_dir) so that events are only added to genuine reports"
+    )]
+    Unverified(ReportId),
+    #[error("the case of report {0} is closed: `embargo case reopen {0}` first")]
+    Closed(ReportId),
+    #[error("the case of report {0} is not closed: there is nothing to reopen")]
+    NotClosed(ReportId),
+    #[error(
+        "no maintainer certificates to seal the event to: give -c FILE (the intake's keys_dir), or fetch once so that the store holds the intake's /keys.asc"
+    )]
+    NoRecipients,
+}
+
+/// One case, read.
+#[derive(Debug)]
+pub struct Case {
+    pub manifest: Manifest,
+    pub signature: SignatureCheck,
+    /// Every stored event, verified or not, in time order (unverifiable
+    /// ones last).
+    pub events: Vec<Opened>,
+    pub state: CaseState,
+}
+
+impl Case {
+    /// Reads report `id` and its events from `store`.
+    pub fn read(
+        store: &dyn Store,
+        opener: &Opener,
+        signers: &Signers<'_>,
+        id: &ReportId,
+    ) -> Result<Case, CaseError> {
+        let opened = opener.open_manifest(store, id)?;
+        let mut events = Vec::new();
+        for info in store.events(id)? {
+            let mut bytes = Vec::new();
+            let mut reader = store.open_event(id, &info.name)?;
+            let read = std::io::Read::read_to_end(
+                &mut std::io::Read::take(&mut reader, super::event::MAX_EVENT_BYTES as u64 * 2),
+                &mut bytes,
+            );
+            events.push(match read {
+                Ok(_) => open_event(opener, id, &info.name, &bytes, signers),
+                Err(e) => Opened::Unverifiable {
+                    name: info.name.clone(),
+                    why: format!("cannot be read: {e}"),
+                },
+            });
+        }
+        events.sort_by_key(order);
+        let verified: Vec<&Event> = events
+            .iter()
+            .filter_map(|o| match o {
+                Opened::Verified(e) => Some(&**e),
+                Opened::Unverifiable { .. } => None,
+            })
+            .collect();
+        let state = CaseState::fold(&verified);
+        Ok(Case {
+            manifest: opened.manifest,
+            signature: opened.signature,
+            events,
+            state,
+        })
+    }
+
+    /// When the report arrived.
+    pub fn received(&self) -> Option<SystemTime> {
+        crate::clock::parse_rfc3339(&self.manifest.received_at)
+    }
+
+    /// The promises made at intake (sealed into the manifest), else
+    /// `fallback` for reports sealed before they were recorded.
+    pub fn policy(&self, fallback: &Policy) -> Policy {
+        self.manifest
+            .policy
+            .as_ref()
+            .map_or_else(|| fallback.clone(), |p| p.policy())
+    }
+
+    /// What is still owed at `now`.
+    pub fn obligations(&self, fallback: &Policy, now: SystemTime) -> Vec<Obligation> {
+        let Some(received) = self.received() else {
+            return Vec::new();
+        };
+        self.state.obligations(
+            &self.policy(fallback),
+            received,
+            self.manifest.report.severity,
+            now,
+        )
+    }
+}
+
+/// Verified events by time and ID, then the unverifiable ones by name.
+fn order(o: &Opened) -> (u8, Option<SystemTime>, String) {
+    match o {
+        Opened::Verified(e) => (0, e.time(), e.event.to_string()),
+        Opened::Unverifiable { name, .. } => (1, None, name.clone()),
+    }
+}
+
+/// Where a new event goes and who signs it.
+pub struct Writer<'a> {
+    pub store: &'a dyn Store,
+    pub recipients: &'a Recipients,
+    pub format: MessageFormat,
+    /// The author's certificate, secret signing key unlocked.
+    pub author: &'a Cert,
+}
+
+impl Writer<'_> {
+    /// Checks that `case` may take an event of `event.kind` (a closed case
+    /// takes only `reopened`; only a closed one can be reopened), seals it
+    /// and stores it. Nothing is stored when any step fails.
+    pub fn add(&self, case: &Case, event: &Event) -> Result<String, CaseError> {
+        let id = &case.manifest.id;
+        if !matches!(case.signature, SignatureCheck::Verified(_)) {
+            return Err(CaseError::Unverified(id.clone()));
+        }
+        let closed = case.state.resolution.is_some();
+        match (event.kind, closed) {
+            (Kind::Reopened, false) => return Err(CaseError::NotClosed(id.clone())),
+            (Kind::Reopened, true) => {}
+            (_, true) => return Err(CaseError::Closed(id.clone())),
+            _ => {}
+        }
+        if self.recipients.certs.is_empty() {
+            return Err(CaseError::NoRecipients);
+        }
+        let keypair = signing_keypair(self.author)?;
+        let bytes = seal_event(event, self.recipients, self.format, keypair)?;
+        let name = event.event.file_name();
+        self.store.add_event(id, &name, &bytes)?;
+        Ok(name)
+    }
+}

@@ -1,0 +1,200 @@
+//! Sealing and opening events. An event is one OpenPGP message encrypted to
+//! every usable maintainer certificate and signed inside by its author;
+//! stored as `<event ID>.pgp` beside its report.
+//!
+//! Opening checks more than the signature: the event must name the report
+//! it is stored under (an event moved from another report is refused), the
+//! ID its file name claims (a copy under another name is refused), and the
+//! key that signed it as its author; and only the intake key may sign what
+//! the intake records (`received`, `reporter-message`), only a maintainer's
+//! key the rest. An event that fails any check is shown as unverifiable and
+//! never counted.
+
+use openpgp::Cert;
+use openpgp::crypto::KeyPair;
+use openpgp::policy::StandardPolicy;
+use sequoia_openpgp as openpgp;
+
+use super::event::{Event, EventError, EventId, MAX_EVENT_BYTES};
+use crate::config::MessageFormat;
+use crate::id::ReportId;
+use crate::keys::Recipients;
+use crate::seal::writer::seal_signed;
+use crate::seal::{Opener, RevealError, SealError};
+
+/// What can stop an event from being sealed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealEventError {
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(
+        "the key {0} has no usable signing subkey with its secret part: sign events with a key that can sign (gpg --quick-add-key FPR ed25519 sign)"
+    )]
+    NoSigningKey(String),
+}
+
+/// The author's signing key: the first usable signing subkey of `cert`
+/// whose secret part is at hand (unlocked).
+pub fn signing_keypair(cert: &Cert) -> Result<KeyPair, SealEventError> {
+    let policy = StandardPolicy::new();
+    let no_key = || SealEventError::NoSigningKey(cert.fingerprint().to_hex());
+    let vc = cert.with_policy(&policy, None).map_err(|_| no_key())?;
+    vc.keys()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .unencrypted_secret()
+        .find_map(|ka| ka.key().clone().into_keypair().ok())
+        .ok_or_else(no_key)
+}
+
+/// Seals `event` to every usable certificate of `recipients`, signed by
+/// `author` (whose primary fingerprint must be `event.author`). Returns the
+/// ciphertext to store as `event.event.file_name()`.
+pub fn seal_event(
+    event: &Event,
+    recipients: &Recipients,
+    format: MessageFormat,
+    author: KeyPair,
+) -> Result<Vec<u8>, SealEventError> {
+    let plaintext = event.to_padded_json()?;
+    let at = event.time().unwrap_or_else(std::time::SystemTime::now);
+    let (ciphertext, _) = seal_signed(recipients, format, author, at, &plaintext)?;
+    Ok(ciphertext)
+}
+
+/// One stored event as a reader sees it.
+#[derive(Debug)]
+pub enum Opened {
+    /// Signed by its author, who may write it, and bound to this report
+    /// and file name: it counts.
+    Verified(Box<Event>),
+    /// Shown as such, never counted; `why` says which check failed.
+    Unverifiable { name: String, why: String },
+}
+
+/// Who may sign events: the maintainers, and the intake for what it records.
+pub struct Signers<'a> {
+    pub maintainers: &'a [Cert],
+    pub intake: Option<&'a Cert>,
+}
+
+/// Opens the event stored as `name` under `report`, with every check of the
+/// module documentation. Never fails: what cannot be verified says why.
+pub fn open_event(
+    opener: &Opener,
+    report: &ReportId,
+    name: &str,
+    ciphertext: &[u8],
+    signers: &Signers<'_>,
+) -> Opened {
+    let unverifiable = |why: String| Opened::Unverifiable {
+        name: name.chars().take(40).collect(),
+        why,
+    };
+    let Some(claimed) = EventId::from_file_name(name) else {
+        return unverifiable("the file name is not an event name".into());
+    };
+    let mut certs: Vec<Cert> = signers.maintainers.to_vec();
+    certs.extend(signers.intake.cloned());
+    let part = format!("{report}/events/{name}");
+    let (plaintext, signer) =
+        match opener.open_signed(&part, ciphertext, MAX_EVENT_BYTES as u64, &certs) {
+            Ok(opened) => opened,
+            Err(e) => return unverifiable(reason(&e)),
+        };
+    let event = match Event::from_json(&plaintext) {
+        Ok(e) => e,
+        Err(e) => return unverifiable(e.to_string()),
+    };
+    if &event.report != report {
+        return unverifiable(format!(
+            "it belongs to report {}, not to this one (moved)",
+            event.report
+        ));
+    }
+    if event.event != claimed {
+        return unverifiable("its ID is not the one its file name claims (copied)".into());
+    }
+    if !event.author.eq_ignore_ascii_case(&signer.to_hex()) {
+        return unverifiable(format!(
+            "it claims author {} but {} signed it",
+            event.author, signer
+        ));
+    }
+    let by_intake = signers.intake.is_some_and(|c| c.fingerprint() == signer);
+    if event.kind.signed_by_intake() != by_intake {
+        return unverifiable(format!(
+            "a {} event signed by {}, which may not write it",
+            event.kind.as_str(),
+            if by_intake {
+                "the intake key"
+            } else {
+                "a maintainer"
+            }
+        ));
+    }
+    Opened::Verified(Box::new(event))
+}
+
+/// Why an event could not be opened, in a few words.
+fn reason(e: &RevealError) -> String {
+    match e {
+        RevealError::BadSignature { .. } => {
+            "not signed by a maintainer certificate (or the intake key)".into()
+        }
+        RevealError::NoMatchingKey { .. } => "not encrypted to this key".into(),
+        other => other.to_string().chars().take(200).collect(),
+    }
+}
+
+/// Most ciphertext bytes one stored event may have (the padded plaintext,
+/// one PKESK per maintainer subkey, and the framing).
+pub const MAX_EVENT_CIPHERTEXT: usize = super::event::MAX_EVENT_BYTES + 64 * 1024;
+
+/// What the intake checks of an event it cannot read: one or more
+/// public-key encrypted session keys, then one encrypted, integrity
+/// protected data packet, and nothing else (no password-encrypted session
+/// key, no plaintext packet, nothing after the encrypted data).
+pub fn check_shape(ciphertext: &[u8]) -> Result<(), String> {
+    use openpgp::Packet;
+    use openpgp::parse::{PacketParserResult, Parse};
+    if ciphertext.len() > MAX_EVENT_CIPHERTEXT {
+        return Err(format!(
+            "the event is larger than {MAX_EVENT_CIPHERTEXT} bytes"
+        ));
+    }
+    let not_event = |why: &str| Err(format!("the body is not an encrypted event: {why}"));
+    let mut ppr = match openpgp::parse::PacketParser::from_bytes(ciphertext) {
+        Ok(p) => p,
+        Err(_) => return not_event("not OpenPGP data"),
+    };
+    let (mut pkesks, mut sealed) = (0usize, false);
+    while let PacketParserResult::Some(pp) = ppr {
+        if pp.recursion_depth() > 0 {
+            return not_event("packets outside the encryption");
+        }
+        match &pp.packet {
+            Packet::PKESK(_) if !sealed => pkesks += 1,
+            Packet::SEIP(_) if pkesks > 0 && !sealed => sealed = true,
+            Packet::SKESK(_) => return not_event("a password-encrypted session key"),
+            _ => return not_event("an unexpected packet"),
+        }
+        ppr = match pp.next() {
+            Ok((_, next)) => next,
+            Err(_) => return not_event("damaged packet framing"),
+        };
+    }
+    if let PacketParserResult::EOF(eof) = &ppr
+        && eof.is_message().is_err()
+    {
+        return not_event("not an OpenPGP message");
+    }
+    if !sealed {
+        return not_event("no encrypted data");
+    }
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! Case events: sealed to every maintainer, signed by their author, stored
+//! beside the report, and opened with every check (who signed, which
+//! report, which name). Stock gpg decrypts and verifies them too.
+
+mod common;
+
+use std::io::Read;
+
+use embargo::case::event::{Assessment, Kind};
+use embargo::case::{Event, Opened, Signers, open_event, seal_event};
+use embargo::config::MessageFormat;
+use embargo::id::ReportId;
+use embargo::keys::Recipients;
+use embargo::report::Severity;
+use embargo::store::{Store, StoreError};
+
+use common::{Gpg, GpgKeyType, Site, armored_public, opener, seal_report, sequoia_key};
+use sequoia_openpgp as openpgp;
+
+/// A site whose reports are sealed to maintainers A and B.
+struct Team {
+    site: Site,
+    a: openpgp::Cert,
+    b: openpgp::Cert,
+    report: ReportId,
+}
+
+fn team() -> Team {
+    let site = Site::new();
+    let a = sequoia_key("Maintainer A <a@example.org>");
+    let b = sequoia_key("Maintainer B <b@example.org>");
+    site.add_key("a.asc", &armored_public(&a));
+    site.add_key("b.asc", &armored_public(&b));
+    let report = seal_report(&site, &[("poc.txt", b"CANARY-REPORT")]);
+    Team { site, a, b, report }
+}
+
+impl Team {
+    fn recipients(&self) -> Recipients {
+        Recipients::from_certs(self.maintainers())
+    }
+
+    fn maintainers(&self) -> Vec<openpgp::Cert> {
+        vec![
+            self.a.clone().strip_secret_key_material(),
+            self.b.clone().strip_secret_key_material(),
+        ]
+    }
+
+    fn event(&self, kind: Kind, author: &openpgp::Cert) -> Event {
+        let mut e = Event::new(
+            self.report.clone(),
+            kind,
+            author.fingerprint().to_hex(),
+            std::time::SystemTime::now(),
+        );
+        e.message = Some("CANARY-EVENT the fix is in review".into());
+        e
+    }
+
+    fn seal(&self, event: &Event, author: &openpgp::Cert) -> Vec<u8> {
+        let keypair = embargo::case::sealed::signing_keypair(author).unwrap();
+        seal_event(event, &self.recipients(), MessageFormat::Compat, keypair).unwrap()
+    }
+
+    /// Opens `name` of `report` with B's key, A and B as maintainers.
+    fn open(&self, report: &ReportId, name: &str, bytes: &[u8]) -> Opened {
+        let intake = self.site.signing_cert();
+        let maintainers = self.maintainers();
+        open_event(
+            &opener(&self.b, None),
+            report,
+            name,
+            bytes,
+            &Signers {
+                maintainers: &maintainers,
+                intake: Some(&intake),
+            },
+        )
+    }
+}
+
+fn why(opened: Opened) -> String {
+    match opened {
+        Opened::Unverifiable { why, .. } => why,
+        Opened::Verified(e) => panic!("verified, but should not be: {e:?}"),
+    }
+}
+
+#[test]
+fn an_event_by_one_maintainer_is_verified_by_another_and_stored_once() {
+    let t = team();
+    let mut event = t.event(Kind::Assessed, &t.a);
+    event.assessment = Some(Assessment {
+        severity: Severity::High,
+        cvss: None,
+        cwe: vec!["CWE-78".into()],
+    });
+    let bytes = t.seal(&event, &t.a);
+    let name = event.event.file_name();
+    let store = t.site.store();
+    assert!(store.add_event(&t.report, &name, &bytes).unwrap());
+    // A retried upload of the same bytes is a no-op; other bytes never replace it.
+    assert!(!store.add_event(&t.report, &name, &bytes).unwrap());
+    let other = t.seal(&t.event(Kind::Note, &t.a), &t.a);
+    assert!(matches!(
+        store.add_event(&t.report, &name, &other),
+        Err(StoreError::EventConflict(_))
+    ));
+    let listed = store.events(&t.report).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, name);
+    assert_eq!(listed[0].size, bytes.len() as u64);
+    let mut stored = Vec::new();
+    store
+        .open_event(&t.report, &name)
+        .unwrap()
+        .read_to_end(&mut stored)
+        .unwrap();
+    assert_eq!(stored, bytes);
+    match t.open(&t.report, &name, &stored) {
+        Opened::Verified(e) => {
+            assert_eq!(*e, event);
+            assert_eq!(e.author, t.a.fingerprint().to_hex());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only ciphertext reached the disk.
+    assert!(common::files_containing(t.site.path(), b"CANARY-EVENT").is_empty());
+}
+
+#[test]
+fn events_that_fail_a_check_are_unverifiable_and_say_why() {
+    let t = team();
+    let event = t.event(Kind::Note, &t.a);
+    let bytes = t.seal(&event, &t.a);
+    let name = event.event.file_name();
+
+    // Signed by a key that is not a maintainer's.
+    let stranger = sequoia_key("Stranger <s@example.org>");
+    let forged = t.event(Kind::Note, &stranger);
+    let forged_bytes = t.seal(&forged, &stranger);
+    assert!(
+        why(t.open(&t.report, &forged.event.file_name(), &forged_bytes))
+            .contains("not signed by a maintainer"),
+    );
+
+    // Moved from another report.
+    let other_report = seal_report(&t.site, &[]);
+    assert!(why(t.open(&other_report, &name, &bytes)).contains("moved"));
+
+    // Copied under another name (a replay).
+    let copy = embargo::case::EventId::random().file_name();
+    assert!(why(t.open(&t.report, &copy, &bytes)).contains("copied"));
+
+    // Truncated.
+    assert!(!why(t.open(&t.report, &name, &bytes[..bytes.len() / 2])).is_empty());
+
+    // Claims another author than the key that signed it.
+    let mut lying = t.event(Kind::Note, &t.a);
+    lying.author = t.b.fingerprint().to_hex();
+    let lying_bytes = t.seal(&lying, &t.a);
+    assert!(
+        why(t.open(&t.report, &lying.event.file_name(), &lying_bytes)).contains("claims author")
+    );
+
+    // A maintainer may not write what only the intake records.
+    let received = t.event(Kind::Received, &t.a);
+    let received_bytes = t.seal(&received, &t.a);
+    assert!(
+        why(t.open(&t.report, &received.event.file_name(), &received_bytes))
+            .contains("may not write it")
+    );
+
+    // Not an event name at all.
+    assert!(why(t.open(&t.report, "manifest.pgp", &bytes)).contains("not an event name"));
+}
+
+#[test]
+fn every_event_decrypts_with_stock_gpg_under_each_maintainer_key_alone_and_verifies() {
+    let site = Site::new();
+    let (gpg_a, gpg_b) = (Gpg::new(), Gpg::new());
+    let fa = gpg_a.gen_key("A <a@example.org>", GpgKeyType::Cv25519, "", "0");
+    let fb = gpg_b.gen_key("B <b@example.org>", GpgKeyType::Rsa4096, "", "0");
+    let (pub_a, pub_b) = (gpg_a.export_public(&fa), gpg_b.export_public(&fb));
+    site.add_key("a.asc", &pub_a);
+    site.add_key("b.asc", &pub_b);
+    let report = seal_report(&site, &[]);
+    let author = sequoia_key("Author <author@example.org>");
+    let certs: Vec<openpgp::Cert> = [&pub_a, &pub_b]
+        .iter()
+        .map(|b| {
+            use openpgp::parse::Parse;
+            openpgp::Cert::from_bytes(b).unwrap()
+        })
+        .collect();
+    let mut event = Event::new(
+        report,
+        Kind::Reply,
+        author.fingerprint().to_hex(),
+        std::time::SystemTime::now(),
+    );
+    event.message = Some("CANARY-REPLY thank you".into());
+    let keypair = embargo::case::sealed::signing_keypair(&author).unwrap();
+    let bytes = seal_event(
+        &event,
+        &Recipients::from_certs(certs),
+        MessageFormat::Compat,
+        keypair,
+    )
+    .unwrap();
+    let file = site.path().join("event.pgp");
+    std::fs::write(&file, &bytes).unwrap();
+    for gpg in [&gpg_a, &gpg_b] {
+        gpg.import(&armored_public(&author));
+        let (plaintext, status) = gpg.decrypt(&file);
+        let text = String::from_utf8_lossy(&plaintext);
+        assert!(text.contains("CANARY-REPLY thank you"), "{status}");
+        assert!(
+            status.contains("GOODSIG") || status.contains("Good signature"),
+            "{status}"
+        );
+        assert_eq!(Event::from_json(&plaintext).unwrap(), event);
+    }
+}
+
+/// A team of two with secret key files and the intake configuration they
+/// use for keys_dir and the intake signer.
+struct Desk {
+    team: Team,
+    key_a: std::path::PathBuf,
+    key_b: std::path::PathBuf,
+}
+
+fn desk() -> Desk {
+    let team = team();
+    team.site.write_config("");
+    let key_a = team.site.path().join("a-secret.asc");
+    let key_b = team.site.path().join("b-secret.asc");
+    std::fs::write(&key_a, common::armored_secret(&team.a)).unwrap();
+    std::fs::write(&key_b, common::armored_secret(&team.b)).unwrap();
+    Desk { team, key_a, key_b }
+}
+
+impl Desk {
+    /// `embargo case ACTION ID -c CONFIG --key KEY ARGS…` with `stdin`.
+    fn case(
+        &self,
+        action: &str,
+        key: &std::path::Path,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> std::process::Output {
+        use std::io::Write;
+        let mut cmd = self.team.site.embargo();
+        cmd.arg("case")
+            .arg(action)
+            .arg(self.team.report.as_str())
+            .arg("-c")
+            .arg(self.team.site.config_path())
+            .arg("--key")
+            .arg(key)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, action: &str, key: &std::path::Path, args: &[&str], stdin: &[u8]) {
+        let out = self.case(action, key, args, stdin);
+        assert!(
+            out.status.success(),
+            "case {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn show(&self, key: &std::path::Path, now: &str) -> serde_json::Value {
+        let out = self.case("show", key, &["--json", "--now", now], b"");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn two_maintainers_carry_a_case_from_acknowledgement_to_close() {
+    let d = desk();
+    let (a, b) = (&d.key_a, &d.key_b);
+    let fa = d.team.a.fingerprint().to_hex();
+    let fb = d.team.b.fingerprint().to_hex();
+    d.ok("ack", a, &[], b"");
+    d.ok("assess", a, &["--severity", "high", "--cwe", "CWE-78"], b"");
+    d.ok(
+        "reply",
+        b,
+        &["--message", "-"],
+        b"CANARY-REPLY confirmed, fix soon",
+    );
+    d.ok("fix", b, &["--version", "1.4.2", "--released"], b"");
+    d.ok("close", a, &["--as", "fixed"], b"");
+
+    // Closed: nothing more but a reopen, and the refusal leaves nothing.
+    let before = d.team.site.store().events(&d.team.report).unwrap().len();
+    let refused = d.case("note", a, &["--message", "-"], b"late note");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is closed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        d.team.site.store().events(&d.team.report).unwrap().len(),
+        before
+    );
+
+    // Both maintainers see the same timeline, in order, with the right authors.
+    let now = "2030-01-01T00:00:00Z";
+    let seen_a = d.show(a, now);
+    let seen_b = d.show(b, now);
+    assert_eq!(seen_a, seen_b);
+    assert_eq!(seen_a["state"], "closed");
+    assert_eq!(seen_a["due"], serde_json::json!([]));
+    let events = seen_a["events"].as_array().unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["acknowledged", "assessed", "reply", "fix", "closed"]
+    );
+    let authors: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"]["author"].as_str().unwrap())
+        .collect();
+    assert_eq!(authors, [&fa, &fa, &fb, &fb, &fa]);
+    assert_eq!(
+        events[2]["event"]["message"],
+        "CANARY-REPLY confirmed, fix soon"
+    );
+    assert!(events.iter().all(|e| e["verified"] == true));
+    // The store holds ciphertext only.
+    assert!(common::files_containing(&d.team.site.store_dir(), b"CANARY-REPLY").is_empty());
+
+    d.ok("reopen", b, &[], b"");
+    assert_eq!(d.show(a, now)["state"], "fixed");
+}
+
+#[test]
+fn unknown_ids_and_unverified_reports_are_refused_and_leave_nothing() {
+    let d = desk();
+    let mut cmd = d.team.site.embargo();
+    let out = cmd
+        .args(["case", "ack", "K7Q3M-2XDA9-TF4BC-1ZP0R", "-c"])
+        .arg(d.team.site.config_path())
+        .arg("--key")
+        .arg(&d.key_a)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in the store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without the intake's signing certificate the report is not verified:
+    // no event is added to what might be a forged report.
+    let mut cmd = d.team.site.embargo();
+    let keys = d.team.site.keys_dir();
+    let _ = keys;
+    let out = cmd
+        .args(["case", "ack", d.team.report.as_str(), "--store"])
+        .arg(d.team.site.store_dir())
+        .arg("--key")
+        .arg(&d.key_a)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        d.team
+            .site
+            .store()
+            .events(&d.team.report)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn deadlines_follow_the_promises_sealed_at_intake() {
+    let d = desk();
+    let show = |now: &str| d.show(&d.key_a, now);
+    let received = d.team.site.store();
+    let _ = received;
+    let first = show("2000-01-01T00:00:00Z");
+    let due: Vec<&str> = first["due"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["what"].as_str().unwrap())
+        .collect();
+    assert!(
+        due.contains(&"acknowledge") && due.contains(&"assess"),
+        "{first}"
+    );
+    assert!(
+        first["due"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["overdue"] == false)
+    );
+    let later = show("2099-01-01T00:00:00Z");
+    let ack = later["due"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["what"] == "acknowledge")
+        .unwrap()
+        .clone();
+    assert_eq!(ack["overdue"], true);
+    d.ok("ack", &d.key_a, &[], b"");
+    let after = show("2099-01-01T00:00:00Z");
+    assert!(
+        after["due"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["what"] != "acknowledge"),
+        "{after}"
+    );
+}
