@@ -3,6 +3,8 @@
 //! report, which name). Stock gpg decrypts and verifies them too.
 
 mod common;
+#[path = "common/server.rs"]
+mod server;
 
 use std::io::Read;
 
@@ -437,4 +439,307 @@ fn deadlines_follow_the_promises_sealed_at_intake() {
             .all(|o| o["what"] != "acknowledge"),
         "{after}"
     );
+}
+
+/// A maintainer's own machine: a local store filled by `embargo fetch`.
+struct Laptop {
+    store: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Laptop {
+    fn run(&self, site: &Site, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = site
+            .embargo()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn case(&self, site: &Site, action: &str, id: &ReportId, extra: &[&str], stdin: &[u8]) {
+        let store = self.store.display().to_string();
+        let key = self.key.display().to_string();
+        let mut args = vec![
+            "case",
+            action,
+            id.as_str(),
+            "--store",
+            &store,
+            "--key",
+            &key,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run(site, &args, stdin);
+        assert!(
+            out.status.success(),
+            "case {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn fetch(&self, site: &Site, base: &str, token: &std::path::Path) -> String {
+        let store = self.store.display().to_string();
+        let token = token.display().to_string();
+        let out = self.run(
+            site,
+            &[
+                "fetch",
+                "--from",
+                base,
+                "--token-file",
+                &token,
+                "--store",
+                &store,
+            ],
+            b"",
+        );
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "fetch: {text}");
+        text
+    }
+
+    fn timeline(&self, site: &Site, id: &ReportId) -> serde_json::Value {
+        let store = self.store.display().to_string();
+        let key = self.key.display().to_string();
+        let out = self.run(
+            site,
+            &[
+                "case",
+                "show",
+                id.as_str(),
+                "--store",
+                &store,
+                "--key",
+                &key,
+                "--json",
+            ],
+            b"",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn two_maintainers_work_offline_and_fetch_brings_every_event_to_both_once() {
+    let t = team();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    let made = t
+        .site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&made.stderr)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    t.site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let server = server::Server::start(&t.site);
+    let laptop = |name: &str, cert: &openpgp::Cert| {
+        let key = work.path().join(format!("{name}.asc"));
+        std::fs::write(&key, common::armored_secret(cert)).unwrap();
+        Laptop {
+            store: work.path().join(name),
+            key,
+        }
+    };
+    let (a, b) = (laptop("a", &t.a), laptop("b", &t.b));
+    a.fetch(&t.site, &server.base, &token);
+    b.fetch(&t.site, &server.base, &token);
+    // The intake's signing certificate and keys were saved: --store is enough.
+    a.case(&t.site, "ack", &t.report, &[], b"");
+    a.case(
+        &t.site,
+        "assess",
+        &t.report,
+        &["--severity", "critical"],
+        b"",
+    );
+    b.case(
+        &t.site,
+        "reply",
+        &t.report,
+        &["--message", "-"],
+        b"CANARY-SYNC thanks",
+    );
+    let said = a.fetch(&t.site, &server.base, &token);
+    assert!(
+        said.contains("0 fetched from the intake, 2 sent to it"),
+        "{said}"
+    );
+    let said = b.fetch(&t.site, &server.base, &token);
+    assert!(
+        said.contains("2 fetched from the intake, 1 sent to it"),
+        "{said}"
+    );
+    b.case(
+        &t.site,
+        "fix",
+        &t.report,
+        &["--version", "2.0.1", "--released"],
+        b"",
+    );
+    b.fetch(&t.site, &server.base, &token);
+    a.fetch(&t.site, &server.base, &token);
+    // Again: nothing more moves.
+    let said = a.fetch(&t.site, &server.base, &token);
+    assert!(!said.contains("case events"), "{said}");
+    a.case(&t.site, "close", &t.report, &["--as", "fixed"], b"");
+    a.fetch(&t.site, &server.base, &token);
+    b.fetch(&t.site, &server.base, &token);
+
+    let (seen_a, seen_b) = (
+        a.timeline(&t.site, &t.report),
+        b.timeline(&t.site, &t.report),
+    );
+    assert_eq!(seen_a, seen_b);
+    let kinds: Vec<&str> = seen_a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["acknowledged", "assessed", "reply", "fix", "closed"]
+    );
+    assert_eq!(seen_a["state"], "closed");
+    // Every side holds each event exactly once, as ciphertext.
+    let names = |root: &std::path::Path| {
+        let mut n: Vec<String> =
+            std::fs::read_dir(root.join("reports").join(t.report.as_str()).join("events"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        n.sort();
+        n
+    };
+    let on_server = names(&t.site.store_dir());
+    assert_eq!(on_server.len(), 5);
+    assert_eq!(names(&a.store), on_server);
+    assert_eq!(names(&b.store), on_server);
+    for root in [t.site.path(), work.path()] {
+        assert!(common::files_containing(root, b"CANARY-SYNC").is_empty());
+    }
+}
+
+#[test]
+fn the_intake_stores_events_it_cannot_read_and_refuses_what_is_not_one() {
+    let t = team();
+    let work = tempfile::tempdir().unwrap();
+    let token_file = work.path().join("token");
+    let made = t
+        .site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&made.stderr)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    t.site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let server = server::Server::start(&t.site);
+    let client = reqwest::blocking::Client::new();
+    let event = t.event(Kind::Note, &t.a);
+    let bytes = t.seal(&event, &t.a);
+    let name = event.event.file_name();
+    let post = |id: &str, name: &str, body: Vec<u8>, token: Option<&str>| {
+        let mut r = client
+            .post(format!("{}/api/v1/sealed/{id}/events", server.base))
+            .query(&[("name", name)])
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let answer = r.send().unwrap();
+        let status = answer.status().as_u16();
+        let json: serde_json::Value = answer.json().unwrap_or_default();
+        (
+            status,
+            json["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let id = t.report.as_str();
+    assert_eq!(post(id, &name, bytes.clone(), None).0, 401);
+    assert_eq!(
+        post(id, &name, b"not pgp".to_vec(), Some(&token)),
+        (400, "invalid_event".into())
+    );
+    assert_eq!(
+        post(id, "../x.pgp", bytes.clone(), Some(&token)),
+        (400, "invalid_event".into())
+    );
+    // Too large: refused on the announced length, before the body is sent.
+    {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(&server.addr).unwrap();
+        write!(
+            raw,
+            "POST /api/v1/sealed/{id}/events?name={name} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\nxx",
+            2 << 20
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = raw.read_to_string(&mut answer);
+        assert_eq!(server::status_of(&answer), 413, "{answer}");
+        assert!(answer.contains("event_too_large"), "{answer}");
+    }
+    assert_eq!(
+        post(
+            "K7Q3M-2XDA9-TF4BC-1ZP0R",
+            &name,
+            bytes.clone(),
+            Some(&token)
+        ),
+        (404, "not_found".into())
+    );
+    assert_eq!(post(id, &name, bytes.clone(), Some(&token)).0, 201);
+    assert_eq!(post(id, &name, bytes.clone(), Some(&token)).0, 200);
+    let other = t.seal(&t.event(Kind::Note, &t.a), &t.a);
+    assert_eq!(
+        post(id, &name, other, Some(&token)),
+        (409, "event_conflict".into())
+    );
+    let listed: serde_json::Value = client
+        .get(format!("{}/api/v1/sealed/{id}/events", server.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["events"][0]["name"], name.as_str());
+    assert_eq!(listed["events"][0]["size"], bytes.len());
+    let served = client
+        .get(format!("{}/api/v1/sealed/{id}/events/{name}", server.base))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(served.as_ref(), bytes.as_slice());
 }

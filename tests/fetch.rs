@@ -277,7 +277,15 @@ fn lying_server(respond: impl Fn(&str) -> (u16, Vec<u8>) + Send + 'static) -> St
             }
             let text = String::from_utf8_lossy(&request);
             let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, body) = respond(&path);
+            // These mock intakes predate cases: no event routes, no public
+            // certificate files (a real intake's are tested in tests/case.rs).
+            let older =
+                path.ends_with("/events") || path == "/keys.asc" || path == "/signing-key.asc";
+            let (status, body) = if older {
+                (404, b"{}".to_vec())
+            } else {
+                respond(&path)
+            };
             let head = format!(
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()

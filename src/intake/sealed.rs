@@ -312,6 +312,17 @@ pub async fn add_event(
             "the name is not an event name (32 hex digits and .pgp)".into(),
         ));
     }
+    let too_large = Refusal::EventTooLarge {
+        limit: MAX_EVENT_CIPHERTEXT,
+    };
+    // Refused on its announced length, before a byte of it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_EVENT_CIPHERTEXT as u64) {
+        return Err(too_large);
+    }
     let body = axum::body::to_bytes(body, MAX_EVENT_CIPHERTEXT)
         .await
         .map_err(|_| Refusal::EventTooLarge {

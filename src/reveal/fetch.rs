@@ -25,6 +25,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use sequoia_openpgp::parse::Parse as _;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -76,6 +77,10 @@ pub struct FetchSummary {
     pub stopped_before: Option<ReportId>,
     /// The `--max-bytes` in force.
     pub max_bytes: u64,
+    /// Case events downloaded from the intake.
+    pub events_fetched: usize,
+    /// Case events written here and handed to the intake.
+    pub events_sent: usize,
 }
 
 impl FetchSummary {
@@ -185,6 +190,14 @@ pub fn fetch(args: &FetchArgs, progress: &dyn Progress) -> Result<FetchSummary, 
         }
     }
     progress.finish();
+    // Events go both ways for every report both sides hold; the local
+    // store is the outbox (an event stays here until the intake lists it).
+    for id in store.list()? {
+        let (got, sent) = http.sync_events(store.as_ref(), &id)?;
+        summary.events_fetched += got;
+        summary.events_sent += sent;
+    }
+    http.save_public(&args.store)?;
     Ok(summary)
 }
 
@@ -417,6 +430,180 @@ impl Http {
                 "the intake did not accept that {id} is stored here ({status}: {said}); the local copy is kept, and the server keeps its copy"
             ),
         })
+    }
+
+    /// Downloads the events of report `id` the local store lacks and posts
+    /// the ones the intake lacks. An event's name is its identity, storing
+    /// is idempotent on both sides, and nothing is deleted, so a run cut
+    /// off anywhere loses and duplicates nothing: the next run finishes.
+    fn sync_events(&self, store: &dyn Store, id: &ReportId) -> Result<(usize, usize), Error> {
+        let url = format!("{}/api/v1/sealed/{id}/events", self.base);
+        let response = self.get(&url, 0)?;
+        if response.status() == StatusCode::NOT_FOUND {
+            // Not on the intake (any more): nothing to exchange.
+            return Ok((0, 0));
+        }
+        if !response.status().is_success() {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        let mut body = Vec::new();
+        response
+            .take(MAX_LISTING_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| self.read_err(&url, e, 0))?;
+        let remote = parse_event_listing(&body)?;
+        let local: Vec<String> = store.events(id)?.into_iter().map(|e| e.name).collect();
+        let mut got = 0;
+        for event in remote.iter().filter(|e| !local.contains(&e.name)) {
+            let bytes = self.event_bytes(id, event)?;
+            if store.add_event(id, &event.name, &bytes)? {
+                got += 1;
+            }
+        }
+        let mut sent = 0;
+        for name in local
+            .iter()
+            .filter(|n| !remote.iter().any(|e| &e.name == *n))
+        {
+            let mut bytes = Vec::new();
+            store
+                .open_event(id, name)?
+                .take(crate::case::sealed::MAX_EVENT_CIPHERTEXT as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|source| Error::Read {
+                    path: PathBuf::from(id.as_str()).join("events").join(name),
+                    source,
+                })?;
+            self.post_event(id, name, bytes)?;
+            sent += 1;
+        }
+        Ok((got, sent))
+    }
+
+    /// One event's ciphertext, exactly as large as listed.
+    fn event_bytes(&self, id: &ReportId, event: &PartInfo) -> Result<Vec<u8>, Error> {
+        let url = format!("{}/api/v1/sealed/{id}/events/{}", self.base, event.name);
+        let response = self.get(&url, 0)?;
+        if !response.status().is_success() {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        let mut bytes = Vec::new();
+        response
+            .take(event.size + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.read_err(&url, e, 0))?;
+        if bytes.len() as u64 != event.size {
+            return Err(Error::BadListing(format!(
+                "event {} of {id} has {} bytes, the listing said {}",
+                event.name,
+                bytes.len(),
+                event.size
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn post_event(&self, id: &ReportId, name: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let url = format!("{}/api/v1/sealed/{id}/events", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .query(&[("name", name)])
+            .bearer_auth(self.token.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes)
+            .send()
+            .map_err(|e| self.send_err(&url, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(Error::Unauthorized {
+                status: status.as_u16(),
+            });
+        }
+        Err(Error::Fetch {
+            url,
+            detail: format!(
+                "the intake did not take event {name} of {id} ({status}); it stays here and is sent again next time"
+            ),
+        })
+    }
+
+    /// Saves what the intake publishes and the maintainer's tools need
+    /// beside the store: the maintainers' certificates (`/keys.asc`, into
+    /// `intake/keys/`, replaced each run) and the intake signing
+    /// certificate (`intake/signing-key.asc`, pinned: a different one
+    /// later is refused, never written over).
+    fn save_public(&self, root: &Path) -> Result<(), Error> {
+        let dir = root.join("intake");
+        private_dir(&dir)?;
+        private_dir(&dir.join("keys"))?;
+        // An intake that publishes neither (an older one) leaves what is saved.
+        let Some(signing) = self.public_file("/signing-key.asc")? else {
+            return Ok(());
+        };
+        let pinned = dir.join("signing-key.asc");
+        match fs::read(&pinned) {
+            Ok(have) if certs_equal(&have, &signing) => {}
+            Ok(_) => {
+                return Err(Error::Signer {
+                    path: pinned,
+                    reason: "the intake now presents another signing certificate than the one saved at the first fetch; if the intake's key was really replaced, check the new one with its operator, then remove the saved file".into(),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_atomically(&pinned, &signing)?;
+            }
+            Err(source) => {
+                return Err(Error::Read {
+                    path: pinned,
+                    source,
+                });
+            }
+        }
+        match self.public_file("/keys.asc")? {
+            Some(keys) => write_atomically(&dir.join("keys").join("intake-keys.asc"), &keys),
+            None => Ok(()),
+        }
+    }
+
+    /// A public, armored certificate file of the intake (small); `None`
+    /// when the intake does not publish it.
+    fn public_file(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let url = format!("{}{path}", self.base);
+        let response = self.get(&url, 0)?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        let mut body = Vec::new();
+        response
+            .take(MAX_PUBLIC_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| self.read_err(&url, e, 0))?;
+        let certs = sequoia_openpgp::cert::CertParser::from_bytes(&body)
+            .map(|p| p.collect::<Result<Vec<_>, _>>())
+            .ok()
+            .and_then(Result::ok);
+        if body.len() as u64 > MAX_PUBLIC_BYTES || certs.is_none_or(|c| c.is_empty()) {
+            return Err(Error::BadListing(format!(
+                "{path} is not a certificate file"
+            )));
+        }
+        Ok(Some(body))
     }
 
     /// The server's listing, fully validated before anything is written,
@@ -720,6 +907,60 @@ fn token_from_file(bytes: &[u8]) -> Result<String, &'static str> {
         return Err("its first line holds spaces or characters a token never has");
     }
     Ok(line.to_string())
+}
+
+/// Largest `/keys.asc` or `/signing-key.asc` accepted.
+const MAX_PUBLIC_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Parses `{"events": [{"name", "size"}]}`, refusing names that are not
+/// event names and sizes over the event limit.
+fn parse_event_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
+    #[derive(Deserialize)]
+    struct Listing {
+        events: Vec<PartInfo>,
+    }
+    let listing: Listing = serde_json::from_slice(body)
+        .map_err(|e| Error::BadListing(format!("event listing is not the expected JSON: {e}")))?;
+    for e in &listing.events {
+        if !crate::store::is_event_name(&e.name)
+            || e.size > crate::case::sealed::MAX_EVENT_CIPHERTEXT as u64
+        {
+            return Err(Error::BadListing(format!(
+                "an event listed as {:?} of {} bytes",
+                e.name.chars().take(40).collect::<String>(),
+                e.size
+            )));
+        }
+    }
+    Ok(listing.events)
+}
+
+/// Whether two certificate files hold the same certificates.
+fn certs_equal(a: &[u8], b: &[u8]) -> bool {
+    use sequoia_openpgp::Cert;
+    match (Cert::from_bytes(a), Cert::from_bytes(b)) {
+        (Ok(x), Ok(y)) => x.fingerprint() == y.fingerprint(),
+        _ => false,
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsynced, renamed.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension(format!("tmp{:08x}", rand::random::<u32>()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(write_err(path))
 }
 
 fn fetch_err(url: &str, e: impl std::fmt::Display) -> Error {

@@ -44,7 +44,13 @@ pub struct SignerArgs {
     pub signer: Option<PathBuf>,
     /// The `state_dir` of a configuration given with `-c`.
     pub state_dir: Option<PathBuf>,
+    /// The store root: `embargo fetch` pins the intake's signing
+    /// certificate there (`intake/signing-key.asc`).
+    pub store: Option<PathBuf>,
 }
+
+/// Where `embargo fetch` pins the intake's signing certificate, in a store.
+pub const PINNED_SIGNER: &str = "intake/signing-key.asc";
 
 impl KeyArgs {
     /// Loads the secret source, asking for a passphrase on the terminal
@@ -111,9 +117,15 @@ fn read_passphrase_file(path: &PathBuf) -> Result<Password, Error> {
 
 impl SignerArgs {
     /// The pinned signing certificate: `--signer`, else the configured
-    /// intake's own key; `None` when neither exists (the caller warns).
+    /// intake's own key, else the one `fetch` pinned in the store; `None`
+    /// when there is none (the caller warns).
     pub fn resolve(&self) -> Result<Option<Cert>, Error> {
-        if let Some(path) = &self.signer {
+        let pinned = self
+            .store
+            .as_ref()
+            .map(|s| s.join(PINNED_SIGNER))
+            .filter(|p| self.signer.is_none() && self.state_dir.is_none() && p.is_file());
+        if let Some(path) = self.signer.as_ref().or(pinned.as_ref()) {
             let bytes = std::fs::read(path).map_err(|source| Error::Read {
                 path: path.clone(),
                 source,

@@ -20,6 +20,12 @@ pub fn run(args: reveal::FetchArgs, out: &Output) -> Result<ExitCode> {
         summary.bytes,
         summary.already_present
     ));
+    if summary.events_fetched + summary.events_sent > 0 {
+        out.note(format_args!(
+            "case events: {} fetched from the intake, {} sent to it",
+            summary.events_fetched, summary.events_sent
+        ));
+    }
     if summary.confirmed > 0 {
         out.note(format_args!(
             "confirmed {} stored report(s) to the intake, which may now delete its copies",

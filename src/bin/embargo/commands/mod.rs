@@ -108,13 +108,14 @@ impl Maintainer {
             gpg: opts.gpg,
             ask: out.passphrase_prompt(),
         };
-        let signer = reveal::SignerArgs {
-            signer: opts.signer,
-            state_dir: config.as_ref().map(|c| c.state_dir.clone()),
-        };
         let store = opts
             .store
             .or_else(|| config.as_ref().map(|c| c.store.clone()));
+        let signer = reveal::SignerArgs {
+            signer: opts.signer,
+            state_dir: config.as_ref().map(|c| c.state_dir.clone()),
+            store: store.clone(),
+        };
         Ok(Maintainer {
             store,
             keys,
