@@ -743,3 +743,45 @@ fn the_intake_stores_events_it_cannot_read_and_refuses_what_is_not_one() {
         .unwrap();
     assert_eq!(served.as_ref(), bytes.as_slice());
 }
+
+#[test]
+fn list_shows_the_state_only_open_obligations_and_hides_closed_cases() {
+    let d = desk();
+    let list = |extra: &[&str]| {
+        let out = d
+            .team
+            .site
+            .embargo()
+            .args(["list", "--json", "-c"])
+            .arg(d.team.site.config_path())
+            .arg("--key")
+            .arg(&d.key_a)
+            .args(["--now", "2099-01-01T00:00:00Z"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let rows = list(&[]);
+    assert_eq!(rows[0]["state"], "new");
+    assert_eq!(rows[0]["acknowledge_overdue"], true);
+    assert_eq!(rows[0]["assess_overdue"], true);
+    d.ok("ack", &d.key_a, &[], b"");
+    d.ok("assess", &d.key_b, &["--severity", "low"], b"");
+    let rows = list(&[]);
+    assert_eq!(rows[0]["state"], "assessed");
+    assert_eq!(rows[0]["acknowledge_by"], serde_json::Value::Null);
+    assert_eq!(rows[0]["assess_by"], serde_json::Value::Null);
+    assert_eq!(rows[0]["severity"], "low");
+    d.ok("close", &d.key_b, &["--as", "wontfix"], b"");
+    assert_eq!(list(&[]), serde_json::json!([]));
+    let all = list(&["--all"]);
+    assert_eq!(all[0]["state"], "closed");
+    assert_eq!(all[0]["acknowledge_overdue"], false);
+    assert_eq!(all[0]["fix_by"], serde_json::Value::Null);
+}

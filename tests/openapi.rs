@@ -33,6 +33,8 @@ fn the_document_describes_exactly_the_routes_of_the_router() {
         doc["paths"].as_object().unwrap().keys().cloned().collect();
     let source =
         fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/intake/mod.rs")).unwrap();
+    // Without whitespace, a `.route(` that rustfmt broke over lines reads the same.
+    let source: String = source.split_whitespace().collect();
     let routed: std::collections::BTreeSet<String> = source
         .split(".route(\"")
         .skip(1)

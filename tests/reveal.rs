@@ -665,15 +665,16 @@ fn list_sorts_by_urgency_with_policy_deadlines_and_overdue_marks() {
         .iter()
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    // critical: fix due day 17 (overdue); unknown: only an ack due (day 22);
-    // high: fix due day 49; low: fix due day 197; the foreign one last.
+    // Missed obligations first, the more severe first among them: critical
+    // (fix and ack overdue), then low (ack overdue since day 19); then those
+    // with nothing missed, by severity: high, unknown; the foreign one last.
     assert_eq!(
         order,
         [
             critical.as_str(),
-            unknown.as_str(),
-            high.as_str(),
             low.as_str(),
+            high.as_str(),
+            unknown.as_str(),
             foreign.as_str()
         ],
         "{table}"

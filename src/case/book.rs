@@ -12,6 +12,7 @@ use super::state::{CaseState, Obligation};
 use crate::config::{MessageFormat, Policy};
 use crate::id::ReportId;
 use crate::keys::Recipients;
+use crate::seal::reader::OpenedManifest;
 use crate::seal::{Manifest, Opener, RevealError, SignatureCheck};
 use crate::store::{Store, StoreError};
 
@@ -59,16 +60,47 @@ impl Case {
         id: &ReportId,
     ) -> Result<Case, CaseError> {
         let opened = opener.open_manifest(store, id)?;
+        Ok(Case::with_events(store, opener, signers, opened))
+    }
+
+    /// The case of a manifest already opened: its events read and checked.
+    /// An event that cannot be read is shown as unverifiable.
+    pub fn with_events(
+        store: &dyn Store,
+        opener: &Opener,
+        signers: &Signers<'_>,
+        opened: OpenedManifest,
+    ) -> Case {
+        let id = &opened.manifest.id.clone();
+        let infos = match store.events(id) {
+            Ok(infos) => infos,
+            Err(e) => {
+                return Case {
+                    events: vec![Opened::Unverifiable {
+                        name: "events/".into(),
+                        why: format!("cannot be listed: {e}"),
+                    }],
+                    state: CaseState::fold(&[]),
+                    manifest: opened.manifest,
+                    signature: opened.signature,
+                };
+            }
+        };
         let mut events = Vec::new();
-        for info in store.events(id)? {
+        for info in infos {
             let mut bytes = Vec::new();
-            let mut reader = store.open_event(id, &info.name)?;
-            let read = std::io::Read::read_to_end(
-                &mut std::io::Read::take(&mut reader, super::event::MAX_EVENT_BYTES as u64 * 2),
-                &mut bytes,
-            );
+            let read = store.open_event(id, &info.name).map(|reader| {
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(reader, super::sealed::MAX_EVENT_CIPHERTEXT as u64),
+                    &mut bytes,
+                )
+            });
             events.push(match read {
-                Ok(_) => open_event(opener, id, &info.name, &bytes, signers),
+                Ok(Ok(_)) => open_event(opener, id, &info.name, &bytes, signers),
+                Ok(Err(e)) => Opened::Unverifiable {
+                    name: info.name.clone(),
+                    why: format!("cannot be read: {e}"),
+                },
                 Err(e) => Opened::Unverifiable {
                     name: info.name.clone(),
                     why: format!("cannot be read: {e}"),
@@ -84,12 +116,12 @@ impl Case {
             })
             .collect();
         let state = CaseState::fold(&verified);
-        Ok(Case {
+        Case {
             manifest: opened.manifest,
             signature: opened.signature,
             events,
             state,
-        })
+        }
     }
 
     /// When the report arrived.

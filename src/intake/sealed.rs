@@ -285,10 +285,14 @@ mod tests {
     }
 }
 
-/// The name a stored event is posted under (`?name=<event ID>.pgp`).
-#[derive(serde::Deserialize)]
-pub struct EventName {
-    name: String,
+/// The `name` of `?name=<event ID>.pgp`, as sent (an event name needs no
+/// percent-decoding: anything encoded is not one).
+fn event_name(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "name")
+        .map(|(_, value)| value)
 }
 
 /// `POST /api/v1/sealed/{id}/events?name=NAME`: stores one case event's
@@ -300,18 +304,21 @@ pub struct EventName {
 pub async fn add_event(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<EventName>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
     use crate::case::sealed::{MAX_EVENT_CIPHERTEXT, check_shape};
     authorize(&state, &headers)?;
     let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    if !crate::store::is_event_name(&query.name) {
-        return Err(Refusal::InvalidEvent(
-            "the name is not an event name (32 hex digits and .pgp)".into(),
-        ));
-    }
+    let name = match event_name(query.as_deref()) {
+        Some(name) if crate::store::is_event_name(name) => name.to_owned(),
+        _ => {
+            return Err(Refusal::InvalidEvent(
+                "give the event's name as ?name=<32 hex digits>.pgp".into(),
+            ));
+        }
+    };
     let too_large = Refusal::EventTooLarge {
         limit: MAX_EVENT_CIPHERTEXT,
     };
@@ -330,8 +337,8 @@ pub async fn add_event(
         })?;
     check_shape(&body).map_err(Refusal::InvalidEvent)?;
     let store = state.store().clone();
-    let name = query.name.clone();
-    let stored = tokio::task::spawn_blocking(move || store.add_event(&id, &name, &body))
+    let stored_name = name.clone();
+    let stored = tokio::task::spawn_blocking(move || store.add_event(&id, &stored_name, &body))
         .await
         .map_err(|_| Refusal::Internal)?;
     match stored {
@@ -342,7 +349,7 @@ pub async fn add_event(
             } else {
                 StatusCode::OK
             };
-            Ok((status, Json(json!({ "name": query.name, "stored": new }))).into_response())
+            Ok((status, Json(json!({ "name": name, "stored": new }))).into_response())
         }
         Err(StoreError::EventConflict(_)) => Err(Refusal::EventConflict),
         Err(e) => Err(store_error(e)),

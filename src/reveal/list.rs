@@ -9,11 +9,13 @@ use zeroize::Zeroize;
 
 use super::Error;
 use super::keysource::{KeyArgs, SignerArgs};
+use crate::case::{Case, Duty, Opened, Signers, Stage};
 use crate::clock::{Clock, parse_rfc3339, rfc3339};
 use crate::config::Policy;
-use crate::report::{Deadlines, Severity};
+use crate::report::Severity;
 use crate::seal::{Opener, RevealError, SignatureCheck};
 use crate::store;
+use sequoia_openpgp::Cert;
 
 /// What `embargo list` was asked to do.
 #[derive(Clone, Debug)]
@@ -21,8 +23,13 @@ pub struct ListArgs {
     pub store: PathBuf,
     pub keys: KeyArgs,
     pub signer: SignerArgs,
+    /// Deadlines for reports sealed before the intake recorded its policy.
     pub policy: Policy,
     pub clock: Clock,
+    /// Who may sign case events (every maintainer certificate known).
+    pub maintainers: Vec<Cert>,
+    /// Also list closed cases.
+    pub all: bool,
 }
 
 /// One report in the listing; fields are `None` when it cannot be opened.
@@ -45,10 +52,27 @@ pub struct ListRow {
     pub fix_by: Option<String>,
     pub acknowledge_overdue: bool,
     pub fix_overdue: bool,
+    /// new, acknowledged, assessed, fixing, fixed or closed.
+    pub state: Option<Stage>,
+    pub assess_by: Option<String>,
+    pub assess_overdue: bool,
+    pub status_update_by: Option<String>,
+    pub status_update_overdue: bool,
+    /// Stored events that could not be verified (shown, never counted).
+    pub unverified_events: usize,
     pub signature_checked: bool,
     #[serde(skip)]
-    urgency: Option<(SystemTime, std::cmp::Reverse<Severity>, SystemTime)>,
+    urgency: Option<Urgency>,
 }
+
+/// How a row sorts: missed obligations first, then the more severe, then
+/// the earliest due, then the oldest.
+type Urgency = (
+    std::cmp::Reverse<bool>,
+    std::cmp::Reverse<Severity>,
+    Option<SystemTime>,
+    SystemTime,
+);
 
 impl Drop for ListRow {
     fn drop(&mut self) {
@@ -76,50 +100,28 @@ pub fn list(args: &ListArgs) -> Result<Listing, Error> {
         });
     }
     let store = store::open_read_only(&args.store)?;
-    let opener = Opener::new(args.keys.open()?, args.signer.resolve()?);
+    let intake = args.signer.resolve()?;
+    let opener = Opener::new(args.keys.open()?, intake.clone());
+    let signers = Signers {
+        maintainers: &args.maintainers,
+        intake: intake.as_ref(),
+    };
     let now = args.clock.now();
     let mut rows = Vec::new();
     for id in store.list()? {
         let row = match opener.open_manifest(store.as_ref(), &id) {
             Ok(opened) => {
-                let m = &opened.manifest;
-                let received = parse_rfc3339(&m.received_at);
-                let deadlines =
-                    received.map(|r| Deadlines::for_report(&args.policy, r, m.report.severity));
-                let overdue = |t: Option<SystemTime>| t.is_some_and(|t| now > t);
-                ListRow {
-                    id: id.to_string(),
-                    status: "ok",
-                    error: None,
-                    received_at: received.map(rfc3339),
-                    age_seconds: received
-                        .map(|r| now.duration_since(r).unwrap_or_default().as_secs()),
-                    title: Some(m.report.title.clone()),
-                    severity: Some(m.report.severity),
-                    cvss_score: m.report.cvss.as_ref().map(|c| c.score),
-                    cvss_rating: m.report.cvss.as_ref().map(|c| c.rating.clone()),
-                    attachments: Some(m.attachments.len()),
-                    attachments_bytes: Some(attachments_bytes(m)),
-                    acknowledge_by: deadlines.as_ref().map(|d| rfc3339(d.acknowledge_by)),
-                    fix_by: deadlines.as_ref().and_then(|d| d.fix_by).map(rfc3339),
-                    acknowledge_overdue: overdue(deadlines.as_ref().map(|d| d.acknowledge_by)),
-                    fix_overdue: overdue(deadlines.as_ref().and_then(|d| d.fix_by)),
-                    signature_checked: matches!(opened.signature, SignatureCheck::Verified(_)),
-                    urgency: deadlines.map(|d| {
-                        (
-                            d.fix_by.unwrap_or(d.acknowledge_by),
-                            std::cmp::Reverse(m.report.severity),
-                            received.unwrap_or(now),
-                        )
-                    }),
+                let case = Case::with_events(store.as_ref(), &opener, &signers, opened);
+                if case.state.stage == Stage::Closed && !args.all {
+                    continue;
                 }
+                row_for(&case, &args.policy, now)
             }
             Err(e) => unreadable(id.to_string(), &e),
         };
         rows.push(row);
     }
-    // Most urgent first: earliest fix deadline (the acknowledgement one when
-    // the severity sets none), then higher severity; unreadable ones last.
+    // Most urgent first (see `Urgency`); unreadable ones last.
     rows.sort_by(|a, b| match (&a.urgency, &b.urgency) {
         (Some(x), Some(y)) => x.cmp(y).then_with(|| a.id.cmp(&b.id)),
         (Some(_), None) => std::cmp::Ordering::Less,
@@ -127,6 +129,52 @@ pub fn list(args: &ListArgs) -> Result<Listing, Error> {
         (None, None) => a.id.cmp(&b.id),
     });
     Ok(Listing { rows, now })
+}
+
+/// The row of one readable report: its state, and the obligations still
+/// open under the policy sealed at intake (`fallback` for older reports).
+fn row_for(case: &Case, fallback: &Policy, now: SystemTime) -> ListRow {
+    let m = &case.manifest;
+    let received = parse_rfc3339(&m.received_at);
+    let obligations = case.obligations(fallback, now);
+    let due = |what: Duty| obligations.iter().find(|o| o.what == what);
+    let by = |what: Duty| due(what).map(|o| rfc3339(o.due));
+    let late = |what: Duty| due(what).is_some_and(|o| o.overdue);
+    let severity = case.state.severity(m.report.severity);
+    ListRow {
+        id: m.id.to_string(),
+        status: "ok",
+        error: None,
+        received_at: received.map(rfc3339),
+        age_seconds: received.map(|r| now.duration_since(r).unwrap_or_default().as_secs()),
+        title: Some(m.report.title.clone()),
+        severity: Some(severity),
+        cvss_score: m.report.cvss.as_ref().map(|c| c.score),
+        cvss_rating: m.report.cvss.as_ref().map(|c| c.rating.clone()),
+        attachments: Some(m.attachments.len()),
+        attachments_bytes: Some(attachments_bytes(m)),
+        acknowledge_by: by(Duty::Acknowledge),
+        fix_by: by(Duty::Fix),
+        acknowledge_overdue: late(Duty::Acknowledge),
+        fix_overdue: late(Duty::Fix),
+        state: Some(case.state.stage),
+        assess_by: by(Duty::Assess),
+        assess_overdue: late(Duty::Assess),
+        status_update_by: by(Duty::StatusUpdate),
+        status_update_overdue: late(Duty::StatusUpdate),
+        unverified_events: case
+            .events
+            .iter()
+            .filter(|e| matches!(e, Opened::Unverifiable { .. }))
+            .count(),
+        signature_checked: matches!(case.signature, SignatureCheck::Verified(_)),
+        urgency: Some((
+            std::cmp::Reverse(obligations.iter().any(|o| o.overdue)),
+            std::cmp::Reverse(severity),
+            obligations.iter().map(|o| o.due).min(),
+            received.unwrap_or(now),
+        )),
+    }
 }
 
 /// The attachments' total size. A manifest is signed, but whoever holds a
@@ -164,6 +212,12 @@ fn unreadable(id: String, e: &RevealError) -> ListRow {
         fix_by: None,
         acknowledge_overdue: false,
         fix_overdue: false,
+        state: None,
+        assess_by: None,
+        assess_overdue: false,
+        status_update_by: None,
+        status_update_overdue: false,
+        unverified_events: 0,
         signature_checked: false,
         urgency: None,
     }

@@ -43,6 +43,8 @@ pub enum Error {
     Reveal(#[from] RevealError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -87,6 +89,29 @@ impl Error {
             _ => 1,
         }
     }
+}
+
+/// Where `embargo fetch` saves the intake's `/keys.asc`, in a store.
+pub const SAVED_KEYS: &str = "intake/keys";
+
+/// The maintainers' certificates, which case events are sealed to and
+/// verified against: the intake's `/keys.asc` that `fetch` saved in the
+/// store, else the intake configuration's `keys_dir`; `None` without either.
+pub fn maintainer_keyring(
+    store_root: &Path,
+    keys_dir: Option<&Path>,
+    clock: crate::clock::Clock,
+) -> Result<Option<crate::keys::Keyring>, Error> {
+    let saved = store_root.join(SAVED_KEYS);
+    let dir = if saved.is_dir() {
+        saved
+    } else {
+        match keys_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => return Ok(None),
+        }
+    };
+    Ok(Some(crate::keys::Keyring::load(&dir, clock)?))
 }
 
 /// The store root a command works on: `--store`, else the configuration's.

@@ -71,6 +71,9 @@ pub enum Command {
         /// Print JSON for scripts instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also list closed cases.
+        #[arg(long)]
+        all: bool,
     },
     /// Maintainer fetch tokens.
     Token {

@@ -226,21 +226,13 @@ impl Context {
     }
 }
 
-/// The maintainers events are sealed to and signed by: the intake's
-/// `/keys.asc` saved in the store by `fetch`, else the configuration's
-/// `keys_dir`.
+/// The maintainers events are sealed to and signed by.
 fn maintainer_keyring(root: &Path, keys_dir: Option<&Path>, clock: Clock) -> Result<Keyring> {
-    let saved = root.join("intake").join("keys");
-    let dir = if saved.is_dir() {
-        saved
-    } else if let Some(dir) = keys_dir {
-        dir.to_path_buf()
-    } else {
-        bail!(
+    reveal::maintainer_keyring(root, keys_dir, clock)?.ok_or_else(|| {
+        anyhow!(
             "no maintainer certificates: give -c FILE (the intake's configuration, for its keys_dir), or fetch once so that the store holds the intake's keys"
-        );
-    };
-    Ok(Keyring::load(&dir, clock)?)
+        )
+    })
 }
 
 fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitCode> {

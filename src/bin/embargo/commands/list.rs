@@ -18,15 +18,29 @@ const TITLE_COLUMN_CHARS: usize = 50;
 /// Errors longer than this are cut in the table.
 const ERROR_COLUMN_CHARS: usize = 120;
 
-pub fn run(opts: RevealOpts, json: bool, clock: Clock, out: &Output) -> Result<ExitCode> {
+pub fn run(
+    opts: RevealOpts,
+    json: bool,
+    all: bool,
+    clock: Clock,
+    out: &Output,
+) -> Result<ExitCode> {
     let m = Maintainer::resolve(opts, out)?;
     let store = reveal::store_root(m.store.as_deref(), None)?;
+    // Without maintainer certificates no event verifies: every case reads as new.
+    let maintainers = reveal::maintainer_keyring(&store, m.keys_dir.as_deref(), clock)
+        .ok()
+        .flatten()
+        .map(|k| k.entries.into_iter().map(|e| e.cert).collect())
+        .unwrap_or_default();
     let listing = reveal::list(&reveal::ListArgs {
         store,
         keys: m.keys,
         signer: m.signer,
         policy: m.policy,
         clock,
+        maintainers,
+        all,
     })?;
     if listing.any_unchecked() {
         out.line(UNCHECKED_SIGNATURE_WARNING);
@@ -46,6 +60,7 @@ fn table(listing: &Listing) -> Table {
         "RECEIVED (UTC)",
         "AGE",
         "SEVERITY",
+        "STATE",
         "FILES",
         "SIZE",
         "ACK DUE",
@@ -61,7 +76,7 @@ fn table(listing: &Listing) -> Table {
 fn row(r: &ListRow) -> Vec<Cell> {
     let mut row = vec![Cell::plain(r.id.clone())];
     if let Some(error) = &r.error {
-        row.extend((0..7).map(|_| Cell::plain("-")));
+        row.extend((0..8).map(|_| Cell::plain("-")));
         row.push(Cell::alert(
             format!("CANNOT OPEN: {}", one_line(error, ERROR_COLUMN_CHARS)),
             true,
@@ -82,6 +97,7 @@ fn row(r: &ListRow) -> Vec<Cell> {
         Some(score) => format!("{severity} {score:.1}"),
         None => severity,
     }));
+    row.push(Cell::plain(r.state.map_or("-", |s| s.as_str())));
     row.push(Cell::plain(r.attachments.unwrap_or(0).to_string()));
     row.push(Cell::plain(human_size(r.attachments_bytes.unwrap_or(0))));
     for (due, overdue) in [

@@ -45,7 +45,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
             reveal,
             out: dir,
         } => decrypt::run(report, reveal, dir, out),
-        Command::List { reveal, json } => list::run(reveal, json, clock, out),
+        Command::List { reveal, json, all } => list::run(reveal, json, all, clock, out),
         Command::Case { command } => case::run(command, clock, out),
         Command::Token {
             command: TokenCommand::New { out: file },
