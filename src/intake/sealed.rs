@@ -262,29 +262,6 @@ pub async fn part(
     Ok(response)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(s: &'static str, size: u64) -> Range {
-        parse_range(Some(&HeaderValue::from_static(s)), size)
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(None, 10), Range::Whole);
-        assert_eq!(r("bytes=0-3", 10), Range::Part { start: 0, end: 3 });
-        assert_eq!(r("bytes=4-", 10), Range::Part { start: 4, end: 9 });
-        assert_eq!(r("bytes=-3", 10), Range::Part { start: 7, end: 9 });
-        assert_eq!(r("bytes=5-100", 10), Range::Part { start: 5, end: 9 });
-        assert_eq!(r("bytes=10-", 10), Range::Unsatisfiable);
-        assert_eq!(r("bytes=-0", 10), Range::Unsatisfiable);
-        assert_eq!(r("bytes=3-1", 10), Range::Whole);
-        assert_eq!(r("bytes=0-1,3-4", 10), Range::Whole);
-        assert_eq!(r("items=0-1", 10), Range::Whole);
-    }
-}
-
 /// The `name` of `?name=<event ID>.pgp`, as sent (an event name needs no
 /// percent-decoding: anything encoded is not one).
 fn event_name(query: Option<&str>) -> Option<&str> {
@@ -400,4 +377,27 @@ pub async fn event(
     .map_err(|_| Refusal::Internal)?
     .map_err(store_error)?;
     Ok(([(header::CONTENT_TYPE, "application/pgp-encrypted")], bytes).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &'static str, size: u64) -> Range {
+        parse_range(Some(&HeaderValue::from_static(s)), size)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Range::Whole);
+        assert_eq!(r("bytes=0-3", 10), Range::Part { start: 0, end: 3 });
+        assert_eq!(r("bytes=4-", 10), Range::Part { start: 4, end: 9 });
+        assert_eq!(r("bytes=-3", 10), Range::Part { start: 7, end: 9 });
+        assert_eq!(r("bytes=5-100", 10), Range::Part { start: 5, end: 9 });
+        assert_eq!(r("bytes=10-", 10), Range::Unsatisfiable);
+        assert_eq!(r("bytes=-0", 10), Range::Unsatisfiable);
+        assert_eq!(r("bytes=3-1", 10), Range::Whole);
+        assert_eq!(r("bytes=0-1,3-4", 10), Range::Whole);
+        assert_eq!(r("items=0-1", 10), Range::Whole);
+    }
 }
