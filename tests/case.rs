@@ -785,3 +785,59 @@ fn list_shows_the_state_only_open_obligations_and_hides_closed_cases() {
     assert_eq!(all[0]["acknowledge_overdue"], false);
     assert_eq!(all[0]["fix_by"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_maintainer_signs_through_a_real_gpg_agent_and_the_other_verifies_it() {
+    let site = Site::new();
+    site.write_config("");
+    let a = sequoia_key("Maintainer A <a@example.org>");
+    let gpg = Gpg::new();
+    let fb = gpg.gen_key("Maintainer B <b@example.org>", GpgKeyType::Cv25519, "", "0");
+    site.add_key("a.asc", &armored_public(&a));
+    site.add_key("b.asc", &gpg.export_public(&fb));
+    let report = seal_report(&site, &[("poc.txt", b"CANARY")]);
+    let key_a = site.path().join("a-secret.asc");
+    std::fs::write(&key_a, common::armored_secret(&a)).unwrap();
+    let run = |args: &[&str], with_gpg: bool, stdin: &[u8]| {
+        use std::io::Write;
+        let mut cmd = site.embargo();
+        cmd.args(args)
+            .arg(report.as_str())
+            .arg("-c")
+            .arg(site.config_path())
+            .env("GNUPGHOME", gpg.home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if with_gpg {
+            cmd.arg("--gpg");
+        } else {
+            cmd.arg("--key").arg(&key_a);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&["case", "ack"], false, b"");
+    run(
+        &["case", "reply", "--message", "-"],
+        true,
+        b"CANARY-GPG we confirm it",
+    );
+    for with_gpg in [false, true] {
+        let shown: serde_json::Value =
+            serde_json::from_slice(&run(&["case", "show", "--json"], with_gpg, b"")).unwrap();
+        let events = shown["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2, "{shown}");
+        assert!(events.iter().all(|e| e["verified"] == true), "{shown}");
+        assert_eq!(events[1]["event"]["author"], fb.as_str());
+        assert_eq!(events[1]["event"]["message"], "CANARY-GPG we confirm it");
+    }
+    assert!(common::files_containing(site.path(), b"CANARY-GPG").is_empty());
+}

@@ -7,7 +7,9 @@ use openpgp::Cert;
 use sequoia_openpgp as openpgp;
 
 use super::event::{Event, Kind};
-use super::sealed::{Opened, SealEventError, Signers, open_event, seal_event, signing_keypair};
+use super::sealed::{
+    Opened, SealEventError, Signers, open_event, seal_event, seal_event_gpg, signing_keypair,
+};
 use super::state::{CaseState, Obligation};
 use crate::config::{MessageFormat, Policy};
 use crate::id::ReportId;
@@ -160,13 +162,33 @@ fn order(o: &Opened) -> (u8, Option<SystemTime>, String) {
     }
 }
 
+/// Who signs a new event.
+pub enum Author {
+    /// A certificate with its secret signing key unlocked (`--key`).
+    Key(Cert),
+    /// The user's gpg and gpg-agent (`--gpg`), with this signing key.
+    Gpg {
+        homedir: Option<std::path::PathBuf>,
+        fingerprint: String,
+    },
+}
+
+impl Author {
+    /// The primary fingerprint events name as their author.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Author::Key(cert) => cert.fingerprint().to_hex(),
+            Author::Gpg { fingerprint, .. } => fingerprint.clone(),
+        }
+    }
+}
+
 /// Where a new event goes and who signs it.
 pub struct Writer<'a> {
     pub store: &'a dyn Store,
     pub recipients: &'a Recipients,
     pub format: MessageFormat,
-    /// The author's certificate, secret signing key unlocked.
-    pub author: &'a Cert,
+    pub author: &'a Author,
 }
 
 impl Writer<'_> {
@@ -188,8 +210,14 @@ impl Writer<'_> {
         if self.recipients.certs.is_empty() {
             return Err(CaseError::NoRecipients);
         }
-        let keypair = signing_keypair(self.author)?;
-        let bytes = seal_event(event, self.recipients, self.format, keypair)?;
+        let bytes = match self.author {
+            Author::Key(cert) => {
+                seal_event(event, self.recipients, self.format, signing_keypair(cert)?)?
+            }
+            Author::Gpg { homedir, .. } => {
+                seal_event_gpg(event, self.recipients, self.format, homedir.as_deref())?
+            }
+        };
         let name = event.event.file_name();
         self.store.add_event(id, &name, &bytes)?;
         Ok(name)

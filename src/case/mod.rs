@@ -14,7 +14,7 @@ pub mod event;
 pub mod sealed;
 pub mod state;
 
-pub use book::{Case, CaseError, Writer};
+pub use book::{Author, Case, CaseError, Writer};
 pub use event::{Event, EventId, Kind, Resolution};
 pub use sealed::{Opened, Signers, open_event, seal_event};
 pub use state::{CaseState, Duty, Obligation, Stage};

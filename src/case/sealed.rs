@@ -19,7 +19,9 @@ use super::event::{Event, EventError, EventId, MAX_EVENT_BYTES};
 use crate::config::MessageFormat;
 use crate::id::ReportId;
 use crate::keys::Recipients;
-use crate::seal::writer::seal_signed;
+use std::path::Path;
+
+use crate::seal::writer::{seal_inner, seal_signed};
 use crate::seal::{Opener, RevealError, SealError};
 
 /// What can stop an event from being sealed.
@@ -34,6 +36,8 @@ pub enum SealEventError {
         "the key {0} has no usable signing subkey with its secret part: sign events with a key that can sign (gpg --quick-add-key FPR ed25519 sign)"
     )]
     NoSigningKey(String),
+    #[error("{0}")]
+    Gpg(String),
 }
 
 /// The author's signing key: the first usable signing subkey of `cert`
@@ -64,6 +68,104 @@ pub fn seal_event(
     let at = event.time().unwrap_or_else(std::time::SystemTime::now);
     let (ciphertext, _) = seal_signed(recipients, format, author, at, &plaintext)?;
     Ok(ciphertext)
+}
+
+/// The signing key gpg would use: the primary fingerprint of the first
+/// secret key in the user's keyring (`homedir`, else `GNUPGHOME`) that can
+/// sign. Case events made with `--gpg` name it as their author.
+pub fn gpg_signing_key(homedir: Option<&Path>) -> Result<String, SealEventError> {
+    let mut cmd = gpg(homedir);
+    cmd.args(["--with-colons", "--list-secret-keys"]);
+    let out = cmd.output().map_err(|e| {
+        SealEventError::Gpg(format!(
+            "cannot run gpg ({e}): install GnuPG, or use --key FILE"
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let fields: Vec<&str> = line.split(':').collect();
+        // sec:validity:…:capabilities in field 12 (e.g. "scESC").
+        if fields.first() == Some(&"sec")
+            && fields.get(11).is_some_and(|c| c.contains('S'))
+            && !matches!(fields.get(1), Some(&"r") | Some(&"e") | Some(&"d"))
+            && let Some(fpr) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("fpr:"))
+                .and_then(|l| l.split(':').find(|f| f.len() == 40 || f.len() == 64))
+        {
+            return Ok(fpr.to_owned());
+        }
+    }
+    Err(SealEventError::Gpg(
+        "gpg has no secret key that can sign: make one (gpg --quick-gen-key), or use --key FILE"
+            .into(),
+    ))
+}
+
+/// Seals `event` like [`seal_event`], but signed by gpg with the key
+/// `event.author` names (so through gpg-agent, smartcards included); the
+/// plaintext only ever passes through gpg's pipes.
+pub fn seal_event_gpg(
+    event: &Event,
+    recipients: &Recipients,
+    format: MessageFormat,
+    homedir: Option<&Path>,
+) -> Result<Vec<u8>, SealEventError> {
+    use std::io::Write;
+    let plaintext = event.to_padded_json()?;
+    let mut cmd = gpg(homedir);
+    cmd.args(["--compress-algo", "none", "--local-user"])
+        .arg(format!("{}!", event.author))
+        .args(["--output", "-", "--sign"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        SealEventError::Gpg(format!(
+            "cannot run gpg ({e}): install GnuPG, or use --key FILE"
+        ))
+    })?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| SealEventError::Gpg("gpg has no stdin".into()))?;
+    let writer = std::thread::spawn(move || stdin.write_all(&plaintext));
+    let output = child
+        .wait_with_output()
+        .map_err(|e| SealEventError::Gpg(format!("gpg failed: {e}")))?;
+    let _ = writer.join();
+    if !output.status.success() || output.stdout.is_empty() {
+        let said: String = String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|l| l.starts_with("gpg: "))
+            .last()
+            .unwrap_or("no reason given")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(SealEventError::Gpg(format!(
+            "gpg could not sign the event ({said}); check that gpg-agent runs and the key (or smartcard) is there"
+        )));
+    }
+    let at = event.time().unwrap_or_else(std::time::SystemTime::now);
+    Ok(seal_inner(recipients, format, at, &output.stdout)?)
+}
+
+/// gpg in batch mode, asking its agent where a terminal is.
+fn gpg(homedir: Option<&Path>) -> std::process::Command {
+    let mut cmd = std::process::Command::new("gpg");
+    if let Some(home) = homedir {
+        cmd.arg("--homedir").arg(home);
+    }
+    if std::env::var_os("GPG_TTY").is_none()
+        && let Ok(tty) = std::fs::read_link("/proc/self/fd/0")
+        && tty.starts_with("/dev/pts")
+    {
+        cmd.env("GPG_TTY", tty);
+    }
+    cmd.args(["--batch", "--no-tty", "--quiet", "--yes"]);
+    cmd
 }
 
 /// One stored event as a reader sees it.

@@ -239,6 +239,29 @@ pub fn seal_signed(
     Ok((out, fingerprints))
 }
 
+/// Encrypts `inner`, an already signed OpenPGP message (what `gpg --sign`
+/// makes with the user's gpg-agent or smartcard), as the content of one
+/// encrypted message to every usable subkey of `recipients`.
+pub fn seal_inner(
+    recipients: &Recipients,
+    format: MessageFormat,
+    at: SystemTime,
+    inner: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let pgp = SealError::OpenPgp;
+    let (keys, _) = encryption_keys(recipients, format, at)?;
+    let mut out = Vec::new();
+    {
+        let envelope = Envelope::new(&keys).map_err(pgp)?;
+        let mut message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
+        message
+            .write_all(inner)
+            .map_err(|e| SealError::OpenPgp(e.into()))?;
+        message.finalize().map_err(pgp)?;
+    }
+    Ok(out)
+}
+
 /// Signs `text` as a cleartext-signed message (RFC 9580 §7) with the intake
 /// signing key: receipts, and security.txt (RFC 9116 §2.3).
 pub fn sign_cleartext(secrets: &IntakeSecrets, text: &str) -> Result<String, SealError> {

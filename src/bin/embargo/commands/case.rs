@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow, bail};
 use sequoia_openpgp as openpgp;
 
 use embargo::case::event::{Advisory, Assessment, CvssVector, Fix};
-use embargo::case::{Case, Event, Kind, Opened, Resolution, Signers, Writer};
+use embargo::case::{Author, Case, Event, Kind, Opened, Resolution, Signers, Writer};
 use embargo::clock::{Clock, rfc3339};
 use embargo::config::MessageFormat;
 use embargo::id::ReportId;
@@ -44,7 +44,7 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
     let mut event = Event::new(
         case.manifest.id.clone(),
         kind,
-        author.fingerprint().to_hex(),
+        author.fingerprint(),
         clock.now(),
     );
     event.message = message(args.message.as_deref(), kind)?;
@@ -158,6 +158,8 @@ struct Context {
     store: std::sync::Arc<dyn store::Store>,
     opener: Opener,
     source_certs: Vec<openpgp::Cert>,
+    /// `--gpg`, with the homedir it uses.
+    gpg: Option<Option<std::path::PathBuf>>,
     /// The maintainers' keyring: every certificate verifies signatures
     /// (events signed before one expired stay verified); the usable ones
     /// are what new events are sealed to.
@@ -189,14 +191,15 @@ impl Context {
         let maintainers = keyring.entries.iter().map(|e| e.cert.clone()).collect();
         let intake = m.signer.resolve()?;
         let source = m.keys.open()?;
-        let source_certs = match &source {
-            SecretSource::Keys(certs) => certs.clone(),
-            SecretSource::Gpg { .. } => Vec::new(),
+        let (source_certs, gpg) = match &source {
+            SecretSource::Keys(certs) => (certs.clone(), None),
+            SecretSource::Gpg { homedir } => (Vec::new(), Some(homedir.clone())),
         };
         Ok(Context {
             store,
             opener: Opener::new(source, intake.clone()),
             source_certs,
+            gpg,
             keyring,
             maintainers,
             intake,
@@ -218,11 +221,21 @@ impl Context {
         )?)
     }
 
-    /// The maintainer's own certificate, to sign with.
-    fn author(&self) -> Result<openpgp::Cert> {
-        self.source_certs.first().cloned().ok_or_else(|| {
-            anyhow!("signing case events needs the secret key file: give --key FILE (gpg-agent signing is not supported yet)")
-        })
+    /// Who signs: the `--key` certificate, or gpg's signing key.
+    fn author(&self) -> Result<Author> {
+        if let Some(homedir) = &self.gpg {
+            let fingerprint = embargo::case::sealed::gpg_signing_key(homedir.as_deref())?;
+            return Ok(Author::Gpg {
+                homedir: homedir.clone(),
+                fingerprint,
+            });
+        }
+        let cert = self
+            .source_certs
+            .first()
+            .cloned()
+            .ok_or_else(|| anyhow!("no secret key to sign with: give --key FILE or --gpg"))?;
+        Ok(Author::Key(cert))
     }
 }
 
