@@ -165,7 +165,7 @@ fn order(o: &Opened) -> (u8, Option<SystemTime>, String) {
 /// Who signs a new event.
 pub enum Author {
     /// A certificate with its secret signing key unlocked (`--key`).
-    Key(Cert),
+    Key(Box<Cert>),
     /// The user's gpg and gpg-agent (`--gpg`), with this signing key.
     Gpg {
         homedir: Option<std::path::PathBuf>,

@@ -138,8 +138,7 @@ pub fn seal_event_gpg(
     if !output.status.success() || output.stdout.is_empty() {
         let said: String = String::from_utf8_lossy(&output.stderr)
             .lines()
-            .filter(|l| l.starts_with("gpg: "))
-            .last()
+            .rfind(|l| l.starts_with("gpg: "))
             .unwrap_or("no reason given")
             .chars()
             .take(200)

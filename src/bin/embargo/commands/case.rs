@@ -235,7 +235,7 @@ impl Context {
             .first()
             .cloned()
             .ok_or_else(|| anyhow!("no secret key to sign with: give --key FILE or --gpg"))?;
-        Ok(Author::Key(cert))
+        Ok(Author::Key(Box::new(cert)))
     }
 }
 
