@@ -13,6 +13,7 @@
 //! - [`store`]: where sealed reports live, committed atomically.
 //! - [`seal`]: the sealed format: writer (encrypt, sign) and reader (decrypt, verify).
 //! - [`station`]: keys, secrets and store opened once; what every channel seals with.
+//! - [`case`]: what happens after intake: sealed, signed events, and the deadlines they close.
 //! - [`metrics`], [`health`]: counters for `GET /metrics`; what a service tells `/healthz`.
 //! - [`notify`]: batched, content-free "new report" notices (mail, webhooks); [`smtp`].
 //! - [`alerts`]: key-expiry alerts (30/7/1 days, expired, none usable).
