@@ -1308,7 +1308,7 @@ fn the_form_shows_fields_policy_and_key_fingerprints() {
     assert!(page.find("name=\"credit\"").unwrap() < page.find("name=\"attachment\"").unwrap());
     assert!(page.contains("enctype=\"multipart/form-data\""));
     assert!(
-        page.contains("48 hours") && page.contains("7 days"),
+        page.contains("48 hours") && page.contains("7 days") && page.contains("5 business days"),
         "policy promises"
     );
     let fpr = cert.fingerprint().to_hex();

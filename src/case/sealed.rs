@@ -299,3 +299,62 @@ pub fn check_shape(ciphertext: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openpgp::cert::prelude::*;
+    use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message};
+    use std::io::Write;
+
+    fn encrypted(to_password: bool) -> Vec<u8> {
+        let (cert, _) = CertBuilder::general_purpose(Some("m"))
+            .set_cipher_suite(CipherSuite::Cv25519)
+            .generate()
+            .unwrap();
+        let policy = StandardPolicy::new();
+        let mut out = Vec::new();
+        {
+            let message = Message::new(&mut out);
+            let encryptor = if to_password {
+                Encryptor::with_passwords(message, Some("pw"))
+            } else {
+                let keys: Vec<_> = cert
+                    .keys()
+                    .with_policy(&policy, None)
+                    .for_storage_encryption()
+                    .collect();
+                Encryptor::for_recipients(message, keys)
+            };
+            let message = encryptor.build().unwrap();
+            let mut w = LiteralWriter::new(message).build().unwrap();
+            w.write_all(b"event").unwrap();
+            w.finalize().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn only_public_key_encrypted_messages_pass_as_events() {
+        let good = encrypted(false);
+        assert_eq!(check_shape(&good), Ok(()));
+        let password = encrypted(true);
+        assert!(check_shape(&password).unwrap_err().contains("password"));
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&good);
+        assert!(check_shape(&trailing).is_err());
+        assert!(check_shape(b"not openpgp at all").is_err());
+        assert!(check_shape(&good[..good.len() / 2]).is_err(), "truncated");
+        // A plaintext message (a literal packet) is not an encrypted event.
+        let mut plain = Vec::new();
+        {
+            let mut w = LiteralWriter::new(Message::new(&mut plain))
+                .build()
+                .unwrap();
+            w.write_all(b"CANARY").unwrap();
+            w.finalize().unwrap();
+        }
+        assert!(check_shape(&plain).is_err());
+        assert!(check_shape(&vec![0u8; MAX_EVENT_CIPHERTEXT + 1]).is_err());
+    }
+}

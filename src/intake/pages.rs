@@ -172,6 +172,8 @@ pub struct FixView {
 /// The policy promises shown to reporters.
 pub struct PolicyView {
     pub acknowledge: String,
+    /// The provisional assessment (severity, CVSS): `5 business days`.
+    pub assess: String,
     pub status_update: String,
     /// Fix deadlines, most severe first.
     pub fix: Vec<FixView>,
@@ -233,6 +235,14 @@ pub fn span_words(span: Span) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// A deadline the way people say it: `5 business days`, `48 hours`.
+pub fn within_words(within: crate::config::Within) -> String {
+    match within {
+        crate::config::Within::Span(span) => span_words(span),
+        other => other.to_string(),
+    }
+}
+
 fn policy_view(state: &AppState) -> PolicyView {
     let p = &state.config().policy;
     let fix = ["critical", "high", "medium", "low"]
@@ -246,6 +256,7 @@ fn policy_view(state: &AppState) -> PolicyView {
         .collect();
     PolicyView {
         acknowledge: span_words(p.acknowledge_within),
+        assess: within_words(p.assess_within),
         status_update: span_words(p.status_update_within),
         fix,
     }

@@ -216,6 +216,7 @@ pub fn compose(sender: &Sender<'_>, id: &ReportId, reply: &ReplyFacts) -> Result
             ("project", sender.project),
             ("id", id.as_str()),
             ("acknowledge_within", &policy.acknowledge_within.to_string()),
+            ("assess_within", &policy.assess_within.to_string()),
             (
                 "status_update_within",
                 &policy.status_update_within.to_string(),
