@@ -841,3 +841,81 @@ fn a_maintainer_signs_through_a_real_gpg_agent_and_the_other_verifies_it() {
     }
     assert!(common::files_containing(site.path(), b"CANARY-GPG").is_empty());
 }
+
+#[test]
+fn a_maintainer_profile_replaces_the_repeated_flags_and_names_unknown_keys() {
+    let t = team();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    let made = t
+        .site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&made.stderr)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    t.site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let server = server::Server::start(&t.site);
+    std::fs::write(work.path().join("me.asc"), common::armored_secret(&t.a)).unwrap();
+    let profile = work.path().join("maintainer.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "store = \"store\"\nkey = \"me.asc\"\nintake_url = \"{}\"\ntoken_file = \"token\"\nout = \"revealed\"\n",
+            server.base
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        t.site
+            .embargo()
+            .env("EMBARGO_MAINTAINER", &profile)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    ok(&["fetch"]);
+    ok(&["case", "ack", t.report.as_str()]);
+    ok(&["fetch"]);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&ok(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0]["state"], "acknowledged");
+    ok(&["decrypt", t.report.as_str()]);
+    assert!(
+        work.path()
+            .join("revealed")
+            .join(t.report.as_str())
+            .join("report.md")
+            .is_file()
+    );
+    assert_eq!(
+        t.site.store().events(&t.report).unwrap().len(),
+        1,
+        "the acknowledgement reached the intake"
+    );
+
+    std::fs::write(&profile, "stor = \"x\"\n").unwrap();
+    let out = run(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("maintainer profile") && said.contains("stor"),
+        "{said}"
+    );
+}

@@ -26,6 +26,8 @@ fn run(site: &Site, args: &[&str]) -> Seen {
         .env_remove("EMBARGO_CONFIG")
         .env_remove("EMBARGO_LOG")
         .env_remove("EMBARGO_LOG_FORMAT")
+        .env_remove("EMBARGO_MAINTAINER")
+        .env("XDG_CONFIG_HOME", "/nonexistent/embargo-tests")
         .env("NO_COLOR", "1")
         .env("TMPDIR", site.tmp_dir())
         .args(args)
@@ -166,7 +168,7 @@ fn decrypt_without_key_or_gpg_is_a_usage_error() {
         seen(
             2,
             "",
-            "error: the following required arguments were not provided:\n  --key <KEY>\n\nUsage: embargo decrypt --store <STORE> --key <KEY> <REPORT>\n\nFor more information, try '--help'.\n"
+            "embargo: error: no secret key: give --key FILE or --gpg (or `key` or `gpg = true` in the maintainer profile, maintainer.toml)\n"
         )
     );
 }

@@ -11,12 +11,14 @@
 //! - [`list`]: the urgency-sorted table (or JSON) of a store's reports.
 //! - [`token`]: fetch tokens and the hash the server keeps.
 //! - [`fetch`]: downloads sealed reports (ciphertext only) into a local store.
+//! - [`profile`]: `maintainer.toml`, the defaults of a maintainer's commands.
 
 pub mod decrypt;
 pub mod fetch;
 pub mod keysource;
 pub mod list;
 pub mod names;
+pub mod profile;
 pub mod render;
 pub mod token;
 

@@ -42,7 +42,10 @@ pub fn embargo_bin() -> PathBuf {
 /// An `embargo` command with a clean environment for logs.
 pub fn embargo() -> Command {
     let mut cmd = Command::new(embargo_bin());
+    // No maintainer profile of the machine running the tests applies.
     cmd.env_remove("EMBARGO_CONFIG")
+        .env_remove("EMBARGO_MAINTAINER")
+        .env("XDG_CONFIG_HOME", "/nonexistent/embargo-tests")
         .env("EMBARGO_LOG", "info")
         .stdin(Stdio::null());
     cmd

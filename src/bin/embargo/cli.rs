@@ -60,9 +60,9 @@ pub enum Command {
         report: String,
         #[command(flatten)]
         reveal: RevealOpts,
-        /// Where the <ID>/ directory is created.
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
+        /// Where the <ID>/ directory is created (default: `out` in maintainer.toml, else .).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Table of the reports in a store, most urgent first (decrypts only manifests).
     List {
@@ -82,15 +82,15 @@ pub enum Command {
     },
     /// Download complete sealed reports missing from a local store (ciphertext only); resumable.
     Fetch {
-        /// The intake's base URL, e.g. https://security.example.org.
+        /// The intake's base URL, e.g. https://security.example.org (or `intake_url` in maintainer.toml).
         #[arg(long)]
-        from: String,
-        /// File holding the fetch token (never give it as an argument).
+        from: Option<String>,
+        /// File holding the fetch token, never the token itself (or `token_file` in maintainer.toml).
         #[arg(long)]
-        token_file: PathBuf,
-        /// The local store (the directory that holds reports/).
+        token_file: Option<PathBuf>,
+        /// The local store, the directory that holds reports/ (or `store` in maintainer.toml).
         #[arg(long)]
-        store: PathBuf,
+        store: Option<PathBuf>,
         /// Fail when the intake sends nothing for this long, e.g. 30s or 5m (default 60s).
         #[arg(long)]
         timeout: Option<embargo::config::Span>,
@@ -201,10 +201,11 @@ pub struct RevealOpts {
     #[arg(long)]
     pub store: Option<PathBuf>,
     /// Secret key file (armored or binary), e.g. from `gpg --export-secret-keys`.
-    #[arg(long, required_unless_present = "gpg", conflicts_with = "gpg")]
+    /// (Or `key` in maintainer.toml.)
+    #[arg(long, conflicts_with = "gpg")]
     pub key: Option<PathBuf>,
     /// File whose first line is the passphrase of --key (else asked on the terminal).
-    #[arg(long, requires = "key", conflicts_with = "gpg")]
+    #[arg(long, conflicts_with = "gpg")]
     pub passphrase_file: Option<PathBuf>,
     /// Decrypt with your gpg-agent (keys in GnuPG's keyring or on a smartcard; respects GNUPGHOME).
     #[arg(long)]

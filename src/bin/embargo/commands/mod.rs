@@ -44,7 +44,15 @@ pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
             report,
             reveal,
             out: dir,
-        } => decrypt::run(report, reveal, dir, out),
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => reveal::profile::Profile::load()?
+                    .and_then(|p| p.out)
+                    .unwrap_or_else(|| PathBuf::from(".")),
+            };
+            decrypt::run(report, reveal, dir, out)
+        }
         Command::List { reveal, json, all } => list::run(reveal, json, all, clock, out),
         Command::Case { command } => case::run(command, clock, out),
         Command::Token {
@@ -56,16 +64,30 @@ pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
             store,
             timeout,
             max_bytes,
-        } => fetch::run(
-            reveal::FetchArgs {
-                from,
-                token_file,
-                store,
-                timeout: timeout.map_or(reveal::fetch::DEFAULT_TIMEOUT, |t| t.0),
-                max_bytes,
-            },
-            out,
-        ),
+        } => {
+            let profile = reveal::profile::Profile::load()?.unwrap_or_default();
+            let missing = |flag: &str, key: &str| {
+                Usage(format!(
+                    "fetch needs {flag} (or `{key}` in the maintainer profile, maintainer.toml)"
+                ))
+            };
+            fetch::run(
+                reveal::FetchArgs {
+                    from: from
+                        .or(profile.intake_url)
+                        .ok_or_else(|| missing("--from URL", "intake_url"))?,
+                    token_file: token_file
+                        .or(profile.token_file)
+                        .ok_or_else(|| missing("--token-file FILE", "token_file"))?,
+                    store: store
+                        .or(profile.store)
+                        .ok_or_else(|| missing("--store DIR", "store"))?,
+                    timeout: timeout.map_or(reveal::fetch::DEFAULT_TIMEOUT, |t| t.0),
+                    max_bytes,
+                },
+                out,
+            )
+        }
     }
 }
 
@@ -102,15 +124,25 @@ struct Maintainer {
 impl Maintainer {
     fn resolve(opts: RevealOpts, out: &Output) -> Result<Maintainer> {
         let config = opts.config.as_deref().map(Config::load).transpose()?;
+        // Flags win; the profile fills in what they leave out.
+        let profile = reveal::profile::Profile::load()?.unwrap_or_default();
+        let flag_chose = opts.key.is_some() || opts.gpg;
         let keys = reveal::KeyArgs {
-            key: opts.key,
-            passphrase_file: opts.passphrase_file,
-            gpg: opts.gpg,
+            key: opts.key.or(if flag_chose { None } else { profile.key }),
+            passphrase_file: opts.passphrase_file.or(profile.passphrase_file),
+            gpg: opts.gpg || (!flag_chose && profile.gpg),
             ask: out.passphrase_prompt(),
         };
+        if keys.key.is_none() && !keys.gpg {
+            return Err(Usage(
+                "no secret key: give --key FILE or --gpg (or `key` or `gpg = true` in the maintainer profile, maintainer.toml)".into(),
+            )
+            .into());
+        }
         let store = opts
             .store
-            .or_else(|| config.as_ref().map(|c| c.store.clone()));
+            .or_else(|| config.as_ref().map(|c| c.store.clone()))
+            .or(profile.store);
         let signer = reveal::SignerArgs {
             signer: opts.signer,
             state_dir: config.as_ref().map(|c| c.state_dir.clone()),
