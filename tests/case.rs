@@ -919,3 +919,86 @@ fn a_maintainer_profile_replaces_the_repeated_flags_and_names_unknown_keys() {
         "{said}"
     );
 }
+
+#[test]
+fn a_fetch_killed_at_random_moments_loses_and_duplicates_no_event() {
+    use rand::Rng;
+    let t = team();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    let made = t
+        .site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&made.stderr)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    t.site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let server = server::Server::start(&t.site);
+    let key = work.path().join("a.asc");
+    std::fs::write(&key, common::armored_secret(&t.a)).unwrap();
+    let laptop = Laptop {
+        store: work.path().join("a"),
+        key,
+    };
+    laptop.fetch(&t.site, &server.base, &token);
+    // Events waiting on both sides: three on the intake (by B), three here.
+    for _ in 0..3 {
+        let event = t.event(Kind::Note, &t.b);
+        let bytes = t.seal(&event, &t.b);
+        t.site
+            .store()
+            .add_event(&t.report, &event.event.file_name(), &bytes)
+            .unwrap();
+        laptop.case(
+            &t.site,
+            "note",
+            &t.report,
+            &["--message", "-"],
+            b"offline note",
+        );
+    }
+    let mut rng = rand::thread_rng();
+    for _ in 0..12 {
+        let mut child = t
+            .site
+            .embargo()
+            .args(["fetch", "--from", &server.base, "--token-file"])
+            .arg(&token)
+            .arg("--store")
+            .arg(&laptop.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The kill timing is the point: a random moment of the exchange.
+        std::thread::sleep(std::time::Duration::from_millis(rng.gen_range(0..120)));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    laptop.fetch(&t.site, &server.base, &token);
+    let names = |root: &std::path::Path| {
+        let dir = root.join("reports").join(t.report.as_str()).join("events");
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        n.sort();
+        n
+    };
+    let here = names(&laptop.store);
+    assert_eq!(here.len(), 6, "{here:?}");
+    assert_eq!(names(&t.site.store_dir()), here);
+    let shown = laptop.timeline(&t.site, &t.report);
+    let events = shown["events"].as_array().unwrap();
+    assert_eq!(events.len(), 6);
+    assert!(events.iter().all(|e| e["verified"] == true), "{shown}");
+}

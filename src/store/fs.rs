@@ -96,6 +96,30 @@ fn mkdir_private(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Temporary event files older than this were left by a killed writer.
+const STALE_EVENT_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes what killed event writers left in `dir` (never a fresh one,
+/// which a writer may be about to link into place).
+fn remove_stale_event_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_EVENT_TEMP);
+        if name.starts_with('.') && name.ends_with(".tmp") && stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Whether the file at `path` holds exactly `bytes`; `None` when there is
 /// no such file (or it cannot be read, which the caller's write reports).
 fn same_bytes(path: &Path, bytes: &[u8]) -> Option<bool> {
@@ -341,6 +365,7 @@ impl Store for FsStore {
         }
         let dir = self.complete(id)?.join(EVENTS_DIR);
         mkdir_private(&dir).map_err(io_err(&dir))?;
+        remove_stale_event_temps(&dir);
         let target = dir.join(name);
         if let Some(same) = same_bytes(&target, ciphertext) {
             return if same {
