@@ -1002,3 +1002,72 @@ fn a_fetch_killed_at_random_moments_loses_and_duplicates_no_event() {
     assert_eq!(events.len(), 6);
     assert!(events.iter().all(|e| e["verified"] == true), "{shown}");
 }
+
+#[test]
+fn sharing_a_part_adds_only_session_keys_and_the_new_key_alone_opens_it() {
+    use embargo::seal::share::{add_recipient, only_headers_added};
+    let site = Site::new();
+    let a = sequoia_key("Maintainer A <a@example.org>");
+    site.add_key("a.asc", &armored_public(&a));
+    let report = seal_report(&site, &[("poc.txt", b"CANARY-SHARED poc")]);
+    let event = {
+        let mut e = Event::new(
+            report.clone(),
+            Kind::Note,
+            a.fingerprint().to_hex(),
+            std::time::SystemTime::now(),
+        );
+        e.message = Some("CANARY-SHARED note".into());
+        let bytes = seal_event(
+            &e,
+            &Recipients::from_certs(vec![a.clone().strip_secret_key_material()]),
+            MessageFormat::Compat,
+            embargo::case::sealed::signing_keypair(&a).unwrap(),
+        )
+        .unwrap();
+        site.store()
+            .add_event(&report, &e.event.file_name(), &bytes)
+            .unwrap();
+        e
+    };
+    // The newcomer's key lives in gpg only.
+    let gpg = Gpg::new();
+    let fnew = gpg.gen_key("Newcomer <n@example.org>", GpgKeyType::Cv25519, "", "0");
+    // The signers gpg checks: the intake (manifest) and A (the event).
+    gpg.import(&armored_public(&site.signing_cert()));
+    gpg.import(&armored_public(&a));
+    let newcomer: openpgp::Cert = {
+        use openpgp::parse::Parse;
+        openpgp::Cert::from_bytes(&gpg.export_public(&fnew)).unwrap()
+    };
+    let dir = site.reports_dir().join(report.as_str());
+    let mut files = vec![dir.join("manifest.pgp"), dir.join("001.pgp")];
+    files.push(dir.join("events").join(event.event.file_name()));
+    for file in &files {
+        let before = std::fs::read(file).unwrap();
+        let after = add_recipient(&before, std::slice::from_ref(&a), &newcomer)
+            .unwrap()
+            .expect("a session key was added");
+        assert!(only_headers_added(&before, &after));
+        assert!(after.len() > before.len());
+        // Sharing again adds nothing.
+        assert!(
+            add_recipient(&after, std::slice::from_ref(&a), &newcomer)
+                .unwrap()
+                .is_none()
+        );
+        // Tampering with the body is not "only headers".
+        let mut tampered = after.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(!only_headers_added(&before, &tampered));
+        std::fs::write(file, &after).unwrap();
+        // Stock gpg with the newcomer's key alone decrypts the shared part.
+        let (plaintext, _) = gpg.decrypt(file);
+        assert!(!plaintext.is_empty());
+    }
+    let (poc, _) = gpg.decrypt(&files[1]);
+    assert_eq!(poc, b"CANARY-SHARED poc");
+    let (note, _) = gpg.decrypt(&files[2]);
+    assert!(String::from_utf8_lossy(&note).contains("CANARY-SHARED note"));
+}

@@ -4,6 +4,7 @@
 pub mod manifest;
 mod media;
 pub mod reader;
+pub mod share;
 pub mod writer;
 
 pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SealedPolicy};

@@ -1,0 +1,161 @@
+//! Sharing a sealed part with a new maintainer: the part's session key,
+//! recovered with a current maintainer's key, is wrapped to the new
+//! certificate as one more PKESK in front of the part. Nothing after the
+//! session keys changes: the encrypted data stays byte-identical, so what
+//! was signed and hashed stays what it was, and anyone can check that only
+//! headers were added.
+
+use openpgp::Cert;
+use openpgp::crypto::SessionKey;
+use openpgp::packet::key::{PublicParts, UnspecifiedRole};
+use openpgp::packet::pkesk::{PKESK3, PKESK6};
+use openpgp::packet::{Key, PKESK, Packet};
+use openpgp::parse::{PacketParserResult, Parse};
+use openpgp::policy::StandardPolicy;
+use openpgp::serialize::Serialize;
+use openpgp::types::SymmetricAlgorithm;
+use sequoia_openpgp as openpgp;
+
+/// Why a part could not be shared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShareError {
+    #[error("the part is not a public-key encrypted message this embargo wrote: {0}")]
+    Shape(String),
+    #[error("none of the given secret keys opens the part's session key")]
+    NoKey,
+    #[error("the new certificate {0} has no usable encryption subkey")]
+    NoEncryptionKey(String),
+    #[error("wrapping the session key failed: {0}")]
+    OpenPgp(#[source] anyhow::Error),
+}
+
+/// The session-key packets of a part and where its encrypted data starts.
+struct Split {
+    pkesks: Vec<PKESK>,
+    /// Byte offset of the encrypted data packet.
+    body_at: usize,
+}
+
+fn split(ciphertext: &[u8]) -> Result<Split, ShareError> {
+    let shape = |why: &str| ShareError::Shape(why.into());
+    let mut ppr = openpgp::parse::PacketParser::from_bytes(ciphertext)
+        .map_err(|_| shape("not OpenPGP data"))?;
+    let mut pkesks = Vec::new();
+    while let PacketParserResult::Some(pp) = ppr {
+        match &pp.packet {
+            Packet::PKESK(p) => pkesks.push(p.clone()),
+            Packet::SEIP(_) => break,
+            _ => return Err(shape("an unexpected packet before the encrypted data")),
+        }
+        ppr = pp.next().map_err(|_| shape("damaged framing"))?.1;
+    }
+    if pkesks.is_empty() {
+        return Err(shape("no public-key encrypted session key"));
+    }
+    // The headers as they are serialized must be exactly the bytes in front
+    // of the encrypted data: then that data is kept verbatim.
+    let mut head = Vec::new();
+    for p in &pkesks {
+        Packet::PKESK(p.clone())
+            .serialize(&mut head)
+            .map_err(ShareError::OpenPgp)?;
+    }
+    if !ciphertext.starts_with(&head) || head.len() >= ciphertext.len() {
+        return Err(shape("session keys that do not serialize as stored"));
+    }
+    Ok(Split {
+        pkesks,
+        body_at: head.len(),
+    })
+}
+
+fn session_key(
+    pkesks: &[PKESK],
+    secrets: &[Cert],
+) -> Result<(Option<SymmetricAlgorithm>, SessionKey), ShareError> {
+    for pkesk in pkesks {
+        for cert in secrets {
+            for ka in cert.keys().unencrypted_secret() {
+                let Ok(mut keypair) = ka.key().clone().into_keypair() else {
+                    continue;
+                };
+                if let Some(found) = pkesk.decrypt(&mut keypair, None) {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Err(ShareError::NoKey)
+}
+
+fn encryption_keys(cert: &Cert) -> Result<Vec<Key<PublicParts, UnspecifiedRole>>, ShareError> {
+    let policy = StandardPolicy::new();
+    let none = || ShareError::NoEncryptionKey(cert.fingerprint().to_hex());
+    let vc = cert.with_policy(&policy, None).map_err(|_| none())?;
+    let keys: Vec<_> = vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_storage_encryption()
+        .for_transport_encryption()
+        .map(|ka| ka.key().clone().role_into_unspecified())
+        .collect();
+    if keys.is_empty() {
+        return Err(none());
+    }
+    Ok(keys)
+}
+
+/// `ciphertext` with the session key also wrapped to every encryption
+/// subkey of `new`, opened with one of `secrets`. A certificate whose
+/// subkeys already have a PKESK is left alone, so sharing twice changes
+/// nothing. Returns `None` when nothing had to be added.
+pub fn add_recipient(
+    ciphertext: &[u8],
+    secrets: &[Cert],
+    new: &Cert,
+) -> Result<Option<Vec<u8>>, ShareError> {
+    let Split { pkesks, body_at } = split(ciphertext)?;
+    let wanted = encryption_keys(new)?;
+    // A v3 session key names its recipient by key ID, a v6 one by fingerprint.
+    let present: Vec<openpgp::KeyHandle> = pkesks.iter().filter_map(|p| p.recipient()).collect();
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|k| !present.iter().any(|r| r.aliases(k.key_handle())))
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let (algo, sk) = session_key(&pkesks, secrets)?;
+    let v6 = matches!(pkesks[0], PKESK::V6(_));
+    let mut out = ciphertext[..body_at].to_vec();
+    for key in missing {
+        let packet = if v6 {
+            let mut p = PKESK6::for_recipient(&sk, key).map_err(ShareError::OpenPgp)?;
+            p.set_recipient(Some(key.fingerprint()));
+            Packet::from(p)
+        } else {
+            let algo = algo.ok_or_else(|| ShareError::Shape("no cipher for a v3 PKESK".into()))?;
+            let mut p = PKESK3::for_recipient(algo, &sk, key).map_err(ShareError::OpenPgp)?;
+            p.set_recipient(Some(key.key_handle().into()));
+            Packet::PKESK(p.into())
+        };
+        packet.serialize(&mut out).map_err(ShareError::OpenPgp)?;
+    }
+    out.extend_from_slice(&ciphertext[body_at..]);
+    Ok(Some(out))
+}
+
+/// Whether `after` is `before` with session-key packets added and the
+/// encrypted data byte-identical (what an intake checks before it accepts
+/// a shared part).
+pub fn only_headers_added(before: &[u8], after: &[u8]) -> bool {
+    let (Ok(b), Ok(a)) = (split(before), split(after)) else {
+        return false;
+    };
+    before[b.body_at..] == after[a.body_at..]
+        && after.starts_with(&before[..b.body_at])
+        && a.pkesks.len() > b.pkesks.len()
+}
