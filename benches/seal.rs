@@ -171,6 +171,15 @@ impl embargo::store::Store for NullStore {
     ) -> Result<Box<dyn embargo::store::PartReader>, embargo::store::StoreError> {
         Err(embargo::store::StoreError::NotFound(id.clone()))
     }
+    fn replace_part(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+        _: &[u8],
+        _: &dyn Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(), embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
 }
 
 /// Seals `n` small reports to `certs` in process, into the filesystem

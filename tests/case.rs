@@ -1071,3 +1071,98 @@ fn sharing_a_part_adds_only_session_keys_and_the_new_key_alone_opens_it() {
     let (note, _) = gpg.decrypt(&files[2]);
     assert!(String::from_utf8_lossy(&note).contains("CANARY-SHARED note"));
 }
+
+#[test]
+fn case_share_lets_a_new_maintainer_decrypt_old_reports_and_events() {
+    let d = desk();
+    d.ok("note", &d.key_a, &["--message", "-"], b"CANARY-OLD note");
+    let gpg = Gpg::new();
+    let fnew = gpg.gen_key("Newcomer <n@example.org>", GpgKeyType::Cv25519, "", "0");
+    let cert = d.team.site.path().join("newcomer.asc");
+    std::fs::write(&cert, gpg.export_public(&fnew)).unwrap();
+    let site = &d.team.site;
+    let parts_before: Vec<u64> = site
+        .store()
+        .parts(&d.team.report)
+        .unwrap()
+        .iter()
+        .map(|p| p.size)
+        .collect();
+    let out = site
+        .embargo()
+        .args(["case", "share", "--all", "--cert"])
+        .arg(&cert)
+        .arg("-c")
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&d.key_a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("shared 3 part(s) of 1 report(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parts_after: Vec<u64> = site
+        .store()
+        .parts(&d.team.report)
+        .unwrap()
+        .iter()
+        .map(|p| p.size)
+        .collect();
+    assert!(parts_after.iter().zip(&parts_before).all(|(a, b)| a > b));
+    // The newcomer, with gpg-agent only, decrypts the old report and reads its case.
+    let revealed = site.path().join("revealed");
+    std::fs::create_dir(&revealed).unwrap();
+    let run = |args: &[&str]| {
+        site.embargo()
+            .args(args)
+            .arg("-c")
+            .arg(site.config_path())
+            .arg("--gpg")
+            .env("GNUPGHOME", gpg.home.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "decrypt",
+        d.team.report.as_str(),
+        "--out",
+        revealed.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(revealed.join(d.team.report.as_str()).join("poc.txt")).unwrap(),
+        b"CANARY-REPORT"
+    );
+    let out = run(&["case", "show", d.team.report.as_str(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["events"][0]["verified"], true, "{shown}");
+    assert_eq!(shown["events"][0]["event"]["message"], "CANARY-OLD note");
+    // Sharing again changes nothing.
+    let again = site
+        .embargo()
+        .args(["case", "share", d.team.report.as_str(), "--cert"])
+        .arg(&cert)
+        .arg("-c")
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&d.key_a)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("shared 0 part(s)"));
+}

@@ -450,6 +450,50 @@ impl Store for FsStore {
         }
     }
 
+    fn replace_part(
+        &self,
+        id: &ReportId,
+        name: &str,
+        ciphertext: &[u8],
+        keep: &dyn Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let dir = self.complete(id)?;
+        let (dir, path) = if is_part_name(name) {
+            (dir.clone(), dir.join(name))
+        } else if is_event_name(name) {
+            let events = dir.join(EVENTS_DIR);
+            (events.clone(), events.join(name))
+        } else {
+            return Err(StoreError::BadPartName(name.chars().take(40).collect()));
+        };
+        let old = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => fs::read(&path).map_err(io_err(&path))?,
+            _ => return Err(StoreError::NotFound(id.clone())),
+        };
+        if old == ciphertext {
+            return Ok(());
+        }
+        if !keep(&old, ciphertext) {
+            return Err(StoreError::NotOnlyHeaders(name.to_owned()));
+        }
+        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(ciphertext)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&path)(e));
+        }
+        sync_dir(&dir).map_err(io_err(&dir))
+    }
+
     fn remove_stale_staging(&self) -> Result<usize, StoreError> {
         let sweep = self.sweep_lock()?;
         sweep.lock().map_err(io_err(&self.reports))?;

@@ -36,6 +36,8 @@ pub enum StoreError {
     BadEventName(String),
     #[error("an event named {0} exists already with other contents; events are never replaced")]
     EventConflict(String),
+    #[error("the new {0} changes more than its session keys: refused, the stored one is kept")]
+    NotOnlyHeaders(String),
 }
 
 /// One ciphertext file of a report.
@@ -85,6 +87,17 @@ pub trait Store: Send + Sync {
     fn events(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError>;
     /// Opens one event of complete report `id`.
     fn open_event(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError>;
+    /// Replaces part or event `name` (`manifest.pgp`, `NNN.pgp` or an
+    /// event name) of complete report `id` with `ciphertext`, atomically
+    /// and durably, only when `keep(old, new)` says the change keeps what
+    /// matters (sharing adds session keys and changes nothing else).
+    fn replace_part(
+        &self,
+        id: &ReportId,
+        name: &str,
+        ciphertext: &[u8],
+        keep: &dyn Fn(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
 }
 
 /// Whether `name` is an event name: 32 lower-case hex digits and `.pgp`.

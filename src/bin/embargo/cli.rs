@@ -180,6 +180,20 @@ pub enum CaseCommand {
         #[command(flatten)]
         case: CaseArgs,
     },
+    /// Give a new maintainer access to existing reports and events: adds session keys for --cert to every part, changing nothing else.
+    Share {
+        /// Report IDs (or --all).
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every report in the store.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// The new maintainer's public certificate.
+        #[arg(long)]
+        cert: PathBuf,
+        #[command(flatten)]
+        reveal: RevealOpts,
+    },
 }
 
 /// What every case command takes: the report, where it is, whose key.
