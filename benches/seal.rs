@@ -180,6 +180,16 @@ impl embargo::store::Store for NullStore {
     ) -> Result<(), embargo::store::StoreError> {
         Err(embargo::store::StoreError::NotFound(id.clone()))
     }
+    fn insert_into_part(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: &[u8],
+    ) -> Result<(), embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
 }
 
 /// Seals `n` small reports to `certs` in process, into the filesystem

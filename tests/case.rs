@@ -742,6 +742,42 @@ fn the_intake_stores_events_it_cannot_read_and_refuses_what_is_not_one() {
         .bytes()
         .unwrap();
     assert_eq!(served.as_ref(), bytes.as_slice());
+
+    // Shared session keys: only session-key packets are taken, never a body.
+    let share = |part: &str, body: Vec<u8>| {
+        let answer = client
+            .post(format!("{}/api/v1/sealed/{id}/session-keys", server.base))
+            .query(&[("part", part)])
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = answer.status().as_u16();
+        let json: serde_json::Value = answer.json().unwrap_or_default();
+        (
+            status,
+            json["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let before = std::fs::read(t.site.reports_dir().join(id).join("001.pgp")).unwrap();
+    assert_eq!(
+        share("001.pgp", b"garbage".to_vec()),
+        (400, "invalid_session_keys".into())
+    );
+    // A whole encrypted message is more than session keys.
+    assert_eq!(
+        share("001.pgp", bytes.clone()),
+        (400, "invalid_session_keys".into())
+    );
+    assert_eq!(
+        share("../x", b"x".to_vec()),
+        (400, "invalid_session_keys".into())
+    );
+    assert_eq!(
+        std::fs::read(t.site.reports_dir().join(id).join("001.pgp")).unwrap(),
+        before,
+        "the stored part is unchanged"
+    );
 }
 
 #[test]
@@ -1165,4 +1201,97 @@ fn case_share_lets_a_new_maintainer_decrypt_old_reports_and_events() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&again.stderr).contains("shared 0 part(s)"));
+}
+
+#[test]
+fn shared_session_keys_reach_the_intake_and_every_other_store_through_fetch() {
+    let t = team();
+    let work = tempfile::tempdir().unwrap();
+    let token = work.path().join("token");
+    let made = t
+        .site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&made.stderr)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    t.site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let server = server::Server::start(&t.site);
+    let laptop = |name: &str, cert: &openpgp::Cert| {
+        let key = work.path().join(format!("{name}.asc"));
+        std::fs::write(&key, common::armored_secret(cert)).unwrap();
+        Laptop {
+            store: work.path().join(name),
+            key,
+        }
+    };
+    let (a, b) = (laptop("a", &t.a), laptop("b", &t.b));
+    a.fetch(&t.site, &server.base, &token);
+    a.case(
+        &t.site,
+        "note",
+        &t.report,
+        &["--message", "-"],
+        b"before the newcomer",
+    );
+    a.fetch(&t.site, &server.base, &token);
+    b.fetch(&t.site, &server.base, &token);
+    let newcomer = sequoia_key("Newcomer <n@example.org>");
+    let cert = work.path().join("newcomer.asc");
+    std::fs::write(&cert, armored_public(&newcomer)).unwrap();
+    let out = a.run(
+        &t.site,
+        &[
+            "case",
+            "share",
+            "--all",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--store",
+            a.store.to_str().unwrap(),
+            "--key",
+            a.key.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = a.fetch(&t.site, &server.base, &token);
+    assert!(said.contains("3 part(s) brought in line"), "{said}");
+    let said = b.fetch(&t.site, &server.base, &token);
+    assert!(said.contains("3 part(s) brought in line"), "{said}");
+    // All three stores now hold the same bytes, and the newcomer's key opens them.
+    let dir = |root: &std::path::Path| root.join("reports").join(t.report.as_str());
+    for part in ["manifest.pgp", "001.pgp"] {
+        let server_copy = std::fs::read(dir(&t.site.store_dir()).join(part)).unwrap();
+        assert_eq!(
+            std::fs::read(dir(&a.store).join(part)).unwrap(),
+            server_copy
+        );
+        assert_eq!(
+            std::fs::read(dir(&b.store).join(part)).unwrap(),
+            server_copy
+        );
+    }
+    let n = laptop("n", &newcomer);
+    n.fetch(&t.site, &server.base, &token);
+    let shown = n.timeline(&t.site, &t.report);
+    assert_eq!(shown["events"][0]["verified"], true, "{shown}");
+    assert_eq!(
+        shown["events"][0]["event"]["message"],
+        "before the newcomer"
+    );
+    // Nothing more to move.
+    let said = a.fetch(&t.site, &server.base, &token);
+    assert!(!said.contains("brought in line"), "{said}");
 }

@@ -72,6 +72,9 @@ pub enum Refusal {
     InvalidEvent(String),
     /// An event of that name exists with other contents.
     EventConflict,
+    /// Shared session keys that are not only session keys, or do not fit
+    /// the stored part (the reason).
+    InvalidSessionKeys(String),
     /// The body is not multipart/form-data.
     UnsupportedMediaType,
     /// A browser sent the form from another site (CSRF).
@@ -156,9 +159,11 @@ impl Refusal {
             | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Interrupted(Interruption::Abandoned) => StatusCode::BAD_REQUEST,
             Interrupted(_) => StatusCode::REQUEST_TIMEOUT,
-            Malformed(_) | InvalidReport(_) | InvalidConfirmation(_) | InvalidEvent(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Malformed(_)
+            | InvalidReport(_)
+            | InvalidConfirmation(_)
+            | InvalidEvent(_)
+            | InvalidSessionKeys(_) => StatusCode::BAD_REQUEST,
             ConfirmationMismatch(_) | EventConflict => StatusCode::CONFLICT,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CrossOrigin => StatusCode::FORBIDDEN,
@@ -192,6 +197,7 @@ impl Refusal {
             EventTooLarge { .. } => "event_too_large",
             InvalidEvent(_) => "invalid_event",
             EventConflict => "event_conflict",
+            InvalidSessionKeys(_) => "invalid_session_keys",
             UnsupportedMediaType => "unsupported_media_type",
             CrossOrigin => "cross_site_request",
             RateLimited(_) => "rate_limited",
@@ -232,6 +238,7 @@ impl Refusal {
             | EventTooLarge { .. }
             | InvalidEvent(_)
             | EventConflict
+            | InvalidSessionKeys(_)
             | NotFound
             | NoPublicUrl
             | RangeNotSatisfiable { .. } => return None,
@@ -293,6 +300,7 @@ impl Refusal {
                 format!("a case event is at most {limit} bytes of ciphertext; nothing was stored")
             }
             InvalidEvent(why) => format!("{why}; nothing was stored"),
+            InvalidSessionKeys(why) => format!("{why}; the stored part is unchanged"),
             EventConflict => "an event of that name is stored already with other contents: events are never replaced; nothing was stored (an event is written once, under a new name)".into(),
             UnsupportedMediaType => "send the report as multipart/form-data".into(),
             CrossOrigin => "this form only accepts reports sent from its own page; open the form at / and send it from there".into(),
@@ -501,6 +509,7 @@ mod tests {
             EventTooLarge { limit: 1 << 20 },
             InvalidEvent("not an encrypted OpenPGP message".into()),
             EventConflict,
+            InvalidSessionKeys("not session keys".into()),
             UnsupportedMediaType,
             CrossOrigin,
             RateLimited(RateLimit::Accepted { per_minute: 5 }),
@@ -554,6 +563,7 @@ mod tests {
             EventTooLarge { .. } => (413, "event_too_large", None),
             InvalidEvent(_) => (400, "invalid_event", None),
             EventConflict => (409, "event_conflict", None),
+            InvalidSessionKeys(_) => (400, "invalid_session_keys", None),
             UnsupportedMediaType => (
                 415,
                 "unsupported_media_type",

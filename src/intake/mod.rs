@@ -68,6 +68,10 @@ pub fn router(state: AppState) -> Router {
             get(sealed::events).post(sealed::add_event),
         )
         .route("/api/v1/sealed/{id}/events/{name}", get(sealed::event))
+        .route(
+            "/api/v1/sealed/{id}/session-keys",
+            post(sealed::add_session_keys),
+        )
         .route("/metrics", get(routes::metrics_with_token))
         .fallback(routes::not_found)
         // Uploads are bounded by [limits] while they stream, not by axum's

@@ -265,11 +265,7 @@ pub async fn part(
 /// The `name` of `?name=<event ID>.pgp`, as sent (an event name needs no
 /// percent-decoding: anything encoded is not one).
 fn event_name(query: Option<&str>) -> Option<&str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == "name")
-        .map(|(_, value)| value)
+    query_value(query, "name")
 }
 
 /// `POST /api/v1/sealed/{id}/events?name=NAME`: stores one case event's
@@ -377,6 +373,83 @@ pub async fn event(
     .map_err(|_| Refusal::Internal)?
     .map_err(store_error)?;
     Ok(([(header::CONTENT_TYPE, "application/pgp-encrypted")], bytes).into_response())
+}
+
+/// `POST /api/v1/sealed/{id}/session-keys?part=NAME`: a maintainer shared
+/// part or event `NAME` with a new maintainer (`embargo case share`); the
+/// body is the session-key packets to add. They are checked to be nothing
+/// else and inserted before the encrypted data, which stays byte-identical.
+pub async fn add_session_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    use crate::seal::share::{MAX_ADDED_SESSION_KEYS, MAX_HEAD_BYTES, body_offset, check_added};
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let name = query_value(query.as_deref(), "part")
+        .filter(|n| is_part_name(n) || crate::store::is_event_name(n))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Refusal::InvalidSessionKeys(
+                "give the part as ?part=manifest.pgp, NNN.pgp or an event name".into(),
+            )
+        })?;
+    let added = axum::body::to_bytes(body, MAX_ADDED_SESSION_KEYS)
+        .await
+        .map_err(|_| {
+            Refusal::InvalidSessionKeys(format!(
+                "more than {MAX_ADDED_SESSION_KEYS} bytes of session keys"
+            ))
+        })?;
+    check_added(&added).map_err(|e| Refusal::InvalidSessionKeys(e.to_string()))?;
+    let store = state.store().clone();
+    let part = name.clone();
+    let done = tokio::task::spawn_blocking(move || -> Result<Result<u64, String>, StoreError> {
+        let mut reader = if crate::store::is_event_name(&part) {
+            store.open_event(&id, &part)?
+        } else {
+            store.open_part(&id, &part)?
+        };
+        let io = |source| StoreError::Io {
+            path: format!("{id}/{part}"),
+            source,
+        };
+        let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
+        reader.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut head = Vec::new();
+        reader
+            .take(MAX_HEAD_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+        let offset = match body_offset(&head) {
+            Ok(o) => o as u64,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        store.insert_into_part(&id, &part, len, offset, &added)?;
+        Ok(Ok(len + added.len() as u64))
+    })
+    .await
+    .map_err(|_| Refusal::Internal)?
+    .map_err(store_error)?;
+    match done {
+        Ok(size) => {
+            tracing::info!("session keys added to a part");
+            Ok(Json(json!({ "part": name, "size": size })).into_response())
+        }
+        Err(why) => Err(Refusal::InvalidSessionKeys(why)),
+    }
+}
+
+/// The value of `key` in a raw query, as sent.
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub struct FetchSummary {
     pub events_fetched: usize,
     /// Case events written here and handed to the intake.
     pub events_sent: usize,
+    /// Parts or events whose added session keys went either way.
+    pub shared: usize,
 }
 
 impl FetchSummary {
@@ -157,6 +159,7 @@ pub fn fetch(args: &FetchArgs, progress: &dyn Progress) -> Result<FetchSummary, 
         .map(|(_, parts)| total_size(parts))
         .fold(0, u64::saturating_add);
     progress.start(missing.min(args.max_bytes));
+    let listed = reports.clone();
     for (id, parts) in reports {
         let dir = partial_root.join(id.as_str());
         if store.contains(&id)? {
@@ -193,9 +196,23 @@ pub fn fetch(args: &FetchArgs, progress: &dyn Progress) -> Result<FetchSummary, 
     // Events go both ways for every report both sides hold; the local
     // store is the outbox (an event stays here until the intake lists it).
     for id in store.list()? {
-        let (got, sent) = http.sync_events(store.as_ref(), &id)?;
+        let (got, sent, shared) = http.sync_events(store.as_ref(), &id)?;
         summary.events_fetched += got;
         summary.events_sent += sent;
+        summary.shared += shared;
+    }
+    // Parts shared with a new maintainer (`case share`) differ in size by
+    // the session keys added: the smaller side gets them.
+    for (id, parts) in &listed {
+        if !store.contains(id)? {
+            continue;
+        }
+        let local = store.parts(id)?;
+        for part in parts {
+            if let Some(mine) = local.iter().find(|p| p.name == part.name) {
+                summary.shared += http.sync_share(store.as_ref(), id, part, mine.size)?;
+            }
+        }
     }
     http.save_public(&args.store)?;
     Ok(summary)
@@ -436,12 +453,16 @@ impl Http {
     /// the ones the intake lacks. An event's name is its identity, storing
     /// is idempotent on both sides, and nothing is deleted, so a run cut
     /// off anywhere loses and duplicates nothing: the next run finishes.
-    fn sync_events(&self, store: &dyn Store, id: &ReportId) -> Result<(usize, usize), Error> {
+    fn sync_events(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+    ) -> Result<(usize, usize, usize), Error> {
         let url = format!("{}/api/v1/sealed/{id}/events", self.base);
         let response = self.get(&url, 0)?;
         if response.status() == StatusCode::NOT_FOUND {
             // Not on the intake (any more): nothing to exchange.
-            return Ok((0, 0));
+            return Ok((0, 0, 0));
         }
         if !response.status().is_success() {
             return Err(Error::Fetch {
@@ -455,7 +476,14 @@ impl Http {
             .read_to_end(&mut body)
             .map_err(|e| self.read_err(&url, e, 0))?;
         let remote = parse_event_listing(&body)?;
-        let local: Vec<String> = store.events(id)?.into_iter().map(|e| e.name).collect();
+        let local_events = store.events(id)?;
+        let mut shared = 0;
+        for event in &remote {
+            if let Some(mine) = local_events.iter().find(|l| l.name == event.name) {
+                shared += self.sync_share(store, id, event, mine.size)?;
+            }
+        }
+        let local: Vec<String> = local_events.into_iter().map(|e| e.name).collect();
         let mut got = 0;
         for event in remote.iter().filter(|e| !local.contains(&e.name)) {
             let bytes = self.event_bytes(id, event)?;
@@ -480,7 +508,93 @@ impl Http {
             self.post_event(id, name, bytes)?;
             sent += 1;
         }
-        Ok((got, sent))
+        Ok((got, sent, shared))
+    }
+
+    /// Brings part `remote` (as the intake lists it) and the local copy
+    /// of `local_size` bytes to the same session keys: the intake gets the
+    /// ones added here, or the local store those added there. Only added
+    /// session keys ever move; anything else is refused by both sides.
+    fn sync_share(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+        remote: &PartInfo,
+        local_size: u64,
+    ) -> Result<usize, Error> {
+        use crate::seal::share::{added_keys, only_headers_added};
+        if remote.size == local_size {
+            return Ok(0);
+        }
+        let name = &remote.name;
+        let read_local = || -> Result<Vec<u8>, Error> {
+            let mut reader = if crate::store::is_event_name(name) {
+                store.open_event(id, name)?
+            } else {
+                store.open_part(id, name)?
+            };
+            let mut bytes = Vec::new();
+            reader
+                .read_to_end(&mut bytes)
+                .map_err(|source| Error::Read {
+                    path: PathBuf::from(id.as_str()).join(name),
+                    source,
+                })?;
+            Ok(bytes)
+        };
+        if local_size > remote.size {
+            let local = read_local()?;
+            let Some(added) = added_keys(remote.size, &local) else {
+                return Err(Error::BadListing(format!(
+                    "{id}/{name} differs from the intake's copy by more than session keys"
+                )));
+            };
+            let url = format!("{}/api/v1/sealed/{id}/session-keys", self.base);
+            let response = self
+                .client
+                .post(&url)
+                .query(&[("part", name.as_str())])
+                .bearer_auth(self.token.as_str())
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(added)
+                .send()
+                .map_err(|e| self.send_err(&url, e))?;
+            if !response.status().is_success() {
+                return Err(Error::Fetch {
+                    url,
+                    detail: format!(
+                        "the intake did not take the shared session keys of {name} ({}); they stay here and are sent again next time",
+                        response.status()
+                    ),
+                });
+            }
+            return Ok(1);
+        }
+        let path = if crate::store::is_event_name(name) {
+            format!("events/{name}")
+        } else {
+            name.clone()
+        };
+        let url = format!("{}/api/v1/sealed/{id}/{path}", self.base);
+        let response = self.get(&url, 0)?;
+        if !response.status().is_success() {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        let mut theirs = Vec::new();
+        response
+            .take(remote.size + 1)
+            .read_to_end(&mut theirs)
+            .map_err(|e| self.read_err(&url, e, 0))?;
+        if theirs.len() as u64 != remote.size {
+            return Err(Error::BadListing(format!(
+                "{id}/{name} is not the size listed"
+            )));
+        }
+        store.replace_part(id, name, &theirs, &only_headers_added)?;
+        Ok(1)
     }
 
     /// One event's ciphertext, exactly as large as listed.

@@ -159,3 +159,54 @@ pub fn only_headers_added(before: &[u8], after: &[u8]) -> bool {
         && after.starts_with(&before[..b.body_at])
         && a.pkesks.len() > b.pkesks.len()
 }
+
+/// Most bytes of session keys one request may add.
+pub const MAX_ADDED_SESSION_KEYS: usize = 64 * 1024;
+/// Most bytes of a part read to find where its encrypted data starts.
+pub const MAX_HEAD_BYTES: usize = 1024 * 1024;
+
+/// Checks that `added` is nothing but public-key encrypted session keys,
+/// within [`MAX_ADDED_SESSION_KEYS`].
+pub fn check_added(added: &[u8]) -> Result<(), ShareError> {
+    let shape = |why: &str| ShareError::Shape(why.into());
+    if added.is_empty() || added.len() > MAX_ADDED_SESSION_KEYS {
+        return Err(shape("no session keys, or too many bytes of them"));
+    }
+    let mut ppr =
+        openpgp::parse::PacketParser::from_bytes(added).map_err(|_| shape("not OpenPGP data"))?;
+    while let PacketParserResult::Some(pp) = ppr {
+        if !matches!(pp.packet, Packet::PKESK(_)) {
+            return Err(shape("something else than session keys"));
+        }
+        ppr = pp.next().map_err(|_| shape("damaged framing"))?.1;
+    }
+    let mut round_trip = Vec::new();
+    let mut ppr =
+        openpgp::parse::PacketParser::from_bytes(added).map_err(|_| shape("not OpenPGP data"))?;
+    while let PacketParserResult::Some(pp) = ppr {
+        let (packet, next) = pp.next().map_err(|_| shape("damaged framing"))?;
+        packet
+            .serialize(&mut round_trip)
+            .map_err(ShareError::OpenPgp)?;
+        ppr = next;
+    }
+    if round_trip != added {
+        return Err(shape("session keys that do not serialize as sent"));
+    }
+    Ok(())
+}
+
+/// Where the encrypted data of a part starts, from its first bytes.
+pub fn body_offset(head: &[u8]) -> Result<usize, ShareError> {
+    split(head).map(|s| s.body_at)
+}
+
+/// The session keys `shared` has in front of `stored`'s: `shared` must be
+/// `stored` with session keys inserted before the encrypted data (what
+/// [`add_recipient`] makes). `None` when it is not.
+pub fn added_keys(stored_len: u64, shared: &[u8]) -> Option<Vec<u8>> {
+    let grown = (shared.len() as u64).checked_sub(stored_len)? as usize;
+    let body_at = body_offset(shared).ok()?;
+    let start = body_at.checked_sub(grown)?;
+    Some(shared[start..body_at].to_vec())
+}

@@ -193,6 +193,19 @@ impl FsStore {
         self.reports.join(id.as_str())
     }
 
+    /// The directory and path of part or event `name` of complete report `id`.
+    fn part_path(&self, id: &ReportId, name: &str) -> Result<(PathBuf, PathBuf), StoreError> {
+        let dir = self.complete(id)?;
+        if is_part_name(name) {
+            Ok((dir.clone(), dir.join(name)))
+        } else if is_event_name(name) {
+            let events = dir.join(EVENTS_DIR);
+            Ok((events.clone(), events.join(name)))
+        } else {
+            Err(StoreError::BadPartName(name.chars().take(40).collect()))
+        }
+    }
+
     fn complete(&self, id: &ReportId) -> Result<PathBuf, StoreError> {
         let dir = self.report_dir(id);
         if dir.join("manifest.pgp").is_file() {
@@ -457,15 +470,7 @@ impl Store for FsStore {
         ciphertext: &[u8],
         keep: &dyn Fn(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        let dir = self.complete(id)?;
-        let (dir, path) = if is_part_name(name) {
-            (dir.clone(), dir.join(name))
-        } else if is_event_name(name) {
-            let events = dir.join(EVENTS_DIR);
-            (events.clone(), events.join(name))
-        } else {
-            return Err(StoreError::BadPartName(name.chars().take(40).collect()));
-        };
+        let (dir, path) = self.part_path(id, name)?;
         let old = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => fs::read(&path).map_err(io_err(&path))?,
             _ => return Err(StoreError::NotFound(id.clone())),
@@ -484,6 +489,46 @@ impl Store for FsStore {
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(ciphertext)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&path)(e));
+        }
+        sync_dir(&dir).map_err(io_err(&dir))
+    }
+
+    fn insert_into_part(
+        &self,
+        id: &ReportId,
+        name: &str,
+        expected_len: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (dir, path) = self.part_path(id, name)?;
+        let mut old = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let len = old.metadata().map_err(io_err(&path))?.len();
+        if len != expected_len || offset > len {
+            return Err(StoreError::NotOnlyHeaders(name.to_owned()));
+        }
+        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            io::copy(&mut (&mut old).take(offset), &mut f)?;
+            f.write_all(bytes)?;
+            old.seek(SeekFrom::Start(offset))?;
+            io::copy(&mut old, &mut f)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)
         })();

@@ -98,6 +98,18 @@ pub trait Store: Send + Sync {
         ciphertext: &[u8],
         keep: &dyn Fn(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError>;
+    /// Inserts `bytes` at byte `offset` of part or event `name` of report
+    /// `id`, atomically and durably, when the part still has `expected_len`
+    /// bytes (the caller checked what it inserts, and where: session keys
+    /// before the encrypted data). The rest is copied unchanged.
+    fn insert_into_part(
+        &self,
+        id: &ReportId,
+        name: &str,
+        expected_len: u64,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
 }
 
 /// Whether `name` is an event name: 32 lower-case hex digits and `.pgp`.

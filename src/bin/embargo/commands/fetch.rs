@@ -26,6 +26,12 @@ pub fn run(args: reveal::FetchArgs, out: &Output) -> Result<ExitCode> {
             summary.events_fetched, summary.events_sent
         ));
     }
+    if summary.shared > 0 {
+        out.note(format_args!(
+            "shared session keys: {} part(s) brought in line with the intake",
+            summary.shared
+        ));
+    }
     if summary.confirmed > 0 {
         out.note(format_args!(
             "confirmed {} stored report(s) to the intake, which may now delete its copies",
