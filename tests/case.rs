@@ -1295,3 +1295,51 @@ fn shared_session_keys_reach_the_intake_and_every_other_store_through_fetch() {
     let said = a.fetch(&t.site, &server.base, &token);
     assert!(!said.contains("brought in line"), "{said}");
 }
+
+#[test]
+fn reply_without_message_opens_the_editor_in_a_private_runtime_dir_and_leaves_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = desk();
+    let site = &d.team.site;
+    let runtime = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(runtime.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The editor (which holds the canary itself) lives outside the site.
+    let tools = tempfile::tempdir().unwrap();
+    let editor = tools.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nprintf 'CANARY-EDITED thanks, confirmed' > \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // A terminal on stdin (the editor needs one), through script(1).
+    let command = format!(
+        "{} case reply {} -c {} --key {}",
+        common::embargo_bin().display(),
+        d.team.report,
+        site.config_path().display(),
+        d.key_a.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(site.path())
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env("XDG_CONFIG_HOME", "/nonexistent/embargo-tests")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let shown = d.show(&d.key_a, "2030-01-01T00:00:00Z");
+    assert_eq!(
+        shown["events"][0]["event"]["message"],
+        "CANARY-EDITED thanks, confirmed"
+    );
+    assert_eq!(std::fs::read_dir(runtime.path()).unwrap().count(), 0);
+    assert!(common::files_containing(site.path(), b"CANARY-EDITED").is_empty());
+}

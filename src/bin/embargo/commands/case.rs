@@ -138,6 +138,7 @@ fn message(file: Option<&Path>, kind: Kind) -> Result<Option<String>> {
         None if needs && !std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
             Some(read_stdin()?)
         }
+        None if needs => Some(edit()?),
         None => None,
     };
     let text = text.filter(|t| !t.trim().is_empty());
@@ -148,6 +149,52 @@ fn message(file: Option<&Path>, kind: Kind) -> Result<Option<String>> {
         );
     }
     Ok(text)
+}
+
+/// Opens `$VISUAL` or `$EDITOR` on an empty file in `$XDG_RUNTIME_DIR`
+/// (memory-backed and private to the user), reads what was written, then
+/// overwrites and removes the file: the text is case plaintext.
+fn edit() -> Result<String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| {
+            std::fs::metadata(d).is_ok_and(|m| {
+                m.is_dir() && m.permissions().mode() & 0o077 == 0 && m.uid() == rustix::process::getuid().as_raw()
+            })
+        })
+        .ok_or_else(|| {
+            anyhow!("no private place to edit the text in (XDG_RUNTIME_DIR is unset or not private): give --message FILE, or pipe the text in with --message -")
+        })?;
+    let path = dir.join(format!(
+        "embargo-message-{:016x}.txt",
+        rand::random::<u64>()
+    ));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow!("cannot create {}: {e}", path.display()))?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("embargo")
+        .arg(&path)
+        .status();
+    let text = std::fs::read_to_string(&path);
+    if let Ok(meta) = std::fs::metadata(&path) {
+        let _ = std::fs::write(&path, vec![0u8; meta.len() as usize]);
+    }
+    let _ = std::fs::remove_file(&path);
+    match status {
+        Ok(s) if s.success() => {}
+        _ => bail!("the editor ({editor}) failed; nothing was recorded"),
+    }
+    text.map_err(|e| anyhow!("cannot read what the editor wrote: {e}"))
 }
 
 fn read_stdin() -> Result<String> {
