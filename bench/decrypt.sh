@@ -7,10 +7,9 @@
 #   bench/decrypt.sh [MiB]     (default 256; PROFILE=release for a release build)
 set -eu
 MIB=${1:-256}
-PROFILE=${PROFILE:-debug}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ "$PROFILE" = release ]; then cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"; else cargo build --quiet --manifest-path "$ROOT/Cargo.toml"; fi
-BIN="$ROOT/target/$PROFILE/embargo"
+. "$ROOT/bench/lib.sh"
+embargo_bin
 
 W=$(mktemp -d /tmp/embench.XXXXXX)
 cleanup() {

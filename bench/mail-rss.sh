@@ -6,10 +6,9 @@
 #   bench/mail-rss.sh [MIB]    (PROFILE=release for a release build)
 set -eu
 MIB=${1:-100}
-PROFILE=${PROFILE:-debug}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ "$PROFILE" = release ]; then cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"; else cargo build --quiet --manifest-path "$ROOT/Cargo.toml"; fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/embargo"
+. "$ROOT/bench/lib.sh"
+embargo_bin
 [ -x /usr/bin/time ] || { echo "install GNU time first (apt-get install time)" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/emrss.XXXXXX)

@@ -8,10 +8,9 @@
 set -eu
 N=${1:-500}
 SIZE=10240
-PROFILE=${PROFILE:-debug}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ "$PROFILE" = release ]; then cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"; else cargo build --quiet --manifest-path "$ROOT/Cargo.toml"; fi
-BIN="$ROOT/target/$PROFILE/embargo"
+. "$ROOT/bench/lib.sh"
+embargo_bin
 [ -x /usr/sbin/dovecot ] || { echo "install dovecot-imapd first" >&2; exit 1; }
 
 W=$(mktemp -d /tmp/embench.XXXXXX)

@@ -308,7 +308,7 @@ pub fn seal_message(intake: &Sealing, raw: &[u8]) -> Result<(Outcome, MailFacts)
 /// retry and key change, and in `serve` a web upload may be creating its
 /// staging directory right then. `embargo poll` cleans up once, at start,
 /// under the poller lock.
-fn open_intake(config: Config, clock: Clock) -> Result<Sealing, MailboxError> {
+fn open_sealing(config: Config, clock: Clock) -> Result<Sealing, MailboxError> {
     Ok(Station::open(config, clock, Recovery::Keep)?.sealing()?)
 }
 
@@ -392,7 +392,7 @@ impl Context {
             return Ok(());
         }
         let (config, clock) = (self.sealing.station.config.clone(), self.clock);
-        let intake = tokio::task::spawn_blocking(move || open_intake(config, clock))
+        let intake = tokio::task::spawn_blocking(move || open_sealing(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))??;
         tracing::info!("maintainer certificates reloaded");
@@ -502,7 +502,7 @@ pub async fn run(
     loop {
         let config = config.clone();
         let keys_stamp = crate::keys::dir_stamp(&config.keys_dir);
-        let opened = tokio::task::spawn_blocking(move || open_intake(config, clock))
+        let opened = tokio::task::spawn_blocking(move || open_sealing(config, clock))
             .await
             .map_err(|e| MailboxError::Task(e.to_string()))?;
         let result = match opened {

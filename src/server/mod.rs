@@ -275,7 +275,7 @@ fn check_secret_files(config: &Config) -> Result<(), ServerError> {
 
 /// `embargo serve`, on a runtime of its own.
 pub fn serve(config: Config, clock: Clock, ready: impl FnOnce(Bound)) -> Result<(), ServerError> {
-    runtime()?.block_on(serve_with(config, clock, ready))
+    runtime(None)?.block_on(serve_with(config, clock, ready))
 }
 
 /// `embargo demo`: prepares `dir` (see [`prepare_demo`]) and serves it on
@@ -289,11 +289,14 @@ pub fn demo(
     serve(config, clock, ready)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ServerError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ServerError::Runtime)
+/// The runtime a long-running command runs on; `workers` caps its threads
+/// (the poller alone needs few), else one per core.
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ServerError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build().map_err(ServerError::Runtime)
 }
 
 /// `embargo poll`: the mailbox poller alone, on its own runtime, stopping
@@ -301,12 +304,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ServerError> {
 /// maintainer certificates. With `[maintainers] notify`, it runs its own
 /// notifier and flushes it before returning.
 pub fn poll(config: Config, clock: Clock, once: bool) -> Result<mailbox::Summary, ServerError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(ServerError::Runtime)?;
-    runtime.block_on(async {
+    runtime(Some(2))?.block_on(async {
         let shutdown = CancellationToken::new();
         let mut links = mailbox::Links::default();
         signals::reload_on_sighup(None, links.reload_keys.clone());
