@@ -29,6 +29,7 @@ REFUSAL_CODES = [
   "invalid_event",
   "invalid_report",
   "invalid_session_keys",
+  "invalid_status",
   "malformed_multipart",
   "missing_report",
   "no_boundary",
@@ -37,6 +38,7 @@ REFUSAL_CODES = [
   "not_found",
   "range_not_satisfiable",
   "rate_limited",
+  "stale_status",
   "request_too_large",
   "state_unavailable",
   "store_unavailable",
@@ -128,7 +130,7 @@ doc = {
   "/api/v1/openapi.json": {"get": {"summary": "This document.", "operationId": "openapi", "responses": {
       "200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
   "/api/v1/sealed": {"get": {"summary": "Maintainers: every complete report with its part names and sizes.", "operationId": "listSealed", "security": bearer, "responses": {
-      "200": {"description": "The listing (no other metadata).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SealedListing"}}}},
+      "200": {"description": "The listing: part names and sizes, and when each case status was computed.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SealedListing"}}}},
       "401": {"$ref": "#/components/responses/Unauthorized"},
       "503": with_ra(jerr("Store unavailable."))}}},
   "/api/v1/sealed/{id}/{part}": {"get": {"summary": "Maintainers: one ciphertext part.", "operationId": "getPart", "security": bearer,
@@ -167,6 +169,26 @@ doc = {
         "200": {"description": "The ciphertext.", "content": {"application/pgp-encrypted": {"schema": {"type": "string", "format": "binary"}}}},
         "401": {"$ref": "#/components/responses/Unauthorized"},
         "404": jerr("No such report or event."),
+        "503": with_ra(jerr("The store is unavailable."))}}},
+  "/api/v1/sealed/{id}/status": {
+    "get": {"summary": "Maintainers: the case status the intake holds, as signed.", "operationId": "getCaseStatus", "security": bearer,
+      "parameters": [id_param],
+      "responses": {
+        "200": {"description": "The signed `embargo.case-status.v1` statement.", "content": {"application/pgp-signature": {"schema": {"type": "string", "format": "binary"}}}},
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "404": jerr("No such report, or no case status for it."),
+        "503": with_ra(jerr("The store is unavailable."))}},
+    "put": {"summary": "Maintainers: send a case's signed status (state and due times).", "operationId": "putCaseStatus", "security": bearer,
+      "description": "The body is an OpenPGP signed message (not encrypted) holding `embargo.case-status.v1` JSON: the case's state, the names of the events it was computed from, and when the acknowledgement, assessment and next status update are due. It must be signed by a maintainer certificate of the intake's keys directory and name every event the intake holds for the report. Retention deletes only cases whose status is `closed`; `/metrics` counts cases by state and overdue obligations from these statuses.",
+      "parameters": [id_param],
+      "requestBody": {"required": True, "content": {"application/pgp-signature": {"schema": {"type": "string", "format": "binary"}}}},
+      "responses": {
+        "201": {"description": "Stored, durably.", "content": {"application/json": {"schema": {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "boolean"}}}}}},
+        "200": {"description": "Nothing changed: the stored status names the same events and is as new.", "content": {"application/json": {"schema": {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "boolean"}}}}}},
+        "400": jerr("Not a maintainer's signed case status for this report (`invalid_status`)."),
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+        "404": jerr("No such report."),
+        "409": jerr("The intake holds events this status was not computed from (`stale_status`)."),
         "503": with_ra(jerr("The store is unavailable."))}}},
   "/api/v1/sealed/{id}/session-keys": {"post": {"summary": "Maintainers: share a part or event with a new maintainer.", "operationId": "addSessionKeys", "security": bearer,
       "description": "The body is OpenPGP public-key encrypted session-key packets (what `embargo case share` adds) and nothing else. They are inserted before the part's encrypted data, which stays byte-identical; the intake cannot read the part before or after.",
@@ -219,6 +241,7 @@ doc = {
        "degraded": {"type": "array", "items": {"type": "string"}},
        "problems": {"type": "array", "items": {"type": "string"}}, "key_alerts": {"type": "array"}}},
    "SealedListing": {"type": "object", "required": ["reports"], "properties": {"confirm_fetched": {"type": "boolean", "description": "Whether this intake deletes reports once a fetch is confirmed."}, "reports": {"type": "array", "items": {"type": "object", "required": ["id", "parts"], "properties": {
-       "id": {"type": "string"}, "parts": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}}}}}}},
+       "id": {"type": "string"}, "parts": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}},
+       "status_at": {"type": ["string", "null"], "description": "When the case status the intake holds was computed (RFC 3339), or null when it holds none."}}}}}},
   }}}
 print(json.dumps(doc, indent=2))

@@ -373,6 +373,9 @@ pub struct Maintainers {
     pub notify_webhook_body: WebhookTemplate,
     /// At most one notice per window; reports arriving in it are counted (5m).
     pub notify_window: Span,
+    /// Also announce new case events (a maintainer's action, uploaded to
+    /// the intake), counted like reports; off by default.
+    pub notify_case_events: bool,
 }
 
 /// `[maintainers] notify_webhook_body`: the JSON body POSTed to webhook
@@ -427,6 +430,7 @@ impl Default for Maintainers {
             notify: Vec::new(),
             notify_webhook_body: WebhookTemplate(DEFAULT_WEBHOOK_BODY.into()),
             notify_window: Span(Duration::from_secs(5 * 60)),
+            notify_case_events: false,
         }
     }
 }

@@ -331,6 +331,30 @@ impl Metrics {
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Appends the case gauges, computed at scrape time from the stored case
+/// statuses: cases by state, and overdue obligations by kind. Labels are
+/// fixed words, never a report ID.
+pub fn render_cases(out: &mut String, by_state: &[(&str, u64)], overdue: &[(&str, u64)]) {
+    header(
+        out,
+        "embargo_cases",
+        "gauge",
+        "Cases by state, from the case statuses maintainers sent (a report without one is new).",
+    );
+    for (state, n) in by_state {
+        let _ = writeln!(out, "embargo_cases{{state=\"{state}\"}} {n}");
+    }
+    header(
+        out,
+        "embargo_obligations_overdue",
+        "gauge",
+        "Open cases whose acknowledgement, assessment or status update is overdue, by obligation.",
+    );
+    for (what, n) in overdue {
+        let _ = writeln!(out, "embargo_obligations_overdue{{obligation=\"{what}\"}} {n}");
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -1,5 +1,6 @@
 //! Content-free notices to the `[maintainers] notify` targets: "N new
-//! reports arrived" and key alerts, by mail (`mailto:` through `[smtp]`) and
+//! reports arrived", "N new case events" (with `notify_case_events`) and
+//! key alerts, by mail (`mailto:` through `[smtp]`) and
 //! by webhook (`https://`, a JSON body from `notify_webhook_body`).
 //!
 //! Intake never waits for a notice: [`NotifierHandle::report_arrived`] only
@@ -207,6 +208,22 @@ impl Sender {
         }
     }
 
+    fn events_notice(&self, count: u64) -> Notice {
+        let window = crate::config::Span(self.window);
+        let events = if count == 1 { "event" } else { "events" };
+        Notice {
+            kind: "case-events",
+            count,
+            subject: format!("[{}] {count} new case {events}", self.project),
+            text: format!(
+                "Maintainers recorded {count} new case {events} at the {} intake (notices are sent at most once every {window}). \
+                 Run `embargo fetch` to get them, then `embargo list` or `embargo case show ID`. \
+                 Notices never carry case content.",
+                self.project
+            ),
+        }
+    }
+
     fn alert_notice(&self, alerts: &[String]) -> Notice {
         Notice {
             kind: "keys",
@@ -297,6 +314,8 @@ impl Sender {
 
 struct Shared {
     pending: AtomicU64,
+    /// Case events stored since the last notice.
+    events: AtomicU64,
     alerts: Mutex<Vec<String>>,
     wake: Notify,
 }
@@ -323,6 +342,13 @@ impl NotifierHandle {
         self.shared.wake.notify_one();
     }
 
+    /// One case event was stored (counted only when
+    /// `[maintainers] notify_case_events` is on).
+    pub fn case_event(&self) {
+        self.shared.events.fetch_add(1, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
     /// Queues one key alert line (content-free: a fingerprint and what is
     /// wrong); it is sent without waiting for the window.
     pub fn alert(&self, line: String) {
@@ -333,9 +359,9 @@ impl NotifierHandle {
         self.shared.wake.notify_one();
     }
 
-    /// Reports counted but not yet announced.
+    /// Reports and case events counted but not yet announced.
     pub fn pending(&self) -> u64 {
-        self.shared.pending.load(Ordering::Relaxed)
+        self.shared.pending.load(Ordering::Relaxed) + self.shared.events.load(Ordering::Relaxed)
     }
 
     fn take_alerts(&self) -> Vec<String> {
@@ -364,6 +390,7 @@ impl Notifier {
         let handle = NotifierHandle {
             shared: Arc::new(Shared {
                 pending: AtomicU64::new(0),
+                events: AtomicU64::new(0),
                 alerts: Mutex::new(Vec::new()),
                 wake: Notify::new(),
             }),
@@ -419,9 +446,13 @@ async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken
                     }
                 }
             };
-            let count = handle.shared.pending.swap(0, Ordering::Relaxed);
-            if count > 0 {
-                let notice = sender.reports_notice(count);
+            let reports = handle.shared.pending.swap(0, Ordering::Relaxed);
+            let events = handle.shared.events.swap(0, Ordering::Relaxed);
+            let notices = [
+                (reports > 0).then(|| sender.reports_notice(reports)),
+                (events > 0).then(|| sender.events_notice(events)),
+            ];
+            for notice in notices.into_iter().flatten() {
                 if stopping {
                     let _ = tokio::time::timeout(FLUSH_TIMEOUT, sender.send(&notice, 1)).await;
                 } else {

@@ -20,11 +20,12 @@
 //! ([`mark_fetched`], an empty file `state_dir/fetch-confirmed/<ID>/<part>`); a
 //! report is deleted once every one of its parts is marked.
 //!
-//! **Open cases.** Retention never deletes a case that is not closed. The
-//! server cannot read case events (they are sealed like reports), so
-//! [`Store::case_open`] treats a report with any `events/` as an open case and
-//! keeps it; when a server-visible "closed" marker exists, that predicate
-//! is the one place to teach about it.
+//! **Open cases.** A report is a case, and retention never deletes a case
+//! that is not closed: with `max_age` or `delete_after_fetch`, only a
+//! report whose signed case status (`status.pgp`, sent by a maintainer's
+//! `embargo case close`, see [`crate::case::status`]) says `closed` is
+//! deleted, whole with its events. `max_age` counts from the later of its
+//! arrival and its closing. A report nobody has closed stays, however old.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -220,7 +221,7 @@ pub fn is_fetched<S: Store + ?Sized>(
 
 /// Applies `rules` once at `now`: deletes every report older than `max_age`
 /// and, with `delete_after_fetch`, every report whose parts were all
-/// confirmed fetched; never one whose case is open. Returns the IDs deleted. A report that disappears meanwhile is
+/// confirmed fetched; only closed cases, never an open one. Returns the IDs deleted. A report that disappears meanwhile is
 /// skipped; any other store error stops the pass (it runs again later).
 pub fn apply<S>(
     store: &S,
@@ -236,12 +237,13 @@ where
         return Ok(deleted);
     }
     for id in store.list()? {
-        if store.case_open(&id) {
+        let Some(closed_at) = closed_since(store, &id) else {
             continue;
-        }
+        };
         let too_old = rules.max_age.is_some_and(|max| {
             store
                 .arrived_at(&id)
+                .map(|arrived| arrived.max(closed_at))
                 .and_then(|t| now.duration_since(t).ok())
                 .is_some_and(|age| age > max.0)
         });
@@ -270,6 +272,17 @@ where
     }
     forget_marks(store, state_dir)?;
     Ok(deleted)
+}
+
+/// When the case of report `id` was closed, if its stored status says it
+/// is; `None` (keep it) for an open case, a case without a status, or a
+/// status that cannot be read.
+pub fn closed_since<S: Store + ?Sized>(store: &S, id: &ReportId) -> Option<SystemTime> {
+    let signed = store.status(id).ok()??;
+    let status = crate::case::status::read_stored(&signed, id)?;
+    (status.state == crate::case::Stage::Closed)
+        .then(|| status.time())
+        .flatten()
 }
 
 /// Removes fetched-markers of reports no longer in the store, and the

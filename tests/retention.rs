@@ -1,6 +1,7 @@
-//! `[retention]`: reports older than `max_age` disappear whole, fresh ones
-//! stay; with `delete_after_fetch` a report goes only once every part was
-//! served; deletions are logged by ID only. Time is injected (`now`).
+//! `[retention]`: closed cases older than `max_age` disappear whole, fresh
+//! ones stay; with `delete_after_fetch` a closed case goes only once every
+//! part was confirmed fetched; a case that is not closed is never deleted;
+//! deletions are logged by ID only. Time is injected (`now`).
 
 mod common;
 
@@ -10,6 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use embargo::case::status::CaseStatus;
+use embargo::case::{Author, Stage};
 use embargo::clock::Clock;
 use embargo::config::{Config, Retention};
 use embargo::id::ReportId;
@@ -18,9 +21,37 @@ use embargo::store::{FsStore, Store};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Writes a complete report (fake ciphertext: the store does not care) and
-/// sets its arrival time to `arrived`.
+/// Writes a complete report (fake ciphertext: the store does not care),
+/// sets its arrival time to `arrived`, and closes its case then.
 fn report(store: &FsStore, attachments: usize, arrived: SystemTime) -> ReportId {
+    let id = open_report(store, attachments, arrived);
+    set_status(store, &id, Stage::Closed, arrived);
+    id
+}
+
+/// A maintainer's signed case status for `id`: `state` at `at`.
+fn set_status(store: &FsStore, id: &ReportId, state: Stage, at: SystemTime) {
+    static KEY: std::sync::OnceLock<sequoia_openpgp::Cert> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        sequoia_openpgp::cert::CertBuilder::general_purpose(Some("m@example.org"))
+            .generate()
+            .unwrap()
+            .0
+    });
+    let status = CaseStatus {
+        schema: embargo::case::status::SCHEMA.into(),
+        report: id.clone(),
+        at: embargo::clock::rfc3339_micros(at),
+        state,
+        events: Vec::new(),
+        due: Default::default(),
+    };
+    let signed = status.sign(&Author::Key(Box::new(key.clone()))).unwrap();
+    assert!(store.set_status(id, &signed, &|_| true).unwrap());
+}
+
+/// A complete report whose case nobody has closed.
+fn open_report(store: &FsStore, attachments: usize, arrived: SystemTime) -> ReportId {
     let id = ReportId::random();
     let mut staging = store.stage(&id).unwrap();
     for n in 1..=attachments {
@@ -257,27 +288,49 @@ fn the_periodic_task_applies_the_rules_with_its_clock_and_logs_ids_only() {
 }
 
 #[test]
-fn reports_with_case_events_are_never_deleted_by_age_or_fetch() {
+fn only_closed_cases_are_deleted_by_age_or_fetch() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsStore::open(&dir.path().join("data")).unwrap();
     let state = dir.path().join("state");
     let now = SystemTime::now();
-    let open = report(&store, 1, now - 400 * DAY);
-    let plain = report(&store, 1, now - 400 * DAY);
-    fs::create_dir(store.report_dir(&open).join("events")).unwrap();
-    for id in [&open, &plain] {
+    let long_ago = now - 400 * DAY;
+    // Never triaged, acknowledged, closed then reopened: all open cases.
+    let untouched = open_report(&store, 1, long_ago);
+    let acknowledged = open_report(&store, 1, long_ago);
+    set_status(&store, &acknowledged, Stage::Acknowledged, long_ago + DAY);
+    let reopened = report(&store, 1, long_ago);
+    set_status(&store, &reopened, Stage::Assessed, now - DAY);
+    // Closed yesterday after a year open: `max_age` counts from the close.
+    let closed_late = open_report(&store, 1, long_ago);
+    set_status(&store, &closed_late, Stage::Closed, now - DAY);
+    let closed_long_ago = report(&store, 1, long_ago);
+    let age = rules("max_age = \"30d\"");
+    assert_eq!(
+        retention::apply(&store, &state, &age, now).unwrap(),
+        vec![closed_long_ago]
+    );
+    // Every part confirmed fetched: only the closed case goes.
+    for id in [&untouched, &acknowledged, &reopened, &closed_late] {
         for part in ["manifest.pgp", "001.pgp"] {
             mark_fetched(&state, id, part).unwrap();
         }
     }
-    assert!(store.case_open(&open));
-    assert!(!store.case_open(&plain));
-    let rules = rules("max_age = \"30d\"\ndelete_after_fetch = true");
+    let fetched = rules("delete_after_fetch = true");
     assert_eq!(
-        retention::apply(&store, &state, &rules, now).unwrap(),
-        vec![plain]
+        retention::apply(&store, &state, &fetched, now).unwrap(),
+        vec![closed_late]
     );
-    assert_eq!(store.list().unwrap(), vec![open]);
+    let mut kept = vec![untouched, acknowledged, reopened];
+    kept.sort();
+    assert_eq!(store.list().unwrap(), kept);
+    // A status that cannot be read counts as open.
+    let id = &kept[0];
+    fs::write(store.report_dir(id).join("status.pgp"), b"garbage").unwrap();
+    assert!(
+        retention::apply(&store, &state, &fetched, now + 1000 * DAY)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]

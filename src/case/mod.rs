@@ -6,6 +6,8 @@
 //! - [`book`]: a case as commands read it, and adding an event to it.
 //! - [`event`]: the event plaintext (`embargo.event.v1`) and its checks.
 //! - [`sealed`]: sealing an event, and opening one with every check.
+//! - [`status`]: the signed, unencrypted status the intake may read
+//!   (state, event names, due times) for retention and `/metrics`.
 //! - [`state`]: the fold of verified events into a case state, and the
 //!   obligations (deadlines) still open.
 
@@ -13,6 +15,7 @@ pub mod book;
 pub mod event;
 pub mod sealed;
 pub mod state;
+pub mod status;
 
 pub use book::{Author, Case, CaseError, Writer};
 pub use event::{Event, EventId, Kind, Resolution};

@@ -112,11 +112,24 @@ pub fn seal_event_gpg(
     format: MessageFormat,
     homedir: Option<&Path>,
 ) -> Result<Vec<u8>, SealEventError> {
-    use std::io::Write;
     let plaintext = event.to_padded_json()?;
+    let signed = gpg_sign(homedir, &event.author, &plaintext)?;
+    let at = event.time().unwrap_or_else(std::time::SystemTime::now);
+    Ok(seal_inner(recipients, format, at, &signed)?)
+}
+
+/// `plaintext` signed by gpg with the key `fingerprint` (through
+/// gpg-agent, smartcards included), uncompressed: a signed OpenPGP message.
+/// The plaintext only passes through gpg's pipes.
+pub fn gpg_sign(
+    homedir: Option<&Path>,
+    fingerprint: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealEventError> {
+    use std::io::Write;
     let mut cmd = gpg(homedir);
     cmd.args(["--compress-algo", "none", "--local-user"])
-        .arg(format!("{}!", event.author))
+        .arg(format!("{fingerprint}!"))
         .args(["--output", "-", "--sign"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -130,7 +143,8 @@ pub fn seal_event_gpg(
         .stdin
         .take()
         .ok_or_else(|| SealEventError::Gpg("gpg has no stdin".into()))?;
-    let writer = std::thread::spawn(move || stdin.write_all(&plaintext));
+    let input = zeroize::Zeroizing::new(plaintext.to_vec());
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let output = child
         .wait_with_output()
         .map_err(|e| SealEventError::Gpg(format!("gpg failed: {e}")))?;
@@ -144,11 +158,10 @@ pub fn seal_event_gpg(
             .take(200)
             .collect();
         return Err(SealEventError::Gpg(format!(
-            "gpg could not sign the event ({said}); check that gpg-agent runs and the key (or smartcard) is there"
+            "gpg could not sign ({said}); check that gpg-agent runs and the key (or smartcard) is there"
         )));
     }
-    let at = event.time().unwrap_or_else(std::time::SystemTime::now);
-    Ok(seal_inner(recipients, format, at, &output.stdout)?)
+    Ok(output.stdout)
 }
 
 /// gpg in batch mode, asking its agent where a terminal is.

@@ -72,6 +72,12 @@ pub enum Refusal {
     InvalidEvent(String),
     /// An event of that name exists with other contents.
     EventConflict,
+    /// A case status that is not a maintainer's signed
+    /// `embargo.case-status.v1` for this report (the reason).
+    InvalidStatus(String),
+    /// A case status that is older than the stored one, or misses events
+    /// the intake holds (the reason).
+    StaleStatus(String),
     /// Shared session keys that are not only session keys, or do not fit
     /// the stored part (the reason).
     InvalidSessionKeys(String),
@@ -163,8 +169,9 @@ impl Refusal {
             | InvalidReport(_)
             | InvalidConfirmation(_)
             | InvalidEvent(_)
+            | InvalidStatus(_)
             | InvalidSessionKeys(_) => StatusCode::BAD_REQUEST,
-            ConfirmationMismatch(_) | EventConflict => StatusCode::CONFLICT,
+            ConfirmationMismatch(_) | EventConflict | StaleStatus(_) => StatusCode::CONFLICT,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CrossOrigin => StatusCode::FORBIDDEN,
             Unauthorized => StatusCode::UNAUTHORIZED,
@@ -197,6 +204,8 @@ impl Refusal {
             EventTooLarge { .. } => "event_too_large",
             InvalidEvent(_) => "invalid_event",
             EventConflict => "event_conflict",
+            InvalidStatus(_) => "invalid_status",
+            StaleStatus(_) => "stale_status",
             InvalidSessionKeys(_) => "invalid_session_keys",
             UnsupportedMediaType => "unsupported_media_type",
             CrossOrigin => "cross_site_request",
@@ -238,6 +247,8 @@ impl Refusal {
             | EventTooLarge { .. }
             | InvalidEvent(_)
             | EventConflict
+            | InvalidStatus(_)
+            | StaleStatus(_)
             | InvalidSessionKeys(_)
             | NotFound
             | NoPublicUrl
@@ -301,6 +312,10 @@ impl Refusal {
             }
             InvalidEvent(why) => format!("{why}; nothing was stored"),
             InvalidSessionKeys(why) => format!("{why}; the stored part is unchanged"),
+            InvalidStatus(why) => format!("{why}; the stored case status is unchanged"),
+            StaleStatus(why) => format!(
+                "{why}; the stored case status is unchanged: fetch the case's events, then send a status computed from all of them (`embargo case sync`)"
+            ),
             EventConflict => "an event of that name is stored already with other contents: events are never replaced; nothing was stored (an event is written once, under a new name)".into(),
             UnsupportedMediaType => "send the report as multipart/form-data".into(),
             CrossOrigin => "this form only accepts reports sent from its own page; open the form at / and send it from there".into(),
@@ -509,6 +524,8 @@ mod tests {
             EventTooLarge { limit: 1 << 20 },
             InvalidEvent("not an encrypted OpenPGP message".into()),
             EventConflict,
+            InvalidStatus("not signed".into()),
+            StaleStatus("older".into()),
             InvalidSessionKeys("not session keys".into()),
             UnsupportedMediaType,
             CrossOrigin,
@@ -563,6 +580,8 @@ mod tests {
             EventTooLarge { .. } => (413, "event_too_large", None),
             InvalidEvent(_) => (400, "invalid_event", None),
             EventConflict => (409, "event_conflict", None),
+            InvalidStatus(_) => (400, "invalid_status", None),
+            StaleStatus(_) => (409, "stale_status", None),
             InvalidSessionKeys(_) => (400, "invalid_session_keys", None),
             UnsupportedMediaType => (
                 415,

@@ -18,6 +18,7 @@ pub mod peers;
 pub mod routes;
 pub mod sealed;
 pub mod state;
+pub mod status;
 pub mod upload;
 
 use std::future::Future;
@@ -68,6 +69,10 @@ pub fn router(state: AppState) -> Router {
             get(sealed::events).post(sealed::add_event),
         )
         .route("/api/v1/sealed/{id}/events/{name}", get(sealed::event))
+        .route(
+            "/api/v1/sealed/{id}/status",
+            get(status::get).put(status::put),
+        )
         .route(
             "/api/v1/sealed/{id}/session-keys",
             post(sealed::add_session_keys),

@@ -408,20 +408,29 @@ pub async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMa
     if let Err(e) = super::sealed::authorize(&state, &headers) {
         return e.into_response();
     }
-    metrics_text(&state)
+    metrics_text(&state).await
 }
 
 /// `GET /metrics` on `metrics_listen` (meant for a loopback address).
 pub async fn metrics_open(State(state): State<AppState>) -> Response {
-    metrics_text(&state)
+    metrics_text(&state).await
 }
 
-fn metrics_text(state: &AppState) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        state.metrics().render(),
-    )
-        .into_response()
+async fn metrics_text(state: &AppState) -> Response {
+    use crate::case::status::{TALLIED_DUTIES, TALLIED_STATES, tally};
+    let mut text = state.metrics().render();
+    let (store, policy, now) = (
+        state.store().clone(),
+        state.config().policy.clone(),
+        state.clock().now(),
+    );
+    if let Ok(t) = tokio::task::spawn_blocking(move || tally(store.as_ref(), &policy, now)).await {
+        let count = |n: Option<&u64>| n.copied().unwrap_or(0);
+        let states = TALLIED_STATES.map(|s| (s.as_str(), count(t.by_state.get(&s))));
+        let duties = TALLIED_DUTIES.map(|d| (d.as_str(), count(t.overdue.get(&d))));
+        crate::metrics::render_cases(&mut text, &states, &duties);
+    }
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 /// Logs one line per request: method, route pattern, status and duration.

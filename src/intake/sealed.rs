@@ -41,7 +41,7 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Ref
     }
 }
 
-fn store_error(e: StoreError) -> Refusal {
+pub(super) fn store_error(e: StoreError) -> Refusal {
     match e {
         StoreError::NotFound(_) | StoreError::BadPartName(_) | StoreError::BadEventName(_) => {
             Refusal::NotFound
@@ -62,7 +62,17 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
             let mut out = Vec::new();
             for id in store.list()? {
                 match store.parts(&id) {
-                    Ok(parts) => out.push(json!({ "id": id.to_string(), "parts": parts })),
+                    Ok(parts) => {
+                        // When the case status was computed, so `embargo fetch`
+                        // knows whether its own is newer.
+                        let status_at = store
+                            .status(&id)
+                            .ok()
+                            .flatten()
+                            .and_then(|s| crate::case::status::read_stored(&s, &id))
+                            .map(|s| s.at);
+                        out.push(json!({ "id": id.to_string(), "parts": parts, "status_at": status_at }));
+                    }
                     // Removed between listing and reading: not a complete report any more.
                     Err(StoreError::NotFound(_)) => {}
                     Err(e) => return Err(e),
@@ -317,6 +327,9 @@ pub async fn add_event(
     match stored {
         Ok(new) => {
             tracing::info!(new, "case event stored");
+            if new {
+                state.case_event_stored();
+            }
             let status = if new {
                 StatusCode::CREATED
             } else {

@@ -142,7 +142,8 @@ impl KeySet {
 pub struct Services {
     /// Counters for `/metrics`, shared with the other services.
     pub metrics: Arc<Metrics>,
-    /// Announces accepted reports, when the server runs a notifier.
+    /// Announces accepted reports (and case events, when configured), when
+    /// the server runs a notifier.
     pub notifier: Option<NotifierHandle>,
     /// The health of a service `/healthz` also reports (the poller).
     pub health: Option<Arc<dyn ServiceHealth>>,
@@ -222,6 +223,15 @@ impl AppState {
             .bytes_sealed(sealed.parts.iter().map(|p| p.size).sum());
         if let Some(n) = &self.inner.notifier {
             n.report_arrived();
+        }
+    }
+
+    /// Announces a stored case event, when `notify_case_events` is on.
+    pub fn case_event_stored(&self) {
+        if self.config().maintainers.notify_case_events
+            && let Some(n) = &self.inner.notifier
+        {
+            n.case_event();
         }
     }
 

@@ -2,14 +2,14 @@
 //! `ROOT/reports/.staging/<ID>/` and renamed into place.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{
-    EVENTS_DIR, PartInfo, PartReader, PartSink, Staging, Store, StoreError, is_event_name,
-    is_part_name,
+    EVENTS_DIR, MAX_STATUS_BYTES, PartInfo, PartReader, PartSink, Staging, Store, StoreError, is_event_name,
+    is_part_name, STATUS_FILE,
 };
 use crate::id::ReportId;
 
@@ -25,6 +25,8 @@ const WRITE_BUFFER: usize = 256 * 1024;
 pub struct FsStore {
     reports: PathBuf,
     renames: Arc<GroupSync>,
+    /// Serializes case-status replacements (check, then write).
+    statuses: Arc<std::sync::Mutex<()>>,
 }
 
 /// Group commit for the directory syncs that make renames durable. Every
@@ -122,6 +124,20 @@ fn remove_stale_event_temps(dir: &Path) {
 
 /// Whether the file at `path` holds exactly `bytes`; `None` when there is
 /// no such file (or it cannot be read, which the caller's write reports).
+/// Opens a regular file for reading, never through a symbolic link.
+fn open_regular(path: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            Err(io::Error::new(io::ErrorKind::NotFound, "a symbolic link"))
+        }
+        other => other,
+    }
+}
+
 fn same_bytes(path: &Path, bytes: &[u8]) -> Option<bool> {
     let meta = fs::symlink_metadata(path).ok()?;
     if !meta.is_file() {
@@ -152,6 +168,7 @@ impl FsStore {
         Ok(FsStore {
             reports,
             renames: Arc::default(),
+            statuses: Arc::default(),
         })
     }
 
@@ -165,6 +182,7 @@ impl FsStore {
             Ok(meta) if meta.is_dir() => Ok(FsStore {
                 reports,
                 renames: Arc::default(),
+                statuses: Arc::default(),
             }),
             Ok(_) => Err(StoreError::Io {
                 path: reports.display().to_string(),
@@ -365,11 +383,53 @@ impl Store for FsStore {
             .ok()
     }
 
-    fn case_open(&self, id: &ReportId) -> bool {
-        !matches!(
-            fs::symlink_metadata(self.report_dir(id).join(super::EVENTS_DIR)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound
-        )
+    fn status(&self, id: &ReportId) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.complete(id)?.join(STATUS_FILE);
+        let file = match open_regular(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_STATUS_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        Ok(Some(bytes))
+    }
+
+    fn set_status(
+        &self,
+        id: &ReportId,
+        signed: &[u8],
+        replaces: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> Result<bool, StoreError> {
+        let _one_writer = self
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.status(id)?;
+        if current.as_deref() == Some(signed) || !replaces(current.as_deref()) {
+            return Ok(false);
+        }
+        let dir = self.complete(id)?;
+        let path = dir.join(STATUS_FILE);
+        let tmp = dir.join(format!(".{STATUS_FILE}.{:08x}.tmp", rand::random::<u32>()));
+        let written = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(signed)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&path)(e));
+        }
+        sync_dir(&dir).map_err(io_err(&dir))?;
+        Ok(true)
     }
 
     fn add_event(&self, id: &ReportId, name: &str, ciphertext: &[u8]) -> Result<bool, StoreError> {

@@ -5,6 +5,10 @@ mod fs;
 
 /// The directory of a report that holds its case's events.
 pub const EVENTS_DIR: &str = "events";
+/// Where a report's signed case status is kept, beside its parts.
+pub const STATUS_FILE: &str = "status.pgp";
+/// Largest signed case status a store keeps (and an intake accepts).
+pub const MAX_STATUS_BYTES: usize = 64 * 1024;
 
 use std::io::{Read, Seek, Write};
 use std::path::Path;
@@ -73,10 +77,19 @@ pub trait Store: Send + Sync {
     /// When complete report `id` arrived, as far as the store can tell
     /// without decrypting; `None` when unknown (retention then keeps it).
     fn arrived_at(&self, id: &ReportId) -> Option<std::time::SystemTime>;
-    /// Whether report `id` has case events beside it. The store cannot see
-    /// a `closed` event inside the ciphertext, so any events (or events it
-    /// cannot check) count as an open case, which retention keeps.
-    fn case_open(&self, id: &ReportId) -> bool;
+    /// The signed case status (`status.pgp`, see [`crate::case::status`])
+    /// kept beside complete report `id`, if any.
+    fn status(&self, id: &ReportId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the case status of complete report `id` with `signed`,
+    /// atomically and durably, when `replaces(current)` says it should;
+    /// returns whether it was written. Writers of one store are serialized,
+    /// so the check and the write are one step.
+    fn set_status(
+        &self,
+        id: &ReportId,
+        signed: &[u8],
+        replaces: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> Result<bool, StoreError>;
     /// Stores event `name` (`<event ID>.pgp`) of complete report `id`,
     /// durably (temporary file, fsync, link into place, directory fsync)
     /// before returning. `Ok(false)` when an event of that name exists

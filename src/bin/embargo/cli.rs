@@ -180,6 +180,15 @@ pub enum CaseCommand {
         #[command(flatten)]
         case: CaseArgs,
     },
+    /// Exchange the events of cases with the intake and send each case's signed status (state and due times, what retention and /metrics read), computed again where the intake holds newer events.
+    Sync {
+        /// Report IDs (default: every report in the store).
+        ids: Vec<String>,
+        #[command(flatten)]
+        reveal: RevealOpts,
+        #[command(flatten)]
+        intake: IntakeOpts,
+    },
     /// Give a new maintainer access to existing reports and events: adds session keys for --cert to every part, changing nothing else.
     Share {
         /// Report IDs (or --all).
@@ -203,9 +212,25 @@ pub struct CaseArgs {
     pub id: String,
     #[command(flatten)]
     pub reveal: RevealOpts,
+    #[command(flatten)]
+    pub intake: IntakeOpts,
     /// The event's text from this file (`-`: stdin).
     #[arg(long)]
     pub message: Option<PathBuf>,
+}
+
+/// The intake a case command exchanges events with at once.
+#[derive(clap::Args, Clone)]
+pub struct IntakeOpts {
+    /// The intake's URL, e.g. https://security.example.org (or `intake_url` in maintainer.toml): events and the case status go there at once, and the others' events come first. Without one, `embargo fetch` carries them.
+    #[arg(long = "intake", value_name = "URL")]
+    pub intake: Option<String>,
+    /// File holding the maintainer token for the intake (or `token_file` in maintainer.toml).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Work on the local store only, even when an intake is configured.
+    #[arg(long, conflicts_with = "intake")]
+    pub offline: bool,
 }
 
 /// Key, store and signer options of `decrypt` and `list`.

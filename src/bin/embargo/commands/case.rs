@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow, bail};
 use sequoia_openpgp as openpgp;
 
 use embargo::case::event::{Advisory, Assessment, CvssVector, Fix};
+use embargo::case::status::CaseStatus;
 use embargo::case::{Author, Case, Event, Kind, Opened, Resolution, Signers, Writer};
 use embargo::clock::{Clock, rfc3339};
 use embargo::config::MessageFormat;
@@ -20,7 +21,7 @@ use embargo::seal::{Opener, SecretSource};
 use embargo::store;
 
 use super::Maintainer;
-use crate::cli::{CaseArgs, CaseCommand};
+use crate::cli::{CaseArgs, CaseCommand, IntakeOpts, RevealOpts};
 use crate::output::Output;
 
 /// Longest line of an event's message shown by `case show`.
@@ -29,6 +30,11 @@ const MESSAGE_LINE_CHARS: usize = 500;
 pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode> {
     let (args, kind) = match &command {
         CaseCommand::Show { case, json } => return show(case, *json, clock, out),
+        CaseCommand::Sync {
+            ids,
+            reveal,
+            intake,
+        } => return sync(ids, reveal, intake, clock, out),
         CaseCommand::Share {
             ids,
             all,
@@ -44,8 +50,13 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
         CaseCommand::Close { case, .. } => (case, Kind::Closed),
         CaseCommand::Reopen { case } => (case, Kind::Reopened),
     };
-    let ctx = Context::open(args, out, clock)?;
-    let case = ctx.read()?;
+    let id = report_id(&args.id)?;
+    let ctx = Context::open(&args.reveal, out, clock)?;
+    let intake = intake_of(&args.intake)?;
+    if let Some(intake) = &intake {
+        exchange(intake, &ctx, &id, out);
+    }
+    let case = ctx.read(&id)?;
     let author = ctx.author()?;
     let mut event = Event::new(
         case.manifest.id.clone(),
@@ -63,13 +74,121 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
         author: &author,
     };
     writer.add(&case, &event)?;
+    ctx.record_status(&id, &author, clock)?;
     out.note(format_args!(
-        "recorded {} on report {} (event {})",
+        "recorded {} on report {id} (event {})",
         kind.as_str(),
-        case.manifest.id,
         event.event
     ));
+    match &intake {
+        Some(intake) => exchange(intake, &ctx, &id, out),
+        None => out.note("no intake configured (--intake or intake_url): `embargo fetch` sends it"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--intake` and `--token-file`, else the maintainer profile's; `None`
+/// with `--offline` or when neither names an intake.
+fn intake_of(opts: &IntakeOpts) -> Result<Option<reveal::fetch::Intake>> {
+    if opts.offline {
+        return Ok(None);
+    }
+    let profile = reveal::profile::Profile::load()?.unwrap_or_default();
+    let Some(from) = opts.intake.clone().or(profile.intake_url) else {
+        return Ok(None);
+    };
+    let token_file = opts.token_file.clone().or(profile.token_file).ok_or_else(|| {
+        crate::error::Usage(
+            "an intake needs the maintainer token: give --token-file FILE (or `token_file` in maintainer.toml), or --offline".into(),
+        )
+    })?;
+    Ok(Some(reveal::fetch::Intake {
+        from,
+        token_file,
+        timeout: reveal::fetch::DEFAULT_TIMEOUT,
+    }))
+}
+
+/// Exchanges the events of `id` with the intake and sends its status. A
+/// failure is told, not fatal: what was written stays in the local store,
+/// and the next exchange or `embargo fetch` sends it.
+fn exchange(intake: &reveal::fetch::Intake, ctx: &Context, id: &ReportId, out: &Output) {
+    use reveal::fetch::StatusSent;
+    match reveal::fetch::sync_case(intake, ctx.store.as_ref(), id) {
+        Ok(done) => {
+            if done.events_fetched > 0 {
+                out.note(format_args!(
+                    "{} event(s) of report {id} from other maintainers fetched from the intake",
+                    done.events_fetched
+                ));
+            }
+            if done.events_sent > 0 {
+                out.note(format_args!(
+                    "{} event(s) of report {id} sent to the intake",
+                    done.events_sent
+                ));
+            }
+            if done.status == StatusSent::Stale {
+                out.note(format_args!(
+                    "the intake holds events of report {id} newer than this store's case status: `embargo case sync {id}` brings it up to date"
+                ));
+            }
+        }
+        Err(e) => out.note(format_args!(
+            "could not exchange report {id} with the intake ({}); everything stays in the local store, and the next case command or `embargo fetch` sends it",
+            crate::error::describe(&anyhow::Error::from(e))
+        )),
+    }
+}
+
+/// `case sync`: every named report (or every one in the store) exchanged
+/// with the intake, its status computed again where it no longer names
+/// every event, then sent.
+fn sync(
+    ids: &[String],
+    opts: &RevealOpts,
+    intake: &IntakeOpts,
+    clock: Clock,
+    out: &Output,
+) -> Result<ExitCode> {
+    let intake = intake_of(intake)?.ok_or_else(|| {
+        crate::error::Usage(
+            "case sync needs an intake: give --intake URL and --token-file FILE (or intake_url and token_file in maintainer.toml)".into(),
+        )
+    })?;
+    let ctx = Context::open(opts, out, clock)?;
+    let ids: Vec<ReportId> = if ids.is_empty() {
+        ctx.store.list()?
+    } else {
+        ids.iter().map(|s| report_id(s)).collect::<Result<_>>()?
+    };
+    let author = ctx.author()?;
+    let (mut events, mut statuses) = (0usize, 0usize);
+    for id in &ids {
+        let before = reveal::fetch::sync_case(&intake, ctx.store.as_ref(), id)?;
+        events += before.events_fetched + before.events_sent;
+        if ctx.status_is_current(id)? && before.status != reveal::fetch::StatusSent::Stale {
+            continue;
+        }
+        ctx.record_status(id, &author, clock)?;
+        let after = reveal::fetch::sync_case(&intake, ctx.store.as_ref(), id)?;
+        events += after.events_fetched + after.events_sent;
+        statuses += usize::from(after.status == reveal::fetch::StatusSent::Sent);
+    }
+    out.note(format_args!(
+        "synced {} case(s) with the intake: {events} event(s) moved, {statuses} case status(es) computed again and sent",
+        ids.len()
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_id(s: &str) -> Result<ReportId> {
+    s.parse().map_err(|_| {
+        anyhow!(
+            "{} is not a report ID (like K7Q3M-2XDA9-TF4BC-1ZP0R)",
+            one_line(s, 40)
+        )
+    })
 }
 
 /// The fields that go with each kind of action.
@@ -219,19 +338,12 @@ struct Context {
     keyring: Keyring,
     maintainers: Vec<openpgp::Cert>,
     intake: Option<openpgp::Cert>,
-    id: ReportId,
     fallback_policy: embargo::config::Policy,
 }
 
 impl Context {
-    fn open(args: &CaseArgs, out: &Output, clock: Clock) -> Result<Context> {
-        let id: ReportId = args.id.parse().map_err(|_| {
-            anyhow!(
-                "{} is not a report ID (like K7Q3M-2XDA9-TF4BC-1ZP0R)",
-                one_line(&args.id, 40)
-            )
-        })?;
-        let m = Maintainer::resolve(args.reveal.clone(), out)?;
+    fn open(opts: &RevealOpts, out: &Output, clock: Clock) -> Result<Context> {
+        let m = Maintainer::resolve(opts.clone(), out)?;
         let root = reveal::store_root(m.store.as_deref(), None)?;
         if !root.join("reports").is_dir() {
             bail!(
@@ -256,12 +368,11 @@ impl Context {
             keyring,
             maintainers,
             intake,
-            id,
             fallback_policy: m.policy,
         })
     }
 
-    fn read(&self) -> Result<Case> {
+    fn read(&self, id: &ReportId) -> Result<Case> {
         let signers = Signers {
             maintainers: &self.maintainers,
             intake: self.intake.as_ref(),
@@ -270,8 +381,40 @@ impl Context {
             self.store.as_ref(),
             &self.opener,
             &signers,
-            &self.id,
+            id,
         )?)
+    }
+
+    /// The names of every event stored here for `id`.
+    fn event_names(&self, id: &ReportId) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .events(id)?
+            .into_iter()
+            .map(|e| e.name)
+            .collect())
+    }
+
+    /// Computes the case status of `id` from every event stored here,
+    /// signs it as `author` and keeps it beside the report (the intake
+    /// gets it with the events).
+    fn record_status(&self, id: &ReportId, author: &Author, clock: Clock) -> Result<()> {
+        let case = self.read(id)?;
+        let names = self.event_names(id)?;
+        let status = CaseStatus::of(&case, &names, &self.fallback_policy, clock.now());
+        let signed = status.sign(author)?;
+        self.store.set_status(id, &signed, &|_| true)?;
+        Ok(())
+    }
+
+    /// Whether the status kept here names every event stored here.
+    fn status_is_current(&self, id: &ReportId) -> Result<bool> {
+        let names = self.event_names(id)?;
+        Ok(self
+            .store
+            .status(id)?
+            .and_then(|s| embargo::case::status::read_stored(&s, id))
+            .is_some_and(|s| s.events.len() == names.len() && s.covers(names.iter().map(String::as_str))))
     }
 
     /// Who signs: the `--key` certificate, or gpg's signing key.
@@ -302,8 +445,13 @@ fn maintainer_keyring(root: &Path, keys_dir: Option<&Path>, clock: Clock) -> Res
 }
 
 fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitCode> {
-    let ctx = Context::open(args, out, clock)?;
-    let case = ctx.read()?;
+    let id = report_id(&args.id)?;
+    let ctx = Context::open(&args.reveal, out, clock)?;
+    // The others' events first, so the timeline is the team's.
+    if let Some(intake) = intake_of(&args.intake)? {
+        exchange(&intake, &ctx, &id, out);
+    }
+    let case = ctx.read(&id)?;
     let now = clock.now();
     let obligations = case.obligations(&ctx.fallback_policy, now);
     if json {

@@ -22,8 +22,19 @@ pub fn run(args: reveal::FetchArgs, out: &Output) -> Result<ExitCode> {
     ));
     if summary.events_fetched + summary.events_sent > 0 {
         out.note(format_args!(
-            "case events: {} fetched from the intake, {} sent to it",
+            "case events: {} from other maintainers fetched from the intake, {} sent to it",
             summary.events_fetched, summary.events_sent
+        ));
+    }
+    if summary.statuses_sent > 0 {
+        out.note(format_args!(
+            "case statuses: {} sent to the intake",
+            summary.statuses_sent
+        ));
+    }
+    for id in &summary.statuses_stale {
+        out.note(format_args!(
+            "the intake holds events of report {id} that its case status here was not computed from: `embargo case sync {id}` (with your key) computes it again"
         ));
     }
     if summary.shared > 0 {

@@ -30,6 +30,9 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::{Error, Progress};
+
+mod cases;
+pub use cases::{CaseSync, Intake, StatusSent, sync_case};
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
 use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
@@ -83,6 +86,11 @@ pub struct FetchSummary {
     pub events_sent: usize,
     /// Parts or events whose added session keys went either way.
     pub shared: usize,
+    /// Case statuses written here and taken by the intake.
+    pub statuses_sent: usize,
+    /// Reports whose case status here the intake refused as older than
+    /// what it holds (`embargo case sync` computes them again).
+    pub statuses_stale: Vec<ReportId>,
 }
 
 impl FetchSummary {
@@ -121,31 +129,9 @@ struct ListedReport {
 
 /// Downloads every complete report missing from the local store.
 pub fn fetch(args: &FetchArgs, progress: &dyn Progress) -> Result<FetchSummary, Error> {
-    let base = base_url(&args.from)?;
-    if args.timeout.is_zero() {
-        return Err(Error::Usage(
-            "--timeout 0s would fail every request: give e.g. 60s or 5m".into(),
-        ));
-    }
-    let token = read_token(&args.token_file)?;
-    // `timeout` bounds the wait for the answer's headers and then each read
-    // of its body: a silent server fails the run, a slow one does not.
-    let client = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(args.timeout)
-        .user_agent(concat!("embargo/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| fetch_err(&base, e))?;
-    let http = Http {
-        client,
-        token,
-        base,
-        timeout: args.timeout,
-    };
-
+    let http = Http::connect(&args.from, &args.token_file, args.timeout)?;
     // The listing comes first: a refused token writes nothing at all.
-    let (reports, confirm) = http.listing()?;
+    let (reports, confirm, statuses) = http.listing()?;
 
     let (store, partial_root, _lock) = open_local_store(&args.store, &http.base)?;
 
@@ -193,27 +179,7 @@ pub fn fetch(args: &FetchArgs, progress: &dyn Progress) -> Result<FetchSummary, 
         }
     }
     progress.finish();
-    // Events go both ways for every report both sides hold; the local
-    // store is the outbox (an event stays here until the intake lists it).
-    for id in store.list()? {
-        let (got, sent, shared) = http.sync_events(store.as_ref(), &id)?;
-        summary.events_fetched += got;
-        summary.events_sent += sent;
-        summary.shared += shared;
-    }
-    // Parts shared with a new maintainer (`case share`) differ in size by
-    // the session keys added: the smaller side gets them.
-    for (id, parts) in &listed {
-        if !store.contains(id)? {
-            continue;
-        }
-        let local = store.parts(id)?;
-        for part in parts {
-            if let Some(mine) = local.iter().find(|p| p.name == part.name) {
-                summary.shared += http.sync_share(store.as_ref(), id, part, mine.size)?;
-            }
-        }
-    }
+    http.sync_cases(store.as_ref(), &listed, &statuses, &mut summary)?;
     http.save_public(&args.store)?;
     Ok(summary)
 }
@@ -366,6 +332,33 @@ struct Http {
 }
 
 impl Http {
+    /// A client for the intake at `from`, with the maintainer token read
+    /// from `token_file`. `timeout` bounds the wait for an answer's headers
+    /// and then each read of its body: a silent server fails, a slow one
+    /// does not.
+    fn connect(from: &str, token_file: &Path, timeout: Duration) -> Result<Http, Error> {
+        let base = base_url(from)?;
+        if timeout.is_zero() {
+            return Err(Error::Usage(
+                "--timeout 0s would fail every request: give e.g. 60s or 5m".into(),
+            ));
+        }
+        let token = read_token(token_file)?;
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .user_agent(concat!("embargo/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| fetch_err(&base, e))?;
+        Ok(Http {
+            client,
+            token,
+            base,
+            timeout,
+        })
+    }
+
     fn get(&self, url: &str, range_from: u64) -> Result<Response, Error> {
         let mut request = self.client.get(url).bearer_auth(self.token.as_str());
         if range_from > 0 {
@@ -449,208 +442,6 @@ impl Http {
         })
     }
 
-    /// Downloads the events of report `id` the local store lacks and posts
-    /// the ones the intake lacks. An event's name is its identity, storing
-    /// is idempotent on both sides, and nothing is deleted, so a run cut
-    /// off anywhere loses and duplicates nothing: the next run finishes.
-    fn sync_events(
-        &self,
-        store: &dyn Store,
-        id: &ReportId,
-    ) -> Result<(usize, usize, usize), Error> {
-        let url = format!("{}/api/v1/sealed/{id}/events", self.base);
-        let response = self.get(&url, 0)?;
-        if response.status() == StatusCode::NOT_FOUND {
-            // Not on the intake (any more): nothing to exchange.
-            return Ok((0, 0, 0));
-        }
-        if !response.status().is_success() {
-            return Err(Error::Fetch {
-                url,
-                detail: format!("the server answered {}", response.status()),
-            });
-        }
-        let mut body = Vec::new();
-        response
-            .take(MAX_LISTING_BYTES + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| self.read_err(&url, e, 0))?;
-        let remote = parse_event_listing(&body)?;
-        let local_events = store.events(id)?;
-        let mut shared = 0;
-        for event in &remote {
-            if let Some(mine) = local_events.iter().find(|l| l.name == event.name) {
-                shared += self.sync_share(store, id, event, mine.size)?;
-            }
-        }
-        let local: Vec<String> = local_events.into_iter().map(|e| e.name).collect();
-        let mut got = 0;
-        for event in remote.iter().filter(|e| !local.contains(&e.name)) {
-            let bytes = self.event_bytes(id, event)?;
-            if store.add_event(id, &event.name, &bytes)? {
-                got += 1;
-            }
-        }
-        let mut sent = 0;
-        for name in local
-            .iter()
-            .filter(|n| !remote.iter().any(|e| &e.name == *n))
-        {
-            let mut bytes = Vec::new();
-            store
-                .open_event(id, name)?
-                .take(crate::case::sealed::MAX_EVENT_CIPHERTEXT as u64)
-                .read_to_end(&mut bytes)
-                .map_err(|source| Error::Read {
-                    path: PathBuf::from(id.as_str()).join("events").join(name),
-                    source,
-                })?;
-            self.post_event(id, name, bytes)?;
-            sent += 1;
-        }
-        Ok((got, sent, shared))
-    }
-
-    /// Brings part `remote` (as the intake lists it) and the local copy
-    /// of `local_size` bytes to the same session keys: the intake gets the
-    /// ones added here, or the local store those added there. Only added
-    /// session keys ever move; anything else is refused by both sides.
-    fn sync_share(
-        &self,
-        store: &dyn Store,
-        id: &ReportId,
-        remote: &PartInfo,
-        local_size: u64,
-    ) -> Result<usize, Error> {
-        use crate::seal::share::{added_keys, only_headers_added};
-        if remote.size == local_size {
-            return Ok(0);
-        }
-        let name = &remote.name;
-        let read_local = || -> Result<Vec<u8>, Error> {
-            let mut reader = if crate::store::is_event_name(name) {
-                store.open_event(id, name)?
-            } else {
-                store.open_part(id, name)?
-            };
-            let mut bytes = Vec::new();
-            reader
-                .read_to_end(&mut bytes)
-                .map_err(|source| Error::Read {
-                    path: PathBuf::from(id.as_str()).join(name),
-                    source,
-                })?;
-            Ok(bytes)
-        };
-        if local_size > remote.size {
-            let local = read_local()?;
-            let Some(added) = added_keys(remote.size, &local) else {
-                return Err(Error::BadListing(format!(
-                    "{id}/{name} differs from the intake's copy by more than session keys"
-                )));
-            };
-            let url = format!("{}/api/v1/sealed/{id}/session-keys", self.base);
-            let response = self
-                .client
-                .post(&url)
-                .query(&[("part", name.as_str())])
-                .bearer_auth(self.token.as_str())
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(added)
-                .send()
-                .map_err(|e| self.send_err(&url, e))?;
-            if !response.status().is_success() {
-                return Err(Error::Fetch {
-                    url,
-                    detail: format!(
-                        "the intake did not take the shared session keys of {name} ({}); they stay here and are sent again next time",
-                        response.status()
-                    ),
-                });
-            }
-            return Ok(1);
-        }
-        let path = if crate::store::is_event_name(name) {
-            format!("events/{name}")
-        } else {
-            name.clone()
-        };
-        let url = format!("{}/api/v1/sealed/{id}/{path}", self.base);
-        let response = self.get(&url, 0)?;
-        if !response.status().is_success() {
-            return Err(Error::Fetch {
-                url,
-                detail: format!("the server answered {}", response.status()),
-            });
-        }
-        let mut theirs = Vec::new();
-        response
-            .take(remote.size + 1)
-            .read_to_end(&mut theirs)
-            .map_err(|e| self.read_err(&url, e, 0))?;
-        if theirs.len() as u64 != remote.size {
-            return Err(Error::BadListing(format!(
-                "{id}/{name} is not the size listed"
-            )));
-        }
-        store.replace_part(id, name, &theirs, &only_headers_added)?;
-        Ok(1)
-    }
-
-    /// One event's ciphertext, exactly as large as listed.
-    fn event_bytes(&self, id: &ReportId, event: &PartInfo) -> Result<Vec<u8>, Error> {
-        let url = format!("{}/api/v1/sealed/{id}/events/{}", self.base, event.name);
-        let response = self.get(&url, 0)?;
-        if !response.status().is_success() {
-            return Err(Error::Fetch {
-                url,
-                detail: format!("the server answered {}", response.status()),
-            });
-        }
-        let mut bytes = Vec::new();
-        response
-            .take(event.size + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.read_err(&url, e, 0))?;
-        if bytes.len() as u64 != event.size {
-            return Err(Error::BadListing(format!(
-                "event {} of {id} has {} bytes, the listing said {}",
-                event.name,
-                bytes.len(),
-                event.size
-            )));
-        }
-        Ok(bytes)
-    }
-
-    fn post_event(&self, id: &ReportId, name: &str, bytes: Vec<u8>) -> Result<(), Error> {
-        let url = format!("{}/api/v1/sealed/{id}/events", self.base);
-        let response = self
-            .client
-            .post(&url)
-            .query(&[("name", name)])
-            .bearer_auth(self.token.as_str())
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes)
-            .send()
-            .map_err(|e| self.send_err(&url, e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            return Err(Error::Unauthorized {
-                status: status.as_u16(),
-            });
-        }
-        Err(Error::Fetch {
-            url,
-            detail: format!(
-                "the intake did not take event {name} of {id} ({status}); it stays here and is sent again next time"
-            ),
-        })
-    }
-
     /// Saves what the intake publishes and the maintainer's tools need
     /// beside the store: the maintainers' certificates (`/keys.asc`, into
     /// `intake/keys/`, replaced each run) and the intake signing
@@ -722,7 +513,7 @@ impl Http {
 
     /// The server's listing, fully validated before anything is written,
     /// and whether the intake wants stored reports confirmed.
-    fn listing(&self) -> Result<(Vec<ListedParts>, bool), Error> {
+    fn listing(&self) -> Result<(Vec<ListedParts>, bool, cases::StatusTimes), Error> {
         let url = format!("{}/api/v1/sealed", self.base);
         let response = self.get(&url, 0)?;
         if !response.status().is_success() {
@@ -744,7 +535,8 @@ impl Http {
         let reports = parse_listing(&body)?;
         let flags: ListingFlags = serde_json::from_slice(&body)
             .map_err(|e| Error::BadListing(format!("listing is not the expected JSON: {e}")))?;
-        Ok((reports, flags.confirm_fetched))
+        let statuses = cases::status_times(&body);
+        Ok((reports, flags.confirm_fetched, statuses))
     }
 
     /// What a failed read of an answer's body says.
@@ -1028,27 +820,6 @@ const MAX_PUBLIC_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Parses `{"events": [{"name", "size"}]}`, refusing names that are not
 /// event names and sizes over the event limit.
-fn parse_event_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
-    #[derive(Deserialize)]
-    struct Listing {
-        events: Vec<PartInfo>,
-    }
-    let listing: Listing = serde_json::from_slice(body)
-        .map_err(|e| Error::BadListing(format!("event listing is not the expected JSON: {e}")))?;
-    for e in &listing.events {
-        if !crate::store::is_event_name(&e.name)
-            || e.size > crate::case::sealed::MAX_EVENT_CIPHERTEXT as u64
-        {
-            return Err(Error::BadListing(format!(
-                "an event listed as {:?} of {} bytes",
-                e.name.chars().take(40).collect::<String>(),
-                e.size
-            )));
-        }
-    }
-    Ok(listing.events)
-}
-
 /// Whether two certificate files hold the same certificates.
 fn certs_equal(a: &[u8], b: &[u8]) -> bool {
     use sequoia_openpgp::Cert;
