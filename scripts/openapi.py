@@ -181,7 +181,7 @@ doc = {
     "put": {"summary": "Maintainers: send a case's signed status (state and due times).", "operationId": "putCaseStatus", "security": bearer,
       "description": "The body is an OpenPGP signed message (not encrypted) holding `embargo.case-status.v1` JSON: the case's state, the names of the events it was computed from, and when the acknowledgement, assessment and next status update are due. It must be signed by a maintainer certificate of the intake's keys directory and name every event the intake holds for the report. Retention deletes only cases whose status is `closed`; `/metrics` counts cases by state and overdue obligations from these statuses.",
       "parameters": [id_param],
-      "requestBody": {"required": True, "content": {"application/pgp-signature": {"schema": {"type": "string", "format": "binary"}}}},
+      "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
       "responses": {
         "201": {"description": "Stored, durably.", "content": {"application/json": {"schema": {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "boolean"}}}}}},
         "200": {"description": "Nothing changed: the stored status names the same events and is as new.", "content": {"application/json": {"schema": {"type": "object", "required": ["stored"], "properties": {"stored": {"type": "boolean"}}}}}},

@@ -580,12 +580,12 @@ fn two_maintainers_work_offline_and_fetch_brings_every_event_to_both_once() {
     );
     let said = a.fetch(&t.site, &server.base, &token);
     assert!(
-        said.contains("0 fetched from the intake, 2 sent to it"),
+        said.contains("0 from other maintainers fetched from the intake, 2 sent to it"),
         "{said}"
     );
     let said = b.fetch(&t.site, &server.base, &token);
     assert!(
-        said.contains("2 fetched from the intake, 1 sent to it"),
+        said.contains("2 from other maintainers fetched from the intake, 1 sent to it"),
         "{said}"
     );
     b.case(

@@ -748,7 +748,7 @@ fn part_hashes(root: &Path, id: &ReportId) -> serde_json::Map<String, serde_json
     for entry in fs::read_dir(root.join("reports").join(id.as_str())).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".pgp") {
+        if embargo::store::is_part_name(&name) {
             let digest = hex::encode(sha2::Sha256::digest(fs::read(entry.path()).unwrap()));
             out.insert(name, digest.into());
         }
@@ -780,9 +780,27 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
     let poc = random_bytes(300_000, 9);
     let report = seal_report(&site, &[("poc.bin", &poc), ("notes.txt", b"notes")]);
     let with_case = seal_report(&site, &[("b.txt", b"b")]);
-    // A case with events is open: retention must keep it.
+    // Only a closed case may go: `report` is closed by the maintainer's
+    // signed case status; `with_case`, which has events, was never closed.
     fs::create_dir(site.reports_dir().join(with_case.as_str()).join("events")).unwrap();
     let server = Server::start_with_env(&site, &[("EMBARGO_LOG", "warn")]);
+    let closed = embargo::case::status::CaseStatus {
+        schema: embargo::case::status::SCHEMA.into(),
+        report: report.clone(),
+        at: embargo::clock::rfc3339_micros(std::time::SystemTime::now()),
+        state: embargo::case::Stage::Closed,
+        events: Vec::new(),
+        due: Default::default(),
+    }
+    .sign(&embargo::case::Author::Key(Box::new(maintainer.clone())))
+    .unwrap();
+    let put = reqwest::blocking::Client::new()
+        .put(format!("{}/api/v1/sealed/{report}/status", server.base))
+        .bearer_auth(&token)
+        .body(closed)
+        .send()
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 201);
     let rules = embargo::config::Config::parse("[retention]\ndelete_after_fetch = true\n")
         .unwrap()
         .retention;
@@ -932,9 +950,9 @@ fn delete_after_fetch_deletes_only_what_embargo_fetch_confirmed_by_hash() {
     let server_bytes: u64 = [&report, &with_case]
         .iter()
         .flat_map(|id| fs::read_dir(site.reports_dir().join(id.as_str())).unwrap())
-        .map(|e| e.unwrap().metadata().unwrap())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+        .map(|e| e.unwrap())
+        .filter(|e| embargo::store::is_part_name(&e.file_name().to_string_lossy()))
+        .map(|e| e.metadata().unwrap().len())
         .sum();
     let run = fetch_cmd(&site, &server.base, &token_file, &local)
         .output()

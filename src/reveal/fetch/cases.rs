@@ -138,7 +138,7 @@ impl Http {
             .client
             .put(&url)
             .bearer_auth(self.token.as_str())
-            .header(reqwest::header::CONTENT_TYPE, "application/pgp-signature")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(signed)
             .send()
             .map_err(|e| self.send_err(&url, e))?;
