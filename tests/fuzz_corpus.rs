@@ -110,6 +110,36 @@ fn event_seeds() {
     assert!(parsed >= 7, "every well-formed seed parses ({parsed})");
 }
 
+/// fuzz_targets/case_status.rs
+#[test]
+fn case_status_seeds() {
+    use embargo::case::status::{CaseStatus, read_stored, verify};
+    let id: ReportId = "K7Q3M-2XDA9-TF4BC-1ZP0R".parse().unwrap();
+    let (cert, _) = CertBuilder::general_purpose(Some("fuzz@example.org"))
+        .generate()
+        .unwrap();
+    let cert = cert.strip_secret_key_material();
+    let (mut parsed, mut read) = (0, 0);
+    for (path, data) in seeds("case_status") {
+        // Signed by a key that is not the fixture's: never verified.
+        assert!(
+            verify(&data, std::slice::from_ref(&cert), &id).is_err(),
+            "{}",
+            path.display()
+        );
+        if read_stored(&data, &id).is_some() {
+            read += 1;
+        }
+        if let Ok(status) = CaseStatus::from_json(&data, &id) {
+            let again = CaseStatus::from_json(&status.to_json(), &id).unwrap();
+            assert!(again == status, "{}", path.display());
+            parsed += 1;
+        }
+    }
+    assert_eq!(parsed, 2, "the acknowledged and the closed seed parse");
+    assert_eq!(read, 1, "the signed seed is read as stored");
+}
+
 /// fuzz_targets/keyring.rs
 #[test]
 fn keyring_seeds() {

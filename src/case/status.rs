@@ -139,7 +139,8 @@ impl CaseStatus {
         at.as_deref().and_then(parse_rfc3339)
     }
 
-    fn to_json(&self) -> Vec<u8> {
+    /// The JSON that is signed.
+    pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 

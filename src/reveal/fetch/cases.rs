@@ -53,9 +53,9 @@ pub struct CaseSync {
 /// listing (`status_at`); reports without one are absent.
 pub type StatusTimes = BTreeMap<ReportId, String>;
 
-/// The `status_at` of every report in a listing (already validated by
-/// `parse_listing`); anything malformed counts as no status.
-pub(super) fn status_times(listing: &[u8]) -> StatusTimes {
+/// The `status_at` of every report in a listing (its reports are validated
+/// by `parse_listing`); anything malformed counts as no status.
+pub fn status_times(listing: &[u8]) -> StatusTimes {
     #[derive(Deserialize)]
     struct Listing {
         reports: Vec<Listed>,

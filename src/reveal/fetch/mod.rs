@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use super::{Error, Progress};
 
 mod cases;
-pub use cases::{CaseSync, Intake, StatusSent, sync_case};
+pub use cases::{CaseSync, Intake, StatusSent, StatusTimes, status_times, sync_case};
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
 use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
