@@ -147,8 +147,19 @@ impl embargo::store::Store for NullStore {
     fn arrived_at(&self, _: &embargo::id::ReportId) -> Option<std::time::SystemTime> {
         None
     }
-    fn case_open(&self, _: &embargo::id::ReportId) -> bool {
-        false
+    fn status(
+        &self,
+        _: &embargo::id::ReportId,
+    ) -> Result<Option<Vec<u8>>, embargo::store::StoreError> {
+        Ok(None)
+    }
+    fn set_status(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &[u8],
+        _: &dyn Fn(Option<&[u8]>) -> bool,
+    ) -> Result<bool, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
     }
     fn add_event(
         &self,

@@ -129,6 +129,12 @@ doc = {
       "200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}}}},
   "/api/v1/openapi.json": {"get": {"summary": "This document.", "operationId": "openapi", "responses": {
       "200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+  "/api/v1/policy": {"get": {"summary": "The promises this intake makes to reporters (`[policy]`), as sealed into each manifest.", "operationId": "policy", "responses": {
+      "200": {"description": "The policy.", "content": {"application/json": {"schema": {"type": "object", "required": ["acknowledge_within", "status_update_within"], "properties": {
+          "acknowledge_within": {"type": "string", "description": "A span like `48h`."},
+          "assess_within": {"type": "string", "description": "A span, or `N business days`."},
+          "status_update_within": {"type": "string"},
+          "fix_within": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Severity to span."}}}}}}}}},
   "/api/v1/sealed": {"get": {"summary": "Maintainers: every complete report with its part names and sizes.", "operationId": "listSealed", "security": bearer, "responses": {
       "200": {"description": "The listing: part names and sizes, and when each case status was computed.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SealedListing"}}}},
       "401": {"$ref": "#/components/responses/Unauthorized"},

@@ -351,7 +351,10 @@ pub fn render_cases(out: &mut String, by_state: &[(&str, u64)], overdue: &[(&str
         "Open cases whose acknowledgement, assessment or status update is overdue, by obligation.",
     );
     for (what, n) in overdue {
-        let _ = writeln!(out, "embargo_obligations_overdue{{obligation=\"{what}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "embargo_obligations_overdue{{obligation=\"{what}\"}} {n}"
+        );
     }
 }
 

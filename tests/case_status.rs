@@ -173,10 +173,10 @@ impl Intake {
 
     fn put_status(&self, body: Vec<u8>) -> (u16, String) {
         let answer = server::client()
-            .put(self.server.url(&format!(
-                "/api/v1/sealed/{}/status",
-                self.report
-            )))
+            .put(
+                self.server
+                    .url(&format!("/api/v1/sealed/{}/status", self.report)),
+            )
             .bearer_auth(&self.token)
             .body(body)
             .send()
@@ -205,12 +205,18 @@ fn case_commands_send_their_status_at_once_and_only_a_closed_case_is_deleted() {
     let base = t.server.base.clone();
     // A fetches (and confirms every part); the open case stays all the same.
     t.fetch("a");
+    // The intake's promises are saved beside the store for `list` and `case`.
+    let saved = embargo::reveal::saved_policy(&t.store("a")).expect("a saved policy");
+    assert_eq!(saved.acknowledge_within.0, Duration::from_secs(1));
     std::thread::sleep(Duration::from_millis(2500));
     assert!(t.site.reports_dir().join(t.report.as_str()).is_dir());
     let m = t.metrics();
     assert_eq!(gauge(&m, "embargo_cases{state=\"new\"}"), 1);
     assert_eq!(
-        gauge(&m, "embargo_obligations_overdue{obligation=\"acknowledge\"}"),
+        gauge(
+            &m,
+            "embargo_obligations_overdue{obligation=\"acknowledge\"}"
+        ),
         1,
         "the 1 s acknowledgement promise is missed"
     );
@@ -226,7 +232,10 @@ fn case_commands_send_their_status_at_once_and_only_a_closed_case_is_deleted() {
     assert_eq!(gauge(&m, "embargo_cases{state=\"acknowledged\"}"), 1);
     assert_eq!(gauge(&m, "embargo_cases{state=\"new\"}"), 0);
     assert_eq!(
-        gauge(&m, "embargo_obligations_overdue{obligation=\"acknowledge\"}"),
+        gauge(
+            &m,
+            "embargo_obligations_overdue{obligation=\"acknowledge\"}"
+        ),
         0
     );
     let acknowledged = std::fs::read(
@@ -256,11 +265,18 @@ fn case_commands_send_their_status_at_once_and_only_a_closed_case_is_deleted() {
     // Closed: retention (delete_after_fetch, fetched earlier) deletes it whole.
     t.case("a", "close", Some(&base), &["--as", "fixed"]);
     assert_eq!(t.server_status().unwrap().state, Stage::Closed);
-    wait_until("retention deletes the closed case", Duration::from_secs(20), || {
-        !t.site.reports_dir().join(t.report.as_str()).exists()
-    });
+    wait_until(
+        "retention deletes the closed case",
+        Duration::from_secs(20),
+        || !t.site.reports_dir().join(t.report.as_str()).exists(),
+    );
     // The maintainer's copy stays, and nothing anywhere holds plaintext.
-    assert!(t.store("a").join("reports").join(t.report.as_str()).is_dir());
+    assert!(
+        t.store("a")
+            .join("reports")
+            .join(t.report.as_str())
+            .is_dir()
+    );
     for root in [t.site.path(), t.work.path()] {
         assert!(common::files_containing(root, b"CANARY-STATUS").is_empty());
     }
@@ -308,7 +324,10 @@ fn events_written_away_from_the_intake_reach_it_later_and_case_sync_catches_up()
     );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("1 case status(es) computed again and sent"), "{said}");
+    assert!(
+        said.contains("1 case status(es) computed again and sent"),
+        "{said}"
+    );
     let status = t.server_status().unwrap();
     assert_eq!(status.state, Stage::Assessed);
     assert_eq!(status.events.len(), 2);

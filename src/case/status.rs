@@ -35,8 +35,8 @@ use super::state::{Duty, Stage};
 use crate::clock::{parse_rfc3339, rfc3339_micros};
 use crate::config::Policy;
 use crate::id::ReportId;
-pub use crate::store::{MAX_STATUS_BYTES, STATUS_FILE};
 use crate::store::is_event_name;
+pub use crate::store::{MAX_STATUS_BYTES, STATUS_FILE};
 
 /// The schema this version writes and reads.
 pub const SCHEMA: &str = "embargo.case-status.v1";
@@ -146,9 +146,8 @@ impl CaseStatus {
 
     /// Parses and checks the JSON of a status for report `id`.
     pub fn from_json(json: &[u8], id: &ReportId) -> Result<CaseStatus, StatusError> {
-        let status: CaseStatus = serde_json::from_slice(json).map_err(|e| {
-            StatusError::Json(format!("line {}, column {}", e.line(), e.column()))
-        })?;
+        let status: CaseStatus = serde_json::from_slice(json)
+            .map_err(|e| StatusError::Json(format!("line {}, column {}", e.line(), e.column())))?;
         let bad = |why: &str| Err(StatusError::Json(why.into()));
         if status.schema != SCHEMA {
             return bad("another schema");
@@ -335,7 +334,10 @@ impl VerificationHelper for Checker<'_> {
         if self.good {
             Ok(())
         } else {
-            let why = self.why.clone().unwrap_or_else(|| "it carries no signature".into());
+            let why = self
+                .why
+                .clone()
+                .unwrap_or_else(|| "it carries no signature".into());
             self.why = Some(why.clone());
             Err(anyhow::anyhow!(why))
         }
@@ -384,9 +386,15 @@ pub fn tally(store: &dyn crate::store::Store, policy: &Policy, now: SystemTime) 
                 (
                     Stage::New,
                     [
-                        (Duty::Acknowledge, Some(arrived + policy.acknowledge_within.0)),
+                        (
+                            Duty::Acknowledge,
+                            Some(arrived + policy.acknowledge_within.0),
+                        ),
                         (Duty::Assess, Some(policy.assess_within.after(arrived))),
-                        (Duty::StatusUpdate, Some(arrived + policy.status_update_within.0)),
+                        (
+                            Duty::StatusUpdate,
+                            Some(arrived + policy.status_update_within.0),
+                        ),
                     ],
                 )
             }
@@ -438,11 +446,14 @@ mod tests {
         let s = status(&id);
         let signed = s.sign(&Author::Key(Box::new(signer.clone()))).unwrap();
         let public = signer.clone().strip_secret_key_material();
-        assert_eq!(verify(&signed, &[public.clone()], &id).unwrap(), s);
+        assert_eq!(
+            verify(&signed, std::slice::from_ref(&public), &id).unwrap(),
+            s
+        );
         assert_eq!(read_stored(&signed, &id), Some(s.clone()));
         // Another report's status, another signer, a damaged one: refused.
         assert!(matches!(
-            verify(&signed, &[public.clone()], &ReportId::random()),
+            verify(&signed, std::slice::from_ref(&public), &ReportId::random()),
             Err(StatusError::OtherReport(_))
         ));
         let stranger = stranger.strip_secret_key_material();
@@ -453,8 +464,15 @@ mod tests {
         let mut flipped = signed.clone();
         let at = flipped.len() / 2;
         flipped[at] ^= 0x01;
-        assert!(verify(&flipped, &[public.clone()], &id).is_err());
-        assert!(verify(&signed[..signed.len() - 10], &[public.clone()], &id).is_err());
+        assert!(verify(&flipped, std::slice::from_ref(&public), &id).is_err());
+        assert!(
+            verify(
+                &signed[..signed.len() - 10],
+                std::slice::from_ref(&public),
+                &id
+            )
+            .is_err()
+        );
         assert!(verify(b"{}", &[public], &id).is_err());
     }
 

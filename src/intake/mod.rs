@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reports", post(routes::submit_api))
         .route("/keys.asc", get(routes::keys_asc))
         .route("/signing-key.asc", get(routes::signing_key_asc))
+        .route("/api/v1/policy", get(routes::policy))
         .route("/.well-known/security.txt", get(routes::security_txt))
         .route("/security.txt", get(routes::security_txt))
         .route("/healthz", get(routes::healthz))

@@ -258,6 +258,15 @@ pub async fn keys_asc(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /api/v1/policy`: the promises this intake makes (`[policy]`), as
+/// the manifest seals them; public, as the form shows them.
+pub async fn policy(State(state): State<AppState>) -> Response {
+    Json(crate::seal::manifest::SealedPolicy::from(
+        &state.config().policy,
+    ))
+    .into_response()
+}
+
 /// `GET /signing-key.asc`: the intake signing certificate.
 pub async fn signing_key_asc(State(state): State<AppState>) -> Response {
     match state.secrets().signing_cert_armored() {

@@ -71,7 +71,9 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
                             .flatten()
                             .and_then(|s| crate::case::status::read_stored(&s, &id))
                             .map(|s| s.at);
-                        out.push(json!({ "id": id.to_string(), "parts": parts, "status_at": status_at }));
+                        out.push(
+                            json!({ "id": id.to_string(), "parts": parts, "status_at": status_at }),
+                        );
                     }
                     // Removed between listing and reading: not a complete report any more.
                     Err(StoreError::NotFound(_)) => {}

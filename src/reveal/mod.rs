@@ -95,6 +95,19 @@ impl Error {
 
 /// Where `embargo fetch` saves the intake's `/keys.asc`, in a store.
 pub const SAVED_KEYS: &str = "intake/keys";
+/// Where `embargo fetch` saves the intake's `[policy]` (public: the form
+/// shows it), inside the store root.
+pub const SAVED_POLICY: &str = "intake/policy.json";
+
+/// The `[policy]` `embargo fetch` saved from the intake into `store_root`,
+/// if any (and readable): what deadlines fall back to for reports sealed
+/// before the manifest carried its promises.
+pub fn saved_policy(store_root: &std::path::Path) -> Option<crate::config::Policy> {
+    let bytes = std::fs::read(store_root.join(SAVED_POLICY)).ok()?;
+    serde_json::from_slice::<crate::seal::manifest::SealedPolicy>(&bytes)
+        .ok()
+        .map(|p| p.policy())
+}
 
 /// The maintainers' certificates, which case events are sealed to and
 /// verified against: the intake's `/keys.asc` that `fetch` saved in the

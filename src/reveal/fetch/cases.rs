@@ -409,4 +409,3 @@ fn parse_event_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
     }
     Ok(listing.events)
 }
-

@@ -32,10 +32,10 @@ use zeroize::Zeroizing;
 use super::{Error, Progress};
 
 mod cases;
-pub use cases::{CaseSync, Intake, StatusSent, StatusTimes, status_times, sync_case};
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
 use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
+pub use cases::{CaseSync, Intake, StatusSent, StatusTimes, status_times, sync_case};
 
 /// Where partial downloads wait, inside the store root but outside `reports/`.
 pub const PARTIAL_DIR: &str = ".fetch-partial";
@@ -474,10 +474,39 @@ impl Http {
                 });
             }
         }
-        match self.public_file("/keys.asc")? {
-            Some(keys) => write_atomically(&dir.join("keys").join("intake-keys.asc"), &keys),
+        if let Some(keys) = self.public_file("/keys.asc")? {
+            write_atomically(&dir.join("keys").join("intake-keys.asc"), &keys)?;
+        }
+        match self.policy()? {
+            Some(policy) => write_atomically(&root.join(super::SAVED_POLICY), &policy),
             None => Ok(()),
         }
+    }
+
+    /// The intake's `[policy]` as JSON, checked; `None` from an intake that
+    /// does not publish it.
+    fn policy(&self) -> Result<Option<Vec<u8>>, Error> {
+        let url = format!("{}/api/v1/policy", self.base);
+        let response = self.get(&url, 0)?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        let mut body = Vec::new();
+        response
+            .take(MAX_PUBLIC_BYTES + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| self.read_err(&url, e, 0))?;
+        let parsed = serde_json::from_slice::<crate::seal::manifest::SealedPolicy>(&body);
+        if body.len() as u64 > MAX_PUBLIC_BYTES || parsed.is_err() {
+            return Err(Error::BadListing("/api/v1/policy is not a policy".into()));
+        }
+        Ok(Some(body))
     }
 
     /// A public, armored certificate file of the intake (small); `None`

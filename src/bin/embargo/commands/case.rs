@@ -377,22 +377,12 @@ impl Context {
             maintainers: &self.maintainers,
             intake: self.intake.as_ref(),
         };
-        Ok(Case::read(
-            self.store.as_ref(),
-            &self.opener,
-            &signers,
-            id,
-        )?)
+        Ok(Case::read(self.store.as_ref(), &self.opener, &signers, id)?)
     }
 
     /// The names of every event stored here for `id`.
     fn event_names(&self, id: &ReportId) -> Result<Vec<String>> {
-        Ok(self
-            .store
-            .events(id)?
-            .into_iter()
-            .map(|e| e.name)
-            .collect())
+        Ok(self.store.events(id)?.into_iter().map(|e| e.name).collect())
     }
 
     /// Computes the case status of `id` from every event stored here,
@@ -414,7 +404,9 @@ impl Context {
             .store
             .status(id)?
             .and_then(|s| embargo::case::status::read_stored(&s, id))
-            .is_some_and(|s| s.events.len() == names.len() && s.covers(names.iter().map(String::as_str))))
+            .is_some_and(|s| {
+                s.events.len() == names.len() && s.covers(names.iter().map(String::as_str))
+            }))
     }
 
     /// Who signs: the `--key` certificate, or gpg's signing key.

@@ -148,12 +148,20 @@ impl Maintainer {
             state_dir: config.as_ref().map(|c| c.state_dir.clone()),
             store: store.clone(),
         };
+        // The intake's promises: -c's, else the ones fetch saved.
+        let policy = match &config {
+            Some(c) => c.policy.clone(),
+            None => store
+                .as_deref()
+                .and_then(reveal::saved_policy)
+                .unwrap_or_default(),
+        };
         Ok(Maintainer {
             store,
             keys,
             signer,
             keys_dir: config.as_ref().map(|c| c.keys_dir.clone()),
-            policy: config.map(|c| c.policy).unwrap_or_default(),
+            policy,
         })
     }
 }
