@@ -1,18 +1,18 @@
 //! `embargo case share`: gives a new maintainer the existing reports and
 //! events of the local store by adding session keys for their certificate
-//! to every part and event.
+//! to every part and event. The session keys are opened with the
+//! maintainer's key file or through gpg (gpg-agent, smartcards).
 
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use sequoia_openpgp as openpgp;
 
 use embargo::id::ReportId;
 use embargo::reveal;
 use embargo::reveal::names::one_line;
-use embargo::seal::SecretSource;
 use embargo::store;
 
 use super::Maintainer;
@@ -31,11 +31,8 @@ pub fn run(
     let m = Maintainer::resolve(opts.clone(), out)?;
     let root = reveal::store_root(m.store.as_deref(), None)?;
     let store = store::open(&root)?;
-    let SecretSource::Keys(secrets) = m.keys.open()? else {
-        bail!(
-            "case share needs the secret key file (--key FILE): it opens each part's session key itself"
-        );
-    };
+    // A key file, or gpg (gpg-agent, smartcards) shown each part's head.
+    let source = m.keys.open()?;
     let bytes = std::fs::read(cert)
         .map_err(|e| anyhow!("cannot read the certificate {}: {e}", cert.display()))?;
     let newcomer = openpgp::Cert::from_bytes(&bytes)
@@ -68,7 +65,7 @@ pub fn run(
             };
             let mut before = Vec::new();
             reader.read_to_end(&mut before)?;
-            if let Some(after) = add_recipient(&before, &secrets, &newcomer)? {
+            if let Some(after) = add_recipient(&before, &source, &newcomer)? {
                 store.replace_part(id, &name, &after, &only_headers_added)?;
                 parts += 1;
                 changed = true;
