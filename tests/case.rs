@@ -1468,3 +1468,160 @@ fn case_share_through_gpg_agent_gives_the_newcomer_every_part_and_event_unchange
     let (_, said) = embargo(&Gpg::new(), &["case", "share", "--all", "--cert", cert]);
     assert!(said.contains("shared 0 part(s)"), "{said}");
 }
+
+/// A reader that counts what is read from it.
+struct Counting<R> {
+    inner: R,
+    read: usize,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn case_share_reads_only_the_head_of_a_large_attachment_and_adds_only_session_keys() {
+    use embargo::seal::share::{FIRST_HEAD_BYTES, keys_to_add, read_head};
+    let d = desk();
+    let site = &d.team.site;
+    // Larger than all the memory `case share` needs.
+    let big = common::random_bytes(32 << 20, 33);
+    let report = seal_report(site, &[("big.bin", &big)]);
+    let file = site.reports_dir().join(report.as_str()).join("001.pgp");
+    let before = std::fs::read(&file).unwrap();
+    assert!(before.len() > big.len());
+    let newcomer = sequoia_key("Newcomer <n@example.org>");
+    // What the command does with each part: its head is enough.
+    let mut reader = Counting {
+        inner: std::fs::File::open(&file).unwrap(),
+        read: 0,
+    };
+    let head = read_head(&mut reader).unwrap();
+    assert!(
+        reader.read <= FIRST_HEAD_BYTES,
+        "read {} bytes",
+        reader.read
+    );
+    let secrets = embargo::seal::SecretSource::Keys(vec![d.team.a.clone()]);
+    let public = newcomer.clone().strip_secret_key_material();
+    let added = keys_to_add(&head, &secrets, &public).unwrap().unwrap();
+    let mut shared = before.clone();
+    shared.splice(added.offset as usize..added.offset as usize, added.keys);
+    assert_only_session_keys_added(&file, &before, &shared);
+    // The command, through the store, never holding the attachment.
+    let cert = site.path().join("newcomer.asc");
+    std::fs::write(&cert, armored_public(&newcomer)).unwrap();
+    let mut share = site.embargo();
+    share
+        .args(["case", "share", report.as_str(), "--cert"])
+        .arg(&cert)
+        .arg("-c")
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&d.key_a);
+    let (out, peak) = run_measured(&share);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("shared 2 part(s) of 1 report(s)"), "{said}");
+    assert!(
+        peak * 1024 < big.len() as i64,
+        "case share held {peak} KiB: it loaded the attachment"
+    );
+    let after = std::fs::read(&file).unwrap();
+    assert_only_session_keys_added(&file, &before, &after);
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The newcomer's key alone opens it, every byte checked against the manifest.
+    let key = site.path().join("newcomer-secret.asc");
+    std::fs::write(&key, common::armored_secret(&newcomer)).unwrap();
+    let revealed = site.path().join("revealed");
+    std::fs::create_dir(&revealed).unwrap();
+    let out = site
+        .embargo()
+        .args(["decrypt", report.as_str(), "--out"])
+        .arg(&revealed)
+        .arg("-c")
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opened = std::fs::read(revealed.join(report.as_str()).join("big.bin")).unwrap();
+    assert!(opened == big, "the attachment changed");
+}
+
+#[test]
+fn session_keys_longer_than_the_first_read_are_read_on_up_to_a_bound() {
+    use embargo::seal::share::{
+        FIRST_HEAD_BYTES, MAX_HEAD_BYTES, ShareError, body_offset, keys_to_add, read_head,
+    };
+    let t = team();
+    let file = t.site.reports_dir().join(t.report.as_str()).join("001.pgp");
+    let part = std::fs::read(file).unwrap();
+    let at = body_offset(&part).unwrap();
+    // The part with its session keys repeated until they fill `len` bytes.
+    let padded = |len: usize| {
+        let mut out = part[..at].repeat(len / at + 1);
+        out.extend_from_slice(&part[at..]);
+        out
+    };
+    let secrets = embargo::seal::SecretSource::Keys(vec![t.a.clone()]);
+    let newcomer = sequoia_key("Newcomer <n@example.org>").strip_secret_key_material();
+    let long = padded(FIRST_HEAD_BYTES * 3);
+    let mut reader = Counting {
+        inner: std::io::Cursor::new(&long),
+        read: 0,
+    };
+    let head = read_head(&mut reader).unwrap();
+    assert!(head.len() > FIRST_HEAD_BYTES * 3 && reader.read <= MAX_HEAD_BYTES);
+    let added = keys_to_add(&head, &secrets, &newcomer).unwrap().unwrap();
+    assert_eq!(added.offset as usize, body_offset(&long).unwrap());
+    // Beyond the bound, the part is refused after reading the bound only.
+    let too_long = padded(MAX_HEAD_BYTES);
+    let mut reader = Counting {
+        inner: std::io::Cursor::new(&too_long),
+        read: 0,
+    };
+    assert!(matches!(read_head(&mut reader), Err(ShareError::Shape(_))));
+    assert_eq!(reader.read, MAX_HEAD_BYTES);
+}
+
+/// Runs `cmd` to its end from a small python3 process: its output, and
+/// the peak resident set size of `cmd`'s process, in KiB. (Measured from
+/// this test process, the peak would include this process's own memory,
+/// which a child shares until it execs.)
+fn run_measured(cmd: &std::process::Command) -> (std::process::Output, i64) {
+    const WRAPPER: &str = "import resource, subprocess, sys\n\
+        code = subprocess.run(sys.argv[1:]).returncode\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+        sys.exit(code)\n";
+    let mut wrapped = std::process::Command::new("python3");
+    wrapped
+        .args(["-c", WRAPPER])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().unwrap_or(std::path::Path::new(".")))
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let out = wrapped.output().expect("python3 must be installed");
+    let peak = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (out, peak)
+}

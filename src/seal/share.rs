@@ -5,6 +5,8 @@
 //! was signed and hashed stays what it was, and anyone can check that only
 //! headers were added.
 
+use std::io::Read;
+
 use openpgp::Cert;
 use openpgp::crypto::SessionKey;
 use openpgp::packet::key::{PublicParts, UnspecifiedRole};
@@ -32,6 +34,8 @@ pub enum ShareError {
     OpenPgp(#[source] anyhow::Error),
     #[error("gpg could not open the part's session key: {0}")]
     Gpg(String),
+    #[error("reading the part failed: {0}")]
+    Read(#[source] std::io::Error),
 }
 
 /// The session-key packets of a part and where its encrypted data starts.
@@ -144,7 +148,7 @@ pub struct Addition {
 /// The session keys that share the part starting with `head` with every
 /// encryption subkey of `new`, the session key opened through `source`.
 /// `head` needs only the part's session keys and the start of its
-/// encrypted data. A certificate whose subkeys already
+/// encrypted data ([`read_head`]). A certificate whose subkeys already
 /// have a PKESK is left alone, so sharing twice changes nothing: `None`
 /// when nothing has to be added.
 pub fn keys_to_add(
@@ -204,10 +208,37 @@ pub fn add_recipient(
     Ok(Some(out))
 }
 
-/// Most of the encrypted data gpg is shown with the session keys: it needs
-/// only the data's first bytes to check and print the session key (gpg
-/// 2.2 prints it from the first cipher block on).
+/// How much of a part [`read_head`] reads first: the session keys of
+/// dozens of maintainers, and the start of the encrypted data after them.
+pub const FIRST_HEAD_BYTES: usize = 64 * 1024;
+/// Most of the encrypted data gpg is shown with the session keys. It needs
+/// only the first bytes of the data (gpg 2.2 prints the session key once
+/// it has checked the first cipher block); the rest it decrypts to
+/// /dev/null before it finds the data cut short.
 const GPG_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads the start of a part from `reader`: at least its session keys and
+/// the start of its encrypted data ([`body_offset`] succeeds on it), and
+/// never more than [`MAX_HEAD_BYTES`], so the rest of a large attachment
+/// is never read. Reads [`FIRST_HEAD_BYTES`] first, and more only when the
+/// session keys go on beyond them.
+pub fn read_head(reader: &mut dyn Read) -> Result<Vec<u8>, ShareError> {
+    let mut head = Vec::new();
+    let mut want = FIRST_HEAD_BYTES;
+    loop {
+        let missing = (want - head.len()) as u64;
+        reader
+            .take(missing)
+            .read_to_end(&mut head)
+            .map_err(ShareError::Read)?;
+        match split(&head) {
+            Ok(_) => return Ok(head),
+            // The whole part, or as much as a part's head may be.
+            Err(e) if head.len() < want || want >= MAX_HEAD_BYTES => return Err(e),
+            Err(_) => want = (want * 2).min(MAX_HEAD_BYTES),
+        }
+    }
+}
 
 /// Whether `after` is `before` with session-key packets added and the
 /// encrypted data byte-identical (what an intake checks before it accepts

@@ -1,19 +1,23 @@
 //! `embargo case share`: gives a new maintainer the existing reports and
 //! events of the local store by adding session keys for their certificate
 //! to every part and event. The session keys are opened with the
-//! maintainer's key file or through gpg (gpg-agent, smartcards).
+//! maintainer's key file or through gpg (gpg-agent, smartcards), and only
+//! the head of a part is read: the encrypted data, up to an attachment's
+//! full size, is copied by the store and never loaded.
 
-use std::io::Read;
+use std::io::{Seek, SeekFrom};
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use sequoia_openpgp as openpgp;
 
 use embargo::id::ReportId;
 use embargo::reveal;
 use embargo::reveal::names::one_line;
-use embargo::store;
+use embargo::seal::SecretSource;
+use embargo::seal::share::{check_added, keys_to_add, read_head};
+use embargo::store::{self, Store};
 
 use super::Maintainer;
 use crate::output::Output;
@@ -26,18 +30,12 @@ pub fn run(
     opts: &crate::cli::RevealOpts,
     out: &Output,
 ) -> Result<ExitCode> {
-    use embargo::seal::share::{add_recipient, only_headers_added};
-    use openpgp::parse::Parse;
     let m = Maintainer::resolve(opts.clone(), out)?;
     let root = reveal::store_root(m.store.as_deref(), None)?;
     let store = store::open(&root)?;
     // A key file, or gpg (gpg-agent, smartcards) shown each part's head.
     let source = m.keys.open()?;
-    let bytes = std::fs::read(cert)
-        .map_err(|e| anyhow!("cannot read the certificate {}: {e}", cert.display()))?;
-    let newcomer = openpgp::Cert::from_bytes(&bytes)
-        .map_err(|e| anyhow!("{} is not an OpenPGP certificate: {e}", cert.display()))?
-        .strip_secret_key_material();
+    let newcomer = read_cert(cert)?;
     let ids: Vec<ReportId> = if all {
         store.list()?
     } else {
@@ -58,15 +56,9 @@ pub fn run(
             .collect();
         let mut changed = false;
         for name in names {
-            let mut reader = if embargo::store::is_event_name(&name) {
-                store.open_event(id, &name)?
-            } else {
-                store.open_part(id, &name)?
-            };
-            let mut before = Vec::new();
-            reader.read_to_end(&mut before)?;
-            if let Some(after) = add_recipient(&before, &source, &newcomer)? {
-                store.replace_part(id, &name, &after, &only_headers_added)?;
+            if share_part(store.as_ref(), id, &name, &source, &newcomer)
+                .with_context(|| format!("cannot share {name} of report {id}"))?
+            {
                 parts += 1;
                 changed = true;
             }
@@ -78,4 +70,43 @@ pub fn run(
         newcomer.fingerprint()
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The new maintainer's certificate, without any secret key material.
+fn read_cert(path: &Path) -> Result<openpgp::Cert> {
+    use openpgp::parse::Parse;
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow!("cannot read the certificate {}: {e}", path.display()))?;
+    Ok(openpgp::Cert::from_bytes(&bytes)
+        .map_err(|e| anyhow!("{} is not an OpenPGP certificate: {e}", path.display()))?
+        .strip_secret_key_material())
+}
+
+/// Adds session keys for `new` to part or event `name` of report `id`,
+/// reading only its head; `false` when it had them already. The store
+/// inserts them before the encrypted data, which it copies unchanged, and
+/// only if the part still has the length it had when its head was read.
+fn share_part(
+    store: &dyn Store,
+    id: &ReportId,
+    name: &str,
+    source: &SecretSource,
+    new: &openpgp::Cert,
+) -> Result<bool> {
+    let mut reader = if store::is_event_name(name) {
+        store.open_event(id, name)?
+    } else {
+        store.open_part(id, name)?
+    };
+    let len = reader.seek(SeekFrom::End(0))?;
+    reader.seek(SeekFrom::Start(0))?;
+    let head = read_head(&mut reader)?;
+    drop(reader);
+    let Some(added) = keys_to_add(&head, source, new)? else {
+        return Ok(false);
+    };
+    // What the intake checks before it inserts the same keys.
+    check_added(&added.keys)?;
+    store.insert_into_part(id, name, len, added.offset, &added.keys)?;
+    Ok(true)
 }
