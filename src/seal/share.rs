@@ -1,9 +1,9 @@
 //! Sharing a sealed part with a new maintainer: the part's session key,
-//! recovered with a current maintainer's key, is wrapped to the new
-//! certificate as one more PKESK in front of the part. Nothing after the
-//! session keys changes: the encrypted data stays byte-identical, so what
-//! was signed and hashed stays what it was, and anyone can check that only
-//! headers were added.
+//! recovered from the part's head with a current maintainer's key (a key
+//! file, or gpg), is wrapped to the new certificate as one more PKESK in
+//! front of the part. Nothing after the session keys changes: the
+//! encrypted data stays byte-identical, so what was signed and hashed
+//! stays what it was, and anyone can check that only headers were added.
 
 use std::io::Read;
 
