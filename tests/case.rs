@@ -1076,19 +1076,20 @@ fn sharing_a_part_adds_only_session_keys_and_the_new_key_alone_opens_it() {
         use openpgp::parse::Parse;
         openpgp::Cert::from_bytes(&gpg.export_public(&fnew)).unwrap()
     };
+    let secrets = embargo::seal::SecretSource::Keys(vec![a.clone()]);
     let dir = site.reports_dir().join(report.as_str());
     let mut files = vec![dir.join("manifest.pgp"), dir.join("001.pgp")];
     files.push(dir.join("events").join(event.event.file_name()));
     for file in &files {
         let before = std::fs::read(file).unwrap();
-        let after = add_recipient(&before, std::slice::from_ref(&a), &newcomer)
+        let after = add_recipient(&before, &secrets, &newcomer)
             .unwrap()
             .expect("a session key was added");
         assert!(only_headers_added(&before, &after));
         assert!(after.len() > before.len());
         // Sharing again adds nothing.
         assert!(
-            add_recipient(&after, std::slice::from_ref(&a), &newcomer)
+            add_recipient(&after, &secrets, &newcomer)
                 .unwrap()
                 .is_none()
         );
@@ -1342,4 +1343,285 @@ fn reply_without_message_opens_the_editor_in_a_private_runtime_dir_and_leaves_no
     );
     assert_eq!(std::fs::read_dir(runtime.path()).unwrap().count(), 0);
     assert!(common::files_containing(site.path(), b"CANARY-EDITED").is_empty());
+}
+
+/// Every part and event file of `report` in `site`'s store, manifest first.
+fn part_files(site: &Site, report: &ReportId) -> Vec<std::path::PathBuf> {
+    let store = site.store();
+    let dir = site.reports_dir().join(report.as_str());
+    let parts = store
+        .parts(report)
+        .unwrap()
+        .into_iter()
+        .map(|p| dir.join(p.name));
+    let events = store.events(report).unwrap().into_iter();
+    parts
+        .chain(events.map(|e| dir.join("events").join(e.name)))
+        .collect()
+}
+
+/// Asserts that `after` is `before` with session keys added in front of
+/// byte-identical encrypted data.
+fn assert_only_session_keys_added(file: &std::path::Path, before: &[u8], after: &[u8]) {
+    use embargo::seal::share::{body_offset, only_headers_added};
+    let (was, is) = (body_offset(before).unwrap(), body_offset(after).unwrap());
+    assert!(is > was, "{}: no session key added", file.display());
+    assert_eq!(&after[..was], &before[..was], "{}", file.display());
+    assert!(
+        before[was..] == after[is..],
+        "{}: the encrypted data changed",
+        file.display()
+    );
+    assert!(only_headers_added(before, after), "{}", file.display());
+}
+
+#[test]
+fn case_share_through_gpg_agent_gives_the_newcomer_every_part_and_event_unchanged() {
+    let site = Site::new();
+    // Maintainer A's key lives in gpg-agent only; the newcomer's in another gpg.
+    let (gpg_a, gpg_n) = (Gpg::new(), Gpg::new());
+    let fa = gpg_a.gen_key("Maintainer A <a@example.org>", GpgKeyType::Cv25519, "", "0");
+    let fnew = gpg_n.gen_key("Newcomer <n@example.org>", GpgKeyType::Cv25519, "", "0");
+    site.add_key("a.asc", &gpg_a.export_public(&fa));
+    // Big enough that the encrypted data goes on far beyond what is read.
+    let big = common::random_bytes(3 << 20, 21);
+    let report = seal_report(
+        &site,
+        &[("poc.txt", b"CANARY-GPG-SHARE"), ("big.bin", &big)],
+    );
+    let embargo = |gpg: &Gpg, args: &[&str]| {
+        let out = site
+            .embargo()
+            .args(args)
+            .arg("-c")
+            .arg(site.config_path())
+            .arg("--gpg")
+            .env("GNUPGHOME", gpg.home.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {said}");
+        (out.stdout, said)
+    };
+    let note = site.path().join("note.txt");
+    std::fs::write(&note, "CANARY-GPG-NOTE").unwrap();
+    let note = note.to_str().unwrap();
+    embargo(
+        &gpg_a,
+        &["case", "note", report.as_str(), "--message", note],
+    );
+    let files = part_files(&site, &report);
+    assert_eq!(files.len(), 4, "{files:?}");
+    let before: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let cert = site.path().join("newcomer.asc");
+    std::fs::write(&cert, gpg_n.export_public(&fnew)).unwrap();
+    let cert = cert.to_str().unwrap();
+    let (printed, said) = embargo(&gpg_a, &["case", "share", "--all", "--cert", cert]);
+    assert!(said.contains("shared 4 part(s) of 1 report(s)"), "{said}");
+    for (file, before) in files.iter().zip(&before) {
+        assert_only_session_keys_added(file, before, &std::fs::read(file).unwrap());
+    }
+    // Stock gpg with the newcomer's key alone opens every part and event,
+    // and verifies the intake's and A's signatures.
+    gpg_n.import(&armored_public(&site.signing_cert()));
+    gpg_n.import(&gpg_a.export_public(&fa));
+    let opened: Vec<(Vec<u8>, String)> = files.iter().map(|f| gpg_n.decrypt(f)).collect();
+    for (file, (_, status)) in files.iter().zip(&opened).step_by(3) {
+        assert!(status.contains("GOODSIG"), "{}: {status}", file.display());
+    }
+    assert_eq!(opened[1].0, b"CANARY-GPG-SHARE");
+    assert!(opened[2].0 == big, "the big attachment changed");
+    assert!(String::from_utf8_lossy(&opened[3].0).contains("CANARY-GPG-NOTE"));
+    // gpg never showed the session key to anything share prints.
+    let shown = gpg_n.try_run(
+        &[
+            "--show-session-key",
+            "--decrypt",
+            files[2].to_str().unwrap(),
+        ],
+        None,
+    );
+    let shown = String::from_utf8_lossy(&shown.stderr);
+    let key = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("gpg: session key: '"))
+        .and_then(|l| l.split(['\'', ':']).nth(1))
+        .expect("gpg shows the session key");
+    assert!(key.len() >= 32 && !said.contains(key), "{said}");
+    assert!(printed.is_empty());
+    // So does embargo, with the newcomer's gpg.
+    let revealed = site.path().join("revealed");
+    std::fs::create_dir(&revealed).unwrap();
+    let out = revealed.to_str().unwrap();
+    embargo(&gpg_n, &["decrypt", report.as_str(), "--out", out]);
+    let dir = revealed.join(report.as_str());
+    assert_eq!(
+        std::fs::read(dir.join("poc.txt")).unwrap(),
+        b"CANARY-GPG-SHARE"
+    );
+    assert!(std::fs::read(dir.join("big.bin")).unwrap() == big);
+    let (shown, _) = embargo(&gpg_n, &["case", "show", report.as_str(), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+    assert_eq!(shown["events"][0]["verified"], true, "{shown}");
+    assert_eq!(shown["events"][0]["event"]["message"], "CANARY-GPG-NOTE");
+    // Sharing again changes nothing, and needs no key: a gpg without one will do.
+    let (_, said) = embargo(&Gpg::new(), &["case", "share", "--all", "--cert", cert]);
+    assert!(said.contains("shared 0 part(s)"), "{said}");
+}
+
+/// A reader that counts what is read from it.
+struct Counting<R> {
+    inner: R,
+    read: usize,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn case_share_reads_only_the_head_of_a_large_attachment_and_adds_only_session_keys() {
+    use embargo::seal::share::{FIRST_HEAD_BYTES, keys_to_add, read_head};
+    let d = desk();
+    let site = &d.team.site;
+    // Larger than all the memory `case share` needs.
+    let big = common::random_bytes(32 << 20, 33);
+    let report = seal_report(site, &[("big.bin", &big)]);
+    let file = site.reports_dir().join(report.as_str()).join("001.pgp");
+    let before = std::fs::read(&file).unwrap();
+    assert!(before.len() > big.len());
+    let newcomer = sequoia_key("Newcomer <n@example.org>");
+    // What the command does with each part: its head is enough.
+    let mut reader = Counting {
+        inner: std::fs::File::open(&file).unwrap(),
+        read: 0,
+    };
+    let head = read_head(&mut reader).unwrap();
+    assert!(
+        reader.read <= FIRST_HEAD_BYTES,
+        "read {} bytes",
+        reader.read
+    );
+    let secrets = embargo::seal::SecretSource::Keys(vec![d.team.a.clone()]);
+    let public = newcomer.clone().strip_secret_key_material();
+    let added = keys_to_add(&head, &secrets, &public).unwrap().unwrap();
+    let mut shared = before.clone();
+    shared.splice(added.offset as usize..added.offset as usize, added.keys);
+    assert_only_session_keys_added(&file, &before, &shared);
+    // The command, through the store, never holding the attachment.
+    let cert = site.path().join("newcomer.asc");
+    std::fs::write(&cert, armored_public(&newcomer)).unwrap();
+    let mut share = site.embargo();
+    share
+        .args(["case", "share", report.as_str(), "--cert"])
+        .arg(&cert)
+        .arg("-c")
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&d.key_a);
+    let (out, peak) = run_measured(&share);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("shared 2 part(s) of 1 report(s)"), "{said}");
+    assert!(
+        peak * 1024 < big.len() as i64,
+        "case share held {peak} KiB: it loaded the attachment"
+    );
+    let after = std::fs::read(&file).unwrap();
+    assert_only_session_keys_added(&file, &before, &after);
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The newcomer's key alone opens it, every byte checked against the manifest.
+    let key = site.path().join("newcomer-secret.asc");
+    std::fs::write(&key, common::armored_secret(&newcomer)).unwrap();
+    let revealed = site.path().join("revealed");
+    std::fs::create_dir(&revealed).unwrap();
+    let out = site
+        .embargo()
+        .args(["decrypt", report.as_str(), "--out"])
+        .arg(&revealed)
+        .arg("-c")
+        .arg(site.config_path())
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opened = std::fs::read(revealed.join(report.as_str()).join("big.bin")).unwrap();
+    assert!(opened == big, "the attachment changed");
+}
+
+#[test]
+fn session_keys_longer_than_the_first_read_are_read_on_up_to_a_bound() {
+    use embargo::seal::share::{
+        FIRST_HEAD_BYTES, MAX_HEAD_BYTES, ShareError, body_offset, keys_to_add, read_head,
+    };
+    let t = team();
+    let file = t.site.reports_dir().join(t.report.as_str()).join("001.pgp");
+    let part = std::fs::read(file).unwrap();
+    let at = body_offset(&part).unwrap();
+    // The part with its session keys repeated until they fill `len` bytes.
+    let padded = |len: usize| {
+        let mut out = part[..at].repeat(len / at + 1);
+        out.extend_from_slice(&part[at..]);
+        out
+    };
+    let secrets = embargo::seal::SecretSource::Keys(vec![t.a.clone()]);
+    let newcomer = sequoia_key("Newcomer <n@example.org>").strip_secret_key_material();
+    let long = padded(FIRST_HEAD_BYTES * 3);
+    let mut reader = Counting {
+        inner: std::io::Cursor::new(&long),
+        read: 0,
+    };
+    let head = read_head(&mut reader).unwrap();
+    assert!(head.len() > FIRST_HEAD_BYTES * 3 && reader.read <= MAX_HEAD_BYTES);
+    let added = keys_to_add(&head, &secrets, &newcomer).unwrap().unwrap();
+    assert_eq!(added.offset as usize, body_offset(&long).unwrap());
+    // Beyond the bound, the part is refused after reading the bound only.
+    let too_long = padded(MAX_HEAD_BYTES);
+    let mut reader = Counting {
+        inner: std::io::Cursor::new(&too_long),
+        read: 0,
+    };
+    assert!(matches!(read_head(&mut reader), Err(ShareError::Shape(_))));
+    assert_eq!(reader.read, MAX_HEAD_BYTES);
+}
+
+/// Runs `cmd` to its end from a small python3 process: its output, and
+/// the peak resident set size of `cmd`'s process, in KiB. (Measured from
+/// this test process, the peak would include this process's own memory,
+/// which a child shares until it execs.)
+fn run_measured(cmd: &std::process::Command) -> (std::process::Output, i64) {
+    const WRAPPER: &str = "import resource, subprocess, sys\n\
+        code = subprocess.run(sys.argv[1:]).returncode\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+        sys.exit(code)\n";
+    let mut wrapped = std::process::Command::new("python3");
+    wrapped
+        .args(["-c", WRAPPER])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().unwrap_or(std::path::Path::new(".")))
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let out = wrapped.output().expect("python3 must be installed");
+    let peak = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (out, peak)
 }

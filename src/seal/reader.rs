@@ -585,8 +585,9 @@ impl DecryptionHelper for Helper<'_> {
 
 /// Asks gpg for the session key of the message starting with `head`.
 /// gpg asks gpg-agent, which may ask a smartcard or a pinentry; the
-/// plaintext gpg produces goes to /dev/null.
-fn gpg_session_key(
+/// plaintext gpg produces goes to /dev/null. Also how `case share` opens
+/// a part's session key with `--gpg`.
+pub(crate) fn gpg_session_key(
     homedir: Option<&PathBuf>,
     head: &[u8],
 ) -> Result<(Option<SymmetricAlgorithm>, SessionKey), String> {
@@ -634,6 +635,8 @@ fn gpg_session_key(
         .map_err(|e| format!("gpg failed: {e}"))?;
     let _ = writer.join();
     let stdout = Zeroizing::new(output.stdout);
+    // gpg logs the session key on stderr too (`gpg: session key: '…'`).
+    let stderr = Zeroizing::new(output.stderr);
     for line in stdout.split(|&b| b == b'\n') {
         let Some(rest) = line.strip_prefix(b"[GNUPG:] SESSION_KEY ") else {
             continue;
@@ -655,7 +658,7 @@ fn gpg_session_key(
             SessionKey::from(&bytes[..]),
         ));
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = Zeroizing::new(String::from_utf8_lossy(&stderr).into_owned());
     let reason = stderr
         .lines()
         .filter(|l| l.starts_with("gpg: "))

@@ -1,9 +1,11 @@
 //! Sharing a sealed part with a new maintainer: the part's session key,
-//! recovered with a current maintainer's key, is wrapped to the new
-//! certificate as one more PKESK in front of the part. Nothing after the
-//! session keys changes: the encrypted data stays byte-identical, so what
-//! was signed and hashed stays what it was, and anyone can check that only
-//! headers were added.
+//! recovered from the part's head with a current maintainer's key (a key
+//! file, or gpg), is wrapped to the new certificate as one more PKESK in
+//! front of the part. Nothing after the session keys changes: the
+//! encrypted data stays byte-identical, so what was signed and hashed
+//! stays what it was, and anyone can check that only headers were added.
+
+use std::io::Read;
 
 use openpgp::Cert;
 use openpgp::crypto::SessionKey;
@@ -15,6 +17,8 @@ use openpgp::policy::StandardPolicy;
 use openpgp::serialize::Serialize;
 use openpgp::types::SymmetricAlgorithm;
 use sequoia_openpgp as openpgp;
+
+use super::reader::{self, SecretSource};
 
 /// Why a part could not be shared.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,10 @@ pub enum ShareError {
     NoEncryptionKey(String),
     #[error("wrapping the session key failed: {0}")]
     OpenPgp(#[source] anyhow::Error),
+    #[error("gpg could not open the part's session key: {0}")]
+    Gpg(String),
+    #[error("reading the part failed: {0}")]
+    Read(#[source] std::io::Error),
 }
 
 /// The session-key packets of a part and where its encrypted data starts.
@@ -70,7 +78,27 @@ fn split(ciphertext: &[u8]) -> Result<Split, ShareError> {
     })
 }
 
+/// The session key of a part whose head is `head` (split as `pkesks`,
+/// its encrypted data at `body_at`), from `source`.
 fn session_key(
+    head: &[u8],
+    pkesks: &[PKESK],
+    body_at: usize,
+    source: &SecretSource,
+) -> Result<(Option<SymmetricAlgorithm>, SessionKey), ShareError> {
+    match source {
+        SecretSource::Keys(secrets) => secret_session_key(pkesks, secrets),
+        SecretSource::Gpg { homedir } => {
+            // gpg reads the session keys and the start of the encrypted data
+            // (it never sees a password-encrypted part: `split` refuses
+            // anything but PKESKs before the data).
+            let shown = &head[..head.len().min(body_at + GPG_BODY_BYTES)];
+            reader::gpg_session_key(homedir.as_ref(), shown).map_err(ShareError::Gpg)
+        }
+    }
+}
+
+fn secret_session_key(
     pkesks: &[PKESK],
     secrets: &[Cert],
 ) -> Result<(Option<SymmetricAlgorithm>, SessionKey), ShareError> {
@@ -108,16 +136,27 @@ fn encryption_keys(cert: &Cert) -> Result<Vec<Key<PublicParts, UnspecifiedRole>>
     Ok(keys)
 }
 
-/// `ciphertext` with the session key also wrapped to every encryption
-/// subkey of `new`, opened with one of `secrets`. A certificate whose
-/// subkeys already have a PKESK is left alone, so sharing twice changes
-/// nothing. Returns `None` when nothing had to be added.
-pub fn add_recipient(
-    ciphertext: &[u8],
-    secrets: &[Cert],
+/// Session keys to insert into a part: [`keys_to_add`] makes them, and they
+/// go right before the encrypted data, which is not needed to make them.
+pub struct Addition {
+    /// Byte offset of the part's encrypted data packet, where `keys` go.
+    pub offset: u64,
+    /// The new public-key encrypted session key packets, serialized.
+    pub keys: Vec<u8>,
+}
+
+/// The session keys that share the part starting with `head` with every
+/// encryption subkey of `new`, the session key opened through `source`.
+/// `head` needs only the part's session keys and the start of its
+/// encrypted data ([`read_head`]). A certificate whose subkeys already
+/// have a PKESK is left alone, so sharing twice changes nothing: `None`
+/// when nothing has to be added.
+pub fn keys_to_add(
+    head: &[u8],
+    source: &SecretSource,
     new: &Cert,
-) -> Result<Option<Vec<u8>>, ShareError> {
-    let Split { pkesks, body_at } = split(ciphertext)?;
+) -> Result<Option<Addition>, ShareError> {
+    let Split { pkesks, body_at } = split(head)?;
     let wanted = encryption_keys(new)?;
     // A v3 session key names its recipient by key ID, a v6 one by fingerprint.
     let present: Vec<openpgp::KeyHandle> = pkesks.iter().filter_map(|p| p.recipient()).collect();
@@ -128,9 +167,9 @@ pub fn add_recipient(
     if missing.is_empty() {
         return Ok(None);
     }
-    let (algo, sk) = session_key(&pkesks, secrets)?;
+    let (algo, sk) = session_key(head, &pkesks, body_at, source)?;
     let v6 = matches!(pkesks[0], PKESK::V6(_));
-    let mut out = ciphertext[..body_at].to_vec();
+    let mut keys = Vec::new();
     for key in missing {
         let packet = if v6 {
             let mut p = PKESK6::for_recipient(&sk, key).map_err(ShareError::OpenPgp)?;
@@ -142,10 +181,63 @@ pub fn add_recipient(
             p.set_recipient(Some(key.key_handle().into()));
             Packet::PKESK(p.into())
         };
-        packet.serialize(&mut out).map_err(ShareError::OpenPgp)?;
+        packet.serialize(&mut keys).map_err(ShareError::OpenPgp)?;
     }
-    out.extend_from_slice(&ciphertext[body_at..]);
+    Ok(Some(Addition {
+        offset: body_at as u64,
+        keys,
+    }))
+}
+
+/// `ciphertext` with the session key also wrapped to every encryption
+/// subkey of `new` ([`keys_to_add`] on a whole part in memory). Returns
+/// `None` when nothing had to be added.
+pub fn add_recipient(
+    ciphertext: &[u8],
+    source: &SecretSource,
+    new: &Cert,
+) -> Result<Option<Vec<u8>>, ShareError> {
+    let Some(Addition { offset, keys }) = keys_to_add(ciphertext, source, new)? else {
+        return Ok(None);
+    };
+    let (front, body) = ciphertext.split_at(offset as usize);
+    let mut out = Vec::with_capacity(ciphertext.len() + keys.len());
+    out.extend_from_slice(front);
+    out.extend_from_slice(&keys);
+    out.extend_from_slice(body);
     Ok(Some(out))
+}
+
+/// How much of a part [`read_head`] reads first: the session keys of
+/// dozens of maintainers, and the start of the encrypted data after them.
+pub const FIRST_HEAD_BYTES: usize = 64 * 1024;
+/// Most of the encrypted data gpg is shown with the session keys. It needs
+/// only the first bytes of the data (gpg 2.2 prints the session key once
+/// it has checked the first cipher block); the rest it decrypts to
+/// /dev/null before it finds the data cut short.
+const GPG_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads the start of a part from `reader`: at least its session keys and
+/// the start of its encrypted data ([`body_offset`] succeeds on it), and
+/// never more than [`MAX_HEAD_BYTES`], so the rest of a large attachment
+/// is never read. Reads [`FIRST_HEAD_BYTES`] first, and more only when the
+/// session keys go on beyond them.
+pub fn read_head(reader: &mut dyn Read) -> Result<Vec<u8>, ShareError> {
+    let mut head = Vec::new();
+    let mut want = FIRST_HEAD_BYTES;
+    loop {
+        let missing = (want - head.len()) as u64;
+        reader
+            .take(missing)
+            .read_to_end(&mut head)
+            .map_err(ShareError::Read)?;
+        match split(&head) {
+            Ok(_) => return Ok(head),
+            // The whole part, or as much as a part's head may be.
+            Err(e) if head.len() < want || want >= MAX_HEAD_BYTES => return Err(e),
+            Err(_) => want = (want * 2).min(MAX_HEAD_BYTES),
+        }
+    }
 }
 
 /// Whether `after` is `before` with session-key packets added and the

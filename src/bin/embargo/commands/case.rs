@@ -40,7 +40,7 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
             all,
             cert,
             reveal,
-        } => return share(ids, *all, cert, reveal, out),
+        } => return super::share::run(ids, *all, cert, reveal, out),
         CaseCommand::Ack { case } => (case, Kind::Acknowledged),
         CaseCommand::Assess { case, .. } => (case, Kind::Assessed),
         CaseCommand::Reply { case } => (case, Kind::Reply),
@@ -543,69 +543,4 @@ fn show_json(case: &Case, obligations: &[embargo::case::Obligation]) -> String {
         "events": events,
     }))
     .unwrap_or_default()
-}
-
-/// `case share`: wraps each part's and event's session key to `cert` too.
-fn share(
-    ids: &[String],
-    all: bool,
-    cert: &Path,
-    opts: &crate::cli::RevealOpts,
-    out: &Output,
-) -> Result<ExitCode> {
-    use embargo::seal::share::{add_recipient, only_headers_added};
-    use openpgp::parse::Parse;
-    let m = Maintainer::resolve(opts.clone(), out)?;
-    let root = reveal::store_root(m.store.as_deref(), None)?;
-    let store = store::open(&root)?;
-    let SecretSource::Keys(secrets) = m.keys.open()? else {
-        bail!(
-            "case share needs the secret key file (--key FILE): it opens each part's session key itself"
-        );
-    };
-    let bytes = std::fs::read(cert)
-        .map_err(|e| anyhow!("cannot read the certificate {}: {e}", cert.display()))?;
-    let newcomer = openpgp::Cert::from_bytes(&bytes)
-        .map_err(|e| anyhow!("{} is not an OpenPGP certificate: {e}", cert.display()))?
-        .strip_secret_key_material();
-    let ids: Vec<ReportId> = if all {
-        store.list()?
-    } else {
-        ids.iter()
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| anyhow!("{} is not a report ID", one_line(s, 40)))
-            })
-            .collect::<Result<_>>()?
-    };
-    let (mut parts, mut reports) = (0usize, 0usize);
-    for id in &ids {
-        let names: Vec<String> = store
-            .parts(id)?
-            .into_iter()
-            .chain(store.events(id)?)
-            .map(|p| p.name)
-            .collect();
-        let mut changed = false;
-        for name in names {
-            let mut reader = if embargo::store::is_event_name(&name) {
-                store.open_event(id, &name)?
-            } else {
-                store.open_part(id, &name)?
-            };
-            let mut before = Vec::new();
-            reader.read_to_end(&mut before)?;
-            if let Some(after) = add_recipient(&before, &secrets, &newcomer)? {
-                store.replace_part(id, &name, &after, &only_headers_added)?;
-                parts += 1;
-                changed = true;
-            }
-        }
-        reports += usize::from(changed);
-    }
-    out.note(format_args!(
-        "shared {parts} part(s) of {reports} report(s) with {}; `embargo fetch` sends them to the intake, and add the certificate to the intake's keys_dir for new reports",
-        newcomer.fingerprint()
-    ));
-    Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ mod keys;
 mod list;
 mod seal;
 mod serve;
+mod share;
 mod token;
 
 use std::path::{Path, PathBuf};
