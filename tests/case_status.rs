@@ -355,3 +355,50 @@ fn events_written_away_from_the_intake_reach_it_later_and_case_sync_catches_up()
     let m = t.metrics();
     assert_eq!(gauge(&m, "embargo_cases{state=\"assessed\"}"), 1);
 }
+
+#[test]
+fn case_events_are_announced_content_free_only_when_configured() {
+    for announce in [true, false] {
+        let hook = common::webhook::Receiver::start(0);
+        let t = intake(&format!(
+            "notify = [\"{}\"]\nnotify_window = \"1s\"\nnotify_case_events = {announce}\n",
+            hook.url("/hook")
+        ));
+        let base = t.server.base.clone();
+        t.fetch("a");
+        t.case("a", "note", Some(&base), &["--message", "-"]);
+        t.case("a", "ack", Some(&base), &[]);
+        let events = || {
+            hook.hits()
+                .into_iter()
+                .filter(|h| h.body.contains("case-events"))
+                .collect::<Vec<_>>()
+        };
+        if announce {
+            // Both events are announced (in one notice, or two when the
+            // window closed between them), by count only.
+            let counted = || {
+                events()
+                    .iter()
+                    .map(|h| {
+                        let body: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+                        body["count"].as_u64().unwrap()
+                    })
+                    .sum::<u64>()
+            };
+            wait_until(
+                "both case events announced",
+                Duration::from_secs(20),
+                || counted() == 2,
+            );
+            for hit in events() {
+                assert!(!hit.body.contains(t.report.as_str()), "no ID: {}", hit.body);
+                assert!(!hit.body.contains("CANARY"), "no content: {}", hit.body);
+            }
+        } else {
+            // Longer than the window: nothing about events arrives.
+            std::thread::sleep(Duration::from_secs(3));
+            assert!(events().is_empty(), "off by default");
+        }
+    }
+}
