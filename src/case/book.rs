@@ -142,10 +142,34 @@ impl Case {
 
     /// What is still owed at `now`.
     pub fn obligations(&self, fallback: &Policy, now: SystemTime) -> Vec<Obligation> {
+        self.obligations_in(&self.state, fallback, now)
+    }
+
+    /// The state the case will be in once `event` is added.
+    pub fn state_after(&self, event: &Event) -> CaseState {
+        let mut verified: Vec<&Event> = self
+            .events
+            .iter()
+            .filter_map(|o| match o {
+                Opened::Verified(e) => Some(&**e),
+                Opened::Unverifiable { .. } => None,
+            })
+            .collect();
+        verified.push(event);
+        CaseState::fold(&verified)
+    }
+
+    /// What is owed at `now` when the case is in `state`.
+    pub fn obligations_in(
+        &self,
+        state: &CaseState,
+        fallback: &Policy,
+        now: SystemTime,
+    ) -> Vec<Obligation> {
         let Some(received) = self.received() else {
             return Vec::new();
         };
-        self.state.obligations(
+        state.obligations(
             &self.policy(fallback),
             received,
             self.manifest.report.severity,

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::book::{Author, Case};
 use super::sealed::{SealEventError, gpg_sign, signing_keypair};
-use super::state::{Duty, Stage};
+use super::state::{CaseState, Duty, Stage};
 use crate::clock::{parse_rfc3339, rfc3339_micros};
 use crate::config::Policy;
 use crate::id::ReportId;
@@ -93,8 +93,20 @@ impl CaseStatus {
     /// the names of every event stored for it (verified or not: the status
     /// says which events its author has seen).
     pub fn of(case: &Case, names: &[String], fallback: &Policy, now: SystemTime) -> CaseStatus {
+        CaseStatus::in_state(case, &case.state, names, fallback, now)
+    }
+
+    /// The status of `case` were it in `state` (the state once an event
+    /// not yet stored is added, so the status can be signed first).
+    pub fn in_state(
+        case: &Case,
+        state: &CaseState,
+        names: &[String],
+        fallback: &Policy,
+        now: SystemTime,
+    ) -> CaseStatus {
         let mut due = Due::default();
-        for o in case.obligations(fallback, now) {
+        for o in case.obligations_in(state, fallback, now) {
             let at = Some(crate::clock::rfc3339(o.due));
             match o.what {
                 Duty::Acknowledge => due.acknowledge = at,
@@ -111,7 +123,7 @@ impl CaseStatus {
             schema: SCHEMA.into(),
             report: case.manifest.id.clone(),
             at: rfc3339_micros(now),
-            state: case.state.stage,
+            state: state.stage,
             events,
             due,
         }

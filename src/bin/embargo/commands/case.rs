@@ -73,8 +73,10 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
         format: MessageFormat::Compat,
         author: &author,
     };
+    // Signed before anything is stored: a failure leaves nothing behind.
+    let status = ctx.status_after(&case, &event, &author, clock)?;
     writer.add(&case, &event)?;
-    ctx.record_status(&id, &author, clock)?;
+    ctx.store.set_status(&id, &status, &|_| true)?;
     out.note(format_args!(
         "recorded {} on report {id} (event {})",
         kind.as_str(),
@@ -395,6 +397,22 @@ impl Context {
         let signed = status.sign(author)?;
         self.store.set_status(id, &signed, &|_| true)?;
         Ok(())
+    }
+
+    /// The signed status of `case` once `event` (not stored yet) is added.
+    fn status_after(
+        &self,
+        case: &Case,
+        event: &Event,
+        author: &Author,
+        clock: Clock,
+    ) -> Result<Vec<u8>> {
+        let id = &case.manifest.id;
+        let mut names = self.event_names(id)?;
+        names.push(event.event.file_name());
+        let state = case.state_after(event);
+        let status = CaseStatus::in_state(case, &state, &names, &self.fallback_policy, clock.now());
+        Ok(status.sign(author)?)
     }
 
     /// Whether the status kept here names every event stored here.
