@@ -248,6 +248,6 @@ doc = {
        "problems": {"type": "array", "items": {"type": "string"}}, "key_alerts": {"type": "array"}}},
    "SealedListing": {"type": "object", "required": ["reports"], "properties": {"confirm_fetched": {"type": "boolean", "description": "Whether this intake deletes reports once a fetch is confirmed."}, "reports": {"type": "array", "items": {"type": "object", "required": ["id", "parts"], "properties": {
        "id": {"type": "string"}, "parts": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}},
-       "status_at": {"type": ["string", "null"], "description": "When the case status the intake holds was computed (RFC 3339), or null when it holds none."}}}}}},
+       "status_at": {"type": "string", "description": "When the case status the intake holds was computed (RFC 3339); absent when it holds none."}}}}}},
   }}}
 print(json.dumps(doc, indent=2))

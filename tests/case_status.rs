@@ -402,3 +402,149 @@ fn case_events_are_announced_content_free_only_when_configured() {
         }
     }
 }
+
+/// The whole case as the issue tells it: maintainer A with a gpg-made key
+/// file (`--key`), maintainer B through a real gpg-agent (`--gpg`), one real
+/// `embargo serve`; every action sent at once with `--intake`.
+#[test]
+fn a_whole_case_by_a_key_file_and_a_gpg_agent_through_one_real_intake() {
+    use common::{Gpg, GpgKeyType};
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let (gpg_a, gpg_b) = (Gpg::new(), Gpg::new());
+    let fa = gpg_a.gen_key(
+        "Maintainer A <a@example.org>",
+        GpgKeyType::Cv25519,
+        "pass-a",
+        "0",
+    );
+    let fb = gpg_b.gen_key("Maintainer B <b@example.org>", GpgKeyType::Rsa4096, "", "0");
+    site.add_key("a.asc", &gpg_a.export_public(&fa));
+    site.add_key("b.asc", &gpg_b.export_public(&fb));
+    let key_a = work.path().join("a-secret.asc");
+    std::fs::write(&key_a, gpg_a.export_secret(&fa, "pass-a")).unwrap();
+    let pass_a = work.path().join("a-pass");
+    std::fs::write(&pass_a, "pass-a\n").unwrap();
+    let token_file = work.path().join("token");
+    let made = site
+        .embargo()
+        .args(["token", "new", "--out"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let entry = String::from_utf8_lossy(&made.stderr)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let report = seal_report(&site, &[("poc.txt", b"CANARY-FLOW exploit")]);
+    let server = server::Server::start(&site);
+    let id = report.to_string();
+    let token = token_file.display().to_string();
+    let stores = [work.path().join("a"), work.path().join("b")];
+    // Who runs it: A (0) with the key file, B (1) with gpg-agent.
+    let run = |who: usize, args: &[&str], stdin: &[u8]| -> Vec<u8> {
+        use std::io::Write;
+        let mut cmd = site.embargo();
+        cmd.args(args).arg("--store").arg(&stores[who]);
+        if args[0] == "case" {
+            cmd.args(["--intake", &server.base, "--token-file", &token]);
+            if who == 0 {
+                cmd.arg("--key")
+                    .arg(&key_a)
+                    .arg("--passphrase-file")
+                    .arg(&pass_a);
+            } else {
+                cmd.arg("--gpg").env("GNUPGHOME", gpg_b.home.path());
+            }
+        } else {
+            cmd.args(["--from", &server.base, "--token-file", &token]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{who} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(0, &["fetch"], b"");
+    run(1, &["fetch"], b"");
+    run(0, &["case", "ack", &id], b"");
+    run(
+        0,
+        &[
+            "case",
+            "assess",
+            &id,
+            "--severity",
+            "high",
+            "--cwe",
+            "CWE-78",
+        ],
+        b"",
+    );
+    run(
+        1,
+        &["case", "reply", &id, "--message", "-"],
+        b"CANARY-FLOW thanks, confirmed",
+    );
+    run(
+        1,
+        &["case", "fix", &id, "--version", "1.4.2", "--released"],
+        b"",
+    );
+    run(0, &["case", "close", &id, "--as", "fixed"], b"");
+    run(0, &["fetch"], b"");
+    run(1, &["fetch"], b"");
+    let timeline = |who: usize| -> serde_json::Value {
+        let mut shown: serde_json::Value =
+            serde_json::from_slice(&run(who, &["case", "show", &id, "--json"], b"")).unwrap();
+        shown.as_object_mut().unwrap().remove("due");
+        shown
+    };
+    let (seen_a, seen_b) = (timeline(0), timeline(1));
+    assert_eq!(seen_a, seen_b, "both see the same case");
+    let events = seen_a["events"].as_array().unwrap();
+    let who_did: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["verified"], true, "{e}");
+            (
+                e["event"]["kind"].as_str().unwrap(),
+                e["event"]["author"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let (fa, fb) = (fa.as_str(), fb.as_str());
+    assert_eq!(
+        who_did,
+        [
+            ("acknowledged", fa),
+            ("assessed", fa),
+            ("reply", fb),
+            ("fix", fb),
+            ("closed", fa)
+        ]
+    );
+    assert_eq!(seen_a["state"], "closed");
+    // The intake holds the five events and the closed status, as ciphertext
+    // and a signed statement; no message or report text anywhere.
+    let dir = site.reports_dir().join(report.as_str());
+    assert_eq!(std::fs::read_dir(dir.join("events")).unwrap().count(), 5);
+    let status = read_stored(&std::fs::read(dir.join("status.pgp")).unwrap(), &report).unwrap();
+    assert_eq!(status.state, Stage::Closed);
+    for root in [site.path(), work.path()] {
+        assert!(common::files_containing(root, b"CANARY-FLOW").is_empty());
+    }
+}

@@ -154,6 +154,15 @@ fn metrics_move_with_reports_use_fixed_labels_and_need_a_token_on_the_public_lis
         "reason=\"timeout\"",
         "reason=\"unauthorized\"",
         "reason=\"internal\"",
+        "state=\"new\"",
+        "state=\"acknowledged\"",
+        "state=\"assessed\"",
+        "state=\"fixing\"",
+        "state=\"fixed\"",
+        "state=\"closed\"",
+        "obligation=\"acknowledge\"",
+        "obligation=\"assess\"",
+        "obligation=\"status_update\"",
     ]
     .into();
     for (name, _) in samples(&after) {
@@ -352,10 +361,8 @@ fn healthz_lists_key_expiry_alerts_and_security_txt_expires_with_the_key() {
 #[test]
 fn with_delete_after_fetch_a_report_confirmed_by_hash_disappears_and_others_stay() {
     let site = Site::new();
-    site.add_key(
-        "alice.asc",
-        &armored_public(&sequoia_key("alice <a@example.org>")),
-    );
+    let alice = sequoia_key("alice <a@example.org>");
+    site.add_key("alice.asc", &armored_public(&alice));
     site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[retention]\ndelete_after_fetch = true\ninterval = \"1s\"\n{}",
         token_line()
@@ -411,6 +418,28 @@ fn with_delete_after_fetch_a_report_confirmed_by_hash_disappears_and_others_stay
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().unwrap();
     assert_eq!(answer["delete_after_fetch"], true, "{answer}");
+    // Fetched is not enough either: only a closed case goes. Alice closes
+    // it (a signed case status, what `embargo case close` sends).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(site.report_ids().contains(&fetched), "an open case stays");
+    let id: embargo::id::ReportId = fetched.parse().unwrap();
+    let closed = embargo::case::status::CaseStatus {
+        schema: embargo::case::status::SCHEMA.into(),
+        report: id,
+        at: embargo::clock::rfc3339_micros(std::time::SystemTime::now()),
+        state: embargo::case::Stage::Closed,
+        events: Vec::new(),
+        due: Default::default(),
+    }
+    .sign(&embargo::case::Author::Key(Box::new(alice)))
+    .unwrap();
+    let r = http
+        .put(srv.url(&format!("/api/v1/sealed/{fetched}/status")))
+        .bearer_auth(TOKEN)
+        .body(closed)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
     wait_until(
         "the fetched report to be deleted",
         Duration::from_secs(15),

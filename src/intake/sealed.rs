@@ -71,9 +71,11 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
                             .flatten()
                             .and_then(|s| crate::case::status::read_stored(&s, &id))
                             .map(|s| s.at);
-                        out.push(
-                            json!({ "id": id.to_string(), "parts": parts, "status_at": status_at }),
-                        );
+                        let mut listed = json!({ "id": id.to_string(), "parts": parts });
+                        if let Some(at) = status_at {
+                            listed["status_at"] = json!(at);
+                        }
+                        out.push(listed);
                     }
                     // Removed between listing and reading: not a complete report any more.
                     Err(StoreError::NotFound(_)) => {}

@@ -107,6 +107,7 @@ impl SecretSource {
             }
             let mut unlocked = Vec::new();
             for ka in cert.keys().secret() {
+                let primary = ka.key().fingerprint() == cert.fingerprint();
                 let key = ka.key().clone();
                 if is_stub(key.secret()) {
                     continue;
@@ -118,7 +119,13 @@ impl SecretSource {
                     let key = key
                         .decrypt_secret(pass)
                         .map_err(|_| RevealError::WrongPassphrase(cert.fingerprint().to_hex()))?;
-                    unlocked.push(openpgp::Packet::from(key.role_into_subordinate()));
+                    // The primary key replaces the primary (it often is the
+                    // signing key): as a subkey packet it would be unbound.
+                    unlocked.push(if primary {
+                        openpgp::Packet::from(key.role_into_primary())
+                    } else {
+                        openpgp::Packet::from(key.role_into_subordinate())
+                    });
                 }
             }
             let cert = if unlocked.is_empty() {
