@@ -228,6 +228,39 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     pub mailbox: Option<Mailbox>,
     pub retention: Retention,
+    /// What `embargo advisory` drafts name as the affected package.
+    pub advisory: AdvisoryTarget,
+}
+
+/// `[advisory]` (in the intake configuration or the maintainer profile):
+/// the package advisories are about. Every key optional; a draft that
+/// needs a missing one says which.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdvisoryTarget {
+    /// The OSV ecosystem name: `crates.io`, `npm`, `PyPI`, `Go`, `Maven`…
+    pub ecosystem: Option<String>,
+    /// The package name in that ecosystem.
+    pub package: Option<String>,
+    /// Its package URL (`pkg:cargo/name`).
+    pub purl: Option<String>,
+    /// The source repository URL (fix commits link into it).
+    pub repository: Option<String>,
+    /// The CNA's organization UUID, for CVE records (`--format cve`).
+    pub cna_org_id: Option<String>,
+}
+
+impl AdvisoryTarget {
+    /// `self`, with what it leaves out taken from `other`.
+    pub fn or(self, other: AdvisoryTarget) -> AdvisoryTarget {
+        AdvisoryTarget {
+            ecosystem: self.ecosystem.or(other.ecosystem),
+            package: self.package.or(other.package),
+            purl: self.purl.or(other.purl),
+            repository: self.repository.or(other.repository),
+            cna_org_id: self.cna_org_id.or(other.cna_org_id),
+        }
+    }
 }
 
 impl Default for Config {
@@ -250,6 +283,7 @@ impl Default for Config {
             smtp: None,
             mailbox: None,
             retention: Retention::default(),
+            advisory: AdvisoryTarget::default(),
         }
     }
 }

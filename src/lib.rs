@@ -14,10 +14,11 @@
 //! - [`seal`]: the sealed format: writer (encrypt, sign) and reader (decrypt, verify).
 //! - [`station`]: keys, secrets and store opened once; what every channel seals with.
 //! - [`case`]: what happens after intake: sealed, signed events, and the deadlines they close.
+//! - [`advisory`]: drafts of the public advisory (OSV, CVE JSON 5, GHSA, Markdown) from a case.
 //! - [`metrics`], [`health`]: counters for `GET /metrics`; what a service tells `/healthz`.
 //! - [`notify`]: batched, content-free "new report" notices (mail, webhooks); [`smtp`].
 //! - [`alerts`]: key-expiry alerts (30/7/1 days, expired, none usable).
-//! - [`retention`]: `[retention]`: deletes whole reports by age or once fetched.
+//! - [`retention`]: `[retention]`: deletes closed cases whole, by age or once fetched.
 //! - [`intake`]: the web form and API (axum), HTTP only, streaming uploads into the sealer.
 //! - [`mailbox`]: the poller that seals mail from IMAP or a Maildir, exactly once.
 //! - [`server`]: the running process: which services start, signals, reloads.
@@ -28,6 +29,7 @@
 //! handler per command, and everything printed.
 #![forbid(unsafe_code)]
 
+pub mod advisory;
 pub mod alerts;
 pub mod case;
 pub mod clock;

@@ -27,6 +27,9 @@ pub struct Profile {
     pub token_file: Option<PathBuf>,
     /// Where `decrypt` writes, as `--out`.
     pub out: Option<PathBuf>,
+    /// The package `embargo advisory` drafts are about (`[advisory]`).
+    #[serde(default)]
+    pub advisory: crate::config::AdvisoryTarget,
 }
 
 impl Profile {

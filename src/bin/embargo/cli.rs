@@ -98,6 +98,31 @@ pub enum Command {
         #[arg(long, default_value_t = reveal::fetch::DEFAULT_MAX_BYTES)]
         max_bytes: u64,
     },
+    /// Draft the public advisory of a case: OSV, a CVE JSON 5.1 CNA container, the body of GitHub's advisory API call, or Markdown.
+    Advisory {
+        /// The report ID.
+        id: String,
+        /// osv, cve, ghsa or markdown.
+        #[arg(long, value_parser = clap::value_parser!(embargo::advisory::Format))]
+        format: embargo::advisory::Format,
+        /// Write the draft to this new file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the --out file if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
+        /// Also put the steps to reproduce (and so the proof of concept) into the draft.
+        #[arg(long)]
+        include_steps: bool,
+        /// The first affected version (default: every version before the fix).
+        #[arg(long, value_name = "VERSION")]
+        introduced: Option<String>,
+        /// The first fixed version (default: the released fix recorded with `embargo case fix`).
+        #[arg(long, value_name = "VERSION")]
+        fixed: Option<String>,
+        #[command(flatten)]
+        reveal: RevealOpts,
+    },
     /// A report's case: its timeline, and the maintainers' actions on it (sealed, signed events).
     Case {
         #[command(subcommand)]

@@ -184,7 +184,7 @@ fn sync(
     Ok(ExitCode::SUCCESS)
 }
 
-fn report_id(s: &str) -> Result<ReportId> {
+pub(super) fn report_id(s: &str) -> Result<ReportId> {
     s.parse().map_err(|_| {
         anyhow!(
             "{} is not a report ID (like K7Q3M-2XDA9-TF4BC-1ZP0R)",
@@ -328,7 +328,7 @@ fn read_stdin() -> Result<String> {
 }
 
 /// Everything a case command opens: the store, the key, who may sign.
-struct Context {
+pub(super) struct Context {
     store: std::sync::Arc<dyn store::Store>,
     opener: Opener,
     source_certs: Vec<openpgp::Cert>,
@@ -344,7 +344,7 @@ struct Context {
 }
 
 impl Context {
-    fn open(opts: &RevealOpts, out: &Output, clock: Clock) -> Result<Context> {
+    pub(super) fn open(opts: &RevealOpts, out: &Output, clock: Clock) -> Result<Context> {
         let m = Maintainer::resolve(opts.clone(), out)?;
         let root = reveal::store_root(m.store.as_deref(), None)?;
         if !root.join("reports").is_dir() {
@@ -374,7 +374,7 @@ impl Context {
         })
     }
 
-    fn read(&self, id: &ReportId) -> Result<Case> {
+    pub(super) fn read(&self, id: &ReportId) -> Result<Case> {
         let signers = Signers {
             maintainers: &self.maintainers,
             intake: self.intake.as_ref(),

@@ -2,6 +2,7 @@
 //! and the result into output. Shared steps (the clock, the configuration,
 //! the maintainer options) are here.
 
+mod advisory;
 mod case;
 mod decrypt;
 mod fetch;
@@ -56,6 +57,29 @@ pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
         }
         Command::List { reveal, json, all } => list::run(reveal, json, all, clock, out),
         Command::Case { command } => case::run(command, clock, out),
+        Command::Advisory {
+            id,
+            format,
+            out: file,
+            force,
+            include_steps,
+            introduced,
+            fixed,
+            reveal,
+        } => advisory::run(
+            advisory::Request {
+                id,
+                format,
+                file,
+                force,
+                include_steps,
+                introduced,
+                fixed,
+                reveal,
+            },
+            clock,
+            out,
+        ),
         Command::Token {
             command: TokenCommand::New { out: file },
         } => token::new(file.as_deref(), out),
