@@ -106,7 +106,7 @@ fn a_config_with_an_unknown_key() {
         seen(
             1,
             "",
-            "embargo: error: invalid config file [SITE]/embargo.toml: TOML parse error at line 5, column 1\n  |\n5 | bogus_key = 1\n  | ^^^^^^^^^\nunknown field `bogus_key`, expected one of `listen`, `keys_dir`, `state_dir`, `store`, `message_format`, `key_expiry_warning`, `project_name`, `policy_url`, `public_url`, `security_txt_expires`, `metrics_listen`, `limits`, `policy`, `maintainers`, `smtp`, `mailbox`, `retention`\n"
+            "embargo: error: invalid config file [SITE]/embargo.toml: TOML parse error at line 5, column 1\n  |\n5 | bogus_key = 1\n  | ^^^^^^^^^\nunknown field `bogus_key`, expected one of `listen`, `keys_dir`, `state_dir`, `store`, `message_format`, `key_expiry_warning`, `project_name`, `policy_url`, `public_url`, `security_txt_expires`, `metrics_listen`, `limits`, `policy`, `maintainers`, `smtp`, `mailbox`, `retention`, `advisory`\n"
         )
     );
 }
