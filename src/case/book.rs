@@ -110,14 +110,7 @@ impl Case {
             });
         }
         events.sort_by_key(order);
-        let verified: Vec<&Event> = events
-            .iter()
-            .filter_map(|o| match o {
-                Opened::Verified(e) => Some(&**e),
-                Opened::Unverifiable { .. } => None,
-            })
-            .collect();
-        let state = CaseState::fold(&verified);
+        let state = CaseState::fold(&verified(&events));
         Case {
             manifest: opened.manifest,
             signature: opened.signature,
@@ -145,18 +138,16 @@ impl Case {
         self.obligations_in(&self.state, fallback, now)
     }
 
+    /// The events that verified, in time order.
+    pub fn verified(&self) -> Vec<&Event> {
+        verified(&self.events)
+    }
+
     /// The state the case will be in once `event` is added.
     pub fn state_after(&self, event: &Event) -> CaseState {
-        let mut verified: Vec<&Event> = self
-            .events
-            .iter()
-            .filter_map(|o| match o {
-                Opened::Verified(e) => Some(&**e),
-                Opened::Unverifiable { .. } => None,
-            })
-            .collect();
-        verified.push(event);
-        CaseState::fold(&verified)
+        let mut events = self.verified();
+        events.push(event);
+        CaseState::fold(&events)
     }
 
     /// What is owed at `now` when the case is in `state`.
@@ -176,6 +167,17 @@ impl Case {
             now,
         )
     }
+}
+
+/// The verified ones of `events`.
+fn verified(events: &[Opened]) -> Vec<&Event> {
+    events
+        .iter()
+        .filter_map(|o| match o {
+            Opened::Verified(e) => Some(&**e),
+            Opened::Unverifiable { .. } => None,
+        })
+        .collect()
 }
 
 /// Verified events by time and ID, then the unverifiable ones by name.

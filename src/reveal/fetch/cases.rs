@@ -150,13 +150,7 @@ impl Http {
                 status: response.status().as_u16(),
             }),
             status => {
-                let mut body = Vec::new();
-                let _ = response.take(64 * 1024).read_to_end(&mut body);
-                let said = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                    .map(|m| m.chars().filter(|c| !c.is_control()).take(300).collect())
-                    .unwrap_or_else(|| "no explanation".to_string());
+                let said = super::refusal_message(response);
                 Err(Error::Fetch {
                     url,
                     detail: format!(

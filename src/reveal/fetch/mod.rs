@@ -427,13 +427,7 @@ impl Http {
                 status: status.as_u16(),
             });
         }
-        let mut body = Vec::new();
-        let _ = response.take(64 * 1024).read_to_end(&mut body);
-        let said = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .map(|m| m.chars().filter(|c| !c.is_control()).take(300).collect())
-            .unwrap_or_else(|| "no explanation".to_string());
+        let said = refusal_message(response);
         Err(Error::Fetch {
             url,
             detail: format!(
@@ -486,22 +480,9 @@ impl Http {
     /// The intake's `[policy]` as JSON, checked; `None` from an intake that
     /// does not publish it.
     fn policy(&self) -> Result<Option<Vec<u8>>, Error> {
-        let url = format!("{}/api/v1/policy", self.base);
-        let response = self.get(&url, 0)?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let Some(body) = self.public_bytes("/api/v1/policy")? else {
             return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(Error::Fetch {
-                url,
-                detail: format!("the server answered {}", response.status()),
-            });
-        }
-        let mut body = Vec::new();
-        response
-            .take(MAX_PUBLIC_BYTES + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| self.read_err(&url, e, 0))?;
+        };
         let parsed = serde_json::from_slice::<crate::seal::manifest::SealedPolicy>(&body);
         if body.len() as u64 > MAX_PUBLIC_BYTES || parsed.is_err() {
             return Err(Error::BadListing("/api/v1/policy is not a policy".into()));
@@ -509,9 +490,9 @@ impl Http {
         Ok(Some(body))
     }
 
-    /// A public, armored certificate file of the intake (small); `None`
-    /// when the intake does not publish it.
-    fn public_file(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// A small public file of the intake, read up to one byte past
+    /// [`MAX_PUBLIC_BYTES`]; `None` when the intake does not publish it.
+    fn public_bytes(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
         let url = format!("{}{path}", self.base);
         let response = self.get(&url, 0)?;
         if response.status() == StatusCode::NOT_FOUND {
@@ -528,6 +509,15 @@ impl Http {
             .take(MAX_PUBLIC_BYTES + 1)
             .read_to_end(&mut body)
             .map_err(|e| self.read_err(&url, e, 0))?;
+        Ok(Some(body))
+    }
+
+    /// A public, armored certificate file of the intake (small); `None`
+    /// when the intake does not publish it.
+    fn public_file(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let Some(body) = self.public_bytes(path)? else {
+            return Ok(None);
+        };
         let certs = sequoia_openpgp::cert::CertParser::from_bytes(&body)
             .map(|p| p.collect::<Result<Vec<_>, _>>())
             .ok()
@@ -849,6 +839,18 @@ const MAX_PUBLIC_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Parses `{"events": [{"name", "size"}]}`, refusing names that are not
 /// event names and sizes over the event limit.
+/// The message of an intake's JSON refusal (cleaned, at most 300
+/// characters), or "no explanation".
+fn refusal_message(response: Response) -> String {
+    let mut body = Vec::new();
+    let _ = response.take(64 * 1024).read_to_end(&mut body);
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .map(|m| m.chars().filter(|c| !c.is_control()).take(300).collect())
+        .unwrap_or_else(|| "no explanation".to_string())
+}
+
 /// Whether two certificate files hold the same certificates.
 fn certs_equal(a: &[u8], b: &[u8]) -> bool {
     use sequoia_openpgp::Cert;

@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 
 use embargo::advisory::{Facts, Format, Options, draft};
-use embargo::case::Opened;
 use embargo::clock::Clock;
 use embargo::config::Config;
 
@@ -35,14 +34,7 @@ pub fn run(r: Request, clock: Clock, out: &Output) -> Result<ExitCode> {
     let profile = embargo::reveal::profile::Profile::load()?.unwrap_or_default();
     let ctx = Context::open(&r.reveal, out, clock)?;
     let case = ctx.read(&id)?;
-    let events: Vec<&embargo::case::Event> = case
-        .events
-        .iter()
-        .filter_map(|o| match o {
-            Opened::Verified(e) => Some(&**e),
-            Opened::Unverifiable { .. } => None,
-        })
-        .collect();
+    let events = case.verified();
     let options = Options {
         include_steps: r.include_steps,
         introduced: r.introduced,
