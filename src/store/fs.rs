@@ -575,7 +575,10 @@ impl Store for FsStore {
             .open(&path)
             .map_err(io_err(&path))?;
         let len = old.metadata().map_err(io_err(&path))?.len();
-        if len != expected_len || offset > len {
+        if len != expected_len {
+            return Err(StoreError::PartChanged(name.to_owned()));
+        }
+        if offset > len {
             return Err(StoreError::NotOnlyHeaders(name.to_owned()));
         }
         let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));

@@ -42,6 +42,10 @@ pub enum StoreError {
     EventConflict(String),
     #[error("the new {0} changes more than its session keys: refused, the stored one is kept")]
     NotOnlyHeaders(String),
+    #[error(
+        "{0} changed while session keys were being added to it (another fetch or share?): nothing was changed; run the command again"
+    )]
+    PartChanged(String),
 }
 
 /// One ciphertext file of a report.

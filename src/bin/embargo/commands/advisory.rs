@@ -37,8 +37,8 @@ pub fn run(r: Request, clock: Clock, out: &Output) -> Result<ExitCode> {
     let events = case.verified();
     let options = Options {
         include_steps: r.include_steps,
-        introduced: r.introduced,
-        fixed: r.fixed,
+        introduced: r.introduced.filter(|v| !v.trim().is_empty()),
+        fixed: r.fixed.filter(|v| !v.trim().is_empty()),
         target: profile.advisory.or(config
             .as_ref()
             .map(|c| c.advisory.clone())
