@@ -254,6 +254,10 @@ fn case_commands_send_their_status_at_once_and_only_a_closed_case_is_deleted() {
     let forged = forged.sign(&Author::Key(Box::new(stranger))).unwrap();
     assert_eq!(t.put_status(forged), (400, "invalid_status".into()));
     assert_eq!(t.put_status(b"garbage".to_vec()).0, 400);
+    assert_eq!(
+        t.put_status(vec![0xa3; 65 * 1024]),
+        (413, "status_too_large".into())
+    );
 
     // A note later, the acknowledged status replayed is stale.
     t.case("a", "note", Some(&base), &["--message", "-"]);

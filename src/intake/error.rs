@@ -72,6 +72,8 @@ pub enum Refusal {
     InvalidEvent(String),
     /// An event of that name exists with other contents.
     EventConflict,
+    /// A case status over its size limit.
+    StatusTooLarge { limit: usize },
     /// A case status that is not a maintainer's signed
     /// `embargo.case-status.v1` for this report (the reason).
     InvalidStatus(String),
@@ -162,7 +164,8 @@ impl Refusal {
             | TextTooLarge { .. }
             | RequestTooLarge { .. }
             | ConfirmationTooLarge { .. }
-            | EventTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | EventTooLarge { .. }
+            | StatusTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Interrupted(Interruption::Abandoned) => StatusCode::BAD_REQUEST,
             Interrupted(_) => StatusCode::REQUEST_TIMEOUT,
             Malformed(_)
@@ -205,6 +208,7 @@ impl Refusal {
             InvalidEvent(_) => "invalid_event",
             EventConflict => "event_conflict",
             InvalidStatus(_) => "invalid_status",
+            StatusTooLarge { .. } => "status_too_large",
             StaleStatus(_) => "stale_status",
             InvalidSessionKeys(_) => "invalid_session_keys",
             UnsupportedMediaType => "unsupported_media_type",
@@ -248,6 +252,7 @@ impl Refusal {
             | InvalidEvent(_)
             | EventConflict
             | InvalidStatus(_)
+            | StatusTooLarge { .. }
             | StaleStatus(_)
             | InvalidSessionKeys(_)
             | NotFound
@@ -313,6 +318,9 @@ impl Refusal {
             InvalidEvent(why) => format!("{why}; nothing was stored"),
             InvalidSessionKeys(why) => format!("{why}; the stored part is unchanged"),
             InvalidStatus(why) => format!("{why}; the stored case status is unchanged"),
+            StatusTooLarge { limit } => {
+                format!("a case status is at most {limit} bytes; the stored one is unchanged")
+            }
             StaleStatus(why) => format!(
                 "{why}; the stored case status is unchanged: fetch the case's events, then send a status computed from all of them (`embargo case sync`)"
             ),
@@ -525,6 +533,7 @@ mod tests {
             InvalidEvent("not an encrypted OpenPGP message".into()),
             EventConflict,
             InvalidStatus("not signed".into()),
+            StatusTooLarge { limit: 1 << 16 },
             StaleStatus("older".into()),
             InvalidSessionKeys("not session keys".into()),
             UnsupportedMediaType,
@@ -581,6 +590,7 @@ mod tests {
             InvalidEvent(_) => (400, "invalid_event", None),
             EventConflict => (409, "event_conflict", None),
             InvalidStatus(_) => (400, "invalid_status", None),
+            StatusTooLarge { .. } => (413, "status_too_large", None),
             StaleStatus(_) => (409, "stale_status", None),
             InvalidSessionKeys(_) => (400, "invalid_session_keys", None),
             UnsupportedMediaType => (

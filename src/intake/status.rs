@@ -49,11 +49,20 @@ pub async fn put(
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
     let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let too_large = Refusal::StatusTooLarge {
+        limit: MAX_STATUS_BYTES,
+    };
+    // Refused on its announced length, before a byte of it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_STATUS_BYTES as u64) {
+        return Err(too_large);
+    }
     let body = axum::body::to_bytes(body, MAX_STATUS_BYTES)
         .await
-        .map_err(|_| {
-            Refusal::InvalidStatus(format!("a case status is at most {MAX_STATUS_BYTES} bytes"))
-        })?
+        .map_err(|_| too_large)?
         .to_vec();
     let maintainers: Vec<_> = state
         .keys()
