@@ -292,6 +292,32 @@ fn events_written_away_from_the_intake_reach_it_later_and_case_sync_catches_up()
     let base = t.server.base.clone();
     t.fetch("a");
     t.fetch("b");
+    // An unknown ID is refused before anything is sent, whatever the intake.
+    let (store, key) = (
+        t.store("a").display().to_string(),
+        t.a.display().to_string(),
+    );
+    let token = t.token_file.display().to_string();
+    let unknown = ReportId::random().to_string();
+    let out = t.run(
+        &[
+            "case",
+            "ack",
+            &unknown,
+            "--store",
+            &store,
+            "--key",
+            &key,
+            "--intake",
+            "http://127.0.0.1:9",
+            "--token-file",
+            &token,
+        ],
+        b"",
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("could not exchange"), "{said}");
     // The intake cannot be reached: the event is recorded locally all the same.
     let said = t.case("a", "ack", Some("http://127.0.0.1:9"), &[]);
     assert!(said.contains("could not exchange"), "{said}");

@@ -218,16 +218,16 @@ pub struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Checks that `case` may take an event of `event.kind` (a closed case
-    /// takes only `reopened`; only a closed one can be reopened), seals it
-    /// and stores it. Nothing is stored when any step fails.
-    pub fn add(&self, case: &Case, event: &Event) -> Result<String, CaseError> {
+    /// Whether `case` may take an event of `kind` here: its report is
+    /// verified, a closed case takes only `reopened` (and only a closed one
+    /// can be reopened), and there are maintainers to seal to.
+    pub fn check(&self, case: &Case, kind: Kind) -> Result<(), CaseError> {
         let id = &case.manifest.id;
         if !matches!(case.signature, SignatureCheck::Verified(_)) {
             return Err(CaseError::Unverified(id.clone()));
         }
         let closed = case.state.resolution.is_some();
-        match (event.kind, closed) {
+        match (kind, closed) {
             (Kind::Reopened, false) => return Err(CaseError::NotClosed(id.clone())),
             (Kind::Reopened, true) => {}
             (_, true) => return Err(CaseError::Closed(id.clone())),
@@ -236,6 +236,15 @@ impl Writer<'_> {
         if self.recipients.certs.is_empty() {
             return Err(CaseError::NoRecipients);
         }
+        Ok(())
+    }
+
+    /// Checks that `case` may take an event of `event.kind` (a closed case
+    /// takes only `reopened`; only a closed one can be reopened), seals it
+    /// and stores it. Nothing is stored when any step fails.
+    pub fn add(&self, case: &Case, event: &Event) -> Result<String, CaseError> {
+        self.check(case, event.kind)?;
+        let id = &case.manifest.id;
         let bytes = match self.author {
             Author::Key(cert) => {
                 seal_event(event, self.recipients, self.format, signing_keypair(cert)?)?

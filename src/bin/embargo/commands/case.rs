@@ -53,6 +53,7 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
     let id = report_id(&args.id)?;
     let ctx = Context::open(&args.reveal, out, clock)?;
     let intake = intake_of(&args.intake)?;
+    ctx.refuse_unknown(&id)?;
     if let Some(intake) = &intake {
         exchange(intake, &ctx, &id, out);
     }
@@ -73,7 +74,9 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
         format: MessageFormat::Compat,
         author: &author,
     };
-    // Signed before anything is stored: a failure leaves nothing behind.
+    // Checked and signed before anything is stored: a refusal or a failed
+    // signature leaves nothing behind, and asks for no signature in vain.
+    writer.check(&case, kind)?;
     let status = ctx.status_after(&case, &event, &author, clock)?;
     writer.add(&case, &event)?;
     ctx.store.set_status(&id, &status, &|_| true)?;
@@ -382,6 +385,15 @@ impl Context {
         Ok(Case::read(self.store.as_ref(), &self.opener, &signers, id)?)
     }
 
+    /// An ID this store does not hold is refused (with the same message as
+    /// reading it) before anything is sent to an intake.
+    fn refuse_unknown(&self, id: &ReportId) -> Result<()> {
+        if !self.store.contains(id)? {
+            self.read(id)?;
+        }
+        Ok(())
+    }
+
     /// The names of every event stored here for `id`.
     fn event_names(&self, id: &ReportId) -> Result<Vec<String>> {
         Ok(self.store.events(id)?.into_iter().map(|e| e.name).collect())
@@ -457,6 +469,7 @@ fn maintainer_keyring(root: &Path, keys_dir: Option<&Path>, clock: Clock) -> Res
 fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitCode> {
     let id = report_id(&args.id)?;
     let ctx = Context::open(&args.reveal, out, clock)?;
+    ctx.refuse_unknown(&id)?;
     // The others' events first, so the timeline is the team's.
     if let Some(intake) = intake_of(&args.intake)? {
         exchange(&intake, &ctx, &id, out);
