@@ -124,6 +124,48 @@ fn remove_stale_event_temps(dir: &Path) {
 
 /// Whether the file at `path` holds exactly `bytes`; `None` when there is
 /// no such file (or it cannot be read, which the caller's write reports).
+/// A new private (0600) temporary file beside `name` in `dir`, filled by
+/// `fill` and fsynced; removed again when anything fails.
+fn write_temp(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<PathBuf> {
+    let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        fill(&mut f)?;
+        f.sync_all()
+    })();
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Replaces `dir/name` with what `fill` writes, atomically and durably:
+/// a temporary file, fsynced, renamed into place, the directory fsynced.
+fn replace_durably(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), StoreError> {
+    let path = dir.join(name);
+    let tmp = write_temp(dir, name, fill).map_err(io_err(&path))?;
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(&path)(e));
+    }
+    sync_dir(dir).map_err(io_err(dir))
+}
+
 /// Opens a regular file for reading, never through a symbolic link.
 fn open_regular(path: &Path) -> io::Result<File> {
     match OpenOptions::new()
@@ -411,24 +453,7 @@ impl Store for FsStore {
         if current.as_deref() == Some(signed) || !replaces(current.as_deref()) {
             return Ok(false);
         }
-        let dir = self.complete(id)?;
-        let path = dir.join(STATUS_FILE);
-        let tmp = dir.join(format!(".{STATUS_FILE}.{:08x}.tmp", rand::random::<u32>()));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(signed)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&path)(e));
-        }
-        sync_dir(&dir).map_err(io_err(&dir))?;
+        replace_durably(&self.complete(id)?, STATUS_FILE, |f| f.write_all(signed))?;
         Ok(true)
     }
 
@@ -447,20 +472,7 @@ impl Store for FsStore {
                 Err(StoreError::EventConflict(name.to_owned()))
             };
         }
-        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(ciphertext)?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&tmp)(e));
-        }
+        let tmp = write_temp(&dir, name, |f| f.write_all(ciphertext)).map_err(io_err(&dir))?;
         // A hard link never replaces: two writers of one name cannot both win.
         let linked = fs::hard_link(&tmp, &target);
         let _ = fs::remove_file(&tmp);
@@ -541,22 +553,7 @@ impl Store for FsStore {
         if !keep(&old, ciphertext) {
             return Err(StoreError::NotOnlyHeaders(name.to_owned()));
         }
-        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(ciphertext)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&path)(e));
-        }
-        sync_dir(&dir).map_err(io_err(&dir))
+        replace_durably(&dir, name, |f| f.write_all(ciphertext))
     }
 
     fn insert_into_part(
@@ -581,25 +578,13 @@ impl Store for FsStore {
         if offset > len {
             return Err(StoreError::NotOnlyHeaders(name.to_owned()));
         }
-        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            io::copy(&mut (&mut old).take(offset), &mut f)?;
+        replace_durably(&dir, name, |f| {
+            io::copy(&mut (&mut old).take(offset), f)?;
             f.write_all(bytes)?;
             old.seek(SeekFrom::Start(offset))?;
-            io::copy(&mut old, &mut f)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&path)(e));
-        }
-        sync_dir(&dir).map_err(io_err(&dir))
+            io::copy(&mut old, f)?;
+            Ok(())
+        })
     }
 
     fn remove_stale_staging(&self) -> Result<usize, StoreError> {
