@@ -41,6 +41,28 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Ref
     }
 }
 
+/// The whole body of a small maintainer upload (an event, a case status,
+/// a fetch confirmation), at most `limit` bytes: `too_large` when the
+/// announced length is over it, before a byte is read, or when the body
+/// grows past it.
+pub(super) async fn small_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    too_large: Refusal,
+) -> Result<Bytes, Refusal> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large);
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large)
+}
+
 pub(super) fn store_error(e: StoreError) -> Refusal {
     match e {
         StoreError::NotFound(_) | StoreError::BadPartName(_) | StoreError::BadEventName(_) => {
@@ -104,11 +126,14 @@ pub async fn fetched(
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
     let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    let body = axum::body::to_bytes(body, crate::retention::MAX_CONFIRMATION_BYTES)
-        .await
-        .map_err(|_| Refusal::ConfirmationTooLarge {
-            limit: crate::retention::MAX_CONFIRMATION_BYTES,
-        })?;
+    let limit = crate::retention::MAX_CONFIRMATION_BYTES;
+    let body = small_body(
+        &headers,
+        body,
+        limit,
+        Refusal::ConfirmationTooLarge { limit },
+    )
+    .await?;
     let confirmation =
         crate::retention::parse_confirmation(&body).map_err(Refusal::InvalidConfirmation)?;
     let record = state.config().retention.delete_after_fetch;
@@ -306,22 +331,8 @@ pub async fn add_event(
             ));
         }
     };
-    let too_large = Refusal::EventTooLarge {
-        limit: MAX_EVENT_CIPHERTEXT,
-    };
-    // Refused on its announced length, before a byte of it is read.
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_EVENT_CIPHERTEXT as u64) {
-        return Err(too_large);
-    }
-    let body = axum::body::to_bytes(body, MAX_EVENT_CIPHERTEXT)
-        .await
-        .map_err(|_| Refusal::EventTooLarge {
-            limit: MAX_EVENT_CIPHERTEXT,
-        })?;
+    let limit = MAX_EVENT_CIPHERTEXT;
+    let body = small_body(&headers, body, limit, Refusal::EventTooLarge { limit }).await?;
     check_shape(&body).map_err(Refusal::InvalidEvent)?;
     let store = state.store().clone();
     let stored_name = name.clone();

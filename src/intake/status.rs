@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::Refusal;
-use super::sealed::{authorize, store_error};
+use super::sealed::{authorize, small_body, store_error};
 use super::state::AppState;
 use crate::case::status::{self, CaseStatus, MAX_STATUS_BYTES};
 use crate::id::ReportId;
@@ -49,20 +49,9 @@ pub async fn put(
 ) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
     let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    let too_large = Refusal::StatusTooLarge {
-        limit: MAX_STATUS_BYTES,
-    };
-    // Refused on its announced length, before a byte of it is read.
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_STATUS_BYTES as u64) {
-        return Err(too_large);
-    }
-    let body = axum::body::to_bytes(body, MAX_STATUS_BYTES)
-        .await
-        .map_err(|_| too_large)?
+    let limit = MAX_STATUS_BYTES;
+    let body = small_body(&headers, body, limit, Refusal::StatusTooLarge { limit })
+        .await?
         .to_vec();
     let maintainers: Vec<_> = state
         .keys()
