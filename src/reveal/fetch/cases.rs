@@ -170,23 +170,11 @@ impl Http {
         store: &dyn Store,
         id: &ReportId,
     ) -> Result<(usize, usize, usize), Error> {
-        let url = format!("{}/api/v1/sealed/{id}/events", self.base);
-        let response = self.get(&url, 0)?;
-        if response.status() == StatusCode::NOT_FOUND {
-            // Not on the intake (any more): nothing to exchange.
+        let listed = self.get_small(&format!("/api/v1/sealed/{id}/events"), MAX_LISTING_BYTES)?;
+        // Not on the intake (any more): nothing to exchange.
+        let Some(body) = listed else {
             return Ok((0, 0, 0));
-        }
-        if !response.status().is_success() {
-            return Err(Error::Fetch {
-                url,
-                detail: format!("the server answered {}", response.status()),
-            });
-        }
-        let mut body = Vec::new();
-        response
-            .take(MAX_LISTING_BYTES + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| self.read_err(&url, e, 0))?;
+        };
         let remote = parse_event_listing(&body)?;
         let local_events = store.events(id)?;
         let mut shared = 0;

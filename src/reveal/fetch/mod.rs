@@ -493,6 +493,13 @@ impl Http {
     /// A small public file of the intake, read up to one byte past
     /// [`MAX_PUBLIC_BYTES`]; `None` when the intake does not publish it.
     fn public_bytes(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.get_small(path, MAX_PUBLIC_BYTES)
+    }
+
+    /// The answer to `GET path` (below the intake's base URL), read up to
+    /// one byte past `max` (the caller refuses what is longer); `None`
+    /// when the intake answers 404.
+    fn get_small(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, Error> {
         let url = format!("{}{path}", self.base);
         let response = self.get(&url, 0)?;
         if response.status() == StatusCode::NOT_FOUND {
@@ -506,7 +513,7 @@ impl Http {
         }
         let mut body = Vec::new();
         response
-            .take(MAX_PUBLIC_BYTES + 1)
+            .take(max + 1)
             .read_to_end(&mut body)
             .map_err(|e| self.read_err(&url, e, 0))?;
         Ok(Some(body))
