@@ -535,18 +535,7 @@ fn two_maintainers_work_offline_and_fetch_brings_every_event_to_both_once() {
     let t = team();
     let work = tempfile::tempdir().unwrap();
     let token = work.path().join("token");
-    let made = t
-        .site
-        .embargo()
-        .args(["token", "new", "--out"])
-        .arg(&token)
-        .output()
-        .unwrap();
-    let entry = String::from_utf8_lossy(&made.stderr)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let entry = t.site.maintainer_token(&token);
     t.site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
     ));
@@ -644,18 +633,7 @@ fn the_intake_stores_events_it_cannot_read_and_refuses_what_is_not_one() {
     let t = team();
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("token");
-    let made = t
-        .site
-        .embargo()
-        .args(["token", "new", "--out"])
-        .arg(&token_file)
-        .output()
-        .unwrap();
-    let entry = String::from_utf8_lossy(&made.stderr)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let entry = t.site.maintainer_token(&token_file);
     let token = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
@@ -883,18 +861,7 @@ fn a_maintainer_profile_replaces_the_repeated_flags_and_names_unknown_keys() {
     let t = team();
     let work = tempfile::tempdir().unwrap();
     let token = work.path().join("token");
-    let made = t
-        .site
-        .embargo()
-        .args(["token", "new", "--out"])
-        .arg(&token)
-        .output()
-        .unwrap();
-    let entry = String::from_utf8_lossy(&made.stderr)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let entry = t.site.maintainer_token(&token);
     t.site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
     ));
@@ -962,18 +929,7 @@ fn a_fetch_killed_at_random_moments_loses_and_duplicates_no_event() {
     let t = team();
     let work = tempfile::tempdir().unwrap();
     let token = work.path().join("token");
-    let made = t
-        .site
-        .embargo()
-        .args(["token", "new", "--out"])
-        .arg(&token)
-        .output()
-        .unwrap();
-    let entry = String::from_utf8_lossy(&made.stderr)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let entry = t.site.maintainer_token(&token);
     t.site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
     ));
@@ -1209,18 +1165,7 @@ fn shared_session_keys_reach_the_intake_and_every_other_store_through_fetch() {
     let t = team();
     let work = tempfile::tempdir().unwrap();
     let token = work.path().join("token");
-    let made = t
-        .site
-        .embargo()
-        .args(["token", "new", "--out"])
-        .arg(&token)
-        .output()
-        .unwrap();
-    let entry = String::from_utf8_lossy(&made.stderr)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let entry = t.site.maintainer_token(&token);
     t.site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
     ));

@@ -310,6 +310,27 @@ impl Site {
         fs::write(self.config_path(), format!("keys_dir = \"keys\"\nstate_dir = \"state\"\nstore = \"data\"\nproject_name = \"Test Project\"\n{extra}\n")).unwrap();
     }
 
+    /// Makes a maintainer token the documented way (`embargo token new
+    /// --out FILE`) and returns the quoted hash line for `token_sha256`.
+    pub fn maintainer_token(&self, file: &Path) -> String {
+        let made = self
+            .embargo()
+            .args(["token", "new", "--out"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        String::from_utf8_lossy(&made.stderr)
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    }
+
     pub fn add_key(&self, name: &str, armored: &[u8]) {
         fs::write(self.keys_dir().join(name), armored).unwrap();
     }
