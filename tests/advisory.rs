@@ -321,7 +321,9 @@ fn hostile_report_text_stays_data_and_missing_facts_are_named() {
     let d = desk();
     let hostile = "Quote \" back\\slash\nnew line <script>alert(1)</script> <img src=x onerror=y> \
                    ![i](https://evil.example/i.png) [click](javascript:alert(1)) https://evil.example \
-                   www.evil.example mail@evil.example\n# Heading\n---\n| a | b |\n|---|---|\n```\nfence\n\u{202E}reversed\u{202C}";
+                   www.evil.example mail@evil.example mailto:x@evil.example xmpp:a@evil.example ftp://evil.example \
+                   <https://evil.example/auto> &lt;b&gt; &#60;i&#62; [ref]: https://evil.example/r [ref] \
+                   ＜script＞ trailing backslash\\\n# Heading\nSetext\n===\n> quote\n- item\n1. item\n---\n| a | b |\n|---|---|\n```\nfence\n\u{202E}reversed\u{202C}";
     let id = d.seal(&serde_json::json!({
         "report": { "title": "Title with <b>html</b> and [a](b) \u{202E}", "severity": "high",
                     "description": hostile, "impact": hostile, "mitigations": hostile },
@@ -391,6 +393,9 @@ fn hostile_report_text_stays_data_and_missing_facts_are_named() {
         }
         // Only the draft's own headings, none from the report.
         assert!(!html.contains("<h1>Heading"), "{html}");
+        assert!(!html.contains("<h1>Setext"), "{html}");
+        assert!(!html.contains("<li>item"), "{html}");
+        assert!(!html.contains("<p>quote"), "{html}");
     }
 }
 

@@ -130,7 +130,7 @@ pub enum Command {
     },
 }
 
-/// The case subcommands. Each action signs an event with --key, seals it to every maintainer and stores it beside the report.
+/// The case subcommands. Each action signs an event with --key or --gpg, seals it to every maintainer and stores it beside the report.
 #[derive(Subcommand)]
 pub enum CaseCommand {
     /// The report summary, the timeline (who, when, what) and what is still due.
@@ -160,12 +160,12 @@ pub enum CaseCommand {
         #[arg(long, value_delimiter = ',')]
         cwe: Vec<String>,
     },
-    /// A message to the reporter (text from --message FILE, or stdin).
+    /// A message to the reporter (text from --message FILE, - for stdin, or $EDITOR).
     Reply {
         #[command(flatten)]
         case: CaseArgs,
     },
-    /// A note for maintainers only (text from --message FILE, or stdin).
+    /// A note for maintainers only (text from --message FILE, - for stdin, or $EDITOR).
     Note {
         #[command(flatten)]
         case: CaseArgs,
