@@ -85,6 +85,13 @@ impl Browser {
             .as_str()
             .expect("a WebDriver session")
             .to_string();
+        // Finding an element waits for the page that has it (a submit
+        // returns before the next page has loaded on a busy machine).
+        browser.call(
+            "POST",
+            &browser.s("/timeouts"),
+            Some(json!({ "implicit": 10_000 })),
+        );
         browser
     }
 
