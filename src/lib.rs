@@ -42,6 +42,7 @@ pub mod logging;
 pub mod mailbox;
 pub mod metrics;
 pub mod notify;
+pub mod reply;
 pub mod report;
 pub mod retention;
 pub mod reveal;
