@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use openpgp::packet::key::{Key4, PrimaryRole, SecretParts, SubordinateRole};
 use openpgp::packet::signature::SignatureBuilder;
 use openpgp::packet::{Key, UserID};
-use openpgp::types::{HashAlgorithm, KeyFlags, SignatureType, SymmetricAlgorithm};
+use openpgp::types::{Features, HashAlgorithm, KeyFlags, SignatureType, SymmetricAlgorithm};
 use openpgp::{Cert, Packet};
 use sequoia_openpgp as openpgp;
 use sha2::{Digest, Sha256};
@@ -49,9 +49,16 @@ pub fn reply_cert(seed: &[u8; 32]) -> openpgp::Result<Cert> {
     let uid_sig = uid.bind(
         &mut signer,
         &cert,
+        // Without preferences gpg falls back to 3DES, which readers refuse.
         SignatureBuilder::new(SignatureType::PositiveCertification)
             .set_signature_creation_time(ctime)?
-            .set_key_flags(KeyFlags::empty().set_certification().set_signing())?,
+            .set_key_flags(KeyFlags::empty().set_certification().set_signing())?
+            .set_preferred_symmetric_algorithms(vec![
+                SymmetricAlgorithm::AES256,
+                SymmetricAlgorithm::AES128,
+            ])?
+            .set_preferred_hash_algorithms(vec![HashAlgorithm::SHA512, HashAlgorithm::SHA256])?
+            .set_features(Features::empty().set_seipdv1())?,
     )?;
     let sub_sig = subkey.bind(
         &mut signer,
