@@ -855,6 +855,16 @@ impl Recipients {
         }
     }
 
+    /// These recipients and `extra` (a reporter's reply certificate).
+    pub fn with(&self, extra: Cert) -> Recipients {
+        let mut certs = self.certs.clone();
+        certs.push(extra);
+        Recipients {
+            certs,
+            dir: self.dir.clone(),
+        }
+    }
+
     /// The certificates still usable at `now`, with their encryption subkeys.
     ///
     /// A certificate that stopped being usable since the keyring was read

@@ -24,6 +24,7 @@ pub const FIELDS: &[&str] = &[
     "mitigations",
     "reporter_name",
     "reporter_email",
+    "reporter_openpgp_key",
     "credit",
 ];
 
@@ -51,6 +52,8 @@ pub struct RawReport {
     pub reporter_email: Option<String>,
     #[serde(skip)]
     pub credit: Option<String>,
+    #[serde(skip)]
+    pub reporter_openpgp_key: Option<String>,
 }
 
 impl fmt::Debug for RawReport {
@@ -170,6 +173,7 @@ struct InputReporter {
     name: Option<String>,
     email: Option<String>,
     credit: Option<String>,
+    openpgp_key: Option<String>,
 }
 
 impl RawReport {
@@ -188,6 +192,7 @@ impl RawReport {
         raw.reporter_name = reporter.name;
         raw.reporter_email = reporter.email;
         raw.credit = reporter.credit;
+        raw.reporter_openpgp_key = reporter.openpgp_key;
         Ok(raw)
     }
 
@@ -207,6 +212,7 @@ impl RawReport {
             "reporter_name" => &mut self.reporter_name,
             "reporter_email" => &mut self.reporter_email,
             "credit" => &mut self.credit,
+            "reporter_openpgp_key" => &mut self.reporter_openpgp_key,
             _ => return false,
         };
         *slot = Some(value);
@@ -229,6 +235,7 @@ impl RawReport {
             "reporter_name" => &self.reporter_name,
             "reporter_email" => &self.reporter_email,
             "credit" => &self.credit,
+            "reporter_openpgp_key" => &self.reporter_openpgp_key,
             _ => &None,
         };
         v.as_deref().unwrap_or("")
@@ -267,6 +274,7 @@ impl RawReport {
         let name = text("reporter_name", false);
         let email = text("reporter_email", false);
         let credit_text = text("credit", false);
+        let key_text = text("reporter_openpgp_key", false);
 
         check_title(&title, &mut errors);
         let cvss = parse_cvss(&cvss_text, &mut errors);
@@ -285,6 +293,13 @@ impl RawReport {
             );
         }
         let credit = parse_credit(&credit_text, &mut errors);
+        let openpgp_key = match reporter_key(&key_text) {
+            Ok(key) => key,
+            Err(why) => {
+                errors.push("reporter_openpgp_key", why.into());
+                String::new()
+            }
+        };
         if credit == Credit::Name && name.is_empty() {
             errors.push("reporter_name", "is needed to credit you by name".into());
         }
@@ -309,9 +324,32 @@ impl RawReport {
                 name,
                 email,
                 credit,
+                openpgp_key,
+                reply_cert: String::new(),
             },
         ))
     }
+}
+
+/// The reporter's own OpenPGP certificate, armored again from what was
+/// pasted (public parts only), or why it is refused; empty stays empty.
+fn reporter_key(text: &str) -> Result<String, &'static str> {
+    use openpgp::parse::Parse;
+    use openpgp::serialize::SerializeInto;
+    use sequoia_openpgp as openpgp;
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let cert = openpgp::Cert::from_bytes(text.as_bytes())
+        .map_err(|_| "is not an OpenPGP public key (paste the output of gpg --armor --export YOU)")?;
+    if cert.is_tsk() {
+        return Err("holds a secret key: paste only the public key (gpg --armor --export, not --export-secret-keys)");
+    }
+    let armored = cert
+        .armored()
+        .to_vec()
+        .map_err(|_| "is not an OpenPGP public key (paste the output of gpg --armor --export YOU)")?;
+    String::from_utf8(armored).map_err(|_| "is not an OpenPGP public key")
 }
 
 /// A title is one line of at most [`MAX_TITLE_CHARS`] characters.
@@ -618,6 +656,14 @@ pub struct Reporter {
     pub email: String,
     #[serde(default)]
     pub credit: Credit,
+    /// The reporter's own OpenPGP certificate, armored, if they gave one:
+    /// maintainers may also answer by encrypted mail.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub openpgp_key: String,
+    /// The public reply certificate (DESIGN §11), armored: reporter-visible
+    /// events are encrypted to it as well. Empty in reports sealed before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reply_cert: String,
 }
 
 impl fmt::Debug for Reporter {

@@ -15,7 +15,9 @@ use crate::config::Config;
 use crate::id::ReportId;
 use crate::keys::{IntakeSecrets, KeyError, Keyring};
 use crate::report::{FieldErrors, RawReport};
-use crate::seal::{Channel, Role, SealError, SealedReport, Sealer, media_type_for};
+use crate::reply::Desk;
+use crate::reply::intake::{Finished, finish};
+use crate::seal::{Channel, Role, SealError, Sealer, media_type_for};
 use crate::store::{self, Store, StoreError};
 
 /// What can stop a station from opening or sealing.
@@ -41,6 +43,14 @@ pub enum StationError {
         "{given} attachments given, but [limits] max_attachments is {limit}; attach fewer files (an archive holds many) or raise the limit"
     )]
     TooManyAttachments { given: usize, limit: usize },
+    #[error(
+        "cannot open the reply desk in {dir} (reply-salt, replies/): {source}; check that state_dir is writable by the user running embargo, and restore reply-salt from a backup if it was lost"
+    )]
+    Replies {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StationError {
@@ -67,6 +77,8 @@ pub struct Station {
     pub keyring: Keyring,
     pub secrets: Arc<IntakeSecrets>,
     pub store: Arc<dyn Store>,
+    /// Reply codes: the salt and the lookup keys (DESIGN §11).
+    pub replies: Arc<Desk>,
     clock: Clock,
 }
 
@@ -84,6 +96,12 @@ impl Station {
             Recovery::RemoveStale => store::open_and_recover(&config.store)?,
             Recovery::Keep => store::open(&config.store)?,
         };
+        let replies = Arc::new(Desk::open(&config.state_dir).map_err(|source| {
+            StationError::Replies {
+                dir: config.state_dir.clone(),
+                source,
+            }
+        })?);
         // Said once everything opened, so a start that fails says only why.
         keyring.log_problems(config.key_expiry_warning.0);
         Ok(Station {
@@ -91,6 +109,7 @@ impl Station {
             keyring,
             secrets,
             store,
+            replies,
             clock,
         })
     }
@@ -150,7 +169,7 @@ impl Sealing {
         &self,
         report_json: &[u8],
         attachments: &[PathBuf],
-    ) -> Result<SealedReport, StationError> {
+    ) -> Result<Finished, StationError> {
         let limits = &self.station.config.limits;
         let raw = RawReport::from_json(report_json)?;
         let (body, reporter) = raw.validate(limits)?;
@@ -186,6 +205,13 @@ impl Sealing {
                 limits.max_attachment_bytes,
             )?;
         }
-        Ok(writer.finish(body, reporter, None)?)
+        Ok(finish(
+            writer,
+            Some(&self.station.replies),
+            &self.station.config.project_name,
+            body,
+            reporter,
+            None,
+        )?)
     }
 }

@@ -49,6 +49,7 @@ fn reporter() -> Reporter {
         name: "R. Searcher".into(),
         email: "r@example.org".into(),
         credit: Credit::Name,
+        ..Reporter::default()
     }
 }
 

@@ -119,6 +119,19 @@ impl Case {
         }
     }
 
+    /// The reporter's public reply certificate sealed into the manifest
+    /// (DESIGN §11), if the report has one.
+    pub fn reply_cert(&self) -> Option<Cert> {
+        use openpgp::parse::Parse;
+        let armored = &self.manifest.reporter.reply_cert;
+        if armored.is_empty() {
+            return None;
+        }
+        Cert::from_bytes(armored.as_bytes())
+            .ok()
+            .filter(|c| !c.is_tsk())
+    }
+
     /// When the report arrived.
     pub fn received(&self) -> Option<SystemTime> {
         crate::clock::parse_rfc3339(&self.manifest.received_at)
@@ -245,12 +258,18 @@ impl Writer<'_> {
     pub fn add(&self, case: &Case, event: &Event) -> Result<String, CaseError> {
         self.check(case, event.kind)?;
         let id = &case.manifest.id;
+        // What the reporter may see is sealed to their reply certificate
+        // too; notes and assessments never are.
+        let with_reporter = event
+            .visible_to_reporter
+            .then(|| case.reply_cert())
+            .flatten()
+            .map(|cert| self.recipients.with(cert));
+        let recipients = with_reporter.as_ref().unwrap_or(self.recipients);
         let bytes = match self.author {
-            Author::Key(cert) => {
-                seal_event(event, self.recipients, self.format, signing_keypair(cert)?)?
-            }
+            Author::Key(cert) => seal_event(event, recipients, self.format, signing_keypair(cert)?)?,
             Author::Gpg { homedir, .. } => {
-                seal_event_gpg(event, self.recipients, self.format, homedir.as_deref())?
+                seal_event_gpg(event, recipients, self.format, homedir.as_deref())?
             }
         };
         let name = event.event.file_name();

@@ -20,6 +20,10 @@ pub const SCHEMA: &str = "embargo.event.v1";
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 /// Largest message text in one event.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest signed receipt a `received` event holds.
+pub const MAX_RECEIPT_BYTES: usize = 160 * 1024;
+/// Most files one event lists.
+pub const MAX_EVENT_ATTACHMENTS: usize = 100;
 /// Largest short field (a version, a commit, an advisory ID, a URL).
 pub const MAX_SHORT_BYTES: usize = 512;
 /// Event plaintext is padded with JSON whitespace to a multiple of this,
@@ -123,6 +127,13 @@ impl Kind {
             Kind::Reopened => "reopened",
             Kind::ReporterMessage => "reporter-message",
         }
+    }
+
+    /// Whether events of this kind are shown to the reporter (and so
+    /// encrypted to the reply certificate too): everything but notes and
+    /// the assessment.
+    pub fn visible_by_default(self) -> bool {
+        !matches!(self, Kind::Note | Kind::Assessed)
     }
 
     /// Whether the intake key (not a maintainer's) signs this kind.
@@ -245,6 +256,12 @@ pub struct Event {
     pub resolution: Option<Resolution>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<EventAttachment>,
+    /// In a `received` event: the promises in force when the report arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::seal::SealedPolicy>,
+    /// In a `received` event: the signed receipt the reporter was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 impl fmt::Debug for Event {
@@ -279,13 +296,15 @@ impl Event {
             at: rfc3339_micros(at),
             author,
             kind,
-            visible_to_reporter: matches!(kind, Kind::Reply | Kind::Status),
+            visible_to_reporter: Kind::visible_by_default(kind),
             message: None,
             assessment: None,
             fix: None,
             advisory: None,
             resolution: None,
             attachments: Vec::new(),
+            policy: None,
+            receipt: None,
         }
     }
 
@@ -341,6 +360,14 @@ impl Event {
             && (m.len() > MAX_MESSAGE_BYTES || m.contains('\0'))
         {
             return bad("message", "longer than 64 KiB or holds a NUL byte");
+        }
+        if let Some(r) = &self.receipt
+            && (r.len() > MAX_RECEIPT_BYTES || r.contains('\0'))
+        {
+            return bad("receipt", "longer than 160 KiB or holds a NUL byte");
+        }
+        if self.attachments.len() > MAX_EVENT_ATTACHMENTS {
+            return bad("attachments", "more than 100 files");
         }
         for (field, value) in self.short_fields() {
             if value.len() > MAX_SHORT_BYTES || value.chars().any(char::is_control) {

@@ -86,7 +86,7 @@ impl CaseState {
     }
 
     fn apply(&mut self, e: &Event) {
-        if e.visible_to_reporter && e.kind != Kind::ReporterMessage {
+        if e.visible_to_reporter && !e.kind.signed_by_intake() {
             self.last_reporter_visible = e.time().max(self.last_reporter_visible);
             self.acknowledged = true;
         }

@@ -251,6 +251,11 @@ impl AppState {
         &self.inner.station.store
     }
 
+    /// The reply desk: salt and lookup keys of reply codes.
+    pub fn replies(&self) -> &Arc<crate::reply::Desk> {
+        &self.inner.station.replies
+    }
+
     /// The keys currently in use.
     pub fn keys(&self) -> Arc<KeySet> {
         match self.inner.keys.read() {

@@ -31,6 +31,8 @@ use super::state::{AppState, Busy, UploadSlot};
 use crate::config::Limits;
 use crate::id::ReportId;
 use crate::keys::KeyError;
+use crate::reply::Desk;
+use crate::reply::intake::{Finished, finish};
 use crate::report::{FIELDS, FieldErrors, RawReport, ReportBody, Reporter};
 use crate::seal::{Channel, Role, SealError, SealedReport, Sealer, media_type_for};
 use crate::store::{Store, StoreError};
@@ -90,6 +92,10 @@ pub enum Kind {
 pub struct Accepted {
     pub sealed: SealedReport,
     pub receipt: String,
+    /// Shown once to the reporter, never kept.
+    pub reply_code: Option<crate::reply::ReplyCode>,
+    /// Where the acknowledgement goes, if the reporter gave an address.
+    pub reporter_email: Option<String>,
     pub severity: crate::report::Severity,
 }
 
@@ -503,10 +509,13 @@ impl Receiver<'_> {
         };
         let severity = body.severity;
         let session = self.take_session();
-        let (sealed, receipt) = session.finish(body, reporter).await?;
+        let reporter_email = (!reporter.email.is_empty()).then(|| reporter.email.clone());
+        let finished = session.finish(body, reporter).await?;
         Ok(Accepted {
-            sealed,
-            receipt,
+            sealed: finished.sealed,
+            receipt: finished.receipt,
+            reply_code: finished.reply_code,
+            reporter_email,
             severity,
         })
     }
@@ -656,7 +665,7 @@ enum Msg {
 struct Session {
     tx: mpsc::Sender<Msg>,
     /// Taken when awaited (a finished handle must not be polled again).
-    handle: Option<JoinHandle<Result<(SealedReport, String), SealError>>>,
+    handle: Option<JoinHandle<Result<Finished, SealError>>>,
 }
 
 impl Session {
@@ -664,8 +673,9 @@ impl Session {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let limit = state.config().limits.max_attachment_bytes;
         let project = state.config().project_name.clone();
+        let desk = state.replies().clone();
         let handle = tokio::task::spawn_blocking(move || {
-            seal_session(&sealer, store.as_ref(), channel, limit, &project, rx)
+            seal_session(&sealer, store.as_ref(), &desk, channel, limit, &project, rx)
         });
         Session {
             tx,
@@ -674,7 +684,7 @@ impl Session {
     }
 
     /// Waits for the sealing thread to end and returns its result.
-    async fn outcome(&mut self) -> Result<(SealedReport, String), Refusal> {
+    async fn outcome(&mut self) -> Result<Finished, Refusal> {
         let Some(handle) = self.handle.take() else {
             return Err(Refusal::Internal);
         };
@@ -701,7 +711,7 @@ impl Session {
         mut self,
         body: ReportBody,
         reporter: Reporter,
-    ) -> Result<(SealedReport, String), Refusal> {
+    ) -> Result<Finished, Refusal> {
         self.send(Msg::Finish(Box::new((body, reporter)))).await?;
         self.outcome().await
     }
@@ -723,11 +733,12 @@ impl Session {
 fn seal_session(
     sealer: &Sealer,
     store: &dyn Store,
+    desk: &Desk,
     channel: Channel,
     limit: u64,
     project: &str,
     mut rx: mpsc::Receiver<Msg>,
-) -> Result<(SealedReport, String), SealError> {
+) -> Result<Finished, SealError> {
     let mut writer = sealer.begin(store, ReportId::random(), channel)?;
     loop {
         match rx.blocking_recv() {
@@ -740,9 +751,7 @@ fn seal_session(
             }
             Some(Msg::Finish(fields)) => {
                 let (body, reporter) = *fields;
-                let sealed = writer.finish(body, reporter, None)?;
-                let receipt = sealer.sign_cleartext(&sealed.receipt_text(project))?;
-                return Ok((sealed, receipt));
+                return finish(writer, Some(desk), project, body, reporter, None);
             }
             Some(Msg::Data(_) | Msg::End) => {
                 return Err(SealError::Input(io::Error::other(

@@ -35,18 +35,29 @@ pub const ACK_WINDOW: Duration = Duration::from_secs(3600);
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 const ACK_TEMPLATE: &str = include_str!("../../templates/ack.txt");
+const REPLY_TEMPLATE: &str = include_str!("../../templates/new-reply.txt");
+
+/// Where reporters read replies: `public_url`'s `/status`, else a pointer
+/// to the page the reporter submitted on.
+fn status_url(config: &Config) -> String {
+    match config.public_base() {
+        Some(base) => format!("{base}/status"),
+        None => "the status page (/status) of the site you reported on".into(),
+    }
+}
 
 /// File in `state_dir` holding the send times (Unix seconds, one a line)
 /// of the acknowledgements of the last hour.
 pub const ACK_TIMES_FILE: &str = "ack-times";
 
 /// Sends acknowledgements.
-pub(super) struct Acker {
+pub struct Acker {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Address,
     project: String,
     policy: Policy,
     policy_url: Option<String>,
+    status_url: String,
     sent: Mutex<HashMap<String, Vec<Instant>>>,
     requires_auth: bool,
     authserv_id: Option<String>,
@@ -57,7 +68,7 @@ pub(super) struct Acker {
 }
 
 impl Acker {
-    pub(super) fn new(smtp: &Smtp, config: &Config) -> Result<Acker, MailboxError> {
+    pub fn new(smtp: &Smtp, config: &Config) -> Result<Acker, MailboxError> {
         let (transport, from) = crate::smtp::transport(smtp, SMTP_TIMEOUT)
             .map_err(|e| MailboxError::SmtpConfig(e.to_string()))?;
         let mailbox = config.mailbox.as_ref();
@@ -76,6 +87,7 @@ impl Acker {
             project: config.project_name.clone(),
             policy: config.policy.clone(),
             policy_url: config.policy_url.clone(),
+            status_url: status_url(config),
             sent: Mutex::new(HashMap::new()),
         })
     }
@@ -90,6 +102,78 @@ impl Acker {
             },
             Ok(None) => {}
             Err(reason) => tracing::info!(id = %id, "no acknowledgement: {reason}"),
+        }
+    }
+
+    /// After a report from the form or the API was committed: the
+    /// acknowledgement to the address the reporter typed, with the reply
+    /// code. The address was not proven, so the same per-address and
+    /// hourly limits keep the intake from flooding someone else's.
+    pub async fn acknowledge_submission(
+        &self,
+        id: &ReportId,
+        addr: &str,
+        code: Option<crate::reply::ReplyCode>,
+    ) {
+        let reply = ReplyFacts {
+            from_addr: Some(addr.to_owned()),
+            code,
+            ..ReplyFacts::default()
+        };
+        let message = self.allow(addr).and_then(|()| {
+            compose(&self.sender(), id, &reply)
+        });
+        match message {
+            Ok(message) => match self.transport.send(message).await {
+                Ok(_) => tracing::info!(id = %id, "acknowledgement sent"),
+                Err(e) => tracing::warn!(id = %id, "acknowledgement not sent: {e}"),
+            },
+            Err(reason) => tracing::info!(id = %id, "no acknowledgement: {reason}"),
+        }
+    }
+
+    /// A content-free "there is a new reply" mail about report `id` to
+    /// `addr` (which a maintainer's command sent along, and which is not
+    /// kept), under the same limits as acknowledgements.
+    pub async fn announce_reply(&self, id: &ReportId, addr: &str) -> Result<(), String> {
+        self.allow(addr)?;
+        let to: Address = addr
+            .parse()
+            .map_err(|_| "not an e-mail address".to_string())?;
+        let body = fill(
+            REPLY_TEMPLATE,
+            &[
+                ("project", &self.project),
+                ("id", id.as_str()),
+                ("status_url", &self.status_url),
+            ],
+        );
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(format!(
+                "There is a new reply on your vulnerability report to {}",
+                self.project
+            ))
+            .header(crate::smtp::AutoSubmitted("auto-generated".into()))
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| format!("cannot build the message: {e}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(|e| format!("the SMTP server did not take it: {e}"))?;
+        tracing::info!(id = %id, "new-reply notice sent");
+        Ok(())
+    }
+
+    fn sender(&self) -> Sender<'_> {
+        Sender {
+            from: &self.from,
+            project: &self.project,
+            policy: &self.policy,
+            policy_url: self.policy_url.as_deref(),
+            status_url: &self.status_url,
         }
     }
 
@@ -113,13 +197,7 @@ impl Acker {
             ));
         }
         self.allow(addr)?;
-        let sender = Sender {
-            from: &self.from,
-            project: &self.project,
-            policy: &self.policy,
-            policy_url: self.policy_url.as_deref(),
-        };
-        compose(&sender, id, reply).map(Some)
+        compose(&self.sender(), id, reply).map(Some)
     }
 
     /// Counts one acknowledgement to `addr`, or says which limit it is over.
@@ -188,6 +266,7 @@ pub struct Sender<'a> {
     pub project: &'a str,
     pub policy: &'a Policy,
     pub policy_url: Option<&'a str>,
+    pub status_url: &'a str,
 }
 
 /// The acknowledgement of report `id` to the sender `reply` describes. Every
@@ -226,6 +305,7 @@ pub fn compose(sender: &Sender<'_>, id: &ReportId, reply: &ReplyFacts) -> Result
             ("fix_medium", &fix("medium")),
             ("fix_low", &fix("low")),
             ("policy", &policy_line),
+            ("reply", &reply_section(reply, sender.status_url)),
         ],
     );
     let mut builder = Message::builder()
@@ -248,6 +328,17 @@ pub fn compose(sender: &Sender<'_>, id: &ReportId, reply: &ReplyFacts) -> Result
     builder
         .body(body)
         .map_err(|e| format!("cannot build the message: {e}"))
+}
+
+/// The reply code paragraph, when the report has a code.
+fn reply_section(reply: &ReplyFacts, status_url: &str) -> String {
+    match &reply.code {
+        Some(code) => format!(
+            "\nYour reply code, shown only here (we cannot send it again):\n\n    {}\n\nKeep it: with it you can read the maintainers' replies and answer\nthem at {status_url}.\n",
+            code.display().as_str()
+        ),
+        None => String::new(),
+    }
 }
 
 /// Replaces each `{name}` in `template`.

@@ -97,6 +97,9 @@ pub struct ReplyFacts {
     /// The `Authentication-Results` headers, topmost (the receiving
     /// server's) first; see [`sender_authenticated`].
     pub auth_results: Vec<String>,
+    /// The report's reply code, set once it is sealed: the
+    /// acknowledgement is the only place it is ever written.
+    pub code: Option<crate::reply::ReplyCode>,
 }
 
 impl std::fmt::Debug for MailFacts {

@@ -271,7 +271,7 @@ impl Outcome {
 pub fn seal_message(intake: &Sealing, raw: &[u8]) -> Result<(Outcome, MailFacts), MailboxError> {
     let station = &intake.station;
     let id = ReportId::for_message(station.secrets.hmac_secret(), raw);
-    let facts = message::parse(raw, &message::ParseLimits::from_config(&station.config));
+    let mut facts = message::parse(raw, &message::ParseLimits::from_config(&station.config));
     if station.store.contains(&id)? {
         return Ok((Outcome::AlreadySealed(id), facts));
     }
@@ -287,14 +287,20 @@ pub fn seal_message(intake: &Sealing, raw: &[u8]) -> Result<(Outcome, MailFacts)
             &mut reader,
             station.config.limits.max_attachment_bytes,
         )?;
-        writer.finish(
+        crate::reply::intake::finish(
+            writer,
+            Some(&station.replies),
+            &station.config.project_name,
             facts.body.clone(),
             facts.reporter.clone(),
             Some(facts.email.clone()),
         )
     })();
     match result {
-        Ok(_) => Ok((Outcome::Sealed(id), facts)),
+        Ok(finished) => {
+            facts.reply.code = finished.reply_code;
+            Ok((Outcome::Sealed(id), facts))
+        }
         // Committed by an earlier run (or concurrently): done all the same.
         Err(SealError::Store(StoreError::Exists(_))) if station.store.contains(&id)? => {
             Ok((Outcome::AlreadySealed(id), facts))

@@ -1,5 +1,4 @@
-//! The reporter's way back (groundwork for DESIGN §11, not wired into the
-//! intake yet): a reply code shown once to the reporter, and what the
+//! The reporter's way back: a reply code shown once to the reporter, and what the
 //! intake derives from it with Argon2id and a per-intake salt: a lookup key
 //! (the only thing the server keeps, mapped to the report ID) and,
 //! deterministically, an OpenPGP reply certificate whose public part is
@@ -9,10 +8,15 @@
 //! - [`code`]: the code (140 bits with a check character) and its parser.
 //! - [`derive`]: Argon2id, the salt in `state_dir`, the lookup key and seed.
 //! - [`cert`]: the reply certificate (Ed25519 + Cv25519, fixed creation time).
+//! - [`desk`]: what the intake keeps (salt, lookup key → report ID), and
+//!   the gate that bounds concurrent derivations.
 
 pub mod cert;
 pub mod code;
 pub mod derive;
+pub mod desk;
+pub mod intake;
 
 pub use code::{CodeError, ReplyCode};
-pub use derive::{ARGON2_MEMORY_KIB, ARGON2_PASSES, Derived, Salt};
+pub use derive::{ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES, Derived, Salt};
+pub use desk::{Desk, Issued};

@@ -10,4 +10,4 @@ pub mod writer;
 pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SealedPolicy};
 pub use media::media_type_for;
 pub use reader::{Opener, RevealError, SecretSource, SignatureCheck};
-pub use writer::{ReportWriter, SealError, SealedReport, Sealer};
+pub use writer::{PendingReport, ReportWriter, SealError, SealedReport, Sealer};

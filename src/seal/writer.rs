@@ -16,7 +16,7 @@ use openpgp::packet::{Key, Packet};
 use openpgp::serialize::Serialize;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
 use openpgp::types::{AEADAlgorithm, DataFormat, Features, KeyFlags, SymmetricAlgorithm};
-use openpgp::{Fingerprint, KeyHandle};
+use openpgp::{Cert, Fingerprint, KeyHandle};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -85,12 +85,21 @@ pub struct AttachmentSummary {
     pub sha256: String,
 }
 
+/// Size and plaintext SHA-256 of the report text (the description).
+#[derive(Clone, Debug)]
+pub struct TextSummary {
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// A committed report.
 #[derive(Clone, Debug)]
 pub struct SealedReport {
     pub id: ReportId,
     pub received_at: SystemTime,
     pub parts: Vec<SealedPart>,
+    /// The report text as received.
+    pub text: TextSummary,
     pub attachments: Vec<AttachmentSummary>,
     pub recipients: Vec<String>,
     pub signing_key: String,
@@ -282,6 +291,7 @@ pub fn sign_cleartext(secrets: &IntakeSecrets, text: &str) -> Result<String, Sea
     String::from_utf8(out).map_err(|e| SealError::OpenPgp(e.into()))
 }
 
+#[derive(Clone)]
 struct EncryptionKey {
     features: Features,
     handle: KeyHandle,
@@ -450,11 +460,22 @@ impl ReportWriter {
     /// Writes the signed manifest last and commits the report: only after
     /// this returns is the report durable and visible.
     pub fn finish(
-        mut self,
+        self,
         report: ReportBody,
         reporter: Reporter,
         email: Option<EmailMeta>,
     ) -> Result<SealedReport, SealError> {
+        self.seal_manifest(report, reporter, email)?.commit()
+    }
+
+    /// Writes the signed manifest; the report is complete but not yet
+    /// visible: events may still be added before [`PendingReport::commit`].
+    pub fn seal_manifest(
+        mut self,
+        report: ReportBody,
+        reporter: Reporter,
+        email: Option<EmailMeta>,
+    ) -> Result<PendingReport, SealError> {
         let manifest = Manifest {
             schema: SCHEMA.into(),
             id: self.id.clone(),
@@ -473,6 +494,7 @@ impl ReportWriter {
             w.write_all(&json).map_err(|e| SealError::OpenPgp(e.into()))
         })?;
         self.parts.insert(0, part);
+        let text = summary_of(&manifest.report.description);
         let ReportWriter {
             staging,
             id,
@@ -481,13 +503,14 @@ impl ReportWriter {
             recipients,
             attachments,
             sealer,
+            keys,
             ..
         } = self;
-        staging.commit()?;
-        Ok(SealedReport {
+        let sealed = SealedReport {
             id,
             received_at,
             parts,
+            text,
             attachments: attachments
                 .iter()
                 .map(|a| AttachmentSummary {
@@ -498,6 +521,12 @@ impl ReportWriter {
                 .collect(),
             recipients,
             signing_key: sealer.inner.secrets.signing_fingerprint().to_hex(),
+        };
+        Ok(PendingReport {
+            staging,
+            sealed,
+            keys,
+            sealer,
         })
     }
 
@@ -545,6 +574,137 @@ impl ReportWriter {
             sha256: hex::encode(hash.finalize()),
         })
     }
+}
+
+/// Size and SHA-256 of the report text as received.
+fn summary_of(text: &str) -> TextSummary {
+    TextSummary {
+        size: text.len() as u64,
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+    }
+}
+
+/// A report whose parts and manifest are written but not yet committed.
+pub struct PendingReport {
+    staging: Box<dyn Staging>,
+    sealed: SealedReport,
+    keys: Vec<EncryptionKey>,
+    sealer: Sealer,
+}
+
+impl PendingReport {
+    /// What the committed report will be.
+    pub fn report(&self) -> &SealedReport {
+        &self.sealed
+    }
+
+    /// The promises sealed into the manifest.
+    pub fn policy(&self) -> Option<&SealedPolicy> {
+        self.sealer.inner.policy.as_ref()
+    }
+
+    /// `text` cleartext-signed by the intake key (the receipt).
+    pub fn sealer_sign_cleartext(&self, text: &str) -> Result<String, SealError> {
+        self.sealer.sign_cleartext(text)
+    }
+
+    /// The intake key's primary fingerprint, which events it signs name.
+    pub fn intake_fingerprint(&self) -> String {
+        self.sealer.inner.secrets.signing_fingerprint().to_hex()
+    }
+
+    /// Seals `plaintext` signed by the intake key, to the report's
+    /// recipients and to `also_to` (the reply certificate), and adds it as
+    /// event `name`, visible with the report.
+    pub fn add_intake_event(
+        &mut self,
+        name: &str,
+        plaintext: &[u8],
+        also_to: Option<&Cert>,
+    ) -> Result<(), SealError> {
+        let pgp = SealError::OpenPgp;
+        let at = self.sealed.received_at;
+        let mut keys: Vec<EncryptionKey> = self.keys.clone();
+        if let Some(cert) = also_to {
+            let (extra, _) = encryption_keys(
+                &Recipients::from_certs(vec![cert.clone()]),
+                self.sealer.inner.format,
+                at,
+            )?;
+            keys.extend(extra);
+        }
+        let mut out = Vec::new();
+        {
+            let envelope = Envelope::new(&keys).map_err(pgp)?;
+            let message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
+            let message = Signer::new(message, self.sealer.inner.secrets.signer()?)
+                .map_err(pgp)?
+                .creation_time(at)
+                .build()
+                .map_err(pgp)?;
+            let mut literal = LiteralWriter::new(message)
+                .format(DataFormat::Binary)
+                .build()
+                .map_err(pgp)?;
+            literal
+                .write_all(plaintext)
+                .map_err(|e| SealError::OpenPgp(e.into()))?;
+            literal.finalize().map_err(pgp)?;
+        }
+        self.staging.add_event(name, &out)?;
+        Ok(())
+    }
+
+    /// Commits the report: only after this returns is it durable and
+    /// visible, with every event added.
+    pub fn commit(self) -> Result<SealedReport, SealError> {
+        self.staging.commit()?;
+        Ok(self.sealed)
+    }
+}
+
+/// Seals what `plaintext` yields (at most `limit` bytes), unsigned, to
+/// every usable subkey of `recipients`, into `sink`, streaming: a file a
+/// reporter sent with a follow-up. Returns the plaintext's size and hex
+/// SHA-256 (for the event that lists it) and the ciphertext's size.
+pub fn seal_stream(
+    recipients: &Recipients,
+    format: MessageFormat,
+    at: SystemTime,
+    plaintext: &mut dyn Read,
+    limit: u64,
+    sink: Box<dyn PartSink>,
+) -> Result<(u64, String, u64), SealError> {
+    let pgp = SealError::OpenPgp;
+    let (keys, _) = encryption_keys(recipients, format, at)?;
+    let mut sink = sink;
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    {
+        let envelope = Envelope::new(&keys).map_err(pgp)?;
+        let message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
+        let mut literal = LiteralChunks::new(message);
+        let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+        loop {
+            let n = match plaintext.read(&mut buf[..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SealError::Input(e)),
+            };
+            size += n as u64;
+            if size > limit {
+                return Err(SealError::TooLarge { limit });
+            }
+            hash.update(&buf[..n]);
+            literal
+                .write_all(&buf[..n])
+                .map_err(|e| SealError::OpenPgp(e.into()))?;
+        }
+        literal.finish().map_err(pgp)?;
+    }
+    let stored = sink.finish()?;
+    Ok((size, hex::encode(hash.finalize()), stored))
 }
 
 /// Size of the partial-body chunks of an attachment's literal data packet.
@@ -653,6 +813,22 @@ impl SealedReport {
             text.push_str(&format!(
                 "  {}  {:>12} bytes  {}\n",
                 part.name, part.size, part.sha256
+            ));
+        }
+        text.push_str(
+            "\nWhat was delivered (size and SHA-256 of the plaintext as received):\n",
+        );
+        text.push_str(&format!(
+            "  report text (description)  {:>12} bytes  {}\n",
+            self.text.size, self.text.sha256
+        ));
+        for (n, a) in self.attachments.iter().enumerate() {
+            text.push_str(&format!(
+                "  attachment {}: {}  {:>12} bytes  {}\n",
+                n + 1,
+                a.name.chars().filter(|c| !c.is_control()).take(120).collect::<String>(),
+                a.size,
+                a.sha256
             ));
         }
         text.push_str("\nEncrypted to the maintainer certificates:\n");

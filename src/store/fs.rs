@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{
-    EVENTS_DIR, MAX_STATUS_BYTES, PartInfo, PartReader, PartSink, STATUS_FILE, Staging, Store,
+    EVENTS_DIR, FILES_DIR, MAX_STATUS_BYTES, PartInfo, PartReader, PartSink, STATUS_FILE, Staging, Store,
     StoreError, is_event_name, is_part_name,
 };
 use crate::id::ReportId;
@@ -189,6 +189,32 @@ fn same_bytes(path: &Path, bytes: &[u8]) -> Option<bool> {
         return Some(false);
     }
     fs::read(path).ok().map(|have| have == bytes)
+}
+
+/// The regular files of `dir` with event-style names (`<32 hex>.pgp`),
+/// sorted, with their sizes; none when `dir` does not exist.
+fn list_named(dir: &Path) -> Result<Vec<PartInfo>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if is_event_name(&name) && meta.is_file() {
+            out.push(PartInfo {
+                name,
+                size: meta.len(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -491,28 +517,7 @@ impl Store for FsStore {
     }
 
     fn events(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError> {
-        let dir = self.complete(id)?.join(EVENTS_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err(&dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = fs::symlink_metadata(entry.path()) else {
-                continue;
-            };
-            if is_event_name(&name) && meta.is_file() {
-                out.push(PartInfo {
-                    name,
-                    size: meta.len(),
-                });
-            }
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        list_named(&self.complete(id)?.join(EVENTS_DIR))
     }
 
     fn open_event(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError> {
@@ -531,6 +536,48 @@ impl Store for FsStore {
             {
                 Err(StoreError::NotFound(id.clone()))
             }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn create_file(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartSink>, StoreError> {
+        if !is_event_name(name) {
+            return Err(StoreError::BadPartName(name.chars().take(40).collect()));
+        }
+        let dir = self.complete(id)?.join(FILES_DIR);
+        mkdir_private(&dir).map_err(io_err(&dir))?;
+        remove_stale_event_temps(&dir);
+        let tmp = dir.join(format!(".{name}.{:08x}.tmp", rand::random::<u32>()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        Ok(Box::new(FsFile {
+            part: Some(FsPart {
+                out: BufWriter::with_capacity(WRITE_BUFFER, file),
+                path: tmp.clone(),
+                written: 0,
+            }),
+            tmp,
+            target: dir.join(name),
+            dir,
+        }))
+    }
+
+    fn files(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError> {
+        list_named(&self.complete(id)?.join(FILES_DIR))
+    }
+
+    fn open_file(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError> {
+        if !is_event_name(name) {
+            return Err(StoreError::BadPartName(name.chars().take(40).collect()));
+        }
+        let path = self.complete(id)?.join(FILES_DIR).join(name);
+        match open_regular(&path) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::NotFound(id.clone())),
             Err(e) => Err(io_err(&path)(e)),
         }
     }
@@ -677,6 +724,24 @@ impl Staging for FsStaging {
         }))
     }
 
+    fn add_event(&mut self, name: &str, ciphertext: &[u8]) -> Result<(), StoreError> {
+        if !is_event_name(name) {
+            return Err(StoreError::BadEventName(name.chars().take(40).collect()));
+        }
+        let dir = self.dir.join(EVENTS_DIR);
+        mkdir_private(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(name);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.write_all(ciphertext).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+        sync_dir(&dir).map_err(io_err(&dir))
+    }
+
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         if !self.dir.join("manifest.pgp").is_file() {
             return Err(StoreError::Io {
@@ -742,6 +807,49 @@ impl PartSink for FsPart {
         })?;
         file.sync_all().map_err(io_err(&path))?;
         Ok(written)
+    }
+}
+
+/// A follow-up file being written: a temporary file, linked into place
+/// only when finished (never over an existing file), removed if dropped.
+struct FsFile {
+    part: Option<FsPart>,
+    tmp: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+impl Write for FsFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.part {
+            Some(p) => p.write(buf),
+            None => Err(io::Error::other("the file is finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.part {
+            Some(p) => p.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PartSink for FsFile {
+    fn finish(mut self: Box<Self>) -> Result<u64, StoreError> {
+        let Some(part) = self.part.take() else {
+            return Err(io_err(&self.tmp)(io::Error::other("finished twice")));
+        };
+        let written = Box::new(part).finish()?;
+        fs::hard_link(&self.tmp, &self.target).map_err(io_err(&self.target))?;
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        Ok(written)
+    }
+}
+
+impl Drop for FsFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 

@@ -5,6 +5,9 @@ mod fs;
 
 /// The directory of a report that holds its case's events.
 pub const EVENTS_DIR: &str = "events";
+/// The directory of a report that holds the files reporters sent with
+/// follow-up messages, each `<file ID>.pgp` (32 hex digits).
+pub const FILES_DIR: &str = "files";
 /// Where a report's signed case status is kept, beside its parts.
 pub const STATUS_FILE: &str = "status.pgp";
 /// Largest signed case status a store keeps (and an intake accepts).
@@ -104,6 +107,14 @@ pub trait Store: Send + Sync {
     fn events(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError>;
     /// Opens one event of complete report `id`.
     fn open_event(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError>;
+    /// Starts follow-up file `name` (`<32 hex>.pgp`) of complete report
+    /// `id`. It becomes visible, durably, when the sink is finished, and
+    /// never replaces a file of that name; dropped unfinished, it is gone.
+    fn create_file(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartSink>, StoreError>;
+    /// The follow-up files of complete report `id`, by name, with sizes.
+    fn files(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError>;
+    /// Opens one follow-up file of complete report `id`.
+    fn open_file(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError>;
     /// Replaces part or event `name` (`manifest.pgp`, `NNN.pgp` or an
     /// event name) of complete report `id` with `ciphertext`, atomically
     /// and durably, only when `keep(old, new)` says the change keeps what
@@ -143,6 +154,9 @@ pub trait Staging: Send {
     fn id(&self) -> &ReportId;
     /// Creates part `name` (`manifest.pgp` or `NNN.pgp`).
     fn create_part(&mut self, name: &str) -> Result<Box<dyn PartSink>, StoreError>;
+    /// Adds event `name` (`<event ID>.pgp`), visible with the report (the
+    /// intake's `received` event).
+    fn add_event(&mut self, name: &str, ciphertext: &[u8]) -> Result<(), StoreError>;
     /// Makes the report durable and visible, all at once.
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

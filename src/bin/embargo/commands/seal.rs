@@ -1,5 +1,5 @@
 //! `embargo seal`: a report from input JSON and files, sealed like one
-//! that came through the API; prints the ID.
+//! that came through the API; prints the ID, and the reply code once.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,7 +28,14 @@ pub fn run(
     })?;
     // Without a usable key nothing is sealed: fail before reading further.
     let sealing = Station::open(config, clock, Recovery::RemoveStale)?.sealing()?;
-    let sealed = sealing.seal_files(&json, attachments)?;
-    out.data(sealed.id);
+    let finished = sealing.seal_files(&json, attachments)?;
+    out.data(&finished.sealed.id);
+    if let Some(code) = &finished.reply_code {
+        out.note(format_args!(
+            "reply code of {} (give it to the reporter; it is shown only this once and is the only way to read replies on the status page): {}",
+            finished.sealed.id,
+            code.display().as_str()
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
