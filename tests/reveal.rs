@@ -49,7 +49,8 @@ fn reporter() -> Reporter {
         name: "R. Searcher".into(),
         email: "r@example.org".into(),
         credit: Credit::Name,
-        ..Reporter::default()
+        openpgp_key: String::new(),
+        reply_cert: String::new(),
     }
 }
 
