@@ -104,6 +104,9 @@ impl embargo::store::Staging for NullStaging {
     ) -> Result<Box<dyn embargo::store::PartSink>, embargo::store::StoreError> {
         Ok(Box::new(NullSink))
     }
+    fn add_event(&mut self, _: &str, _: &[u8]) -> Result<(), embargo::store::StoreError> {
+        Ok(())
+    }
     fn commit(self: Box<Self>) -> Result<(), embargo::store::StoreError> {
         Ok(())
     }
@@ -176,6 +179,26 @@ impl embargo::store::Store for NullStore {
         Ok(Vec::new())
     }
     fn open_event(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+    ) -> Result<Box<dyn embargo::store::PartReader>, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
+    fn create_file(
+        &self,
+        id: &embargo::id::ReportId,
+        _: &str,
+    ) -> Result<Box<dyn embargo::store::PartSink>, embargo::store::StoreError> {
+        Err(embargo::store::StoreError::NotFound(id.clone()))
+    }
+    fn files(
+        &self,
+        _: &embargo::id::ReportId,
+    ) -> Result<Vec<embargo::store::PartInfo>, embargo::store::StoreError> {
+        Ok(Vec::new())
+    }
+    fn open_file(
         &self,
         id: &embargo::id::ReportId,
         _: &str,
