@@ -273,6 +273,7 @@ fn mail_seeds() {
         project: "fuzz",
         policy: &policy,
         policy_url: None,
+        status_url: "https://intake.example/status",
     };
     let mut answered = 0;
     let limits = message::ParseLimits {

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let from = "security@project.example".parse().expect("a valid address");
     let policy = Policy::default();
-    let sender = Sender { from: &from, project: "fuzz", policy: &policy, policy_url: None };
+    let sender = Sender { from: &from, project: "fuzz", policy: &policy, policy_url: None, status_url: "https://intake.example/status" };
     let Ok(reply) = compose(&sender, &ReportId::random(), &facts.reply) else { return };
     let bytes = reply.formatted();
     let parsed = mailparse::parse_mail(&bytes).expect("our own acknowledgement parses");
