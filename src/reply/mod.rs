@@ -15,6 +15,7 @@ pub mod cert;
 pub mod code;
 pub mod derive;
 pub mod desk;
+pub mod followup;
 pub mod intake;
 
 pub use code::{CodeError, ReplyCode};

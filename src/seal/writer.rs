@@ -221,7 +221,7 @@ fn encryption_keys(
 pub fn seal_signed(
     recipients: &Recipients,
     format: MessageFormat,
-    signer: openpgp::crypto::KeyPair,
+    signer: impl openpgp::crypto::Signer + Send + Sync,
     at: SystemTime,
     plaintext: &[u8],
 ) -> Result<(Vec<u8>, Vec<String>), SealError> {
