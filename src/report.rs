@@ -340,15 +340,17 @@ fn reporter_key(text: &str) -> Result<String, &'static str> {
     if text.is_empty() {
         return Ok(String::new());
     }
-    let cert = openpgp::Cert::from_bytes(text.as_bytes())
-        .map_err(|_| "is not an OpenPGP public key (paste the output of gpg --armor --export YOU)")?;
+    let cert = openpgp::Cert::from_bytes(text.as_bytes()).map_err(
+        |_| "is not an OpenPGP public key (paste the output of gpg --armor --export YOU)",
+    )?;
     if cert.is_tsk() {
-        return Err("holds a secret key: paste only the public key (gpg --armor --export, not --export-secret-keys)");
+        return Err(
+            "holds a secret key: paste only the public key (gpg --armor --export, not --export-secret-keys)",
+        );
     }
-    let armored = cert
-        .armored()
-        .to_vec()
-        .map_err(|_| "is not an OpenPGP public key (paste the output of gpg --armor --export YOU)")?;
+    let armored = cert.armored().to_vec().map_err(
+        |_| "is not an OpenPGP public key (paste the output of gpg --armor --export YOU)",
+    )?;
     String::from_utf8(armored).map_err(|_| "is not an OpenPGP public key")
 }
 

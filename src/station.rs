@@ -14,9 +14,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::id::ReportId;
 use crate::keys::{IntakeSecrets, KeyError, Keyring};
-use crate::report::{FieldErrors, RawReport};
 use crate::reply::Desk;
 use crate::reply::intake::{Finished, finish};
+use crate::report::{FieldErrors, RawReport};
 use crate::seal::{Channel, Role, SealError, Sealer, media_type_for};
 use crate::store::{self, Store, StoreError};
 
@@ -96,12 +96,13 @@ impl Station {
             Recovery::RemoveStale => store::open_and_recover(&config.store)?,
             Recovery::Keep => store::open(&config.store)?,
         };
-        let replies = Arc::new(Desk::open(&config.state_dir).map_err(|source| {
-            StationError::Replies {
-                dir: config.state_dir.clone(),
-                source,
-            }
-        })?);
+        let replies =
+            Arc::new(
+                Desk::open(&config.state_dir).map_err(|source| StationError::Replies {
+                    dir: config.state_dir.clone(),
+                    source,
+                })?,
+            );
         // Said once everything opened, so a start that fails says only why.
         keyring.log_problems(config.key_expiry_warning.0);
         Ok(Station {

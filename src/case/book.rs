@@ -267,7 +267,9 @@ impl Writer<'_> {
             .map(|cert| self.recipients.with(cert));
         let recipients = with_reporter.as_ref().unwrap_or(self.recipients);
         let bytes = match self.author {
-            Author::Key(cert) => seal_event(event, recipients, self.format, signing_keypair(cert)?)?,
+            Author::Key(cert) => {
+                seal_event(event, recipients, self.format, signing_keypair(cert)?)?
+            }
             Author::Gpg { homedir, .. } => {
                 seal_event_gpg(event, recipients, self.format, homedir.as_deref())?
             }

@@ -259,6 +259,10 @@ pub struct Event {
     /// In a `received` event: the promises in force when the report arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::seal::SealedPolicy>,
+    /// In a `received` event: the severity the reporter gave (deadlines
+    /// follow it until the maintainers assess the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
     /// In a `received` event: the signed receipt the reporter was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
@@ -304,6 +308,7 @@ impl Event {
             resolution: None,
             attachments: Vec::new(),
             policy: None,
+            severity: None,
             receipt: None,
         }
     }

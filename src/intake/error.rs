@@ -97,6 +97,26 @@ pub enum Refusal {
     NoPublicUrl,
     /// A `Range` outside the part, which has `size` bytes.
     RangeNotSatisfiable { size: u64 },
+    /// What was typed is not a reply code (the parser's reason, which
+    /// never quotes it).
+    InvalidCode(String),
+    /// No report answers to this code: wrong, unknown and deleted look
+    /// exactly alike.
+    UnknownCode,
+    /// The peer tried more reply codes than [`super::state::CODE_ATTEMPTS`]
+    /// within the window.
+    TooManyCodes { attempts: u32, minutes: u64 },
+    /// A follow-up without a message.
+    EmptyMessage,
+    /// A follow-up part out of order (the code must come first, the
+    /// message before any file).
+    FollowUpOrder(&'static str),
+    /// A reporter-channel request that is not the JSON it should be.
+    InvalidRequest(String),
+    /// `[smtp]` is not configured, so no mail can be sent.
+    NoSmtp,
+    /// The mail could not be sent now (limits or the SMTP server).
+    MailNotSent(String),
     /// A server fault: details go to the log, the client gets none.
     Internal,
 }
@@ -157,7 +177,13 @@ impl Refusal {
             Busy { .. } | NoUsableKey | StoreUnavailable | StateUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            PeerBusy { .. } | RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            PeerBusy { .. } | RateLimited(_) | TooManyCodes { .. } => StatusCode::TOO_MANY_REQUESTS,
+            InvalidCode(_) | EmptyMessage | FollowUpOrder(_) | InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            UnknownCode => StatusCode::NOT_FOUND,
+            NoSmtp => StatusCode::CONFLICT,
+            MailNotSent(_) => StatusCode::SERVICE_UNAVAILABLE,
             FileTooLarge { .. }
             | TooManyFiles { .. }
             | TooManyParts { .. }
@@ -218,6 +244,14 @@ impl Refusal {
             NotFound => "not_found",
             NoPublicUrl => "no_public_url",
             RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            InvalidCode(_) => "invalid_code",
+            UnknownCode => "unknown_code",
+            TooManyCodes { .. } => "too_many_codes",
+            EmptyMessage => "empty_message",
+            FollowUpOrder(_) => "follow_up_order",
+            InvalidRequest(_) => "invalid_request",
+            NoSmtp => "no_smtp",
+            MailNotSent(_) => "mail_not_sent",
             Internal => "internal",
         }
     }
@@ -257,7 +291,15 @@ impl Refusal {
             | InvalidSessionKeys(_)
             | NotFound
             | NoPublicUrl
-            | RangeNotSatisfiable { .. } => return None,
+            | RangeNotSatisfiable { .. }
+            | InvalidCode(_)
+            | UnknownCode
+            | TooManyCodes { .. }
+            | EmptyMessage
+            | FollowUpOrder(_)
+            | InvalidRequest(_)
+            | NoSmtp
+            | MailNotSent(_) => return None,
         })
     }
 
@@ -340,6 +382,16 @@ impl Refusal {
             NotFound => "no such report or part".into(),
             NoPublicUrl => "this intake publishes no security.txt: its operator has not set public_url".into(),
             RangeNotSatisfiable { size } => format!("the part has {size} bytes"),
+            InvalidCode(why) => format!("{why}; nothing was looked up"),
+            UnknownCode => "no report answers to this reply code: check it character by character against the one you were given (letters and digits only; a report may also have been deleted after it was closed); nothing was stored".into(),
+            TooManyCodes { attempts, minutes } => format!(
+                "at most {attempts} reply codes may be tried from one address within {minutes} minutes; wait, then try again"
+            ),
+            EmptyMessage => "write a message to send with your follow-up; nothing was stored".into(),
+            FollowUpOrder(why) => format!("{why}; nothing was stored"),
+            InvalidRequest(why) => format!("{why}; nothing was stored"),
+            NoSmtp => "this intake sends no mail: its operator has not configured [smtp]".into(),
+            MailNotSent(why) => format!("the notice was not sent ({why}); try again later"),
             Internal => "the report could not be sealed because of a server fault; nothing was stored, please try again later".into(),
         }
     }
@@ -351,6 +403,7 @@ impl Refusal {
             Busy { .. } | NoUsableKey | StoreUnavailable | StateUnavailable | RateLimited(_) => {
                 Some(RETRY_AFTER_SECS)
             }
+            TooManyCodes { minutes, .. } => Some(minutes * 60),
             PeerBusy { .. } => Some(PEER_RETRY_AFTER_SECS),
             _ => None,
         }

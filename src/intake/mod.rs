@@ -15,6 +15,7 @@ pub mod conn;
 pub mod error;
 pub mod pages;
 pub mod peers;
+pub mod reporter;
 pub mod routes;
 pub mod sealed;
 pub mod state;
@@ -57,6 +58,13 @@ pub fn router(state: AppState) -> Router {
         .route("/keys.asc", get(routes::keys_asc))
         .route("/signing-key.asc", get(routes::signing_key_asc))
         .route("/api/v1/policy", get(routes::policy))
+        .route(
+            "/status",
+            get(reporter::status_form).post(reporter::status_page),
+        )
+        .route("/status/messages", post(reporter::page_message))
+        .route("/api/v1/status", post(reporter::api_status))
+        .route("/api/v1/status/messages", post(reporter::api_message))
         .route("/.well-known/security.txt", get(routes::security_txt))
         .route("/security.txt", get(routes::security_txt))
         .route("/healthz", get(routes::healthz))
@@ -77,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/sealed/{id}/session-keys",
             post(sealed::add_session_keys),
+        )
+        .route(
+            "/api/v1/sealed/{id}/reporter-mail",
+            post(reporter::reporter_mail),
         )
         .route("/metrics", get(routes::metrics_with_token))
         .fallback(routes::not_found)

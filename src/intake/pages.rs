@@ -131,8 +131,15 @@ const FORM: &[(&str, &str, &str, &str, bool)] = &[
     (
         "reporter_email",
         "Your e-mail address (optional)",
-        "So the maintainers can reply. Leave empty to stay anonymous: then keep your receipt to refer to this report.",
+        "Only for an acknowledgement and a notice when there is a new reply. Leave it empty to stay anonymous: your reply code works without it.",
         "email",
+        false,
+    ),
+    (
+        "reporter_openpgp_key",
+        "Your OpenPGP public key (optional)",
+        "Paste the output of gpg --armor --export YOU, so the maintainers can also answer you by encrypted mail.",
+        "textarea",
         false,
     ),
     (
@@ -209,6 +216,8 @@ pub struct ReceiptPage {
     pub acknowledge_by: String,
     pub fix_by: Option<String>,
     pub severity: String,
+    /// Shown once; the page is sent with `Cache-Control: no-store`.
+    pub reply_code: Option<String>,
 }
 
 #[derive(Template)]
@@ -218,6 +227,197 @@ pub struct ErrorPage {
     pub status: u16,
     pub title: String,
     pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "status.html")]
+pub struct StatusPage {
+    pub project_name: String,
+    pub error: Option<String>,
+}
+
+impl StatusPage {
+    pub fn new(state: &AppState, error: Option<String>) -> StatusPage {
+        StatusPage {
+            project_name: state.config().project_name.clone(),
+            error,
+        }
+    }
+}
+
+/// One event as the reporter sees it.
+pub struct EntryView {
+    pub title: String,
+    /// `from-you` for the reporter's own messages.
+    pub class: &'static str,
+    pub at: String,
+    pub details: Vec<String>,
+    pub message: Option<String>,
+    pub files: Vec<String>,
+}
+
+/// A promise still open.
+pub struct PromiseView {
+    pub what: &'static str,
+    pub due: String,
+    pub overdue: bool,
+}
+
+/// A published advisory; `url` only when it is an `https://` link.
+pub struct AdvisoryView {
+    pub label: String,
+    pub url: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "status_case.html")]
+pub struct StatusCasePage {
+    pub project_name: String,
+    pub id: String,
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub stage: &'static str,
+    pub resolution: Option<&'static str>,
+    pub open: Vec<PromiseView>,
+    pub advisories: Vec<AdvisoryView>,
+    pub entries: Vec<EntryView>,
+    pub receipt: Option<String>,
+    /// Carried in the answer form's hidden field (the page is `no-store`).
+    pub code: String,
+    pub max_files: usize,
+    pub max_file_size: String,
+}
+
+impl StatusCasePage {
+    pub fn new(
+        state: &AppState,
+        timeline: &crate::reply::timeline::Timeline,
+        code: &crate::reply::ReplyCode,
+        notice: Option<&str>,
+    ) -> StatusCasePage {
+        use crate::case::state::{Duty, Stage};
+        let limits = &state.config().limits;
+        let stage = match timeline.state.stage {
+            Stage::New => "Received, not yet acknowledged",
+            Stage::Acknowledged => "Acknowledged: the maintainers are looking into it",
+            Stage::Assessed => "Being assessed",
+            Stage::Fixing => "A fix is being prepared",
+            Stage::Fixed => "A fix was released",
+            Stage::Closed => "Closed",
+        };
+        let open = timeline
+            .open
+            .iter()
+            .map(|o| PromiseView {
+                what: match o.what {
+                    Duty::Acknowledge => "An acknowledgement",
+                    Duty::Assess => "An assessment",
+                    Duty::StatusUpdate => "The next status update",
+                    Duty::Fix => "A fix (for the severity you reported)",
+                },
+                due: rfc3339(o.due),
+                overdue: o.overdue,
+            })
+            .collect();
+        let advisories = timeline
+            .events
+            .iter()
+            .filter_map(|e| e.advisory.as_ref())
+            .map(|a| AdvisoryView {
+                label: advisory_label(a),
+                url: a.url.clone().filter(|u| u.starts_with("https://")),
+            })
+            .collect();
+        StatusCasePage {
+            project_name: state.config().project_name.clone(),
+            id: timeline.report.to_string(),
+            notice: notice.map(str::to_owned),
+            error: None,
+            stage,
+            resolution: timeline.state.resolution.map(|r| r.as_str()),
+            open,
+            advisories,
+            entries: timeline.events.iter().map(entry_view).collect(),
+            receipt: timeline.receipt.clone(),
+            code: code.display().to_string(),
+            max_files: limits.max_attachments,
+            max_file_size: human_size(limits.max_attachment_bytes),
+        }
+    }
+}
+
+/// An advisory's label: its IDs, else its URL.
+fn advisory_label(a: &crate::case::event::Advisory) -> String {
+    let ids: Vec<&str> = [a.ghsa.as_deref(), a.cve.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if ids.is_empty() {
+        a.url
+            .as_deref()
+            .unwrap_or("advisory")
+            .chars()
+            .take(200)
+            .collect()
+    } else {
+        ids.join(" / ")
+    }
+}
+
+fn entry_view(e: &crate::case::Event) -> EntryView {
+    use crate::case::Kind;
+    let mut details = Vec::new();
+    let title = match e.kind {
+        Kind::Received => "Your report was received and sealed".to_owned(),
+        Kind::Acknowledged => "The maintainers acknowledged your report".to_owned(),
+        Kind::Assessed => "Assessed".to_owned(),
+        Kind::Status => "Status update".to_owned(),
+        Kind::Reply => "Reply from the maintainers".to_owned(),
+        Kind::Note => "Note".to_owned(),
+        Kind::Fix => {
+            if let Some(f) = &e.fix {
+                details.push(format!("Version {}", f.version));
+                if let Some(c) = &f.commit {
+                    details.push(format!("Commit {c}"));
+                }
+            }
+            if e.fix.as_ref().is_some_and(|f| f.released) {
+                "A fix was released".to_owned()
+            } else {
+                "A fix is planned".to_owned()
+            }
+        }
+        Kind::Advisory => {
+            if let Some(a) = &e.advisory {
+                details.extend(a.ghsa.iter().map(|g| format!("GHSA: {g}")));
+                details.extend(a.cve.iter().map(|c| format!("CVE: {c}")));
+                details.extend(a.url.iter().map(|u| format!("URL: {u}")));
+            }
+            "An advisory was published".to_owned()
+        }
+        Kind::Closed => format!(
+            "Closed as {}",
+            e.resolution.map_or("resolved", |r| r.as_str())
+        ),
+        Kind::Reopened => "Reopened".to_owned(),
+        Kind::ReporterMessage => "Your message".to_owned(),
+    };
+    EntryView {
+        title,
+        class: if e.kind == Kind::ReporterMessage {
+            "from-you"
+        } else {
+            "from-them"
+        },
+        at: e.at.clone(),
+        details,
+        message: e.message.clone(),
+        files: e
+            .attachments
+            .iter()
+            .map(|a| format!("{} ({})", a.name, human_size(a.size)))
+            .collect(),
+    }
 }
 
 /// Writes a span the way people say it: `48 hours`, `7 days`.
@@ -383,6 +583,10 @@ pub fn receipt_page(state: &AppState, accepted: &Accepted) -> ReceiptPage {
         } else {
             accepted.severity.to_string()
         },
+        reply_code: accepted
+            .reply_code
+            .as_ref()
+            .map(|c| c.display().to_string()),
     }
 }
 

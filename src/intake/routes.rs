@@ -170,6 +170,7 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
             ticket.accepted();
             tracing::info!(channel = "web", "report sealed and stored");
             state.report_accepted(MetricsChannel::Web, &accepted.sealed);
+            acknowledge(&state, &accepted);
             html(StatusCode::CREATED, &receipt_page(&state, &accepted))
         }
         Err(Refused::Invalid {
@@ -196,6 +197,18 @@ pub async fn submit_form(State(state): State<AppState>, request: Request) -> Res
     }
 }
 
+/// With `[smtp]` and an address in the report: the acknowledgement, with
+/// the reply code, sent in the background (a failure is logged, and never
+/// changes the answer: the report is stored).
+fn acknowledge(state: &AppState, accepted: &upload::Accepted) {
+    if let (Some(acks), Some(addr)) = (state.acks(), &accepted.reporter_email) {
+        let (acks, addr) = (acks.clone(), addr.clone());
+        let id = accepted.sealed.id.clone();
+        let code = accepted.reply_code.clone();
+        tokio::spawn(async move { acks.acknowledge_submission(&id, &addr, code).await });
+    }
+}
+
 /// `POST /api/v1/reports`: 201 with the JSON receipt.
 pub async fn submit_api(State(state): State<AppState>, request: Request) -> Response {
     let ticket = match admit(&state, &request) {
@@ -213,6 +226,7 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
             ticket.accepted();
             tracing::info!(channel = "api", "report sealed and stored");
             state.report_accepted(MetricsChannel::Api, &accepted.sealed);
+            acknowledge(&state, &accepted);
             let sealed = &accepted.sealed;
             let body = json!({
                 "id": sealed.id.to_string(),
@@ -222,6 +236,7 @@ pub async fn submit_api(State(state): State<AppState>, request: Request) -> Resp
                 })).collect::<Vec<_>>(),
                 "recipients": sealed.recipients,
                 "receipt": accepted.receipt,
+                "reply_code": accepted.reply_code.as_ref().map(|c| c.display().to_string()),
             });
             (StatusCode::CREATED, Json(body)).into_response()
         }

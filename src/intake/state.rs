@@ -24,6 +24,11 @@ use crate::store::Store;
 
 /// Peers remembered by the rate limiter before old windows are swept.
 const RATE_TABLE_SWEEP_AT: usize = 4096;
+/// Reply codes one peer may try per [`CODE_WINDOW`] (each costs the
+/// intake an Argon2id derivation).
+pub const CODE_ATTEMPTS: u32 = 20;
+/// The window of [`CODE_ATTEMPTS`].
+pub const CODE_WINDOW: Duration = Duration::from_secs(600);
 /// The rate limiter's window.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -51,6 +56,9 @@ struct Inner {
     notifier: Option<NotifierHandle>,
     /// Wakes the key alerts check when the keys were reloaded.
     key_recheck: Arc<tokio::sync::Notify>,
+    acks: Option<Arc<crate::mailbox::ack::Acker>>,
+    /// Reply-code attempts per peer (status page and API), memory only.
+    code_attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 /// The maintainer certificates as last loaded, and the sealer built on them.
@@ -147,6 +155,8 @@ pub struct Services {
     pub notifier: Option<NotifierHandle>,
     /// The health of a service `/healthz` also reports (the poller).
     pub health: Option<Arc<dyn ServiceHealth>>,
+    /// Acknowledgements and new-reply notices to reporters, with `[smtp]`.
+    pub acks: Option<Arc<crate::mailbox::ack::Acker>>,
 }
 
 impl AppState {
@@ -160,6 +170,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new(clock)),
             notifier: None,
             health: None,
+            acks: None,
         };
         Ok(AppState::new(station, services))
     }
@@ -196,6 +207,8 @@ impl AppState {
                 metrics: services.metrics,
                 notifier: services.notifier,
                 key_recheck: Arc::new(tokio::sync::Notify::new()),
+                acks: services.acks,
+                code_attempts: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -223,6 +236,48 @@ impl AppState {
             .bytes_sealed(sealed.parts.iter().map(|p| p.size).sum());
         if let Some(n) = &self.inner.notifier {
             n.report_arrived();
+        }
+    }
+
+    /// Acknowledgements and new-reply notices, when `[smtp]` is set.
+    pub fn acks(&self) -> Option<&Arc<crate::mailbox::ack::Acker>> {
+        self.inner.acks.as_ref()
+    }
+
+    /// Counts one reply-code attempt by `peer`; `false` when it had
+    /// [`CODE_ATTEMPTS`] within [`CODE_WINDOW`] already. Proxies and
+    /// unknown peers are not counted (the proxy limits them).
+    pub(crate) fn code_attempt(&self, peer: Option<IpAddr>) -> bool {
+        let Some(peer) =
+            peer.filter(|p| !is_proxy(&self.inner.station.config.limits.proxy_peers, *p))
+        else {
+            return true;
+        };
+        let peer = peer_key(peer);
+        let now = Instant::now();
+        let mut table = self
+            .inner
+            .code_attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if table.len() >= RATE_TABLE_SWEEP_AT {
+            table.retain(|_, (start, _)| now.duration_since(*start) < CODE_WINDOW);
+        }
+        let entry = table.entry(peer).or_insert((now, 0));
+        if now.duration_since(entry.0) >= CODE_WINDOW {
+            *entry = (now, 0);
+        }
+        if entry.1 >= CODE_ATTEMPTS {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+
+    /// Announces a reporter's follow-up (always: someone is waiting).
+    pub fn reporter_message_stored(&self) {
+        if let Some(n) = &self.inner.notifier {
+            n.case_event();
         }
     }
 

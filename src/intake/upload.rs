@@ -43,7 +43,7 @@ pub const MAX_PART_HEADER_BYTES: u64 = 1024 * 1024;
 /// Longest attachment name kept, in characters; longer names are cut.
 pub const MAX_FILE_NAME_CHARS: usize = 255;
 /// Chunks in flight between the socket and the sealer, per upload.
-const CHANNEL_CHUNKS: usize = 2;
+pub(super) const CHANNEL_CHUNKS: usize = 2;
 /// Extra room for the `report` JSON part over the sum of its fields.
 const JSON_OVERHEAD_BYTES: usize = 16 * 1024;
 /// Parts a request may carry besides its fields and files: the empty part
@@ -264,7 +264,7 @@ async fn receive_parts(
 
 /// The multipart parser over the paced, header-capped body, with a cap on
 /// the whole stream: every attachment and text part at its limit.
-fn multipart_reader(
+pub(super) fn multipart_reader(
     body: Body,
     boundary: String,
     limits: &Limits,
@@ -561,7 +561,7 @@ fn text_too_large(limits: &Limits) -> Refusal {
 /// dropped). Every byte, kept or not, is taken from `text_left`: when that
 /// runs out the request is refused. Returns the bytes and whether there
 /// were more.
-async fn read_capped(
+pub(super) async fn read_capped(
     field: &mut multer::Field<'_>,
     cap: usize,
     text_left: &mut usize,
@@ -604,7 +604,7 @@ pub fn clean_file_name(raw: &str) -> String {
 }
 
 /// Maps multipart parse failures to client errors, without echoing input.
-fn multipart_error(e: multer::Error) -> Refusal {
+pub(super) fn multipart_error(e: multer::Error) -> Refusal {
     match e {
         multer::Error::StreamReadFailed(source) => match source.downcast_ref::<BodyError>() {
             Some(BodyError::TooSlow {
@@ -630,7 +630,7 @@ fn multipart_error(e: multer::Error) -> Refusal {
 }
 
 /// Maps sealing failures to answers; details go to the log only.
-fn seal_error(e: SealError) -> Refusal {
+pub(super) fn seal_error(e: SealError) -> Refusal {
     match e {
         SealError::TooLarge { limit } => Refusal::FileTooLarge { limit },
         SealError::TooManyAttachments { limit } => Refusal::TooManyFiles { limit },
@@ -707,11 +707,7 @@ impl Session {
         }
     }
 
-    async fn finish(
-        mut self,
-        body: ReportBody,
-        reporter: Reporter,
-    ) -> Result<Finished, Refusal> {
+    async fn finish(mut self, body: ReportBody, reporter: Reporter) -> Result<Finished, Refusal> {
         self.send(Msg::Finish(Box::new((body, reporter)))).await?;
         self.outcome().await
     }
@@ -799,18 +795,18 @@ impl Read for ChannelReader<'_> {
 
 /// Counts bytes read while multer looks for a part's headers.
 #[derive(Default)]
-struct HeaderBudget {
+pub(super) struct HeaderBudget {
     active: AtomicBool,
     used: AtomicU64,
 }
 
 impl HeaderBudget {
-    fn start(&self) {
+    pub(super) fn start(&self) {
         self.used.store(0, Ordering::Relaxed);
         self.active.store(true, Ordering::Relaxed);
     }
 
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.active.store(false, Ordering::Relaxed);
     }
 }

@@ -120,9 +120,9 @@ impl Acker {
             code,
             ..ReplyFacts::default()
         };
-        let message = self.allow(addr).and_then(|()| {
-            compose(&self.sender(), id, &reply)
-        });
+        let message = self
+            .allow(addr)
+            .and_then(|()| compose(&self.sender(), id, &reply));
         match message {
             Ok(message) => match self.transport.send(message).await {
                 Ok(_) => tracing::info!(id = %id, "acknowledgement sent"),

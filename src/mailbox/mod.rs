@@ -234,6 +234,9 @@ pub struct Links {
     /// Set (on SIGHUP) to reload the maintainer certificates before the
     /// next message even when `keys_dir` looks unchanged.
     pub reload_keys: Arc<AtomicBool>,
+    /// Sends acknowledgements; the server passes the one the web intake
+    /// uses too, so both count against one set of limits.
+    pub acks: Option<Arc<ack::Acker>>,
 }
 
 /// What one run of the poller did.
@@ -499,9 +502,10 @@ pub async fn run(
     let mailbox = config.mailbox.clone().ok_or(MailboxError::NotConfigured)?;
     check_config(&mailbox)?;
     let _lock = lock(&config.state_dir)?;
-    let acks = match &config.smtp {
-        Some(smtp) => Some(Arc::new(ack::Acker::new(smtp, &config)?)),
-        None => None,
+    let acks = match (&links.acks, &config.smtp) {
+        (Some(acks), _) => Some(acks.clone()),
+        (None, Some(smtp)) => Some(Arc::new(ack::Acker::new(smtp, &config)?)),
+        (None, None) => None,
     };
     let mut summary = Summary::default();
     let mut backoff = BACKOFF_START;

@@ -18,9 +18,9 @@ use openpgp::Cert;
 use openpgp::serialize::SerializeInto;
 use sequoia_openpgp as openpgp;
 
+use super::ReplyCode;
 use super::cert::reply_cert;
 use super::derive::{Derived, Salt, derive};
-use super::ReplyCode;
 use crate::id::ReportId;
 
 /// The directory of `state_dir` that maps lookup keys to report IDs.

@@ -34,6 +34,7 @@ pub fn finish(
     email: Option<EmailMeta>,
 ) -> Result<Finished, SealError> {
     let id = writer.id().clone();
+    let severity = report.severity;
     let issued = match desk {
         Some(desk) => {
             let issued = desk.issue().map_err(SealError::OpenPgp)?;
@@ -44,8 +45,7 @@ pub fn finish(
         None => None,
     };
     let mut pending = writer.seal_manifest(report, reporter, email)?;
-    let receipt = pending
-        .sealer_sign_cleartext(&pending.report().receipt_text(project))?;
+    let receipt = pending.sealer_sign_cleartext(&pending.report().receipt_text(project))?;
     let mut event = Event::new(
         id,
         Kind::Received,
@@ -53,6 +53,7 @@ pub fn finish(
         pending.report().received_at,
     );
     event.policy = pending.policy().cloned();
+    event.severity = Some(severity);
     event.receipt = Some(receipt.clone());
     let plaintext = event
         .to_padded_json()

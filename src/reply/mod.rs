@@ -17,6 +17,7 @@ pub mod derive;
 pub mod desk;
 pub mod followup;
 pub mod intake;
+pub mod timeline;
 
 pub use code::{CodeError, ReplyCode};
 pub use derive::{ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES, Derived, Salt};

@@ -815,9 +815,7 @@ impl SealedReport {
                 part.name, part.size, part.sha256
             ));
         }
-        text.push_str(
-            "\nWhat was delivered (size and SHA-256 of the plaintext as received):\n",
-        );
+        text.push_str("\nWhat was delivered (size and SHA-256 of the plaintext as received):\n");
         text.push_str(&format!(
             "  report text (description)  {:>12} bytes  {}\n",
             self.text.size, self.text.sha256
@@ -826,7 +824,11 @@ impl SealedReport {
             text.push_str(&format!(
                 "  attachment {}: {}  {:>12} bytes  {}\n",
                 n + 1,
-                a.name.chars().filter(|c| !c.is_control()).take(120).collect::<String>(),
+                a.name
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(120)
+                    .collect::<String>(),
                 a.size,
                 a.sha256
             ));

@@ -129,12 +129,20 @@ pub async fn serve_with(
     // fails here and "listening" is never logged for it.
     let (notifier, notify_task) = Notifier::spawn(&config, Some(metrics.clone()), shutdown.clone())
         .map_err(|e| ServerError::Notify(e.to_string()))?;
+    let acks = match &config.smtp {
+        Some(smtp) => Some(Arc::new(
+            mailbox::ack::Acker::new(smtp, &config)
+                .map_err(|e| ServerError::Notify(e.to_string()))?,
+        )),
+        None => None,
+    };
     let listeners = bind_all(&config).await?;
     tracing::info!(local = %listeners.bound.web, "web intake listening");
     // With [mailbox], the poller shares the notices and the counters.
     let links = mailbox::Links {
         notifier: Some(notifier.clone()),
         metrics: Some(metrics.clone()),
+        acks: acks.clone(),
         ..Default::default()
     };
     let reload_flag = links.reload_keys.clone();
@@ -148,6 +156,7 @@ pub async fn serve_with(
             metrics: metrics.clone(),
             notifier: Some(notifier.clone()),
             health,
+            acks,
         },
     );
     signals::reload_on_keys_change(state.clone());

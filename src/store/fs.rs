@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::{
-    EVENTS_DIR, FILES_DIR, MAX_STATUS_BYTES, PartInfo, PartReader, PartSink, STATUS_FILE, Staging, Store,
-    StoreError, is_event_name, is_part_name,
+    EVENTS_DIR, FILES_DIR, MAX_STATUS_BYTES, PartInfo, PartReader, PartSink, STATUS_FILE, Staging,
+    Store, StoreError, is_event_name, is_part_name,
 };
 use crate::id::ReportId;
 

@@ -242,6 +242,13 @@ pub struct CaseArgs {
     /// The event's text from this file (`-`: stdin).
     #[arg(long)]
     pub message: Option<PathBuf>,
+    /// Send the reporter no "there is a new reply" mail. Without it, an
+    /// event the reporter sees (ack, reply, status, fix, advisory, close,
+    /// reopen) asks the intake to mail the address in the report, if it
+    /// has one and the intake has [smtp]; the mail says only that there is
+    /// something new on the status page.
+    #[arg(long)]
+    pub no_mail: bool,
 }
 
 /// The intake a case command exchanges events with at once.

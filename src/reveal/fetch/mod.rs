@@ -32,10 +32,12 @@ use zeroize::Zeroizing;
 use super::{Error, Progress};
 
 mod cases;
+mod mail;
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
 use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
 pub use cases::{CaseSync, Intake, StatusSent, StatusTimes, status_times, sync_case};
+pub use mail::{MailOutcome, mail_reporter};
 
 /// Where partial downloads wait, inside the store root but outside `reports/`.
 pub const PARTIAL_DIR: &str = ".fetch-partial";

@@ -86,10 +86,41 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
         event.event
     ));
     match &intake {
-        Some(intake) => exchange(intake, &ctx, &id, out),
+        Some(intake) => {
+            exchange(intake, &ctx, &id, out);
+            if event.visible_to_reporter && !args.no_mail {
+                mail_reporter(intake, &case, out);
+            }
+        }
         None => out.note("no intake configured (--intake or intake_url): `embargo fetch` sends it"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the intake to tell the reporter (at the address in the report, if
+/// any) that there is something new; what happened is told, never fatal.
+fn mail_reporter(intake: &reveal::fetch::Intake, case: &Case, out: &Output) {
+    use reveal::fetch::MailOutcome;
+    let to = case.manifest.reporter.email.as_str();
+    if to.is_empty() {
+        return;
+    }
+    let id = &case.manifest.id;
+    match reveal::fetch::mail_reporter(intake, id, to) {
+        Ok(MailOutcome::Sent) => out.note(format_args!(
+            "the reporter of {id} was mailed that there is something new on the status page"
+        )),
+        Ok(MailOutcome::NoSmtp) => out.note(format_args!(
+            "the intake sends no mail ([smtp] is not set): the reporter of {id} sees it on the status page"
+        )),
+        Ok(MailOutcome::NotSent(why)) => out.note(format_args!(
+            "the intake did not mail the reporter of {id} ({why}); they see it on the status page"
+        )),
+        Err(e) => out.note(format_args!(
+            "could not ask the intake to mail the reporter of {id} ({})",
+            crate::error::describe(&anyhow::Error::from(e))
+        )),
+    }
 }
 
 /// `--intake` and `--token-file`, else the maintainer profile's; `None`
