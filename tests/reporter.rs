@@ -468,3 +468,132 @@ fn code_attempts_are_limited_per_peer() {
     }
     assert_eq!(last, 429);
 }
+
+/// The reply code from an acknowledgement mail's text.
+fn code_in(mail: &str) -> String {
+    // Mail bodies may be quoted-printable or wrapped: take the line after
+    // the announcement.
+    let mut lines = mail.lines().skip_while(|l| !l.contains("Your reply code"));
+    lines.next();
+    lines
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .expect("a code line")
+        .to_owned()
+}
+
+#[test]
+fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_replies() {
+    use common::dovecot::Dovecot;
+    use common::smtp::SmtpSink;
+    use std::time::Duration;
+    let site = Site::new();
+    let work = tempfile::tempdir().unwrap();
+    let a = sequoia_key("Maintainer A <a@example.org>");
+    site.add_key("a.asc", &armored_public(&a));
+    let key_file = work.path().join("a.asc");
+    std::fs::write(&key_file, armored_secret(&a)).unwrap();
+    let token_file = work.path().join("token");
+    let entry = site.maintainer_token(&token_file);
+    let dovecot = Dovecot::start();
+    let smtp = SmtpSink::start();
+    site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org\"\n[maintainers]\ntoken_sha256 = [{entry}]\n{}\n{}",
+        smtp.smtp_config(),
+        dovecot.mailbox_config(site.path(), "")
+    ));
+    let server = server::Server::start(&site);
+    let mut imap = dovecot.client();
+    imap.append(b"Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=rita@example.org; dmarc=pass header.from=example.org\r\nFrom: Rita Reporter <rita@example.org>\r\nTo: security@example.org\r\nSubject: remote crash\r\nMessage-ID: <mail1@example.org>\r\n\r\nCANARY-MAIL-REPORT send 4 KiB of A.\r\n");
+    let to = |addr: &str| -> Vec<String> {
+        smtp.received()
+            .into_iter()
+            .filter(|m| m.rcpt_to.contains(addr))
+            .map(|m| m.text)
+            .collect()
+    };
+    common::wait_until("the acknowledgement", Duration::from_secs(30), || {
+        !to("rita@example.org").is_empty()
+    });
+    let ack = to("rita@example.org").remove(0);
+    assert!(ack.contains("https://security.example.org/status"), "{ack}");
+    let code = code_in(&ack);
+    let status = |code: &str| -> serde_json::Value {
+        let answer = server::client()
+            .post(server.url("/api/v1/status"))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200, "the code from the mail works");
+        answer.json().unwrap()
+    };
+    let id = status(&code)["report"].as_str().unwrap().to_owned();
+
+    // A maintainer replies: the reporter is told, without the reply's text.
+    let store = work.path().join("a-store").display().to_string();
+    let token = token_file.display().to_string();
+    let run = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = site
+            .embargo()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run(&["fetch", "--from", &server.base, "--token-file", &token, "--store", &store], b"");
+    let key = key_file.display().to_string();
+    let said = run(
+        &[
+            "case", "reply", &id, "--store", &store, "--key", &key, "--intake", &server.base,
+            "--token-file", &token,
+        ],
+        b"CANARY-MAIL-REPLY please send the crash log",
+    );
+    assert!(said.contains("was mailed"), "{said}");
+    common::wait_until("the new-reply notice", Duration::from_secs(30), || {
+        to("rita@example.org").len() >= 2
+    });
+    let notice = to("rita@example.org")
+        .into_iter()
+        .find(|m| m.contains("There is a new reply"))
+        .expect("a new-reply notice");
+    assert!(!notice.contains("CANARY-MAIL-REPLY") && !notice.contains(&code), "{notice}");
+    assert!(status(&code).to_string().contains("CANARY-MAIL-REPLY"));
+    // A note is not a reason to mail the reporter.
+    let said = run(
+        &[
+            "case", "note", &id, "--store", &store, "--key", &key, "--intake", &server.base,
+            "--token-file", &token,
+        ],
+        b"internal",
+    );
+    assert!(!said.contains("mailed"), "{said}");
+
+    // A web reporter who left an address gets the acknowledgement with the
+    // code too.
+    let form = reqwest::blocking::multipart::Form::new().text(
+        "report",
+        r#"{"report":{"title":"XSS in search","description":"d"},"reporter":{"email":"wanda@example.org"}}"#,
+    );
+    let accepted: serde_json::Value = server::client()
+        .post(server.url("/api/v1/reports"))
+        .multipart(form)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    common::wait_until("the web acknowledgement", Duration::from_secs(30), || {
+        !to("wanda@example.org").is_empty()
+    });
+    let web_ack = to("wanda@example.org").remove(0);
+    assert_eq!(code_in(&web_ack), accepted["reply_code"].as_str().unwrap());
+    assert!(web_ack.contains(accepted["id"].as_str().unwrap()));
+    assert!(!web_ack.contains("XSS in search"), "the acknowledgement quotes the report");
+}
