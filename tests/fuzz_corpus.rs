@@ -486,3 +486,132 @@ fn all_escaped(shown: &str) -> bool {
     }
     true
 }
+
+/// fuzz_targets/reply_code.rs
+#[test]
+fn reply_code_seeds() {
+    use embargo::reply::ReplyCode;
+    let mut parsed = 0;
+    for (path, data) in seeds("reply_code") {
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
+        if let Ok(code) = ReplyCode::parse(text) {
+            let shown = code.display();
+            assert_eq!(shown.len(), 34, "{}", path.display());
+            assert!(ReplyCode::parse(&shown).ok() == Some(code));
+            parsed += 1;
+        }
+    }
+    assert_eq!(parsed, 2, "the valid seed, neat and sloppy, parses");
+}
+
+/// fuzz_targets/status_form.rs
+#[test]
+fn status_form_seeds() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    let (cert, _) = CertBuilder::new()
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .add_transport_encryption_subkey()
+        .generate()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("keys/maintainer.asc"),
+        cert.armored().to_vec().unwrap(),
+    )
+    .unwrap();
+    let config = embargo::config::Config::defaults_in(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = embargo::intake::AppState::open(config, embargo::clock::Clock::system()).unwrap();
+    let sealer = state.keys().sealer.clone().unwrap();
+    let writer = sealer
+        .begin(
+            state.store().as_ref(),
+            ReportId::random(),
+            embargo::seal::Channel::Api,
+        )
+        .unwrap();
+    let mut body = embargo::report::ReportBody::default();
+    body.title = "seeded".into();
+    body.description = "d".into();
+    let finished = embargo::reply::intake::finish(
+        writer,
+        Some(state.replies()),
+        "fuzz",
+        body,
+        embargo::report::Reporter::default(),
+        None,
+    )
+    .unwrap();
+    let code = finished.reply_code.unwrap().display().to_string();
+    let report = finished.sealed.id;
+    let router = runtime.block_on(async { embargo::intake::router(state.clone()) });
+    let mut statuses = std::collections::BTreeMap::new();
+    for (path, data) in seeds("status_form") {
+        let (route, body) = data.split_first().unwrap();
+        let (uri, content_type) = match route % 4 {
+            0 => ("/status", "application/x-www-form-urlencoded"),
+            1 => ("/api/v1/status", "application/json"),
+            2 => (
+                "/status/messages",
+                "multipart/form-data; boundary=fuzzboundary",
+            ),
+            _ => (
+                "/api/v1/status/messages",
+                "multipart/form-data; boundary=fuzzboundary",
+            ),
+        };
+        let body = String::from_utf8_lossy(body).replace("CODEHERE", &code);
+        let events_before = state.store().events(&report).unwrap().len();
+        let request = Request::post(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::HOST, "127.0.0.1")
+            .body(Body::from(body))
+            .unwrap();
+        let (status, html, answer) = runtime.block_on(async {
+            let response = router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let html = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, html, bytes)
+        });
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{}", path.display());
+        let text = String::from_utf8_lossy(&answer);
+        assert!(!text.to_ascii_lowercase().contains("<fz"), "{}", path.display());
+        if !(html && status.is_success()) {
+            assert!(!text.contains(&code), "{}", path.display());
+        }
+        if status != StatusCode::CREATED {
+            assert_eq!(state.store().events(&report).unwrap().len(), events_before);
+        }
+        statuses.insert(
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+            status.as_u16(),
+        );
+    }
+    let expected = [
+        ("api-followup", 201),
+        ("api-no-message", 400),
+        ("form-code", 200),
+        ("form-wrong", 404),
+        ("json-code", 200),
+        ("json-extra", 400),
+        ("page-file-first", 400),
+        ("page-followup", 201),
+    ];
+    for (seed, status) in expected {
+        assert_eq!(statuses[seed], status, "{seed}: {statuses:?}");
+    }
+}
