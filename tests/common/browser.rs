@@ -175,6 +175,75 @@ impl Browser {
             .to_string()
     }
 
+    /// Runs a Chrome DevTools Protocol command through chromedriver (it
+    /// does not need the page's JavaScript).
+    pub fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.call(
+            "POST",
+            &self.s("/goog/cdp/execute"),
+            Some(json!({ "cmd": cmd, "params": params })),
+        )
+    }
+
+    /// Lays pages out as on a device `width` by `height` CSS pixels wide;
+    /// `mobile` also honours `<meta name=viewport>` as a phone does.
+    pub fn emulate(&self, width: u32, height: u32, mobile: bool) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        );
+    }
+
+    /// The page's layout in CSS pixels: (content width, content height,
+    /// viewport width). Content wider than the viewport scrolls sideways.
+    pub fn layout(&self) -> (f64, f64, f64) {
+        let m = self.cdp("Page.getLayoutMetrics", json!({}));
+        let num = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("layout metrics: {m}"));
+        (
+            num(&m["cssContentSize"]["width"]),
+            num(&m["cssContentSize"]["height"]),
+            num(&m["cssLayoutViewport"]["clientWidth"]),
+        )
+    }
+
+    /// The rectangle (x, y, width, height) of the element matching `css`.
+    pub fn rect(&self, css: &str) -> (f64, f64, f64, f64) {
+        let el = self.find(css);
+        let r = self.call("GET", &self.s(&format!("/element/{el}/rect")), None);
+        let num = |k: &str| r[k].as_f64().unwrap();
+        (num("x"), num("y"), num("width"), num("height"))
+    }
+
+    /// A computed CSS property of the element matching `css`.
+    pub fn css_value(&self, css: &str, property: &str) -> String {
+        let el = self.find(css);
+        self.call(
+            "GET",
+            &self.s(&format!("/element/{el}/css/{property}")),
+            None,
+        )
+        .as_str()
+        .unwrap()
+        .to_string()
+    }
+
+    /// Saves a PNG screenshot of the whole page (not only the viewport).
+    pub fn full_screenshot(&self, path: &Path) {
+        let (width, height, _) = self.layout();
+        let v = self.cdp(
+            "Page.captureScreenshot",
+            json!({
+                "format": "png",
+                "captureBeyondViewport": true,
+                "clip": { "x": 0, "y": 0, "width": width, "height": height, "scale": 1 },
+            }),
+        );
+        let png = base64_decode(v["data"].as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+
     /// Saves a PNG screenshot of the viewport to `path`.
     pub fn screenshot(&self, path: &Path) {
         let v = self.call("GET", &self.s("/screenshot"), None);
@@ -193,9 +262,39 @@ impl Drop for Browser {
                 .delete(format!("{}/session/{}", self.base, self.session))
                 .send();
         }
+        // Chromium's processes too, should the session not have closed:
+        // each by PID, and only while it is still the process it was.
+        let mut started = Vec::new();
+        let mut todo = vec![self.driver.id()];
+        while let Some(pid) = todo.pop() {
+            for child in crate::common::child_pids(pid) {
+                started.extend(start_time(child).map(|t| (child, t)));
+                todo.push(child);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        for (pid, t) in started {
+            if start_time(pid) == Some(t) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
+}
+
+/// When process `pid` started (field 22 of /proc/PID/stat), to tell it
+/// from a later process given the same PID.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Standard base64 (WebDriver screenshots).
