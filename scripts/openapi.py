@@ -252,4 +252,63 @@ doc = {
        "id": {"type": "string"}, "parts": {"type": "array", "items": {"type": "object", "required": ["name", "size"], "properties": {"name": {"type": "string"}, "size": {"type": "integer", "minimum": 0}}}},
        "status_at": {"type": "string", "description": "When the case status the intake holds was computed (RFC 3339); absent when it holds none."}}}}}},
   }}}
+
+
+def reporter_channel(d):
+    """The reporter channel: the status page, its API, reply codes in the answer, new-reply notices."""
+    E={"application/json":{"schema":{"$ref":"#/components/schemas/Error"}}}
+    H={"text/html":{"schema":{"type":"string"}}}
+    def err(desc, html=False): return {"description":desc,"content":H if html else E}
+    retry={"Retry-After":{"description":"Seconds after which trying again makes sense.","schema":{"type":"integer","minimum":0}}}
+    def r429(html=False):
+        x=err("Over the reply-code attempts one address may make (`too_many_codes`: 20 in 10 minutes) or busy.",html); x["headers"]=retry; return x
+    codes=["invalid_code","unknown_code","too_many_codes","empty_message","follow_up_order","invalid_request","no_smtp","mail_not_sent"]
+    enum=d['components']['schemas']['Error']['properties']['error']['properties']['code']['enum']
+    for c in codes:
+        if c not in enum: enum.append(c)
+    acc=d['components']['schemas']['Accepted']['properties']
+    acc['reply_code']={"type":["string","null"],"description":"The reporter's reply code, shown only in this answer (never stored by the intake): 28 Crockford base32 characters in seven groups of four. With it `POST /api/v1/status` returns the case's timeline. `null` only from an intake without a reply desk."}
+    d['components']['schemas']['Accepted']['properties']['receipt']['description']="Cleartext-signed text by the intake signing key: ID, time received, SHA-256 of every sealed part, the size and SHA-256 of the report text (the description) and of every attachment's plaintext, recipient fingerprints. It never holds the reply code."
+    files={"type":"array","items":{"type":"object","required":["name","size","sha256"],"properties":{"name":{"type":"string"},"size":{"type":"integer","minimum":0},"sha256":{"type":"string"}}}}
+    d['components']['schemas']['Timeline']={"type":"object","required":["report","stage","open","events"],"properties":{
+     "report":{"type":"string"},
+     "stage":{"type":"string","enum":["new","acknowledged","assessed","fixing","fixed","closed"]},
+     "resolution":{"type":["string","null"]},
+     "open":{"type":"array","description":"Promises still open: acknowledge, status_update, fix.","items":{"type":"object","required":["what","due","overdue"],"properties":{"what":{"type":"string"},"due":{"type":"string","format":"date-time"},"overdue":{"type":"boolean"}}}},
+     "events":{"type":"array","items":{"type":"object","required":["event","at","kind","from_reporter"],"properties":{
+       "event":{"type":"string"},"at":{"type":"string"},"kind":{"type":"string"},"from_reporter":{"type":"boolean"},
+       "message":{"type":["string","null"]},"fix":{},"advisory":{},"resolution":{"type":["string","null"]},"files":files}}},
+     "receipt":{"type":["string","null"],"description":"The signed receipt given at intake."}}}
+    code_body={"type":"object","required":["code"],"additionalProperties":False,"properties":{"code":{"type":"string","maxLength":200,"description":"The reply code as given (case, spaces and dashes do not matter)."}}}
+    paths=d['paths']
+    paths['/status']={
+     "get":{"summary":"The status page: a form for the reply code (no JavaScript).","operationId":"statusForm","responses":{"200":{"description":"The form.","content":H}}},
+     "post":{"summary":"The reporter's case page for a reply code.","operationId":"statusPage",
+      "description":"Form field `code`. The intake derives the reply certificate from the code (Argon2id) for this request only, opens the events sealed to it and shows the timeline, the promises still open and a form to answer. A wrong code and an unknown one get the same answer.",
+      "requestBody":{"required":True,"content":{"application/x-www-form-urlencoded":{"schema":code_body}}},
+      "responses":{"200":{"description":"The case page.","content":H},"400":err("Not a reply code (`invalid_code`: length, characters, or a typo caught by the check character).",True),"403":err("A cross-site browser request.",True),"404":err("No report answers to this code (`unknown_code`).",True),"413":err("The body is over 4 KiB.",True),"429":r429(True)}}}
+    msg_parts={"type":"object","properties":{"attachment":{"description":"0..max_attachments files, after the code and the message."}}}
+    paths['/status/messages']={"post":{"summary":"The reporter answers from the case page.","operationId":"statusMessagePage",
+     "description":"Parts, in this order: `code`, `message`, then `attachment` files (same limits and streaming as a report). Sealed as a `reporter-message` event to the maintainers and the reply certificate, signed by the intake key.",
+     "requestBody":{"required":True,"content":{"multipart/form-data":{"schema":msg_parts}}},
+     "responses":{"201":{"description":"Stored: the case page again, with the answer.","content":H},"400":err("Not a reply code, parts out of order, or no message.",True),"403":err("A cross-site browser request.",True),"404":err("No report answers to this code.",True),"408":err("Too slow.",True),"413":err("A file or the whole body is too large.",True),"415":err("Not multipart/form-data.",True),"429":r429(True),"503":err("No usable maintainer key, or busy.",True)}}}
+    paths['/api/v1/status']={"post":{"summary":"The reporter's timeline as JSON, for a reply code.","operationId":"reporterStatus",
+     "description":"The code goes in the body, never in the URL. Wrong and unknown codes get the same status and the same body.",
+     "requestBody":{"required":True,"content":{"application/json":{"schema":code_body}}},
+     "responses":{"200":{"description":"The timeline.","content":{"application/json":{"schema":{"$ref":"#/components/schemas/Timeline"}}}},"400":err("Not a reply code, or not this JSON."),"403":err("A cross-site browser request."),"404":err("No report answers to this code (`unknown_code`)."),"413":err("The body is over 4 KiB."),"429":r429()}}}
+    paths['/api/v1/status/messages']={"post":{"summary":"A reporter's follow-up: a message and files.","operationId":"reporterMessage",
+     "description":"Part `followup` first (JSON `{\"code\", \"message\"}`), then `attachment` parts.",
+     "requestBody":{"required":True,"content":{"multipart/form-data":{"schema":{"type":"object","required":["followup"],"properties":{"followup":{"type":"object","required":["code","message"],"properties":{"code":{"type":"string"},"message":{"type":"string"}}},"attachment":{"description":"0..max_attachments files."}}},"encoding":{"followup":{"contentType":"application/json"}}}}},
+     "responses":{"201":{"description":"Sealed and stored.","content":{"application/json":{"schema":{"type":"object","required":["event","at","files"],"properties":{"event":{"type":"string"},"at":{"type":"string"},"files":files}}}}},
+      "400":err("Not a reply code, parts out of order, not the JSON, or no message."),"403":err("A cross-site browser request."),"404":err("No report answers to this code."),"408":err("Too slow."),"413":err("A file or the whole body is too large."),"415":err("Not multipart/form-data."),"429":r429(),"503":err("No usable maintainer key, or busy.")}}}
+    idp={"name":"id","in":"path","required":True,"description":"A report ID.","schema":{"type":"string"}}
+    paths['/api/v1/sealed/{id}/reporter-mail']={"post":{"summary":"Maintainers: tell the reporter there is something new.","operationId":"mailReporter","security":[{"maintainerToken":[]}],
+     "description":"Sends a content-free \"there is a new reply, see the status page\" mail through `[smtp]` to the address given here (a maintainer's command takes it from the decrypted report). The address is used for this one mail and never stored. The same per-address and hourly limits as acknowledgements apply.",
+     "parameters":[idp],
+     "requestBody":{"required":True,"content":{"application/json":{"schema":{"type":"object","required":["to"],"additionalProperties":False,"properties":{"to":{"type":"string"}}}}}},
+     "responses":{"202":{"description":"Sent.","content":{"application/json":{"schema":{"type":"object","properties":{"sent":{"type":"boolean"}}}}}},"400":err("Not this JSON, or not an address."),"401":err("No valid maintainer token."),"404":err("No such report."),"409":err("The intake has no `[smtp]` (`no_smtp`)."),"413":err("The body is over 1 KiB."),"503":err("Not sent now: a limit, or the SMTP server (`mail_not_sent`).")}}}
+    rep=d['components']['schemas']['InputJson']['properties']['reporter']['anyOf'][1]['properties']
+    rep['openpgp_key']={"type":["string","null"],"description":"The reporter's own OpenPGP public key, armored (optional): sealed into the report so maintainers can also answer by encrypted mail."}
+
+reporter_channel(doc)
 print(json.dumps(doc, indent=2))

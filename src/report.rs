@@ -662,7 +662,7 @@ pub struct Reporter {
     /// maintainers may also answer by encrypted mail.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub openpgp_key: String,
-    /// The public reply certificate (DESIGN §11), armored: reporter-visible
+    /// The public reply certificate, armored: reporter-visible
     /// events are encrypted to it as well. Empty in reports sealed before.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reply_cert: String,

@@ -77,7 +77,7 @@ pub struct Station {
     pub keyring: Keyring,
     pub secrets: Arc<IntakeSecrets>,
     pub store: Arc<dyn Store>,
-    /// Reply codes: the salt and the lookup keys (DESIGN §11).
+    /// Reply codes: the salt and the lookup keys.
     pub replies: Arc<Desk>,
     clock: Clock,
 }

@@ -587,9 +587,18 @@ fn status_form_seeds() {
             let bytes = response.into_body().collect().await.unwrap().to_bytes();
             (status, html, bytes)
         });
-        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{}", path.display());
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            path.display()
+        );
         let text = String::from_utf8_lossy(&answer);
-        assert!(!text.to_ascii_lowercase().contains("<fz"), "{}", path.display());
+        assert!(
+            !text.to_ascii_lowercase().contains("<fz"),
+            "{}",
+            path.display()
+        );
         if !(html && status.is_success()) {
             assert!(!text.contains(&code), "{}", path.display());
         }

@@ -524,7 +524,11 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
             .json(&serde_json::json!({ "code": code }))
             .send()
             .unwrap();
-        assert_eq!(answer.status().as_u16(), 200, "the code from the mail works");
+        assert_eq!(
+            answer.status().as_u16(),
+            200,
+            "the code from the mail works"
+        );
         answer.json().unwrap()
     };
     let id = status(&code)["report"].as_str().unwrap().to_owned();
@@ -544,15 +548,39 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    run(&["fetch", "--from", &server.base, "--token-file", &token, "--store", &store], b"");
+    run(
+        &[
+            "fetch",
+            "--from",
+            &server.base,
+            "--token-file",
+            &token,
+            "--store",
+            &store,
+        ],
+        b"",
+    );
     let key = key_file.display().to_string();
     let said = run(
         &[
-            "case", "reply", &id, "--store", &store, "--key", &key, "--intake", &server.base,
-            "--token-file", &token,
+            "case",
+            "reply",
+            &id,
+            "--store",
+            &store,
+            "--key",
+            &key,
+            "--intake",
+            &server.base,
+            "--token-file",
+            &token,
         ],
         b"CANARY-MAIL-REPLY please send the crash log",
     );
@@ -564,13 +592,25 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
         .into_iter()
         .find(|m| m.contains("There is a new reply"))
         .expect("a new-reply notice");
-    assert!(!notice.contains("CANARY-MAIL-REPLY") && !notice.contains(&code), "{notice}");
+    assert!(
+        !notice.contains("CANARY-MAIL-REPLY") && !notice.contains(&code),
+        "{notice}"
+    );
     assert!(status(&code).to_string().contains("CANARY-MAIL-REPLY"));
     // A note is not a reason to mail the reporter.
     let said = run(
         &[
-            "case", "note", &id, "--store", &store, "--key", &key, "--intake", &server.base,
-            "--token-file", &token,
+            "case",
+            "note",
+            &id,
+            "--store",
+            &store,
+            "--key",
+            &key,
+            "--intake",
+            &server.base,
+            "--token-file",
+            &token,
         ],
         b"internal",
     );
@@ -595,5 +635,8 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
     let web_ack = to("wanda@example.org").remove(0);
     assert_eq!(code_in(&web_ack), accepted["reply_code"].as_str().unwrap());
     assert!(web_ack.contains(accepted["id"].as_str().unwrap()));
-    assert!(!web_ack.contains("XSS in search"), "the acknowledgement quotes the report");
+    assert!(
+        !web_ack.contains("XSS in search"),
+        "the acknowledgement quotes the report"
+    );
 }

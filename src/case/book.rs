@@ -120,7 +120,7 @@ impl Case {
     }
 
     /// The reporter's public reply certificate sealed into the manifest
-    /// (DESIGN §11), if the report has one.
+    ///, if the report has one.
     pub fn reply_cert(&self) -> Option<Cert> {
         use openpgp::parse::Parse;
         let armored = &self.manifest.reporter.reply_cert;

@@ -1,4 +1,4 @@
-//! The reporter's channel (DESIGN §11): the status page and its API.
+//! The reporter's channel: the status page and its API.
 //!
 //! A reporter proves nothing but the reply code. Each request that carries
 //! one is counted against the peer's code attempts, then the code is
