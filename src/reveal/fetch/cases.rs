@@ -46,8 +46,16 @@ pub struct CaseSync {
     pub events_fetched: usize,
     pub events_sent: usize,
     pub shared: usize,
+    /// Follow-up files (from the reporter, through the intake) downloaded.
+    pub files_fetched: usize,
+    /// Their ciphertext bytes.
+    pub files_bytes: u64,
     pub status: StatusSent,
 }
+
+/// Most follow-up files one report's listing may name (each
+/// `reporter-message` event lists at most 100).
+const MAX_LISTED_FILES: usize = 100_000;
 
 /// When each report's case status on the intake was computed, from its
 /// listing (`status_at`); reports without one are absent.
@@ -80,14 +88,9 @@ pub fn status_times(listing: &[u8]) -> StatusTimes {
 /// case status: what a case command does before and after it writes.
 pub fn sync_case(intake: &Intake, store: &dyn Store, id: &ReportId) -> Result<CaseSync, Error> {
     let http = Http::connect(&intake.from, &intake.token_file, intake.timeout)?;
-    let (events_fetched, events_sent, shared) = http.sync_events(store, id)?;
-    let status = http.put_status(store, id)?;
-    Ok(CaseSync {
-        events_fetched,
-        events_sent,
-        shared,
-        status,
-    })
+    let mut done = http.sync_events(store, id)?;
+    done.status = http.put_status(store, id)?;
+    Ok(done)
 }
 
 impl Http {
@@ -102,10 +105,12 @@ impl Http {
         summary: &mut FetchSummary,
     ) -> Result<(), Error> {
         for id in store.list()? {
-            let (got, sent, shared) = self.sync_events(store, &id)?;
-            summary.events_fetched += got;
-            summary.events_sent += sent;
-            summary.shared += shared;
+            let done = self.sync_events(store, &id)?;
+            summary.events_fetched += done.events_fetched;
+            summary.events_sent += done.events_sent;
+            summary.shared += done.shared;
+            summary.files_fetched += done.files_fetched;
+            summary.files_bytes += done.files_bytes;
         }
         for (id, parts) in listed {
             if !store.contains(id)? {
@@ -161,21 +166,21 @@ impl Http {
         }
     }
 
-    /// Downloads the events of report `id` the local store lacks and posts
-    /// the ones the intake lacks. An event's name is its identity, storing
-    /// is idempotent on both sides, and nothing is deleted, so a run cut
-    /// off anywhere loses and duplicates nothing: the next run finishes.
-    pub(super) fn sync_events(
-        &self,
-        store: &dyn Store,
-        id: &ReportId,
-    ) -> Result<(usize, usize, usize), Error> {
+    /// Downloads the follow-up files and then the events of report `id`
+    /// the local store lacks, and posts the events the intake lacks. An
+    /// event's name is its identity, storing is idempotent on both sides,
+    /// and nothing is deleted, so a run cut off anywhere loses and
+    /// duplicates nothing: the next run finishes. Files come first: the
+    /// intake stores a follow-up's files before the event naming them.
+    pub(super) fn sync_events(&self, store: &dyn Store, id: &ReportId) -> Result<CaseSync, Error> {
+        let mut done = CaseSync::default();
         let listed = self.get_small(&format!("/api/v1/sealed/{id}/events"), MAX_LISTING_BYTES)?;
         // Not on the intake (any more): nothing to exchange.
         let Some(body) = listed else {
-            return Ok((0, 0, 0));
+            return Ok(done);
         };
         let remote = parse_event_listing(&body)?;
+        self.sync_files(store, id, &mut done)?;
         let local_events = store.events(id)?;
         let mut shared = 0;
         for event in &remote {
@@ -208,7 +213,109 @@ impl Http {
             self.post_event(id, name, bytes)?;
             sent += 1;
         }
-        Ok((got, sent, shared))
+        done.events_fetched = got;
+        done.events_sent = sent;
+        done.shared += shared;
+        Ok(done)
+    }
+
+    /// Downloads the follow-up files of report `id` that the local store
+    /// lacks, each streamed into the store (never held whole) and exactly
+    /// as large as listed. Files only come from the intake: maintainers
+    /// never make them.
+    fn sync_files(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+        done: &mut CaseSync,
+    ) -> Result<(), Error> {
+        let Some(body) =
+            self.get_small(&format!("/api/v1/sealed/{id}/files"), MAX_LISTING_BYTES)?
+        else {
+            // An intake from before follow-ups: it has none.
+            return Ok(());
+        };
+        let remote = parse_file_listing(&body)?;
+        let local = store.files(id)?;
+        for file in &remote {
+            match local.iter().find(|l| l.name == file.name) {
+                Some(mine) => {
+                    done.shared += self.sync_share(store, id, &file_part(file), mine.size)?
+                }
+                None => {
+                    if self.download_file(store, id, file)? {
+                        done.files_fetched += 1;
+                        done.files_bytes += file.size;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams follow-up file `file` of `id` into the store; `false` when
+    /// another run stored it meanwhile.
+    fn download_file(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+        file: &PartInfo,
+    ) -> Result<bool, Error> {
+        use std::io::Write;
+        let url = format!("{}/api/v1/sealed/{id}/files/{}", self.base, file.name);
+        let mut response = self.get(&url, 0)?;
+        if response.status() != StatusCode::OK {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        if let Some(length) = response.content_length()
+            && length != file.size
+        {
+            return Err(Error::BadListing(format!(
+                "follow-up file {id}/files/{} is sent as {length} bytes, {} listed",
+                file.name, file.size
+            )));
+        }
+        // Dropped unfinished (on any error below), the store removes it.
+        let mut sink = store.create_file(id, &file.name)?;
+        let mut buf = vec![0u8; super::COPY_BUFFER];
+        let mut got = 0u64;
+        loop {
+            let n = match response.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.read_err(&url, e, got)),
+            };
+            got += n as u64;
+            if got > file.size {
+                return Err(Error::BadListing(format!(
+                    "follow-up file {id}/files/{} is longer than the {} bytes listed",
+                    file.name, file.size
+                )));
+            }
+            sink.write_all(&buf[..n]).map_err(|source| Error::Write {
+                path: PathBuf::from(id.as_str()).join("files").join(&file.name),
+                source,
+            })?;
+        }
+        if got != file.size {
+            return Err(Error::Fetch {
+                url,
+                detail: format!(
+                    "the connection ended after {got} of {} bytes; run again to fetch it",
+                    file.size
+                ),
+            });
+        }
+        match sink.finish() {
+            Ok(_) => Ok(true),
+            // Another fetch or case command of this store was quicker.
+            Err(_) if store.files(id)?.iter().any(|l| l.name == file.name) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Brings part `remote` (as the intake lists it) and the local copy
@@ -230,6 +337,8 @@ impl Http {
         let read_local = || -> Result<Vec<u8>, Error> {
             let mut reader = if crate::store::is_event_name(name) {
                 store.open_event(id, name)?
+            } else if let Some(file) = crate::store::file_of_part(name) {
+                store.open_file(id, file)?
             } else {
                 store.open_part(id, name)?
             };
@@ -371,6 +480,50 @@ fn newer_here(store: &dyn Store, id: &ReportId, theirs: Option<&String>) -> bool
         .is_none_or(|t| mine > t)
 }
 
+/// A listed file as `sync_share` names it among parts and events.
+fn file_part(file: &PartInfo) -> PartInfo {
+    PartInfo {
+        name: crate::store::file_part(&file.name),
+        size: file.size,
+    }
+}
+
+/// Parses `{"files": [{"name", "size"}]}`, refusing names that are not
+/// follow-up file names, names listed twice, sizes over the part limit
+/// and more than [`MAX_LISTED_FILES`] files.
+fn parse_file_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
+    #[derive(Deserialize)]
+    struct Listing {
+        files: Vec<PartInfo>,
+    }
+    let listing: Listing = serde_json::from_slice(body)
+        .map_err(|e| Error::BadListing(format!("file listing is not the expected JSON: {e}")))?;
+    if listing.files.len() > MAX_LISTED_FILES {
+        return Err(Error::BadListing(format!(
+            "a file listing of {} files (at most {MAX_LISTED_FILES})",
+            listing.files.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &listing.files {
+        if !crate::store::is_file_name(&f.name)
+            || f.size > super::MAX_PART_BYTES
+            || !seen.insert(f.name.as_str())
+        {
+            return Err(Error::BadListing(format!(
+                "a follow-up file listed as {:?} of {} bytes (or listed twice)",
+                f.name
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(40)
+                    .collect::<String>(),
+                f.size
+            )));
+        }
+    }
+    Ok(listing.files)
+}
+
 fn parse_event_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
     #[derive(Deserialize)]
     struct Listing {
@@ -390,4 +543,52 @@ fn parse_event_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
         }
     }
     Ok(listing.events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(files: &[(&str, u64)]) -> Vec<u8> {
+        let files: Vec<serde_json::Value> = files
+            .iter()
+            .map(|(name, size)| serde_json::json!({ "name": name, "size": size }))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "files": files })).unwrap()
+    }
+
+    #[test]
+    fn hostile_file_listings_are_refused() {
+        let good = format!("{}.pgp", "a1".repeat(16));
+        assert_eq!(
+            parse_file_listing(&listing(&[(&good, 10)])).unwrap(),
+            vec![PartInfo {
+                name: good.clone(),
+                size: 10
+            }]
+        );
+        assert!(parse_file_listing(&listing(&[])).unwrap().is_empty());
+        let upper = format!("{}.pgp", "A1".repeat(16));
+        for bad in [
+            listing(&[("../../etc/passwd", 1)]),
+            listing(&[(&upper, 1)]),
+            listing(&[("001.pgp", 1)]),
+            listing(&[(&format!("files/{good}"), 1)]),
+            listing(&[(&good, super::super::MAX_PART_BYTES + 1)]),
+            listing(&[(&good, 1), (&good, 1)]),
+            b"{\"files\": 3}".to_vec(),
+            b"not json".to_vec(),
+        ] {
+            assert!(
+                matches!(parse_file_listing(&bad), Err(Error::BadListing(_))),
+                "{}",
+                String::from_utf8_lossy(&bad)
+            );
+        }
+        let many: Vec<(String, u64)> = (0..=MAX_LISTED_FILES)
+            .map(|n| (format!("{n:032x}.pgp"), 1))
+            .collect();
+        let many: Vec<(&str, u64)> = many.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        assert!(parse_file_listing(&listing(&many)).is_err());
+    }
 }

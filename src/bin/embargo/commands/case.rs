@@ -127,6 +127,13 @@ fn exchange(intake: &reveal::fetch::Intake, ctx: &Context, id: &ReportId, out: &
                     done.events_fetched
                 ));
             }
+            if done.files_fetched > 0 {
+                out.note(format_args!(
+                    "{} follow-up file(s) of report {id} from the reporter fetched from the intake ({})",
+                    done.files_fetched,
+                    crate::output::human_size(done.files_bytes)
+                ));
+            }
             if done.events_sent > 0 {
                 out.note(format_args!(
                     "{} event(s) of report {id} sent to the intake",
@@ -168,20 +175,22 @@ fn sync(
         ids.iter().map(|s| report_id(s)).collect::<Result<_>>()?
     };
     let author = ctx.author()?;
-    let (mut events, mut statuses) = (0usize, 0usize);
+    let (mut events, mut files, mut statuses) = (0usize, 0usize, 0usize);
     for id in &ids {
         let before = reveal::fetch::sync_case(&intake, ctx.store.as_ref(), id)?;
         events += before.events_fetched + before.events_sent;
+        files += before.files_fetched;
         if ctx.status_is_current(id)? && before.status != reveal::fetch::StatusSent::Stale {
             continue;
         }
         ctx.record_status(id, &author, clock)?;
         let after = reveal::fetch::sync_case(&intake, ctx.store.as_ref(), id)?;
         events += after.events_fetched + after.events_sent;
+        files += after.files_fetched;
         statuses += usize::from(after.status == reveal::fetch::StatusSent::Sent);
     }
     out.note(format_args!(
-        "synced {} case(s) with the intake: {events} event(s) moved, {statuses} case status(es) computed again and sent",
+        "synced {} case(s) with the intake: {events} event(s) moved, {files} follow-up file(s) fetched, {statuses} case status(es) computed again and sent",
         ids.len()
     ));
     Ok(ExitCode::SUCCESS)
