@@ -16,7 +16,7 @@ use embargo::config::MessageFormat;
 use embargo::id::ReportId;
 use embargo::keys::Keyring;
 use embargo::reveal;
-use embargo::reveal::names::one_line;
+use embargo::reveal::names::{one_line, sanitize};
 use embargo::seal::{Opener, SecretSource};
 use embargo::store;
 
@@ -499,6 +499,14 @@ fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitC
         one_line(&m.report.title, 200),
         case.state.stage.as_str()
     );
+    if let Some(since) = case.state.reply_waiting {
+        text.push_str(&format!(
+            "{}: the reporter wrote on {} and no maintainer has answered yet (`embargo case reply {}`)\n",
+            super::list::REPLY_WAITING,
+            rfc3339(since),
+            m.id
+        ));
+    }
     if obligations.is_empty() {
         text.push_str("Due: nothing\n");
     }
@@ -511,8 +519,9 @@ fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitC
         ));
     }
     text.push_str("Timeline:\n");
+    let fetched: Vec<String> = ctx.store.files(&id)?.into_iter().map(|f| f.name).collect();
     for e in &case.events {
-        text.push_str(&timeline_line(e, &ctx.maintainers));
+        text.push_str(&timeline_line(e, &ctx.maintainers, &fetched));
     }
     out.data_raw(&text);
     Ok(ExitCode::SUCCESS)
@@ -527,7 +536,9 @@ fn author_name(fpr: &str, maintainers: &[openpgp::Cert]) -> String {
         .unwrap_or_else(|| fpr.to_owned())
 }
 
-fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert]) -> String {
+/// One event of the timeline; `fetched` names the follow-up files the
+/// local store holds.
+fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert], fetched: &[String]) -> String {
     match e {
         Opened::Unverifiable { name, why } => {
             format!(
@@ -550,6 +561,21 @@ fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert]) -> String {
             if let Some(msg) = &e.message {
                 for l in msg.lines() {
                     line.push_str(&format!("      {}\n", one_line(l, MESSAGE_LINE_CHARS)));
+                }
+            }
+            if e.kind == Kind::ReporterMessage {
+                for (n, a) in e.attachments.iter().enumerate() {
+                    let fallback = format!("file-{:03}", n + 1);
+                    line.push_str(&format!(
+                        "      file: {} ({}){}\n",
+                        sanitize(&a.name, &fallback),
+                        crate::output::human_size(a.size),
+                        if fetched.contains(&a.file) {
+                            ""
+                        } else {
+                            "  not fetched yet"
+                        }
+                    ));
                 }
             }
             line
@@ -579,6 +605,7 @@ fn show_json(case: &Case, obligations: &[embargo::case::Obligation]) -> String {
         "received_at": m.received_at,
         "severity": case.state.severity(m.report.severity),
         "state": case.state.stage,
+        "reply_waiting": case.state.reply_waiting.map(rfc3339),
         "due": due,
         "events": events,
     }))
