@@ -35,6 +35,12 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
             reveal,
             intake,
         } => return sync(ids, reveal, intake, clock, out),
+        CaseCommand::Files {
+            id,
+            reveal,
+            intake,
+            out: dir,
+        } => return files(id, reveal, intake, dir.clone(), clock, out),
         CaseCommand::Share {
             ids,
             all,
@@ -524,6 +530,55 @@ fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitC
         text.push_str(&timeline_line(e, &ctx.maintainers, &fetched));
     }
     out.data_raw(&text);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `case files`: every follow-up file of the case's verified reporter
+/// messages, decrypted and checked, into `dir`.
+fn files(
+    id: &str,
+    opts: &RevealOpts,
+    intake: &IntakeOpts,
+    dir: Option<std::path::PathBuf>,
+    clock: Clock,
+    out: &Output,
+) -> Result<ExitCode> {
+    let id = report_id(id)?;
+    let dir = super::out_dir(dir)?;
+    let ctx = Context::open(opts, out, clock)?;
+    ctx.refuse_unknown(&id)?;
+    // The intake may hold files (and messages) not fetched yet.
+    if let Some(intake) = intake_of(intake)? {
+        exchange(&intake, &ctx, &id, out);
+    }
+    let case = ctx.read(&id)?;
+    let saved = reveal::files::save_files(
+        ctx.store.as_ref(),
+        &ctx.opener,
+        &case,
+        &dir,
+        crate::output::interrupted,
+        &out.progress(),
+    )?;
+    if saved.is_empty() {
+        let why = if ctx.intake.is_none() {
+            " (reporter messages are signed by the intake: give its certificate with --signer, or fetch once so that the store holds it)"
+        } else {
+            ""
+        };
+        out.note(format_args!(
+            "report {id} has no follow-up files in verified reporter messages{why}"
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for file in &saved {
+        out.data(file.path.display());
+    }
+    out.note(format_args!(
+        "{} follow-up file(s) of report {id} written to {}: each matched the size and SHA-256 in its intake-signed reporter message; open them with care",
+        saved.len(),
+        dir.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
