@@ -142,13 +142,19 @@ fn refused(
     out: &Path,
     e: RevealError,
 ) -> Error {
+    let refused = |why: String| Error::FollowUpFile {
+        report: case.manifest.id.clone(),
+        event: event.event.clone(),
+        file: entry.file.chars().take(40).collect(),
+        why,
+    };
     match e {
-        RevealError::Tampered { .. } | RevealError::Mismatch { .. } => Error::FollowUpFile {
-            report: case.manifest.id.clone(),
-            event: event.event.clone(),
-            file: entry.file.chars().take(40).collect(),
-            source: e,
-        },
+        RevealError::Tampered { detail, .. } => {
+            refused(format!("is damaged or was tampered with ({detail})"))
+        }
+        RevealError::Mismatch { detail, .. } => {
+            refused(format!("does not match its reporter message ({detail})"))
+        }
         RevealError::Output(source) => Error::Write {
             path: out.to_path_buf(),
             source,

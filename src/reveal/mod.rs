@@ -85,14 +85,14 @@ pub enum Error {
     #[error("the server sent something embargo does not accept ({0}); nothing from it was stored")]
     BadListing(String),
     #[error(
-        "follow-up file files/{file} of report {report} (reporter message {event}) was refused, and nothing was written: {source}; if the intake's copy is intact, remove reports/{report}/files/{file} from the store and run `embargo fetch` to download it again"
+        "follow-up file files/{file} of report {report} (reporter message {event}) {why}, so nothing was written: remove reports/{report}/files/{file} from the store and run `embargo fetch` to download it again; if it stays so, the intake's copy was modified"
     )]
     FollowUpFile {
         report: crate::id::ReportId,
         event: crate::case::EventId,
         file: String,
-        #[source]
-        source: RevealError,
+        /// What is wrong with it, e.g. "is damaged or was tampered with (…)".
+        why: String,
     },
 }
 

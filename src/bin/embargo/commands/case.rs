@@ -602,11 +602,17 @@ fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert], fetched: &[String]) 
             )
         }
         Opened::Verified(e) => {
+            // Verified: the intake key signed it, for the reporter.
+            let author = if e.kind == Kind::ReporterMessage {
+                "the reporter, through the intake".to_owned()
+            } else {
+                author_name(&e.author, maintainers)
+            };
             let mut line = format!(
                 "  {}  {}  by {}{}\n",
                 e.at,
                 e.kind.as_str(),
-                author_name(&e.author, maintainers),
+                author,
                 if e.visible_to_reporter {
                     "  (reporter sees it)"
                 } else {
