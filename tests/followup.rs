@@ -25,10 +25,10 @@ use sequoia_openpgp as openpgp;
 /// decryptor before the integrity check at its end can fail.
 const LARGE: usize = 3 * 1024 * 1024 + 17;
 
-/// An intake with one maintainer, one report and a follow-up on it.
+/// An intake with maintainers, one report and a follow-up on it.
 struct Intake {
     site: Site,
-    maintainer: openpgp::Cert,
+    maintainers: Vec<openpgp::Cert>,
     report: ReportId,
     /// What the reporter sent: (name as given, bytes).
     files: Vec<(String, Vec<u8>)>,
@@ -36,10 +36,17 @@ struct Intake {
     event: String,
 }
 
-fn intake_with_follow_up() -> Intake {
+/// The intake, with maintainers named `names` (`a` is `Maintainer A <a@example.org>`).
+fn intake_with_follow_up(names: &[&str]) -> Intake {
     let site = Site::new();
-    let maintainer = sequoia_key("Maintainer A <a@example.org>");
-    site.add_key("a.asc", &armored_public(&maintainer));
+    let maintainers: Vec<openpgp::Cert> = names
+        .iter()
+        .map(|n| {
+            let cert = sequoia_key(&format!("Maintainer {n} <{n}@example.org>"));
+            site.add_key(&format!("{n}.asc"), &armored_public(&cert));
+            cert
+        })
+        .collect();
     let report = seal_report(&site, &[("poc.txt", b"CANARY-REPORT")]);
     let files = vec![
         (
@@ -70,7 +77,7 @@ fn intake_with_follow_up() -> Intake {
     assert_eq!(store.files(&report).unwrap().len(), 2);
     Intake {
         site,
-        maintainer,
+        maintainers,
         report,
         files,
         event: event.event.to_string(),
@@ -150,8 +157,8 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn follow_up_files_reach_the_maintainer_whole_checked_and_never_over_a_file() {
-    let t = intake_with_follow_up();
-    let laptop = Laptop::new(&t.maintainer);
+    let t = intake_with_follow_up(&["a"]);
+    let laptop = Laptop::new(&t.maintainers[0]);
     let entry = t.site.maintainer_token(&laptop.token());
     t.site.write_config(&format!(
         "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
@@ -335,7 +342,7 @@ fn shown_time(shown: &str) -> String {
 
 #[test]
 fn the_files_routes_need_the_token_stream_ciphertext_and_know_only_file_names() {
-    let t = intake_with_follow_up();
+    let t = intake_with_follow_up(&["a"]);
     let work = tempfile::tempdir().unwrap();
     let token_file = work.path().join("token");
     let entry = t.site.maintainer_token(&token_file);
@@ -425,4 +432,89 @@ fn the_files_routes_need_the_token_stream_ciphertext_and_know_only_file_names() 
         let answer = client.get(server.url(&path)).send().unwrap();
         assert_eq!(answer.status(), 401, "{path}");
     }
+}
+
+#[test]
+fn case_share_gives_a_new_maintainer_the_follow_up_files_through_the_intake() {
+    let t = intake_with_follow_up(&["a", "b"]);
+    let (a, b) = (
+        Laptop::new(&t.maintainers[0]),
+        Laptop::new(&t.maintainers[1]),
+    );
+    let newcomer = sequoia_key("Maintainer C <c@example.org>");
+    let c = Laptop::new(&newcomer);
+    let entry = t.site.maintainer_token(&a.token());
+    for other in [&b, &c] {
+        std::fs::copy(a.token(), other.token()).unwrap();
+    }
+    t.site.write_config(&format!(
+        "listen = \"127.0.0.1:0\"\n[maintainers]\ntoken_sha256 = [{entry}]\n"
+    ));
+    let server = server::Server::start(&t.site);
+    let fetch = |laptop: &Laptop| {
+        let token = laptop.token().display().to_string();
+        laptop
+            .ok(
+                &t.site,
+                &["fetch", "--from", &server.base, "--token-file", &token],
+            )
+            .1
+    };
+    fetch(&a);
+    fetch(&b);
+    let on_intake = t.site.reports_dir().join(t.report.as_str()).join("files");
+    let sizes = |dir: &Path| -> Vec<u64> {
+        entries(dir)
+            .iter()
+            .map(|n| std::fs::metadata(dir.join(n)).unwrap().len())
+            .collect()
+    };
+    let before = sizes(&on_intake);
+
+    let cert = c.dir.path().join("c.asc");
+    std::fs::write(&cert, armored_public(&newcomer)).unwrap();
+    let cert = cert.display().to_string();
+    let (_, said) = a.ok(
+        &t.site,
+        &["case", "share", t.report.as_str(), "--cert", &cert],
+    );
+    // The manifest, the attachment, the reporter's event and its two files.
+    assert!(said.contains("shared 5 part(s) of 1 report(s)"), "{said}");
+    let grown = sizes(&a.report_files(&t.report));
+    assert!(grown.iter().zip(&before).all(|(g, b)| g > b), "{grown:?}");
+
+    // Up to the intake, and from there down to B's copy: only heads move.
+    let said = fetch(&a);
+    assert!(said.contains("shared session keys: 5 part(s)"), "{said}");
+    assert_eq!(sizes(&on_intake), grown);
+    let said = fetch(&b);
+    assert!(said.contains("shared session keys: 5 part(s)"), "{said}");
+    for name in entries(&on_intake) {
+        let theirs = std::fs::read(on_intake.join(&name)).unwrap();
+        assert_eq!(
+            std::fs::read(b.report_files(&t.report).join(&name)).unwrap(),
+            theirs
+        );
+        assert_eq!(
+            std::fs::read(a.report_files(&t.report).join(&name)).unwrap(),
+            theirs
+        );
+    }
+    let said = fetch(&b);
+    assert!(!said.contains("shared session keys"), "{said}");
+
+    // The newcomer fetches and opens the reporter's files with their own key.
+    fetch(&c);
+    let out = c.dir.path().join("out");
+    let out_arg = out.display().to_string();
+    let (written, _) = c.ok(
+        &t.site,
+        &["case", "files", t.report.as_str(), "--out", &out_arg],
+    );
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert_eq!(
+        std::fs::read(out.join("exploittxt.py")).unwrap(),
+        t.files[0].1
+    );
+    assert_eq!(std::fs::read(out.join("trace.log")).unwrap(), t.files[1].1);
 }

@@ -1039,6 +1039,50 @@ mod tests {
     }
 
     #[test]
+    fn follow_up_files_are_addressed_as_files_slash_name_where_parts_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ReportId::random();
+        write_report(&store, &id, &[("manifest.pgp", b"m")])
+            .commit()
+            .unwrap();
+        let name = format!("{}.pgp", "ab".repeat(16));
+        let mut sink = store.create_file(&id, &name).unwrap();
+        sink.write_all(b"headbody").unwrap();
+        sink.finish().unwrap();
+        let part = super::super::file_part(&name);
+        store.insert_into_part(&id, &part, 8, 4, b"KEYS").unwrap();
+        let mut read = Vec::new();
+        store
+            .open_file(&id, &name)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, b"headKEYSbody");
+        assert_eq!(
+            store.files(&id).unwrap().len(),
+            1,
+            "no temporary file is listed"
+        );
+        // Only a file name after `files/`; an event of that name is another thing.
+        for bad in [
+            "files/../manifest.pgp",
+            "files/001.pgp",
+            "files/",
+            "events/x",
+        ] {
+            assert!(
+                matches!(
+                    store.insert_into_part(&id, bad, 1, 0, b"k"),
+                    Err(StoreError::BadPartName(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(store.insert_into_part(&id, &name, 12, 0, b"k").is_err());
+    }
+
+    #[test]
     fn part_names() {
         for good in ["manifest.pgp", "001.pgp", "999.pgp"] {
             assert!(is_part_name(good), "{good}");

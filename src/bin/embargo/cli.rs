@@ -233,7 +233,7 @@ pub enum CaseCommand {
         #[command(flatten)]
         intake: IntakeOpts,
     },
-    /// Give a new maintainer access to existing reports and events: adds session keys for --cert to every part, changing nothing else.
+    /// Give a new maintainer access to existing reports, events and follow-up files: adds session keys for --cert to every part, changing nothing else.
     Share {
         /// Report IDs (or --all).
         #[arg(required_unless_present = "all")]

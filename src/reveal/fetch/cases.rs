@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use reqwest::header::RANGE;
 use serde::Deserialize;
 
 use super::{Error, FetchSummary, Http, ListedParts, MAX_LISTING_BYTES};
@@ -239,9 +240,7 @@ impl Http {
         let local = store.files(id)?;
         for file in &remote {
             match local.iter().find(|l| l.name == file.name) {
-                Some(mine) => {
-                    done.shared += self.sync_share(store, id, &file_part(file), mine.size)?
-                }
+                Some(mine) => done.shared += self.sync_file_share(store, id, file, mine.size)?,
                 None => {
                     if self.download_file(store, id, file)? {
                         done.files_fetched += 1;
@@ -337,8 +336,6 @@ impl Http {
         let read_local = || -> Result<Vec<u8>, Error> {
             let mut reader = if crate::store::is_event_name(name) {
                 store.open_event(id, name)?
-            } else if let Some(file) = crate::store::file_of_part(name) {
-                store.open_file(id, file)?
             } else {
                 store.open_part(id, name)?
             };
@@ -358,25 +355,7 @@ impl Http {
                     "{id}/{name} differs from the intake's copy by more than session keys"
                 )));
             };
-            let url = format!("{}/api/v1/sealed/{id}/session-keys", self.base);
-            let response = self
-                .client
-                .post(&url)
-                .query(&[("part", name.as_str())])
-                .bearer_auth(self.token.as_str())
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(added)
-                .send()
-                .map_err(|e| self.send_err(&url, e))?;
-            if !response.status().is_success() {
-                return Err(Error::Fetch {
-                    url,
-                    detail: format!(
-                        "the intake did not take the shared session keys of {name} ({}); they stay here and are sent again next time",
-                        response.status()
-                    ),
-                });
-            }
+            self.post_session_keys(id, name, added)?;
             return Ok(1);
         }
         let path = if crate::store::is_event_name(name) {
@@ -404,6 +383,100 @@ impl Http {
         }
         store.replace_part(id, name, &theirs, &only_headers_added)?;
         Ok(1)
+    }
+
+    /// Sends session keys added here to part, event or file (`files/NAME`)
+    /// `name` of `id` to the intake.
+    fn post_session_keys(&self, id: &ReportId, name: &str, added: Vec<u8>) -> Result<(), Error> {
+        let url = format!("{}/api/v1/sealed/{id}/session-keys", self.base);
+        let response = self
+            .client
+            .post(&url)
+            .query(&[("part", name)])
+            .bearer_auth(self.token.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(added)
+            .send()
+            .map_err(|e| self.send_err(&url, e))?;
+        if !response.status().is_success() {
+            return Err(Error::Fetch {
+                url,
+                detail: format!(
+                    "the intake did not take the shared session keys of {name} ({}); they stay here and are sent again next time",
+                    response.status()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Http::sync_share`] for follow-up file `remote` of `id`, which may
+    /// be large: only the heads of both copies are read (the session keys
+    /// and the start of the encrypted data, at most
+    /// [`MAX_HEAD_BYTES`](crate::seal::share::MAX_HEAD_BYTES)), and the
+    /// added session keys are inserted in front of the encrypted data,
+    /// which the store copies unchanged.
+    fn sync_file_share(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+        remote: &PartInfo,
+        local_size: u64,
+    ) -> Result<usize, Error> {
+        use crate::seal::share::{added_keys_in_head, check_added, read_head};
+        if remote.size == local_size {
+            return Ok(0);
+        }
+        let part = crate::store::file_part(&remote.name);
+        let differs = || {
+            Error::BadListing(format!(
+                "{id}/{part} differs from the intake's copy by more than session keys"
+            ))
+        };
+        let mut reader = store.open_file(id, &remote.name)?;
+        let local = read_head(&mut reader).map_err(|_| differs())?;
+        drop(reader);
+        if local_size > remote.size {
+            let added = added_keys_in_head(remote.size, local_size, &local).ok_or_else(differs)?;
+            self.post_session_keys(id, &part, added)?;
+            return Ok(1);
+        }
+        let theirs = self.file_head(id, remote)?;
+        let (offset, added) =
+            keys_added_there(&local, local_size, &theirs, remote.size).ok_or_else(differs)?;
+        check_added(added).map_err(|_| differs())?;
+        store.insert_into_part(id, &part, local_size, offset, added)?;
+        Ok(1)
+    }
+
+    /// The first bytes of the intake's copy of follow-up file `file` (as
+    /// many as a head may have), through `Range`.
+    fn file_head(&self, id: &ReportId, file: &PartInfo) -> Result<Vec<u8>, Error> {
+        use crate::seal::share::MAX_HEAD_BYTES;
+        let url = format!("{}/api/v1/sealed/{id}/files/{}", self.base, file.name);
+        let want = file.size.min(MAX_HEAD_BYTES as u64);
+        let response = self
+            .client
+            .get(&url)
+            .bearer_auth(self.token.as_str())
+            .header(RANGE, format!("bytes=0-{}", want.saturating_sub(1)))
+            .send()
+            .map_err(|e| self.send_err(&url, e))?;
+        if !matches!(
+            response.status(),
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT
+        ) {
+            return Err(Error::Fetch {
+                url,
+                detail: format!("the server answered {}", response.status()),
+            });
+        }
+        let mut head = Vec::new();
+        response
+            .take(want)
+            .read_to_end(&mut head)
+            .map_err(|e| self.read_err(&url, e, 0))?;
+        Ok(head)
     }
 
     /// One event's ciphertext, exactly as large as listed.
@@ -480,12 +553,30 @@ fn newer_here(store: &dyn Store, id: &ReportId, theirs: Option<&String>) -> bool
         .is_none_or(|t| mine > t)
 }
 
-/// A listed file as `sync_share` names it among parts and events.
-fn file_part(file: &PartInfo) -> PartInfo {
-    PartInfo {
-        name: crate::store::file_part(&file.name),
-        size: file.size,
+/// Where the session keys the intake's copy (`theirs_head`, of
+/// `theirs_len` bytes) has beyond the local one (`mine_head`, of
+/// `mine_len` bytes) go in the local copy, and what they are: both heads
+/// must agree on everything but session keys inserted right before the
+/// encrypted data (as far as both heads reach into it).
+fn keys_added_there<'a>(
+    mine_head: &[u8],
+    mine_len: u64,
+    theirs_head: &'a [u8],
+    theirs_len: u64,
+) -> Option<(u64, &'a [u8])> {
+    use crate::seal::share::body_offset;
+    let grown = usize::try_from(theirs_len.checked_sub(mine_len)?).ok()?;
+    let mine_body = body_offset(mine_head).ok()?;
+    let theirs_body = body_offset(theirs_head).ok()?;
+    if theirs_body.checked_sub(grown)? != mine_body
+        || mine_head[..mine_body] != theirs_head[..mine_body]
+    {
+        return None;
     }
+    let (ours, their) = (&mine_head[mine_body..], &theirs_head[theirs_body..]);
+    let common = ours.len().min(their.len());
+    (ours[..common] == their[..common])
+        .then_some((mine_body as u64, &theirs_head[mine_body..theirs_body]))
 }
 
 /// Parses `{"files": [{"name", "size"}]}`, refusing names that are not
