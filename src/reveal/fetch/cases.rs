@@ -171,8 +171,10 @@ impl Http {
     /// the local store lacks, and posts the events the intake lacks. An
     /// event's name is its identity, storing is idempotent on both sides,
     /// and nothing is deleted, so a run cut off anywhere loses and
-    /// duplicates nothing: the next run finishes. Files come first: the
-    /// intake stores a follow-up's files before the event naming them.
+    /// duplicates nothing: the next run finishes. The intake stores a
+    /// follow-up's files before the event naming them, so files listed
+    /// after the events include those of every event listed, and they are
+    /// stored here before it: a fetched event never names a missing file.
     pub(super) fn sync_events(&self, store: &dyn Store, id: &ReportId) -> Result<CaseSync, Error> {
         let mut done = CaseSync::default();
         let listed = self.get_small(&format!("/api/v1/sealed/{id}/events"), MAX_LISTING_BYTES)?;
@@ -582,7 +584,7 @@ fn keys_added_there<'a>(
 /// Parses `{"files": [{"name", "size"}]}`, refusing names that are not
 /// follow-up file names, names listed twice, sizes over the part limit
 /// and more than [`MAX_LISTED_FILES`] files.
-fn parse_file_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
+pub fn parse_file_listing(body: &[u8]) -> Result<Vec<PartInfo>, Error> {
     #[derive(Deserialize)]
     struct Listing {
         files: Vec<PartInfo>,

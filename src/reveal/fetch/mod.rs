@@ -35,7 +35,9 @@ mod cases;
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
 use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
-pub use cases::{CaseSync, Intake, StatusSent, StatusTimes, status_times, sync_case};
+pub use cases::{
+    CaseSync, Intake, StatusSent, StatusTimes, parse_file_listing, status_times, sync_case,
+};
 
 /// Where partial downloads wait, inside the store root but outside `reports/`.
 pub const PARTIAL_DIR: &str = ".fetch-partial";
