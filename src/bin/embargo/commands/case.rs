@@ -602,7 +602,8 @@ fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert], fetched: &[String]) 
             )
         }
         Opened::Verified(e) => {
-            // Verified: the intake key signed it, for the reporter.
+            // Only the intake key signs one (`open_event` checks): it holds
+            // what the reporter sent through the status page.
             let author = if e.kind == Kind::ReporterMessage {
                 "the reporter, through the intake".to_owned()
             } else {

@@ -1,9 +1,9 @@
 //! `embargo case share`: gives a new maintainer the existing reports,
 //! events and follow-up files of the local store by adding session keys
-//! for their certificate to every part, event and file. The session keys are opened with the
-//! maintainer's key file or through gpg (gpg-agent, smartcards), and only
-//! the head of a part is read: the encrypted data, up to an attachment's
-//! full size, is copied by the store and never loaded.
+//! for their certificate to every part, event and file. The session keys
+//! are opened with the maintainer's key file or through gpg (gpg-agent,
+//! smartcards), and only the head of a part is read: the encrypted data,
+//! up to an attachment's full size, is copied by the store and never loaded.
 
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
@@ -88,10 +88,10 @@ fn read_cert(path: &Path) -> Result<openpgp::Cert> {
 }
 
 /// Adds session keys for `new` to part, event or file (`files/NAME`)
-/// `name` of report `id`,
-/// reading only its head; `false` when it had them already. The store
-/// inserts them before the encrypted data, which it copies unchanged, and
-/// only if the part still has the length it had when its head was read.
+/// `name` of report `id`, reading only its head; `false` when it had them
+/// already. The store inserts them before the encrypted data, which it
+/// copies unchanged, and only if the part still has the length it had
+/// when its head was read.
 fn share_part(
     store: &dyn Store,
     id: &ReportId,
