@@ -21,12 +21,20 @@ fn status_lookup(events: usize) {
         .add_transport_encryption_subkey()
         .generate()
         .unwrap();
-    std::fs::write(dir.path().join("keys/m.asc"), cert.armored().to_vec().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("keys/m.asc"),
+        cert.armored().to_vec().unwrap(),
+    )
+    .unwrap();
     let config = embargo::config::Config::defaults_in(dir.path());
     let state = embargo::intake::AppState::open(config, embargo::clock::Clock::system()).unwrap();
     let sealer = state.keys().sealer.clone().unwrap();
     let writer = sealer
-        .begin(state.store().as_ref(), embargo::id::ReportId::random(), embargo::seal::Channel::Api)
+        .begin(
+            state.store().as_ref(),
+            embargo::id::ReportId::random(),
+            embargo::seal::Channel::Api,
+        )
         .unwrap();
     let mut body = embargo::report::ReportBody::default();
     body.title = "bench".into();

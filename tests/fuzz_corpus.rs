@@ -444,6 +444,21 @@ fn fetch_listing_seeds() {
     for refused in ["gap.json", "duplicate.json", "hostile.json"] {
         assert_eq!(verdicts[refused], None, "{refused}");
     }
+    // The follow-up files of one report.
+    use embargo::reveal::fetch::parse_file_listing;
+    let files: std::collections::BTreeMap<String, Option<usize>> = seeds("fetch_listing")
+        .into_iter()
+        .map(|(path, data)| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, parse_file_listing(&data).map(|f| f.len()).ok())
+        })
+        .collect();
+    assert_eq!(files["files-two.json"], Some(2));
+    assert_eq!(files["files-hostile.json"], None);
+    assert_eq!(
+        files["two-files.json"], None,
+        "a report listing is no file listing"
+    );
 }
 
 /// fuzz_targets/fetch_confirmation.rs

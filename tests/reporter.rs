@@ -285,7 +285,7 @@ fn a_reporter_and_two_maintainers_hold_a_conversation_through_the_api() {
     t.fetch("b");
     let shown = t.case("b", "show", &id, b"");
     assert!(shown.contains("CANARY-ANSWER version 2.1"), "{shown}");
-    // FILES-ASSERT assert!(shown.contains("stage2.py"), "{shown}");
+    assert!(shown.contains("stage2.py"), "{shown}");
     t.case("b", "reply", &id, b"CANARY-REPLY-FROM-B: thanks, confirmed");
     let last = t.status_of(&code).to_string();
     assert!(last.contains("CANARY-REPLY-FROM-B") && last.contains("CANARY-REPLY-FROM-A"));

@@ -11,6 +11,9 @@
 //!   assessed) after arrival, until a released fix.
 //!
 //! A closed case owes nothing; reopening it brings back what was still open.
+//!
+//! A reply is *waiting* from the first `reporter-message` after the last
+//! reporter-visible event a maintainer signed, until the next one.
 
 use std::time::SystemTime;
 
@@ -60,6 +63,10 @@ pub struct CaseState {
     pub last_reporter_visible: Option<SystemTime>,
     /// Set while closed.
     pub resolution: Option<Resolution>,
+    /// When the reporter's first message that no maintainer has answered
+    /// yet (with any reporter-visible event: a reply, a status, an
+    /// acknowledgement…) arrived; `None` when nothing waits.
+    pub reply_waiting: Option<SystemTime>,
 }
 
 impl CaseState {
@@ -77,6 +84,7 @@ impl CaseState {
             fix_recorded: false,
             last_reporter_visible: None,
             resolution: None,
+            reply_waiting: None,
         };
         for e in sorted {
             s.apply(e);
@@ -89,6 +97,10 @@ impl CaseState {
         if e.visible_to_reporter && !e.kind.signed_by_intake() {
             self.last_reporter_visible = e.time().max(self.last_reporter_visible);
             self.acknowledged = true;
+            self.reply_waiting = None;
+        }
+        if e.kind == Kind::ReporterMessage && self.reply_waiting.is_none() {
+            self.reply_waiting = e.time();
         }
         match e.kind {
             Kind::Acknowledged => self.acknowledged = true,
@@ -275,10 +287,11 @@ mod tests {
             due(&owed, Duty::Fix).unwrap().due,
             at("2026-11-30T09:00:00Z")
         );
-        // No reporter-visible event yet: the status update counts from arrival.
+        // The acknowledgement was told to the reporter: the next status
+        // update counts from it.
         assert_eq!(
             due(&owed, Duty::StatusUpdate).unwrap().due,
-            at("2026-11-30T09:00:00Z")
+            at("2026-12-01T09:00:00Z")
         );
 
         let reply = event(Kind::Reply, "2026-11-27T09:00:00Z");
@@ -297,8 +310,9 @@ mod tests {
             at("2026-12-10T09:00:00Z"),
         );
         assert!(due(&owed, Duty::Fix).is_none());
+        // The released fix was told to the reporter too: a week from it.
         let status = due(&owed, Duty::StatusUpdate).unwrap();
-        assert_eq!(status.due, at("2026-12-04T09:00:00Z"));
+        assert_eq!(status.due, at("2026-12-05T09:00:00Z"));
         assert!(status.overdue);
     }
 
@@ -317,9 +331,14 @@ mod tests {
         );
         let reopened = event(Kind::Reopened, "2026-11-25T09:00:00Z");
         let state = CaseState::fold(&[&reopened, &closed]);
-        assert_eq!(state.stage, Stage::New);
+        // The reporter was told of the closing and the reopening, so the
+        // acknowledgement is done; the next status update is owed again.
+        assert_eq!(state.stage, Stage::Acknowledged);
         let owed = state.obligations(&policy, received, Severity::Low, at("2027-06-01T00:00:00Z"));
-        assert!(due(&owed, Duty::Acknowledge).unwrap().overdue);
+        assert!(due(&owed, Duty::Acknowledge).is_none());
+        let update = due(&owed, Duty::StatusUpdate).unwrap();
+        assert_eq!(update.due, at("2026-12-02T09:00:00Z"));
+        assert!(update.overdue);
     }
 
     #[test]
@@ -329,5 +348,47 @@ mod tests {
         let mut from_reporter = event(Kind::ReporterMessage, "2026-11-24T09:00:00Z");
         from_reporter.visible_to_reporter = true;
         assert!(!CaseState::fold(&[&from_reporter]).acknowledged);
+    }
+
+    #[test]
+    fn a_reporter_message_waits_for_the_next_reporter_visible_event_of_a_maintainer() {
+        let reporter = |when: &str| {
+            let mut e = event(Kind::ReporterMessage, when);
+            e.visible_to_reporter = true;
+            e
+        };
+        let first = reporter("2026-11-24T09:00:00Z");
+        let second = reporter("2026-11-25T09:00:00Z");
+        assert_eq!(CaseState::fold(&[]).reply_waiting, None);
+        assert_eq!(
+            CaseState::fold(&[&second, &first]).reply_waiting,
+            Some(at("2026-11-24T09:00:00Z")),
+            "the oldest unanswered message counts"
+        );
+        // A note (and an assessment) is not an answer the reporter sees.
+        let note = event(Kind::Note, "2026-11-26T09:00:00Z");
+        assert!(!note.visible_to_reporter);
+        assert!(CaseState::fold(&[&first, &note]).reply_waiting.is_some());
+        for kind in [Kind::Reply, Kind::Status, Kind::Acknowledged] {
+            let answer = event(kind, "2026-11-26T09:00:00Z");
+            assert_eq!(
+                CaseState::fold(&[&first, &second, &answer]).reply_waiting,
+                None,
+                "{kind:?}"
+            );
+            // An answer given before the message does not answer it.
+            let earlier = event(kind, "2026-11-23T09:00:00Z");
+            assert_eq!(
+                CaseState::fold(&[&earlier, &second]).reply_waiting,
+                Some(at("2026-11-25T09:00:00Z")),
+                "{kind:?}"
+            );
+        }
+        // After a reply, a new message waits again.
+        let reply = event(Kind::Reply, "2026-11-24T12:00:00Z");
+        assert_eq!(
+            CaseState::fold(&[&first, &reply, &second]).reply_waiting,
+            Some(at("2026-11-25T09:00:00Z"))
+        );
     }
 }

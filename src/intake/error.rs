@@ -404,6 +404,7 @@ impl Refusal {
                 Some(RETRY_AFTER_SECS)
             }
             TooManyCodes { minutes, .. } => Some(minutes * 60),
+            MailNotSent(_) => Some(RETRY_AFTER_SECS),
             PeerBusy { .. } => Some(PEER_RETRY_AFTER_SECS),
             _ => None,
         }
@@ -597,6 +598,17 @@ mod tests {
             NotFound,
             NoPublicUrl,
             RangeNotSatisfiable { size: 10 },
+            InvalidCode("the reply code has a typo".into()),
+            UnknownCode,
+            TooManyCodes {
+                attempts: 20,
+                minutes: 10,
+            },
+            EmptyMessage,
+            FollowUpOrder("the reply code comes first"),
+            InvalidRequest("not JSON".into()),
+            NoSmtp,
+            MailNotSent("limit".into()),
             Internal,
         ]
     }
@@ -636,6 +648,14 @@ mod tests {
             }
             Malformed(M::Incomplete) => (400, "incomplete_multipart", Some(Rejection::Invalid)),
             Malformed(M::Syntax) => (400, "malformed_multipart", Some(Rejection::Invalid)),
+            InvalidCode(_) => (400, "invalid_code", None),
+            UnknownCode => (404, "unknown_code", None),
+            TooManyCodes { .. } => (429, "too_many_codes", None),
+            EmptyMessage => (400, "empty_message", None),
+            FollowUpOrder(_) => (400, "follow_up_order", None),
+            InvalidRequest(_) => (400, "invalid_request", None),
+            NoSmtp => (409, "no_smtp", None),
+            MailNotSent(_) => (503, "mail_not_sent", None),
             InvalidReport(_) => (400, "invalid_report", Some(Rejection::Invalid)),
             InvalidConfirmation(_) => (400, "invalid_confirmation", None),
             ConfirmationMismatch(_) => (409, "confirmation_mismatch", None),

@@ -78,6 +78,8 @@ pub fn router(state: AppState) -> Router {
             get(sealed::events).post(sealed::add_event),
         )
         .route("/api/v1/sealed/{id}/events/{name}", get(sealed::event))
+        .route("/api/v1/sealed/{id}/files", get(sealed::files))
+        .route("/api/v1/sealed/{id}/files/{name}", get(sealed::file))
         .route(
             "/api/v1/sealed/{id}/status",
             get(status::get).put(status::put),

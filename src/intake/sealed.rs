@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::error::Refusal;
 use super::state::AppState;
 use crate::id::ReportId;
-use crate::store::{StoreError, is_part_name};
+use crate::store::{PartReader, StoreError, is_part_name};
 
 /// Bytes read from a part per chunk sent.
 const READ_CHUNK: usize = 64 * 1024;
@@ -234,20 +234,80 @@ pub async fn part(
         return Err(Refusal::NotFound);
     }
     let store = state.store().clone();
-    let opened = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let mut reader = store.open_part(&id, &part)?;
-        let size = reader
-            .seek(SeekFrom::End(0))
-            .map_err(|source| StoreError::Io {
-                path: format!("{id}/{part}"),
-                source,
-            })?;
-        Ok((reader, size))
+    let opened = tokio::task::spawn_blocking(move || {
+        let reader = store.open_part(&id, &part)?;
+        with_size(reader, &format!("{id}/{part}"))
     })
     .await
     .map_err(|_| Refusal::Internal)?
     .map_err(store_error)?;
-    let (mut reader, size) = opened;
+    // Serving a part, even all of it, never counts as fetched: only a
+    // confirmation of the stored copy's hashes does (see `fetched`).
+    ciphertext(opened, &headers)
+}
+
+/// `GET /api/v1/sealed/{id}/files`: the names and sizes of the files
+/// reporters sent with follow-up messages (ciphertext the intake cannot
+/// read; the `reporter-message` event that lists them says what they are).
+pub async fn files(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let store = state.store().clone();
+    let listed = tokio::task::spawn_blocking(move || store.files(&id))
+        .await
+        .map_err(|_| Refusal::Internal)?
+        .map_err(store_error)?;
+    Ok(Json(json!({ "files": listed })).into_response())
+}
+
+/// `GET /api/v1/sealed/{id}/files/{name}`: one follow-up file's
+/// ciphertext, streamed (with `Range`, as parts are).
+pub async fn file(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    authorize(&state, &headers)?;
+    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    if !crate::store::is_file_name(&name) {
+        return Err(Refusal::NotFound);
+    }
+    let store = state.store().clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let reader = store.open_file(&id, &name)?;
+        with_size(reader, &format!("{id}/files/{name}"))
+    })
+    .await
+    .map_err(|_| Refusal::Internal)?
+    .map_err(store_error)?;
+    ciphertext(opened, &headers)
+}
+
+/// A reader with its size (found by seeking to its end); `what` names it
+/// in errors.
+fn with_size(
+    mut reader: Box<dyn PartReader>,
+    what: &str,
+) -> Result<(Box<dyn PartReader>, u64), StoreError> {
+    let size = reader
+        .seek(SeekFrom::End(0))
+        .map_err(|source| StoreError::Io {
+            path: what.to_owned(),
+            source,
+        })?;
+    Ok((reader, size))
+}
+
+/// The answer that streams `size` bytes of ciphertext from `reader` (all,
+/// or the one range `headers` asks for), read on a blocking thread.
+fn ciphertext(
+    (mut reader, size): (Box<dyn PartReader>, u64),
+    headers: &HeaderMap,
+) -> Result<Response, Refusal> {
     let (status, start, len) = match parse_range(headers.get(header::RANGE), size) {
         Range::Whole => (StatusCode::OK, 0, size),
         Range::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -279,8 +339,6 @@ pub async fn part(
             }
         }
     });
-    // Serving a part, even all of it, never counts as fetched: only a
-    // confirmation of the stored copy's hashes does (see `fetched`).
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
@@ -404,7 +462,7 @@ pub async fn event(
 }
 
 /// `POST /api/v1/sealed/{id}/session-keys?part=NAME`: a maintainer shared
-/// part or event `NAME` with a new maintainer (`embargo case share`); the
+/// part, event or follow-up file (`files/NAME`) `NAME` with a new maintainer (`embargo case share`); the
 /// body is the session-key packets to add. They are checked to be nothing
 /// else and inserted before the encrypted data, which stays byte-identical.
 pub async fn add_session_keys(
@@ -417,12 +475,17 @@ pub async fn add_session_keys(
     use crate::seal::share::{MAX_ADDED_SESSION_KEYS, MAX_HEAD_BYTES, body_offset, check_added};
     authorize(&state, &headers)?;
     let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    // `files/NAME` may come with its slash percent-encoded (`%2F`).
     let name = query_value(query.as_deref(), "part")
-        .filter(|n| is_part_name(n) || crate::store::is_event_name(n))
-        .map(str::to_owned)
+        .map(|n| n.replace("%2F", "/").replace("%2f", "/"))
+        .filter(|n| {
+            is_part_name(n)
+                || crate::store::is_event_name(n)
+                || crate::store::file_of_part(n).is_some()
+        })
         .ok_or_else(|| {
             Refusal::InvalidSessionKeys(
-                "give the part as ?part=manifest.pgp, NNN.pgp or an event name".into(),
+                "give the part as ?part=manifest.pgp, NNN.pgp, an event name or files/NAME".into(),
             )
         })?;
     let added = axum::body::to_bytes(body, MAX_ADDED_SESSION_KEYS)
@@ -438,6 +501,8 @@ pub async fn add_session_keys(
     let done = tokio::task::spawn_blocking(move || -> Result<Result<u64, String>, StoreError> {
         let mut reader = if crate::store::is_event_name(&part) {
             store.open_event(&id, &part)?
+        } else if let Some(file) = crate::store::file_of_part(&part) {
+            store.open_file(&id, file)?
         } else {
             store.open_part(&id, &part)?
         };

@@ -22,7 +22,7 @@ use crate::seal::{Opener, SignatureCheck};
 use crate::store;
 
 /// Prefix of the temporary directories inside `OUT`.
-const PARTIAL_PREFIX: &str = ".embargo-partial-";
+pub(super) const PARTIAL_PREFIX: &str = ".embargo-partial-";
 
 /// What `embargo decrypt` was asked to do.
 #[derive(Clone, Debug)]
@@ -170,7 +170,7 @@ pub fn decrypt(args: &DecryptArgs, progress: &dyn Progress) -> Result<Decrypted,
     })
 }
 
-fn new_private_file(path: &Path) -> io::Result<File> {
+pub(super) fn new_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -185,9 +185,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// The output file, reporting progress as bytes go through.
-struct Counted<'a> {
-    file: File,
-    progress: &'a dyn Progress,
+pub(super) struct Counted<'a> {
+    pub(super) file: File,
+    pub(super) progress: &'a dyn Progress,
 }
 
 impl Write for Counted<'_> {
@@ -203,13 +203,13 @@ impl Write for Counted<'_> {
 }
 
 /// The temporary directory; removed unless disarmed, also on Ctrl-C/SIGTERM.
-struct PartialDir {
+pub(super) struct PartialDir {
     path: PathBuf,
     armed: bool,
 }
 
 impl PartialDir {
-    fn new(path: PathBuf, on_interrupt: fn() -> !) -> PartialDir {
+    pub(super) fn new(path: PathBuf, on_interrupt: fn() -> !) -> PartialDir {
         remove_on_signal(path.clone(), on_interrupt);
         PartialDir { path, armed: true }
     }
@@ -265,7 +265,7 @@ fn remove_on_signal(dir: PathBuf, on_interrupt: fn() -> !) {
 }
 
 /// Removes temporary directories of runs that were killed (their process is gone).
-fn remove_abandoned(out: &Path) {
+pub(super) fn remove_abandoned(out: &Path) {
     let Ok(entries) = fs::read_dir(out) else {
         return;
     };

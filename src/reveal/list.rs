@@ -60,6 +60,10 @@ pub struct ListRow {
     pub status_update_overdue: bool,
     /// Stored events that could not be verified (shown, never counted).
     pub unverified_events: usize,
+    /// The reporter sent a message no maintainer has answered yet.
+    pub reply_waiting: bool,
+    /// When the first unanswered message arrived.
+    pub reply_waiting_since: Option<String>,
     pub signature_checked: bool,
     #[serde(skip)]
     urgency: Option<Urgency>,
@@ -167,6 +171,8 @@ fn row_for(case: &Case, fallback: &Policy, now: SystemTime) -> ListRow {
             .iter()
             .filter(|e| matches!(e, Opened::Unverifiable { .. }))
             .count(),
+        reply_waiting: case.state.reply_waiting.is_some(),
+        reply_waiting_since: case.state.reply_waiting.map(rfc3339),
         signature_checked: matches!(case.signature, SignatureCheck::Verified(_)),
         urgency: Some((
             std::cmp::Reverse(obligations.iter().any(|o| o.overdue)),
@@ -218,6 +224,8 @@ fn unreadable(id: String, e: &RevealError) -> ListRow {
         status_update_by: None,
         status_update_overdue: false,
         unverified_events: 0,
+        reply_waiting: false,
+        reply_waiting_since: None,
         signature_checked: false,
         urgency: None,
     }

@@ -6,6 +6,8 @@
 //! - [`keysource`]: secret keys from a file (passphrase from a file or the
 //!   terminal) or the user's gpg-agent, and the pinned intake signer.
 //! - [`decrypt`]: one report into `OUT/<ID>/`, all or nothing.
+//! - [`files`]: the files reporters sent with follow-up messages, checked
+//!   against their verified events, into a directory, all or nothing.
 //! - [`names`]: safe, unique file names for untrusted attachment names.
 //! - [`render`]: the inert `report.md` rendering of a manifest.
 //! - [`list`]: the urgency-sorted table (or JSON) of a store's reports.
@@ -15,6 +17,7 @@
 
 pub mod decrypt;
 pub mod fetch;
+pub mod files;
 pub mod keysource;
 pub mod list;
 pub mod names;
@@ -81,6 +84,16 @@ pub enum Error {
     Fetch { url: String, detail: String },
     #[error("the server sent something embargo does not accept ({0}); nothing from it was stored")]
     BadListing(String),
+    #[error(
+        "follow-up file files/{file} of report {report} (reporter message {event}) {why}, so nothing was written: remove reports/{report}/files/{file} from the store and run `embargo fetch` to download it again; if it stays so, the intake's copy was modified"
+    )]
+    FollowUpFile {
+        report: crate::id::ReportId,
+        event: crate::case::EventId,
+        file: String,
+        /// What is wrong with it, e.g. "is damaged or was tampered with (…)".
+        why: String,
+    },
 }
 
 impl Error {

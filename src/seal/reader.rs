@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::manifest::{AttachmentEntry, Manifest, ManifestError};
+use crate::case::event::EventAttachment;
 use crate::id::ReportId;
 use crate::keys::POLICY;
-use crate::store::{Store, StoreError};
+use crate::store::{FILES_DIR, Store, StoreError, is_file_name};
 
 /// Largest manifest accepted; real ones are a few hundred KiB at most.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
@@ -74,6 +75,10 @@ pub enum RevealError {
     WrongId { dir: String, found: String },
     #[error("gpg could not decrypt {part}: {detail}")]
     Gpg { part: String, detail: String },
+    #[error(
+        "{part} is not in the local store yet: run `embargo fetch` (or the case command with --intake) to download it"
+    )]
+    MissingFile { part: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("writing the decrypted data failed: {0}")]
@@ -246,25 +251,82 @@ impl Opener {
     ) -> Result<(), RevealError> {
         let part = format!("{id}/{}", entry.file);
         let reader = store.open_part(id, &entry.file)?;
+        let expected = Expected {
+            size: entry.size,
+            sha256: &entry.sha256,
+            by: "the manifest",
+        };
+        self.decrypt_checked(&part, reader, &expected, out)
+    }
+
+    /// Decrypts one follow-up file (`files/<entry.file>`) into `out`,
+    /// checking it against its entry in a `reporter-message` event, which
+    /// the caller verified (the file itself is unsigned: the intake-signed
+    /// event binds it by size and SHA-256). On error, what was written to
+    /// `out` must be discarded.
+    pub fn decrypt_file(
+        &self,
+        store: &dyn Store,
+        id: &ReportId,
+        entry: &EventAttachment,
+        out: &mut dyn Write,
+    ) -> Result<(), RevealError> {
+        let shown: String = entry
+            .file
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(40)
+            .collect();
+        let part = format!("{id}/{FILES_DIR}/{shown}");
+        if !is_file_name(&entry.file) {
+            return Err(RevealError::Mismatch {
+                part,
+                detail: "the event names no follow-up file (not 32 hex digits and .pgp)".into(),
+            });
+        }
+        let reader = match store.open_file(id, &entry.file) {
+            Ok(reader) => reader,
+            Err(StoreError::NotFound(_)) => return Err(RevealError::MissingFile { part }),
+            Err(e) => return Err(e.into()),
+        };
+        let expected = Expected {
+            size: entry.size,
+            sha256: &entry.sha256,
+            by: "the event",
+        };
+        self.decrypt_checked(&part, reader, &expected, out)
+    }
+
+    /// Decrypts the unsigned message `reader` (named `part` in errors) into
+    /// `out`, refusing it unless its plaintext has the expected size and
+    /// SHA-256.
+    fn decrypt_checked(
+        &self,
+        part: &str,
+        reader: impl Read + Send + Sync,
+        expected: &Expected<'_>,
+        out: &mut dyn Write,
+    ) -> Result<(), RevealError> {
         let mut checked = CheckingWriter {
             out,
             hash: Sha256::new(),
             size: 0,
-            limit: entry.size,
+            limit: expected.size,
+            by: expected.by,
         };
-        self.decrypt(&part, reader, &mut checked, Verify::Nothing, entry.size)?;
+        self.decrypt(part, reader, &mut checked, Verify::Nothing, expected.size)?;
         let CheckingWriter { hash, size, .. } = checked;
-        if size != entry.size {
+        if size != expected.size {
             return Err(RevealError::Mismatch {
-                part,
-                detail: format!("{size} bytes, the manifest says {}", entry.size),
+                part: part.to_owned(),
+                detail: format!("{size} bytes, {} says {}", expected.by, expected.size),
             });
         }
         let sha256 = hex::encode(hash.finalize());
-        if !sha256.eq_ignore_ascii_case(&entry.sha256) {
+        if !sha256.eq_ignore_ascii_case(expected.sha256) {
             return Err(RevealError::Mismatch {
-                part,
-                detail: "SHA-256 differs from the manifest".into(),
+                part: part.to_owned(),
+                detail: format!("SHA-256 differs from {}", expected.by),
             });
         }
         Ok(())
@@ -381,6 +443,14 @@ impl Opener {
 
 struct Outcome {
     signer: Option<Fingerprint>,
+}
+
+/// What an unsigned part's plaintext must be, and who says so (`the
+/// manifest`, `the event`), for errors.
+struct Expected<'a> {
+    size: u64,
+    sha256: &'a str,
+    by: &'static str,
 }
 
 /// Which signature a message must carry.
@@ -697,12 +767,14 @@ fn terminal_name() -> Option<PathBuf> {
         .find(|p| p.starts_with("/dev/"))
 }
 
-/// Counts and hashes decrypted bytes on their way out, stopping at `limit`.
+/// Counts and hashes decrypted bytes on their way out, stopping at `limit`
+/// (what `by` says the size is).
 struct CheckingWriter<'a> {
     out: &'a mut dyn Write,
     hash: Sha256,
     size: u64,
     limit: u64,
+    by: &'static str,
 }
 
 impl Write for CheckingWriter<'_> {
@@ -710,7 +782,7 @@ impl Write for CheckingWriter<'_> {
         if self.size + buf.len() as u64 > self.limit {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("longer than the {} bytes the manifest says", self.limit),
+                format!("longer than the {} bytes {} says", self.limit, self.by),
             ));
         }
         let n = self.out.write(buf)?;

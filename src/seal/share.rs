@@ -297,8 +297,14 @@ pub fn body_offset(head: &[u8]) -> Result<usize, ShareError> {
 /// `stored` with session keys inserted before the encrypted data (what
 /// [`add_recipient`] makes). `None` when it is not.
 pub fn added_keys(stored_len: u64, shared: &[u8]) -> Option<Vec<u8>> {
-    let grown = (shared.len() as u64).checked_sub(stored_len)? as usize;
-    let body_at = body_offset(shared).ok()?;
+    added_keys_in_head(stored_len, shared.len() as u64, shared)
+}
+
+/// [`added_keys`] from only the head of the shared part ([`read_head`]):
+/// `shared_len` is the whole part's length.
+pub fn added_keys_in_head(stored_len: u64, shared_len: u64, head: &[u8]) -> Option<Vec<u8>> {
+    let grown = usize::try_from(shared_len.checked_sub(stored_len)?).ok()?;
+    let body_at = body_offset(head).ok()?;
     let start = body_at.checked_sub(grown)?;
-    Some(shared[start..body_at].to_vec())
+    Some(head[start..body_at].to_vec())
 }

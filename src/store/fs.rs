@@ -217,6 +217,13 @@ fn list_named(dir: &Path) -> Result<Vec<PartInfo>, StoreError> {
     Ok(out)
 }
 
+/// The last component of a path `part_path` made (always a plain name).
+fn leaf(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+}
+
 fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
@@ -279,7 +286,8 @@ impl FsStore {
         self.reports.join(id.as_str())
     }
 
-    /// The directory and path of part or event `name` of complete report `id`.
+    /// The directory and path of part, event or file (`files/NAME`)
+    /// `name` of complete report `id`.
     fn part_path(&self, id: &ReportId, name: &str) -> Result<(PathBuf, PathBuf), StoreError> {
         let dir = self.complete(id)?;
         if is_part_name(name) {
@@ -287,6 +295,9 @@ impl FsStore {
         } else if is_event_name(name) {
             let events = dir.join(EVENTS_DIR);
             Ok((events.clone(), events.join(name)))
+        } else if let Some(file) = super::file_of_part(name) {
+            let files = dir.join(FILES_DIR);
+            Ok((files.clone(), files.join(file)))
         } else {
             Err(StoreError::BadPartName(name.chars().take(40).collect()))
         }
@@ -600,7 +611,7 @@ impl Store for FsStore {
         if !keep(&old, ciphertext) {
             return Err(StoreError::NotOnlyHeaders(name.to_owned()));
         }
-        replace_durably(&dir, name, |f| f.write_all(ciphertext))
+        replace_durably(&dir, leaf(&path), |f| f.write_all(ciphertext))
     }
 
     fn insert_into_part(
@@ -625,7 +636,7 @@ impl Store for FsStore {
         if offset > len {
             return Err(StoreError::NotOnlyHeaders(name.to_owned()));
         }
-        replace_durably(&dir, name, |f| {
+        replace_durably(&dir, leaf(&path), |f| {
             io::copy(&mut (&mut old).take(offset), f)?;
             f.write_all(bytes)?;
             old.seek(SeekFrom::Start(offset))?;
@@ -1025,6 +1036,50 @@ mod tests {
             0,
             "no .staging, .trash or lock was made"
         );
+    }
+
+    #[test]
+    fn follow_up_files_are_addressed_as_files_slash_name_where_parts_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let id = ReportId::random();
+        write_report(&store, &id, &[("manifest.pgp", b"m")])
+            .commit()
+            .unwrap();
+        let name = format!("{}.pgp", "ab".repeat(16));
+        let mut sink = store.create_file(&id, &name).unwrap();
+        sink.write_all(b"headbody").unwrap();
+        sink.finish().unwrap();
+        let part = super::super::file_part(&name);
+        store.insert_into_part(&id, &part, 8, 4, b"KEYS").unwrap();
+        let mut read = Vec::new();
+        store
+            .open_file(&id, &name)
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read, b"headKEYSbody");
+        assert_eq!(
+            store.files(&id).unwrap().len(),
+            1,
+            "no temporary file is listed"
+        );
+        // Only a file name after `files/`; an event of that name is another thing.
+        for bad in [
+            "files/../manifest.pgp",
+            "files/001.pgp",
+            "files/",
+            "events/x",
+        ] {
+            assert!(
+                matches!(
+                    store.insert_into_part(&id, bad, 1, 0, b"k"),
+                    Err(StoreError::BadPartName(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(store.insert_into_part(&id, &name, 12, 0, b"k").is_err());
     }
 
     #[test]

@@ -115,8 +115,8 @@ pub trait Store: Send + Sync {
     fn files(&self, id: &ReportId) -> Result<Vec<PartInfo>, StoreError>;
     /// Opens one follow-up file of complete report `id`.
     fn open_file(&self, id: &ReportId, name: &str) -> Result<Box<dyn PartReader>, StoreError>;
-    /// Replaces part or event `name` (`manifest.pgp`, `NNN.pgp` or an
-    /// event name) of complete report `id` with `ciphertext`, atomically
+    /// Replaces part, event or file `name` (`manifest.pgp`, `NNN.pgp`, an
+    /// event name or `files/NAME`) of complete report `id` with `ciphertext`, atomically
     /// and durably, only when `keep(old, new)` says the change keeps what
     /// matters (sharing adds session keys and changes nothing else).
     fn replace_part(
@@ -126,7 +126,7 @@ pub trait Store: Send + Sync {
         ciphertext: &[u8],
         keep: &dyn Fn(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError>;
-    /// Inserts `bytes` at byte `offset` of part or event `name` of report
+    /// Inserts `bytes` at byte `offset` of part, event or file `name` of report
     /// `id`, atomically and durably, when the part still has `expected_len`
     /// bytes (the caller checked what it inserts, and where: session keys
     /// before the encrypted data). The rest is copied unchanged.
@@ -147,6 +147,26 @@ pub fn is_event_name(name: &str) -> bool {
         && name[..32]
             .bytes()
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `name` is a follow-up file name: like an event's, 32
+/// lower-case hex digits and `.pgp` (the file ID is random).
+pub fn is_file_name(name: &str) -> bool {
+    is_event_name(name)
+}
+
+/// How follow-up file `name` is addressed where parts, events and files
+/// share one name space (`replace_part`, `insert_into_part`, the intake's
+/// session-keys route): `files/NAME`.
+pub fn file_part(name: &str) -> String {
+    format!("{FILES_DIR}/{name}")
+}
+
+/// The follow-up file a `files/NAME` address names, if it is one.
+pub fn file_of_part(part: &str) -> Option<&str> {
+    part.strip_prefix(FILES_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|name| is_file_name(name))
 }
 
 /// A report being written.

@@ -141,6 +141,25 @@ pub enum CaseCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Decrypt the files the reporter sent with follow-up messages into --out DIR, checked and with safe names.
+    ///
+    /// Only files that a verified reporter message (signed by the intake key)
+    /// names are written, each after its size and SHA-256 matched the
+    /// message. Names are made safe as `embargo decrypt` makes them; a file
+    /// already in DIR is never replaced (the new one gets -2, -3… instead).
+    /// When any file fails its check, nothing is written. Files come into
+    /// the store with `embargo fetch` (or here first, with an intake).
+    Files {
+        /// The report ID.
+        id: String,
+        #[command(flatten)]
+        reveal: RevealOpts,
+        #[command(flatten)]
+        intake: IntakeOpts,
+        /// Where the files are written, created if needed (default: `out` in maintainer.toml, else .).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Record that the report was acknowledged (reporter-visible).
     Ack {
         #[command(flatten)]
@@ -214,7 +233,7 @@ pub enum CaseCommand {
         #[command(flatten)]
         intake: IntakeOpts,
     },
-    /// Give a new maintainer access to existing reports and events: adds session keys for --cert to every part, changing nothing else.
+    /// Give a new maintainer access to existing reports, events and follow-up files: adds session keys for --cert to every part, changing nothing else.
     Share {
         /// Report IDs (or --all).
         #[arg(required_unless_present = "all")]

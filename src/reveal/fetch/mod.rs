@@ -36,7 +36,9 @@ mod mail;
 use crate::id::ReportId;
 use crate::seal::reader::MAX_MANIFEST_BYTES;
 use crate::store::{self, PartInfo, Store, StoreError, is_part_name};
-pub use cases::{CaseSync, Intake, StatusSent, StatusTimes, status_times, sync_case};
+pub use cases::{
+    CaseSync, Intake, StatusSent, StatusTimes, parse_file_listing, status_times, sync_case,
+};
 pub use mail::{MailOutcome, mail_reporter};
 
 /// Where partial downloads wait, inside the store root but outside `reports/`.
@@ -86,8 +88,12 @@ pub struct FetchSummary {
     pub events_fetched: usize,
     /// Case events written here and handed to the intake.
     pub events_sent: usize,
-    /// Parts or events whose added session keys went either way.
+    /// Parts, events or files whose added session keys went either way.
     pub shared: usize,
+    /// Follow-up files (from reporters, through the intake) downloaded.
+    pub files_fetched: usize,
+    /// Their ciphertext bytes.
+    pub files_bytes: u64,
     /// Case statuses written here and taken by the intake.
     pub statuses_sent: usize,
     /// Reports whose case status here the intake refused as older than

@@ -16,7 +16,7 @@ use embargo::config::MessageFormat;
 use embargo::id::ReportId;
 use embargo::keys::Keyring;
 use embargo::reveal;
-use embargo::reveal::names::one_line;
+use embargo::reveal::names::{one_line, sanitize};
 use embargo::seal::{Opener, SecretSource};
 use embargo::store;
 
@@ -35,6 +35,12 @@ pub fn run(command: CaseCommand, clock: Clock, out: &Output) -> Result<ExitCode>
             reveal,
             intake,
         } => return sync(ids, reveal, intake, clock, out),
+        CaseCommand::Files {
+            id,
+            reveal,
+            intake,
+            out: dir,
+        } => return files(id, reveal, intake, dir.clone(), clock, out),
         CaseCommand::Share {
             ids,
             all,
@@ -158,6 +164,13 @@ fn exchange(intake: &reveal::fetch::Intake, ctx: &Context, id: &ReportId, out: &
                     done.events_fetched
                 ));
             }
+            if done.files_fetched > 0 {
+                out.note(format_args!(
+                    "{} follow-up file(s) of report {id} from the reporter fetched from the intake ({})",
+                    done.files_fetched,
+                    crate::output::human_size(done.files_bytes)
+                ));
+            }
             if done.events_sent > 0 {
                 out.note(format_args!(
                     "{} event(s) of report {id} sent to the intake",
@@ -199,20 +212,22 @@ fn sync(
         ids.iter().map(|s| report_id(s)).collect::<Result<_>>()?
     };
     let author = ctx.author()?;
-    let (mut events, mut statuses) = (0usize, 0usize);
+    let (mut events, mut files, mut statuses) = (0usize, 0usize, 0usize);
     for id in &ids {
         let before = reveal::fetch::sync_case(&intake, ctx.store.as_ref(), id)?;
         events += before.events_fetched + before.events_sent;
+        files += before.files_fetched;
         if ctx.status_is_current(id)? && before.status != reveal::fetch::StatusSent::Stale {
             continue;
         }
         ctx.record_status(id, &author, clock)?;
         let after = reveal::fetch::sync_case(&intake, ctx.store.as_ref(), id)?;
         events += after.events_fetched + after.events_sent;
+        files += after.files_fetched;
         statuses += usize::from(after.status == reveal::fetch::StatusSent::Sent);
     }
     out.note(format_args!(
-        "synced {} case(s) with the intake: {events} event(s) moved, {statuses} case status(es) computed again and sent",
+        "synced {} case(s) with the intake: {events} event(s) moved, {files} follow-up file(s) fetched, {statuses} case status(es) computed again and sent",
         ids.len()
     ));
     Ok(ExitCode::SUCCESS)
@@ -521,6 +536,14 @@ fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitC
         one_line(&m.report.title, 200),
         case.state.stage.as_str()
     );
+    if let Some(since) = case.state.reply_waiting {
+        text.push_str(&format!(
+            "{}: the reporter wrote on {} and no maintainer has answered yet (`embargo case reply {}`)\n",
+            super::list::REPLY_WAITING,
+            rfc3339(since),
+            m.id
+        ));
+    }
     if obligations.is_empty() {
         text.push_str("Due: nothing\n");
     }
@@ -533,10 +556,60 @@ fn show(args: &CaseArgs, json: bool, clock: Clock, out: &Output) -> Result<ExitC
         ));
     }
     text.push_str("Timeline:\n");
+    let fetched: Vec<String> = ctx.store.files(&id)?.into_iter().map(|f| f.name).collect();
     for e in &case.events {
-        text.push_str(&timeline_line(e, &ctx.maintainers));
+        text.push_str(&timeline_line(e, &ctx.maintainers, &fetched));
     }
     out.data_raw(&text);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `case files`: every follow-up file of the case's verified reporter
+/// messages, decrypted and checked, into `dir`.
+fn files(
+    id: &str,
+    opts: &RevealOpts,
+    intake: &IntakeOpts,
+    dir: Option<std::path::PathBuf>,
+    clock: Clock,
+    out: &Output,
+) -> Result<ExitCode> {
+    let id = report_id(id)?;
+    let dir = super::out_dir(dir)?;
+    let ctx = Context::open(opts, out, clock)?;
+    ctx.refuse_unknown(&id)?;
+    // The intake may hold files (and messages) not fetched yet.
+    if let Some(intake) = intake_of(intake)? {
+        exchange(&intake, &ctx, &id, out);
+    }
+    let case = ctx.read(&id)?;
+    let saved = reveal::files::save_files(
+        ctx.store.as_ref(),
+        &ctx.opener,
+        &case,
+        &dir,
+        crate::output::interrupted,
+        &out.progress(),
+    )?;
+    if saved.is_empty() {
+        let why = if ctx.intake.is_none() {
+            " (reporter messages are signed by the intake: give its certificate with --signer, or fetch once so that the store holds it)"
+        } else {
+            ""
+        };
+        out.note(format_args!(
+            "report {id} has no follow-up files in verified reporter messages{why}"
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for file in &saved {
+        out.data(file.path.display());
+    }
+    out.note(format_args!(
+        "{} follow-up file(s) of report {id} written to {}: each matched the size and SHA-256 in its intake-signed reporter message; open them with care",
+        saved.len(),
+        dir.display()
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -549,7 +622,9 @@ fn author_name(fpr: &str, maintainers: &[openpgp::Cert]) -> String {
         .unwrap_or_else(|| fpr.to_owned())
 }
 
-fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert]) -> String {
+/// One event of the timeline; `fetched` names the follow-up files the
+/// local store holds.
+fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert], fetched: &[String]) -> String {
     match e {
         Opened::Unverifiable { name, why } => {
             format!(
@@ -558,11 +633,18 @@ fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert]) -> String {
             )
         }
         Opened::Verified(e) => {
+            // Only the intake key signs one (`open_event` checks): it holds
+            // what the reporter sent through the status page.
+            let author = if e.kind == Kind::ReporterMessage {
+                "the reporter, through the intake".to_owned()
+            } else {
+                author_name(&e.author, maintainers)
+            };
             let mut line = format!(
                 "  {}  {}  by {}{}\n",
                 e.at,
                 e.kind.as_str(),
-                author_name(&e.author, maintainers),
+                author,
                 if e.visible_to_reporter {
                     "  (reporter sees it)"
                 } else {
@@ -572,6 +654,21 @@ fn timeline_line(e: &Opened, maintainers: &[openpgp::Cert]) -> String {
             if let Some(msg) = &e.message {
                 for l in msg.lines() {
                     line.push_str(&format!("      {}\n", one_line(l, MESSAGE_LINE_CHARS)));
+                }
+            }
+            if e.kind == Kind::ReporterMessage {
+                for (n, a) in e.attachments.iter().enumerate() {
+                    let fallback = format!("file-{:03}", n + 1);
+                    line.push_str(&format!(
+                        "      file: {} ({}){}\n",
+                        sanitize(&a.name, &fallback),
+                        crate::output::human_size(a.size),
+                        if fetched.contains(&a.file) {
+                            ""
+                        } else {
+                            "  not fetched yet"
+                        }
+                    ));
                 }
             }
             line
@@ -601,6 +698,7 @@ fn show_json(case: &Case, obligations: &[embargo::case::Obligation]) -> String {
         "received_at": m.received_at,
         "severity": case.state.severity(m.report.severity),
         "state": case.state.stage,
+        "reply_waiting": case.state.reply_waiting.map(rfc3339),
         "due": due,
         "events": events,
     }))

@@ -26,6 +26,13 @@ pub fn run(args: reveal::FetchArgs, out: &Output) -> Result<ExitCode> {
             summary.events_fetched, summary.events_sent
         ));
     }
+    if summary.files_fetched > 0 {
+        out.note(format_args!(
+            "follow-up files: {} from reporters fetched from the intake ({}); `embargo case show ID` lists them, `embargo case files ID` decrypts them",
+            summary.files_fetched,
+            crate::output::human_size(summary.files_bytes)
+        ));
+    }
     if summary.statuses_sent > 0 {
         out.note(format_args!(
             "case statuses: {} sent to the intake",

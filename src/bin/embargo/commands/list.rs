@@ -17,6 +17,8 @@ use crate::output::{Cell, Output, Table, UNCHECKED_SIGNATURE_WARNING, human_size
 const TITLE_COLUMN_CHARS: usize = 50;
 /// Errors longer than this are cut in the table.
 const ERROR_COLUMN_CHARS: usize = 120;
+/// Beside the state of a case whose reporter wrote and waits for an answer.
+pub(super) const REPLY_WAITING: &str = "REPLY WAITING";
 
 pub fn run(
     opts: RevealOpts,
@@ -97,7 +99,12 @@ fn row(r: &ListRow) -> Vec<Cell> {
         Some(score) => format!("{severity} {score:.1}"),
         None => severity,
     }));
-    row.push(Cell::plain(r.state.map_or("-", |s| s.as_str())));
+    let state = r.state.map_or("-", |s| s.as_str());
+    row.push(if r.reply_waiting {
+        Cell::alert(format!("{state} {REPLY_WAITING}"), true)
+    } else {
+        Cell::plain(state)
+    });
     row.push(Cell::plain(r.attachments.unwrap_or(0).to_string()));
     row.push(Cell::plain(human_size(r.attachments_bytes.unwrap_or(0))));
     for (due, overdue) in [
@@ -131,8 +138,14 @@ fn totals(listing: &Listing) -> String {
         .iter()
         .filter(|r| r.acknowledge_overdue || r.fix_overdue)
         .count();
+    let waiting = rows.iter().filter(|r| r.reply_waiting).count();
+    let waiting = if waiting > 0 {
+        format!(", {waiting} waiting for a reply")
+    } else {
+        String::new()
+    };
     format!(
-        "{} report{}, {overdue} overdue, {unreadable} cannot be opened with this key (now {}).\n",
+        "{} report{}, {overdue} overdue{waiting}, {unreadable} cannot be opened with this key (now {}).\n",
         rows.len(),
         if rows.len() == 1 { "" } else { "s" },
         rfc3339(listing.now)

@@ -46,15 +46,7 @@ pub fn run(cli: Cli, out: &Output) -> Result<ExitCode> {
             report,
             reveal,
             out: dir,
-        } => {
-            let dir = match dir {
-                Some(d) => d,
-                None => reveal::profile::Profile::load()?
-                    .and_then(|p| p.out)
-                    .unwrap_or_else(|| PathBuf::from(".")),
-            };
-            decrypt::run(report, reveal, dir, out)
-        }
+        } => decrypt::run(report, reveal, out_dir(dir)?, out),
         Command::List { reveal, json, all } => list::run(reveal, json, all, clock, out),
         Command::Case { command } => case::run(command, clock, out),
         Command::Advisory {
@@ -128,6 +120,17 @@ fn clock_from(now: Option<&str>) -> Result<Clock> {
             .into()),
         },
     }
+}
+
+/// Where plaintext goes: `--out`, else `out` in the maintainer profile,
+/// else the current directory.
+fn out_dir(flag: Option<PathBuf>) -> Result<PathBuf> {
+    Ok(match flag {
+        Some(d) => d,
+        None => reveal::profile::Profile::load()?
+            .and_then(|p| p.out)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    })
 }
 
 /// `-c FILE` (or `EMBARGO_CONFIG`), else the defaults in the current directory.

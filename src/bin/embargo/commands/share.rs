@@ -1,9 +1,9 @@
-//! `embargo case share`: gives a new maintainer the existing reports and
-//! events of the local store by adding session keys for their certificate
-//! to every part and event. The session keys are opened with the
-//! maintainer's key file or through gpg (gpg-agent, smartcards), and only
-//! the head of a part is read: the encrypted data, up to an attachment's
-//! full size, is copied by the store and never loaded.
+//! `embargo case share`: gives a new maintainer the existing reports,
+//! events and follow-up files of the local store by adding session keys
+//! for their certificate to every part, event and file. The session keys
+//! are opened with the maintainer's key file or through gpg (gpg-agent,
+//! smartcards), and only the head of a part is read: the encrypted data,
+//! up to an attachment's full size, is copied by the store and never loaded.
 
 use std::io::{Seek, SeekFrom};
 use std::path::Path;
@@ -22,7 +22,7 @@ use embargo::store::{self, Store};
 use super::Maintainer;
 use crate::output::Output;
 
-/// `case share`: wraps each part's and event's session key to `cert` too.
+/// `case share`: wraps each part's, event's and file's session key to `cert` too.
 pub fn run(
     ids: &[String],
     all: bool,
@@ -48,11 +48,16 @@ pub fn run(
     };
     let (mut parts, mut reports) = (0usize, 0usize);
     for id in &ids {
+        let files = store
+            .files(id)?
+            .into_iter()
+            .map(|f| store::file_part(&f.name));
         let names: Vec<String> = store
             .parts(id)?
             .into_iter()
             .chain(store.events(id)?)
             .map(|p| p.name)
+            .chain(files)
             .collect();
         let mut changed = false;
         for name in names {
@@ -82,10 +87,11 @@ fn read_cert(path: &Path) -> Result<openpgp::Cert> {
         .strip_secret_key_material())
 }
 
-/// Adds session keys for `new` to part or event `name` of report `id`,
-/// reading only its head; `false` when it had them already. The store
-/// inserts them before the encrypted data, which it copies unchanged, and
-/// only if the part still has the length it had when its head was read.
+/// Adds session keys for `new` to part, event or file (`files/NAME`)
+/// `name` of report `id`, reading only its head; `false` when it had them
+/// already. The store inserts them before the encrypted data, which it
+/// copies unchanged, and only if the part still has the length it had
+/// when its head was read.
 fn share_part(
     store: &dyn Store,
     id: &ReportId,
@@ -95,6 +101,8 @@ fn share_part(
 ) -> Result<bool> {
     let mut reader = if store::is_event_name(name) {
         store.open_event(id, name)?
+    } else if let Some(file) = store::file_of_part(name) {
+        store.open_file(id, file)?
     } else {
         store.open_part(id, name)?
     };
