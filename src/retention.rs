@@ -271,6 +271,12 @@ where
         }
     }
     forget_marks(store, state_dir)?;
+    if !deleted.is_empty() {
+        let exists = |id: &ReportId| store.contains(id).unwrap_or(true);
+        if let Err(e) = crate::reply::desk::forget_missing_in(state_dir, &exists) {
+            tracing::warn!("cannot forget the reply codes of deleted reports: {e}");
+        }
+    }
     Ok(deleted)
 }
 

@@ -137,34 +137,13 @@ impl Desk {
 
     /// The report a lookup key maps to.
     fn report_of(&self, lookup: &str) -> Option<ReportId> {
-        let mut text = String::new();
-        std::fs::File::open(self.path(lookup).ok()?)
-            .ok()?
-            .take(64)
-            .read_to_string(&mut text)
-            .ok()?;
-        text.trim().parse().ok()
+        read_report(&self.path(lookup).ok()?)
     }
 
     /// Forgets the lookup keys of reports `exists` says are gone; returns
-    /// how many. Retention calls this after it deletes reports.
+    /// how many.
     pub fn forget_missing(&self, exists: &dyn Fn(&ReportId) -> bool) -> io::Result<usize> {
-        let mut removed = 0;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !is_lookup(&name) {
-                continue;
-            }
-            match self.report_of(&name) {
-                Some(id) if exists(&id) => {}
-                _ => {
-                    std::fs::remove_file(entry.path())?;
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
+        forget_missing(&self.dir, exists)
     }
 
     fn path(&self, lookup: &str) -> io::Result<PathBuf> {
@@ -176,6 +155,46 @@ impl Desk {
         }
         Ok(self.dir.join(lookup))
     }
+}
+
+/// Removes the lookup keys in `state_dir` whose reports `exists` says are
+/// gone (retention deleted them), and any that cannot be read; returns how
+/// many. A code of a deleted report then finds nothing, as a wrong one.
+pub fn forget_missing_in(state_dir: &Path, exists: &dyn Fn(&ReportId) -> bool) -> io::Result<usize> {
+    match forget_missing(&state_dir.join(LOOKUP_DIR), exists) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        other => other,
+    }
+}
+
+fn forget_missing(dir: &Path, exists: &dyn Fn(&ReportId) -> bool) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_lookup(&name) {
+            continue;
+        }
+        match read_report(&entry.path()) {
+            Some(id) if exists(&id) => {}
+            _ => {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// The report ID a lookup file holds.
+fn read_report(path: &Path) -> Option<ReportId> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    text.trim().parse().ok()
 }
 
 /// 64 lower-case hex digits.

@@ -39,7 +39,7 @@ pub enum Command {
     },
     /// Try embargo: make a throwaway DEMO maintainer key under ./demo/ and serve on 127.0.0.1:8080.
     Demo,
-    /// Seal a report given as input JSON, with attachment files; prints the ID.
+    /// Seal a report given as input JSON, with attachment files; prints the ID (stdout) and, once, the reply code the reporter reads replies with on /status (stderr).
     Seal {
         #[arg(short = 'c', long = "config", env = "EMBARGO_CONFIG")]
         config: Option<PathBuf>,
