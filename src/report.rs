@@ -750,6 +750,38 @@ mod tests {
     }
 
     #[test]
+    fn a_pasted_public_key_is_kept_and_a_secret_one_refused() {
+        use openpgp::cert::prelude::*;
+        use openpgp::serialize::SerializeInto;
+        use sequoia_openpgp as openpgp;
+        let (cert, _) = CertBuilder::general_purpose(Some("r@example.org"))
+            .generate()
+            .unwrap();
+        let public = String::from_utf8(cert.armored().to_vec().unwrap()).unwrap();
+        let secret = String::from_utf8(cert.as_tsk().armored().to_vec().unwrap()).unwrap();
+        let with_key = |key: &str| {
+            let mut raw = RawReport::default();
+            raw.set("title", "t".into());
+            raw.set("description", "d".into());
+            raw.set("reporter_openpgp_key", key.into());
+            raw.validate(&Limits::default())
+        };
+        let (_, reporter) = with_key(&public).unwrap();
+        assert!(reporter.openpgp_key.contains("BEGIN PGP PUBLIC KEY BLOCK"));
+        let parsed = openpgp::Cert::from_bytes(reporter.openpgp_key.as_bytes()).unwrap();
+        assert_eq!(parsed.fingerprint(), cert.fingerprint());
+        assert!(!parsed.is_tsk());
+        for bad in [secret.as_str(), "not a key at all"] {
+            let errors = with_key(bad).unwrap_err();
+            let why = errors
+                .for_field("reporter_openpgp_key")
+                .expect("the field is named");
+            assert!(!why.contains("BEGIN"), "{why}");
+        }
+        assert!(with_key("").unwrap().1.openpgp_key.is_empty());
+    }
+
+    #[test]
     fn field_limits_and_email() {
         let limits = Limits {
             max_field_bytes: 8,

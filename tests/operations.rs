@@ -423,12 +423,20 @@ fn with_delete_after_fetch_a_report_confirmed_by_hash_disappears_and_others_stay
     std::thread::sleep(Duration::from_millis(1500));
     assert!(site.report_ids().contains(&fetched), "an open case stays");
     let id: embargo::id::ReportId = fetched.parse().unwrap();
+    // A status names every event the intake holds: here, its own
+    // `received` event.
+    let events: Vec<String> = embargo::store::Store::events(&site.store(), &id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(events.len(), 1, "the intake's received event");
     let closed = embargo::case::status::CaseStatus {
         schema: embargo::case::status::SCHEMA.into(),
         report: id,
         at: embargo::clock::rfc3339_micros(std::time::SystemTime::now()),
         state: embargo::case::Stage::Closed,
-        events: Vec::new(),
+        events,
         due: Default::default(),
     }
     .sign(&embargo::case::Author::Key(Box::new(alice)))

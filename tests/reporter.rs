@@ -289,6 +289,47 @@ fn a_reporter_and_two_maintainers_hold_a_conversation_through_the_api() {
     t.case("b", "reply", &id, b"CANARY-REPLY-FROM-B: thanks, confirmed");
     let last = t.status_of(&code).to_string();
     assert!(last.contains("CANARY-REPLY-FROM-B") && last.contains("CANARY-REPLY-FROM-A"));
+    // The advisory and the resolution reach the reporter too.
+    let (store, key, token) = (t.store("b"), t.key("b"), t.token_file.display().to_string());
+    let intake = [
+        "--intake",
+        t.server.base.as_str(),
+        "--token-file",
+        token.as_str(),
+    ];
+    let mut args = vec![
+        "case",
+        "advisory",
+        &id,
+        "--store",
+        &store,
+        "--key",
+        &key,
+        "--ghsa",
+        "GHSA-abcd-efgh-ijkl",
+        "--url",
+        "https://example.org/advisory/1",
+    ];
+    args.extend(intake);
+    assert!(t.run(&args, b"").status.success());
+    let mut args = vec![
+        "case", "close", &id, "--store", &store, "--key", &key, "--as", "fixed",
+    ];
+    args.extend(intake);
+    let closed = t.run(&args, b"");
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let end = t.status_of(&code);
+    assert_eq!(end["stage"], "closed");
+    assert_eq!(end["resolution"], "fixed");
+    assert!(end.to_string().contains("https://example.org/advisory/1"));
+    assert!(
+        end["open"].as_array().unwrap().is_empty(),
+        "a closed case owes nothing"
+    );
 
     // The code is nowhere on disk (state, store, config) nor in the log at
     // trace level; nor in the manifest, which the maintainers can read.

@@ -878,6 +878,11 @@ fn canary_in_every_field_and_file_never_rests_in_plaintext() {
                 "cvss_vector" => String::new(),
                 "cwe" => "CWE-1".to_string(),
                 "reporter_email" => email.clone(),
+                // The reporter's own key, with the canary in its user ID.
+                "reporter_openpgp_key" => String::from_utf8(common::armored_public(
+                    &common::sequoia_key(&format!("{canary} <key@example.org>")),
+                ))
+                .unwrap(),
                 _ => format!("{name} {canary}"),
             };
             form = form.text(*name, value);
@@ -1690,7 +1695,7 @@ fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded
             "empty file inputs",
             "/report",
             413,
-            "more than 24 multipart parts",
+            "more than 25 multipart parts",
             Box::new(
                 [
                     text_part("title", "", b"t"),
@@ -1704,7 +1709,7 @@ fn floods_of_repeated_unknown_empty_or_long_parts_are_refused_at_once_in_bounded
             "empty file inputs with 8 KiB headers",
             "/report",
             413,
-            "more than 24 multipart parts",
+            "more than 25 multipart parts",
             Box::new(std::iter::repeat_with(move || empty_file_part(&junk_header)).take(20_000)),
         ),
         (

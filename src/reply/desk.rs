@@ -160,7 +160,10 @@ impl Desk {
 /// Removes the lookup keys in `state_dir` whose reports `exists` says are
 /// gone (retention deleted them), and any that cannot be read; returns how
 /// many. A code of a deleted report then finds nothing, as a wrong one.
-pub fn forget_missing_in(state_dir: &Path, exists: &dyn Fn(&ReportId) -> bool) -> io::Result<usize> {
+pub fn forget_missing_in(
+    state_dir: &Path,
+    exists: &dyn Fn(&ReportId) -> bool,
+) -> io::Result<usize> {
     match forget_missing(&state_dir.join(LOOKUP_DIR), exists) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
         other => other,
