@@ -752,6 +752,7 @@ mod tests {
     #[test]
     fn a_pasted_public_key_is_kept_and_a_secret_one_refused() {
         use openpgp::cert::prelude::*;
+        use openpgp::parse::Parse;
         use openpgp::serialize::SerializeInto;
         use sequoia_openpgp as openpgp;
         let (cert, _) = CertBuilder::general_purpose(Some("r@example.org"))
