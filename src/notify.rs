@@ -224,6 +224,22 @@ impl Sender {
         }
     }
 
+    fn messages_notice(&self, count: u64) -> Notice {
+        let window = crate::config::Span(self.window);
+        let messages = if count == 1 { "message" } else { "messages" };
+        Notice {
+            kind: "reporter-messages",
+            count,
+            subject: format!("[{}] {count} new {messages} from reporters", self.project),
+            text: format!(
+                "Reporters sent {count} new {messages} through the status page of the {} intake (notices are sent at most once every {window}). \
+                 Run `embargo fetch`: `embargo list` marks the cases REPLY WAITING, `embargo case show ID` shows them. \
+                 Notices never carry case content.",
+                self.project
+            ),
+        }
+    }
+
     fn alert_notice(&self, alerts: &[String]) -> Notice {
         Notice {
             kind: "keys",
@@ -316,6 +332,8 @@ struct Shared {
     pending: AtomicU64,
     /// Case events stored since the last notice.
     events: AtomicU64,
+    /// Reporters' follow-ups stored since the last notice.
+    messages: AtomicU64,
     alerts: Mutex<Vec<String>>,
     wake: Notify,
 }
@@ -349,6 +367,13 @@ impl NotifierHandle {
         self.shared.wake.notify_one();
     }
 
+    /// A reporter sent a follow-up from the status page (always announced:
+    /// someone is waiting for an answer).
+    pub fn reporter_message(&self) {
+        self.shared.messages.fetch_add(1, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+    }
+
     /// Queues one key alert line (content-free: a fingerprint and what is
     /// wrong); it is sent without waiting for the window.
     pub fn alert(&self, line: String) {
@@ -361,7 +386,9 @@ impl NotifierHandle {
 
     /// Reports and case events counted but not yet announced.
     pub fn pending(&self) -> u64 {
-        self.shared.pending.load(Ordering::Relaxed) + self.shared.events.load(Ordering::Relaxed)
+        self.shared.pending.load(Ordering::Relaxed)
+            + self.shared.events.load(Ordering::Relaxed)
+            + self.shared.messages.load(Ordering::Relaxed)
     }
 
     fn take_alerts(&self) -> Vec<String> {
@@ -391,6 +418,7 @@ impl Notifier {
             shared: Arc::new(Shared {
                 pending: AtomicU64::new(0),
                 events: AtomicU64::new(0),
+                messages: AtomicU64::new(0),
                 alerts: Mutex::new(Vec::new()),
                 wake: Notify::new(),
             }),
@@ -448,9 +476,11 @@ async fn run(sender: Sender, handle: NotifierHandle, shutdown: CancellationToken
             };
             let reports = handle.shared.pending.swap(0, Ordering::Relaxed);
             let events = handle.shared.events.swap(0, Ordering::Relaxed);
+            let messages = handle.shared.messages.swap(0, Ordering::Relaxed);
             let notices = [
                 (reports > 0).then(|| sender.reports_notice(reports)),
                 (events > 0).then(|| sender.events_notice(events)),
+                (messages > 0).then(|| sender.messages_notice(messages)),
             ];
             for notice in notices.into_iter().flatten() {
                 if stopping {

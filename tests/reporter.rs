@@ -539,7 +539,7 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
     let dovecot = Dovecot::start();
     let smtp = SmtpSink::start();
     site.write_config(&format!(
-        "listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org\"\n[maintainers]\ntoken_sha256 = [{entry}]\n{}\n{}",
+        "listen = \"127.0.0.1:0\"\npublic_url = \"https://security.example.org\"\n[maintainers]\ntoken_sha256 = [{entry}]\nnotify = [\"mailto:team@example.org\"]\nnotify_window = \"1s\"\n{}\n{}",
         smtp.smtp_config(),
         dovecot.mailbox_config(site.path(), "")
     ));
@@ -638,6 +638,28 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
         "{notice}"
     );
     assert!(status(&code).to_string().contains("CANARY-MAIL-REPLY"));
+    // The reporter answers; the maintainers are told, without the text.
+    let form = reqwest::blocking::multipart::Form::new().text(
+        "followup",
+        serde_json::json!({"code": code, "message": "CANARY-MAIL-ANSWER the log"}).to_string(),
+    );
+    let sent = server::client()
+        .post(server.url("/api/v1/status/messages"))
+        .multipart(form)
+        .send()
+        .unwrap();
+    assert_eq!(sent.status().as_u16(), 201);
+    common::wait_until("the maintainers' notice", Duration::from_secs(30), || {
+        to("team@example.org")
+            .iter()
+            .any(|m| m.contains("new message from reporters"))
+    });
+    for notice in to("team@example.org") {
+        assert!(
+            !notice.contains("CANARY-MAIL") && !notice.contains(&id),
+            "{notice}"
+        );
+    }
     // A note is not a reason to mail the reporter.
     let said = run(
         &[
@@ -680,4 +702,78 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
         !web_ack.contains("XSS in search"),
         "the acknowledgement quotes the report"
     );
+}
+
+#[test]
+fn embargo_seal_prints_a_working_code_once_and_other_sites_cannot_use_the_status_page() {
+    let t = intake();
+    let report = t.work.path().join("report.json");
+    std::fs::write(
+        &report,
+        br#"{"report":{"title":"Sealed by hand","description":"forwarded from a phone call"}}"#,
+    )
+    .unwrap();
+    let config = t.site.config_path().display().to_string();
+    let out = t.run(
+        &[
+            "seal",
+            "-c",
+            &config,
+            "--report",
+            &report.display().to_string(),
+        ],
+        b"",
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    let id = stdout.trim();
+    assert!(
+        !stdout.contains("reply code"),
+        "stdout stays the ID alone: {stdout}"
+    );
+    let code = stderr
+        .rsplit(": ")
+        .next()
+        .map(str::trim)
+        .expect("the code on stderr");
+    assert_eq!(code.len(), 34, "{stderr}");
+    assert_eq!(t.status_of(code)["report"], id);
+
+    // The page carries the form's security headers, and a post from
+    // another site is refused before anything is derived.
+    let page = server::client()
+        .get(t.server.url("/status"))
+        .send()
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let cross = server::client()
+        .post(t.server.url("/status"))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("code={code}"))
+        .send()
+        .unwrap();
+    assert_eq!(cross.status().as_u16(), 403);
+    let same = server::client()
+        .post(t.server.url("/status"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("code={code}"))
+        .send()
+        .unwrap();
+    assert_eq!(same.status().as_u16(), 200);
+    assert_eq!(same.headers()["cache-control"], "no-store");
+    assert!(same.text().unwrap().contains(id));
 }

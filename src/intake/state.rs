@@ -277,7 +277,7 @@ impl AppState {
     /// Announces a reporter's follow-up (always: someone is waiting).
     pub fn reporter_message_stored(&self) {
         if let Some(n) = &self.inner.notifier {
-            n.case_event();
+            n.reporter_message();
         }
     }
 
