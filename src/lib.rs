@@ -29,6 +29,7 @@
 //! handler per command, and everything printed.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod advisory;
 pub mod alerts;
 pub mod case;

@@ -56,7 +56,7 @@ struct Inner {
     notifier: Option<NotifierHandle>,
     /// Wakes the key alerts check when the keys were reloaded.
     key_recheck: Arc<tokio::sync::Notify>,
-    acks: Option<Arc<crate::mailbox::ack::Acker>>,
+    acks: Option<Arc<crate::ack::Acker>>,
     /// Reply-code attempts per peer (status page and API), memory only.
     code_attempts: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
@@ -156,7 +156,7 @@ pub struct Services {
     /// The health of a service `/healthz` also reports (the poller).
     pub health: Option<Arc<dyn ServiceHealth>>,
     /// Acknowledgements and new-reply notices to reporters, with `[smtp]`.
-    pub acks: Option<Arc<crate::mailbox::ack::Acker>>,
+    pub acks: Option<Arc<crate::ack::Acker>>,
 }
 
 impl AppState {
@@ -240,7 +240,7 @@ impl AppState {
     }
 
     /// Acknowledgements and new-reply notices, when `[smtp]` is set.
-    pub fn acks(&self) -> Option<&Arc<crate::mailbox::ack::Acker>> {
+    pub fn acks(&self) -> Option<&Arc<crate::ack::Acker>> {
         self.inner.acks.as_ref()
     }
 

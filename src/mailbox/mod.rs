@@ -12,7 +12,7 @@
 //!   [`crate::notify`] (content-free, batched).
 //! - [`Health`]: what `/healthz` reports about the poller.
 
-pub mod ack;
+pub use crate::ack;
 mod imap;
 mod maildir;
 pub mod message;

@@ -131,7 +131,7 @@ pub async fn serve_with(
         .map_err(|e| ServerError::Notify(e.to_string()))?;
     let acks = match &config.smtp {
         Some(smtp) => Some(Arc::new(
-            mailbox::ack::Acker::new(smtp, &config)
+            crate::ack::Acker::new(smtp, &config)
                 .map_err(|e| ServerError::Notify(e.to_string()))?,
         )),
         None => None,

@@ -1,12 +1,16 @@
-//! Acknowledgements to reporters, sent over SMTP (`[smtp]`) after a report
-//! is committed and its message removed. They never quote the report;
-//! failures are logged and never affect sealing. (Notices to maintainers
-//! are [`crate::notify`]'s.)
+//! Mail to reporters over SMTP (`[smtp]`): the acknowledgement (with the
+//! reply code) after a report is committed (for mail, once its message is
+//! removed; for the form and the API, when the reporter left an address),
+//! and the content-free "there is a new reply" notice a maintainer's
+//! command asks for. They never quote the report; failures are logged and
+//! never affect sealing. The web intake and the mailbox poller share one
+//! [`Acker`], so one set of limits holds. (Notices to maintainers are
+//! [`crate::notify`]'s.)
 //!
 //! A `From` address is trivially forged, so an acknowledgement is
 //! backscatter unless the receiving server vouched for the sender: by
 //! default only mail whose `Authentication-Results` shows a DMARC or an
-//! aligned SPF pass is answered ([`super::message::sender_authenticated`]),
+//! aligned SPF pass is answered ([`crate::mailbox::message::sender_authenticated`]),
 //! at most [`ACKS_PER_SENDER`] times per hour per address and
 //! `[mailbox] max_acks_per_hour` in all. The global count survives restarts
 //! in `state_dir` (times only, never addresses).
@@ -20,10 +24,10 @@ use lettre::message::Mailbox as Address;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::MailboxError;
-use super::message::{ReplyFacts, sender_authenticated};
 use crate::config::{Config, Policy, Smtp};
 use crate::id::ReportId;
+use crate::mailbox::MailboxError;
+use crate::mailbox::message::{ReplyFacts, sender_authenticated};
 
 /// Acknowledgements sent to one sender address per [`ACK_WINDOW`]; more
 /// reports from it are sealed as usual but not answered, so the intake
@@ -34,8 +38,8 @@ pub const ACK_WINDOW: Duration = Duration::from_secs(3600);
 /// Longest an SMTP exchange may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
-const ACK_TEMPLATE: &str = include_str!("../../templates/ack.txt");
-const REPLY_TEMPLATE: &str = include_str!("../../templates/new-reply.txt");
+const ACK_TEMPLATE: &str = include_str!("../templates/ack.txt");
+const REPLY_TEMPLATE: &str = include_str!("../templates/new-reply.txt");
 
 /// Where reporters read replies: `public_url`'s `/status`, else a pointer
 /// to the page the reporter submitted on.
@@ -271,7 +275,7 @@ pub struct Sender<'a> {
 
 /// The acknowledgement of report `id` to the sender `reply` describes. Every
 /// value taken from the reporter's message (address, Message-ID,
-/// References) went through [`super::message::parse`]; anything lettre does
+/// References) went through [`crate::mailbox::message::parse`]; anything lettre does
 /// not accept as an address means no reply.
 pub fn compose(sender: &Sender<'_>, id: &ReportId, reply: &ReplyFacts) -> Result<Message, String> {
     let Some(addr) = &reply.from_addr else {
