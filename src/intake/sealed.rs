@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::error::Refusal;
 use super::state::AppState;
 use crate::id::ReportId;
-use crate::store::{PartReader, StoreError, is_part_name};
+use crate::store::{PartInfo, PartReader, Store, StoreError, is_part_name};
 
 /// Bytes read from a part per chunk sent.
 const READ_CHUNK: usize = 64 * 1024;
@@ -63,6 +63,69 @@ pub(super) async fn small_body(
         .map_err(|_| too_large)
 }
 
+/// The report a maintainer request names: the bearer token is checked
+/// first, then the ID (one that is not an ID is not found).
+pub(super) fn authorized_report(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<ReportId, Refusal> {
+    authorize(state, headers)?;
+    id.parse().map_err(|_| Refusal::NotFound)
+}
+
+/// [`authorized_report`] for a request about one item of the report,
+/// `name`, which must be a name `is_name` accepts (else it is not found).
+fn authorized_item(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    name: &str,
+    is_name: fn(&str) -> bool,
+) -> Result<ReportId, Refusal> {
+    let id = authorized_report(state, headers, id)?;
+    if !is_name(name) {
+        return Err(Refusal::NotFound);
+    }
+    Ok(id)
+}
+
+/// Runs `work` with the store on a blocking thread.
+pub(super) async fn on_store<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&dyn Store) -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    let store = state.store().clone();
+    tokio::task::spawn_blocking(move || work(store.as_ref()))
+        .await
+        .map_err(|_| Refusal::Internal)
+}
+
+/// [`on_store`] for a read whose store errors are answered as
+/// [`store_error`] says.
+pub(super) async fn from_store<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Refusal> {
+    on_store(state, read).await?.map_err(store_error)
+}
+
+/// The answer `{"<key>": [...]}` to a maintainer's request for the names
+/// and sizes `list` finds for report `id` (its events, its follow-up files).
+async fn listing(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    key: &str,
+    list: impl FnOnce(&dyn Store, &ReportId) -> Result<Vec<PartInfo>, StoreError> + Send + 'static,
+) -> Result<Response, Refusal> {
+    let id = authorized_report(state, headers, id)?;
+    let listed = from_store(state, move |store| list(store, &id)).await?;
+    let mut answer = serde_json::Map::new();
+    answer.insert(key.to_owned(), json!(listed));
+    Ok(Json(answer).into_response())
+}
+
 pub(super) fn store_error(e: StoreError) -> Refusal {
     match e {
         StoreError::NotFound(_) | StoreError::BadPartName(_) | StoreError::BadEventName(_) => {
@@ -78,9 +141,9 @@ pub(super) fn store_error(e: StoreError) -> Refusal {
 /// `GET /api/v1/sealed`: every complete report with its parts and sizes.
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Refusal> {
     authorize(&state, &headers)?;
-    let store = state.store().clone();
-    let listing =
-        tokio::task::spawn_blocking(move || -> Result<Vec<serde_json::Value>, StoreError> {
+    let listing = from_store(
+        &state,
+        |store| -> Result<Vec<serde_json::Value>, StoreError> {
             let mut out = Vec::new();
             for id in store.list()? {
                 match store.parts(&id) {
@@ -105,10 +168,9 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
                 }
             }
             Ok(out)
-        })
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .map_err(store_error)?;
+        },
+    )
+    .await?;
     // `confirm_fetched` tells `embargo fetch` that confirmations matter here.
     let confirm = state.config().retention.delete_after_fetch;
     Ok(Json(json!({ "reports": listing, "confirm_fetched": confirm })).into_response())
@@ -124,8 +186,7 @@ pub async fn fetched(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let id = authorized_report(&state, &headers, &id)?;
     let limit = crate::retention::MAX_CONFIRMATION_BYTES;
     let body = small_body(
         &headers,
@@ -138,13 +199,11 @@ pub async fn fetched(
         crate::retention::parse_confirmation(&body).map_err(Refusal::InvalidConfirmation)?;
     let record = state.config().retention.delete_after_fetch;
     let state_dir = state.config().state_dir.clone();
-    let store = state.store().clone();
     let checked_id = id.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        crate::retention::confirm_fetched(&*store, &state_dir, &checked_id, &confirmation, record)
+    let result = on_store(&state, move |store| {
+        crate::retention::confirm_fetched(store, &state_dir, &checked_id, &confirmation, record)
     })
-    .await
-    .map_err(|_| Refusal::Internal)?;
+    .await?;
     match result {
         Ok(()) => {
             tracing::info!(id = %id, recorded = record, "fetch confirmed");
@@ -228,19 +287,12 @@ pub async fn part(
     Path((id, part)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    if !is_part_name(&part) {
-        return Err(Refusal::NotFound);
-    }
-    let store = state.store().clone();
-    let opened = tokio::task::spawn_blocking(move || {
+    let id = authorized_item(&state, &headers, &id, &part, is_part_name)?;
+    let opened = from_store(&state, move |store| {
         let reader = store.open_part(&id, &part)?;
         with_size(reader, &format!("{id}/{part}"))
     })
-    .await
-    .map_err(|_| Refusal::Internal)?
-    .map_err(store_error)?;
+    .await?;
     // Serving a part, even all of it, never counts as fetched: only a
     // confirmation of the stored copy's hashes does (see `fetched`).
     ciphertext(opened, &headers)
@@ -254,14 +306,7 @@ pub async fn files(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    let store = state.store().clone();
-    let listed = tokio::task::spawn_blocking(move || store.files(&id))
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .map_err(store_error)?;
-    Ok(Json(json!({ "files": listed })).into_response())
+    listing(&state, &headers, &id, "files", |store, id| store.files(id)).await
 }
 
 /// `GET /api/v1/sealed/{id}/files/{name}`: one follow-up file's
@@ -271,19 +316,12 @@ pub async fn file(
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    if !crate::store::is_file_name(&name) {
-        return Err(Refusal::NotFound);
-    }
-    let store = state.store().clone();
-    let opened = tokio::task::spawn_blocking(move || {
+    let id = authorized_item(&state, &headers, &id, &name, crate::store::is_file_name)?;
+    let opened = from_store(&state, move |store| {
         let reader = store.open_file(&id, &name)?;
         with_size(reader, &format!("{id}/files/{name}"))
     })
-    .await
-    .map_err(|_| Refusal::Internal)?
-    .map_err(store_error)?;
+    .await?;
     ciphertext(opened, &headers)
 }
 
@@ -379,8 +417,7 @@ pub async fn add_event(
     body: Body,
 ) -> Result<Response, Refusal> {
     use crate::case::sealed::{MAX_EVENT_CIPHERTEXT, check_shape};
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let id = authorized_report(&state, &headers, &id)?;
     let name = match event_name(query.as_deref()) {
         Some(name) if crate::store::is_event_name(name) => name.to_owned(),
         _ => {
@@ -392,11 +429,11 @@ pub async fn add_event(
     let limit = MAX_EVENT_CIPHERTEXT;
     let body = small_body(&headers, body, limit, Refusal::EventTooLarge { limit }).await?;
     check_shape(&body).map_err(Refusal::InvalidEvent)?;
-    let store = state.store().clone();
     let stored_name = name.clone();
-    let stored = tokio::task::spawn_blocking(move || store.add_event(&id, &stored_name, &body))
-        .await
-        .map_err(|_| Refusal::Internal)?;
+    let stored = on_store(&state, move |store| {
+        store.add_event(&id, &stored_name, &body)
+    })
+    .await?;
     match stored {
         Ok(new) => {
             tracing::info!(new, "case event stored");
@@ -421,14 +458,10 @@ pub async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    let store = state.store().clone();
-    let listed = tokio::task::spawn_blocking(move || store.events(&id))
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .map_err(store_error)?;
-    Ok(Json(json!({ "events": listed })).into_response())
+    listing(&state, &headers, &id, "events", |store, id| {
+        store.events(id)
+    })
+    .await
 }
 
 /// `GET /api/v1/sealed/{id}/events/{name}`: one event's ciphertext.
@@ -437,13 +470,8 @@ pub async fn event(
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    if !crate::store::is_event_name(&name) {
-        return Err(Refusal::NotFound);
-    }
-    let store = state.store().clone();
-    let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, StoreError> {
+    let id = authorized_item(&state, &headers, &id, &name, crate::store::is_event_name)?;
+    let bytes = from_store(&state, move |store| -> Result<Vec<u8>, StoreError> {
         let reader = store.open_event(&id, &name)?;
         let mut bytes = Vec::new();
         reader
@@ -455,9 +483,7 @@ pub async fn event(
             })?;
         Ok(bytes)
     })
-    .await
-    .map_err(|_| Refusal::Internal)?
-    .map_err(store_error)?;
+    .await?;
     Ok(([(header::CONTENT_TYPE, "application/pgp-encrypted")], bytes).into_response())
 }
 
@@ -473,8 +499,7 @@ pub async fn add_session_keys(
     body: Body,
 ) -> Result<Response, Refusal> {
     use crate::seal::share::{MAX_ADDED_SESSION_KEYS, MAX_HEAD_BYTES, body_offset, check_added};
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let id = authorized_report(&state, &headers, &id)?;
     // `files/NAME` may come with its slash percent-encoded (`%2F`).
     let name = query_value(query.as_deref(), "part")
         .map(|n| n.replace("%2F", "/").replace("%2f", "/"))
@@ -496,37 +521,37 @@ pub async fn add_session_keys(
             ))
         })?;
     check_added(&added).map_err(|e| Refusal::InvalidSessionKeys(e.to_string()))?;
-    let store = state.store().clone();
     let part = name.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<Result<u64, String>, StoreError> {
-        let mut reader = if crate::store::is_event_name(&part) {
-            store.open_event(&id, &part)?
-        } else if let Some(file) = crate::store::file_of_part(&part) {
-            store.open_file(&id, file)?
-        } else {
-            store.open_part(&id, &part)?
-        };
-        let io = |source| StoreError::Io {
-            path: format!("{id}/{part}"),
-            source,
-        };
-        let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
-        reader.seek(SeekFrom::Start(0)).map_err(io)?;
-        let mut head = Vec::new();
-        reader
-            .take(MAX_HEAD_BYTES as u64)
-            .read_to_end(&mut head)
-            .map_err(io)?;
-        let offset = match body_offset(&head) {
-            Ok(o) => o as u64,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        store.insert_into_part(&id, &part, len, offset, &added)?;
-        Ok(Ok(len + added.len() as u64))
-    })
-    .await
-    .map_err(|_| Refusal::Internal)?
-    .map_err(store_error)?;
+    let done = from_store(
+        &state,
+        move |store| -> Result<Result<u64, String>, StoreError> {
+            let mut reader = if crate::store::is_event_name(&part) {
+                store.open_event(&id, &part)?
+            } else if let Some(file) = crate::store::file_of_part(&part) {
+                store.open_file(&id, file)?
+            } else {
+                store.open_part(&id, &part)?
+            };
+            let io = |source| StoreError::Io {
+                path: format!("{id}/{part}"),
+                source,
+            };
+            let len = reader.seek(SeekFrom::End(0)).map_err(io)?;
+            reader.seek(SeekFrom::Start(0)).map_err(io)?;
+            let mut head = Vec::new();
+            reader
+                .take(MAX_HEAD_BYTES as u64)
+                .read_to_end(&mut head)
+                .map_err(io)?;
+            let offset = match body_offset(&head) {
+                Ok(o) => o as u64,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            store.insert_into_part(&id, &part, len, offset, &added)?;
+            Ok(Ok(len + added.len() as u64))
+        },
+    )
+    .await?;
     match done {
         Ok(size) => {
             tracing::info!("session keys added to a part");

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::Refusal;
-use super::sealed::{authorize, small_body, store_error};
+use super::sealed::{authorized_report, from_store, on_store, small_body, store_error};
 use super::state::AppState;
 use crate::case::status::{self, CaseStatus, MAX_STATUS_BYTES};
 use crate::id::ReportId;
@@ -25,13 +25,8 @@ pub async fn get(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
-    let store = state.store().clone();
-    let stored = tokio::task::spawn_blocking(move || store.status(&id))
-        .await
-        .map_err(|_| Refusal::Internal)?
-        .map_err(store_error)?;
+    let id = authorized_report(&state, &headers, &id)?;
+    let stored = from_store(&state, move |store| store.status(&id)).await?;
     match stored {
         Some(bytes) => {
             Ok(([(header::CONTENT_TYPE, "application/pgp-signature")], bytes).into_response())
@@ -47,8 +42,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Refusal> {
-    authorize(&state, &headers)?;
-    let id: ReportId = id.parse().map_err(|_| Refusal::NotFound)?;
+    let id = authorized_report(&state, &headers, &id)?;
     let limit = MAX_STATUS_BYTES;
     let body = small_body(&headers, body, limit, Refusal::StatusTooLarge { limit })
         .await?
@@ -60,14 +54,12 @@ pub async fn put(
         .iter()
         .map(|e| e.cert.clone())
         .collect();
-    let store = state.store().clone();
-    let stored = tokio::task::spawn_blocking(move || {
+    let stored = on_store(&state, move |store| {
         let status = status::verify(&body, &maintainers, &id)
             .map_err(|e| Refusal::InvalidStatus(e.to_string()))?;
-        store_if_current(store.as_ref(), &id, &status, &body)
+        store_if_current(store, &id, &status, &body)
     })
-    .await
-    .map_err(|_| Refusal::Internal)??;
+    .await??;
     tracing::info!(new = stored, "case status stored");
     let code = if stored {
         StatusCode::CREATED
