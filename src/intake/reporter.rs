@@ -16,7 +16,7 @@
 //! (no script, no framing, `no-store`), and browser posts from another
 //! site are refused like the form's.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::conn::PeerAddr;
@@ -37,8 +36,8 @@ use super::routes::check_same_origin;
 use super::sealed::small_body;
 use super::state::{AppState, CODE_ATTEMPTS, CODE_WINDOW};
 use super::upload::{
-    self, CHANNEL_CHUNKS, HeaderBudget, clean_file_name, multipart_error, multipart_reader,
-    read_capped, seal_error,
+    self, ChannelReader, HeaderBudget, Msg, SealThread, clean_file_name, multipart_error,
+    multipart_reader, read_capped,
 };
 use crate::case::event::{Event, MAX_MESSAGE_BYTES};
 use crate::case::sealed::Signers;
@@ -305,14 +304,6 @@ fn event_json(e: &Event) -> serde_json::Value {
     })
 }
 
-/// What the receiving side tells the follow-up's sealing thread.
-enum Msg {
-    Begin(String),
-    Data(Bytes),
-    End,
-    Done(Zeroizing<String>),
-}
-
 /// Receives a follow-up: the code first, then the message, then files
 /// streamed into the sealer; the event is stored only when the body ended
 /// whole. Returns the code, the unlocked certificate and the event.
@@ -466,7 +457,12 @@ impl Receiver<'_> {
             });
         }
         let session = self.session()?;
-        session.send(Msg::Begin(file_name)).await?;
+        session
+            .send(Msg::Begin {
+                name: file_name,
+                media_type: "application/octet-stream",
+            })
+            .await?;
         let mut size = 0u64;
         let mut chunk = first;
         while let Some(bytes) = chunk {
@@ -485,7 +481,7 @@ impl Receiver<'_> {
     fn session(&mut self) -> Result<&mut Session, Refusal> {
         if self.session.is_none() {
             let (_, unlocked) = self.unlocked.as_ref().ok_or(Refusal::Internal)?;
-            self.session = Some(Session::start(self.state, &unlocked.0)?);
+            self.session = Some(start_session(self.state, &unlocked.0)?);
         }
         self.session.as_mut().ok_or(Refusal::Internal)
     }
@@ -502,10 +498,10 @@ impl Receiver<'_> {
             Some(s) => s,
             None => {
                 let (_, unlocked) = self.unlocked.as_ref().ok_or(Refusal::Internal)?;
-                Session::start(self.state, &unlocked.0)?
+                start_session(self.state, &unlocked.0)?
             }
         };
-        session.send(Msg::Done(message)).await?;
+        session.send(Msg::Message(message)).await?;
         let event = session.outcome().await?;
         self.state.reporter_message_stored();
         tracing::info!("reporter follow-up sealed and stored");
@@ -514,119 +510,56 @@ impl Receiver<'_> {
     }
 }
 
-/// The sealing thread of one follow-up.
-struct Session {
-    tx: mpsc::Sender<Msg>,
-    handle: Option<tokio::task::JoinHandle<Result<Event, SealError>>>,
-}
+/// The sealing thread of one follow-up: each file as it arrives, then the
+/// event once the message comes.
+type Session = SealThread<Event>;
 
-impl Session {
-    fn start(state: &AppState, opened: &Opened) -> Result<Session, Refusal> {
-        let keys = state.keys();
-        if keys.sealer.is_none() {
-            return Err(Refusal::NoUsableKey);
-        }
-        let recipients = keys
-            .keyring
-            .recipients()
-            .map_err(|_| Refusal::NoUsableKey)?;
-        let reply_cert = opened.cert.clone().strip_secret_key_material();
-        let report = opened.report.clone();
-        let store = state.store().clone();
-        let secrets = state.secrets().clone();
-        let format = state.config().message_format;
-        let limit = state.config().limits.max_attachment_bytes;
-        let now = state.clock().now();
-        let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let handle = tokio::task::spawn_blocking(move || {
-            let mut follow_up = crate::reply::followup::FollowUp::begin(
-                store.as_ref(),
-                report,
-                &recipients,
-                reply_cert,
-                &secrets,
-                format,
-                now,
-            );
-            loop {
-                match rx.blocking_recv() {
-                    Some(Msg::Begin(name)) => {
-                        let mut reader = ChannelReader {
-                            rx: &mut rx,
-                            chunk: Bytes::new(),
-                        };
-                        follow_up.add_file(&name, &mut reader, limit)?;
-                    }
-                    Some(Msg::Done(message)) => return follow_up.finish(message.to_string()),
-                    Some(Msg::Data(_) | Msg::End) => {
-                        return Err(SealError::Input(io::Error::other(
-                            "file data outside a file",
-                        )));
-                    }
-                    None => {
-                        return Err(SealError::Input(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "follow-up abandoned",
-                        )));
-                    }
-                }
-            }
-        });
-        Ok(Session {
-            tx,
-            handle: Some(handle),
-        })
+fn start_session(state: &AppState, opened: &Opened) -> Result<Session, Refusal> {
+    let keys = state.keys();
+    if keys.sealer.is_none() {
+        return Err(Refusal::NoUsableKey);
     }
-
-    async fn send(&mut self, msg: Msg) -> Result<(), Refusal> {
-        if self.tx.send(msg).await.is_ok() {
-            return Ok(());
-        }
-        match self.outcome().await {
-            Ok(_) => Err(Refusal::Internal),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn outcome(&mut self) -> Result<Event, Refusal> {
-        let Some(handle) = self.handle.take() else {
-            return Err(Refusal::Internal);
-        };
-        match handle.await {
-            Ok(Ok(event)) => Ok(event),
-            Ok(Err(e)) => Err(seal_error(e)),
-            Err(_) => Err(Refusal::Internal),
-        }
-    }
-}
-
-/// One file's bytes as a blocking `Read`, ending at `Msg::End`.
-struct ChannelReader<'a> {
-    rx: &'a mut mpsc::Receiver<Msg>,
-    chunk: Bytes,
-}
-
-impl Read for ChannelReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    let recipients = keys
+        .keyring
+        .recipients()
+        .map_err(|_| Refusal::NoUsableKey)?;
+    let reply_cert = opened.cert.clone().strip_secret_key_material();
+    let report = opened.report.clone();
+    let store = state.store().clone();
+    let secrets = state.secrets().clone();
+    let format = state.config().message_format;
+    let limit = state.config().limits.max_attachment_bytes;
+    let now = state.clock().now();
+    Ok(SealThread::spawn(move |mut rx| {
+        let mut follow_up = crate::reply::followup::FollowUp::begin(
+            store.as_ref(),
+            report,
+            &recipients,
+            reply_cert,
+            &secrets,
+            format,
+            now,
+        );
         loop {
-            if !self.chunk.is_empty() {
-                let n = buf.len().min(self.chunk.len());
-                buf[..n].copy_from_slice(&self.chunk.split_to(n));
-                return Ok(n);
-            }
-            match self.rx.blocking_recv() {
-                Some(Msg::Data(bytes)) => self.chunk = bytes,
-                Some(Msg::End) => return Ok(0),
-                Some(_) => return Err(io::Error::other("unexpected message inside a file")),
+            match rx.blocking_recv() {
+                Some(Msg::Begin { name, .. }) => {
+                    follow_up.add_file(&name, &mut ChannelReader::new(&mut rx), limit)?;
+                }
+                Some(Msg::Message(message)) => return follow_up.finish(message.to_string()),
+                Some(Msg::Data(_) | Msg::End | Msg::Finish(_)) => {
+                    return Err(SealError::Input(io::Error::other(
+                        "file data outside a file",
+                    )));
+                }
                 None => {
-                    return Err(io::Error::new(
+                    return Err(SealError::Input(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "follow-up abandoned",
-                    ));
+                    )));
                 }
             }
         }
-    }
+    }))
 }
 
 /// Largest body of a new-reply notice request.

@@ -530,7 +530,7 @@ impl Receiver<'_> {
     fn take_session(&mut self) -> Session {
         match self.session.take() {
             Some(session) => session,
-            None => Session::start(
+            None => start_session(
                 self.sealer.clone(),
                 self.state.store().clone(),
                 self.kind.channel(),
@@ -650,41 +650,42 @@ pub(super) fn seal_error(e: SealError) -> Refusal {
     }
 }
 
-/// What the receiving side tells the sealing thread.
-enum Msg {
+/// What the receiving side tells a sealing thread.
+pub(super) enum Msg {
     Begin {
         name: String,
         media_type: &'static str,
     },
     Data(Bytes),
     End,
+    /// A report's fields: commit it.
     Finish(Box<(ReportBody, Reporter)>),
+    /// A follow-up's message: store it.
+    Message(Zeroizing<String>),
 }
 
-/// The sealing thread of one upload and the channel that feeds it.
-struct Session {
+/// A blocking sealing thread and the bounded channel that feeds it: a
+/// report's upload, or a reporter's follow-up.
+pub(super) struct SealThread<T> {
     tx: mpsc::Sender<Msg>,
     /// Taken when awaited (a finished handle must not be polled again).
-    handle: Option<JoinHandle<Result<Finished, SealError>>>,
+    handle: Option<JoinHandle<Result<T, SealError>>>,
 }
 
-impl Session {
-    fn start(sealer: Sealer, store: Arc<dyn Store>, channel: Channel, state: &AppState) -> Session {
+impl<T: Send + 'static> SealThread<T> {
+    /// Runs `work` on a blocking thread, reading what [`Self::send`] sends.
+    pub(super) fn spawn(
+        work: impl FnOnce(mpsc::Receiver<Msg>) -> Result<T, SealError> + Send + 'static,
+    ) -> SealThread<T> {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let limit = state.config().limits.max_attachment_bytes;
-        let project = state.config().project_name.clone();
-        let desk = state.replies().clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            seal_session(&sealer, store.as_ref(), &desk, channel, limit, &project, rx)
-        });
-        Session {
+        SealThread {
             tx,
-            handle: Some(handle),
+            handle: Some(tokio::task::spawn_blocking(move || work(rx))),
         }
     }
 
     /// Waits for the sealing thread to end and returns its result.
-    async fn outcome(&mut self) -> Result<Finished, Refusal> {
+    pub(super) async fn outcome(&mut self) -> Result<T, Refusal> {
         let Some(handle) = self.handle.take() else {
             return Err(Refusal::Internal);
         };
@@ -696,7 +697,7 @@ impl Session {
     }
 
     /// Sends a message; if the sealing thread has stopped, its error.
-    async fn send(&mut self, msg: Msg) -> Result<(), Refusal> {
+    pub(super) async fn send(&mut self, msg: Msg) -> Result<(), Refusal> {
         if self.tx.send(msg).await.is_ok() {
             return Ok(());
         }
@@ -707,19 +708,38 @@ impl Session {
         }
     }
 
-    async fn finish(mut self, body: ReportBody, reporter: Reporter) -> Result<Finished, Refusal> {
-        self.send(Msg::Finish(Box::new((body, reporter)))).await?;
-        self.outcome().await
-    }
-
-    /// Stops the thread without committing and waits until the staged
-    /// report is gone.
-    async fn discard(self) {
-        let Session { tx, handle } = self;
+    /// Stops the thread without committing and waits until what it
+    /// staged is gone.
+    pub(super) async fn discard(self) {
+        let SealThread { tx, handle } = self;
         drop(tx);
         if let Some(handle) = handle {
             let _ = handle.await;
         }
+    }
+}
+
+/// The sealing thread of one upload.
+type Session = SealThread<Finished>;
+
+fn start_session(
+    sealer: Sealer,
+    store: Arc<dyn Store>,
+    channel: Channel,
+    state: &AppState,
+) -> Session {
+    let limit = state.config().limits.max_attachment_bytes;
+    let project = state.config().project_name.clone();
+    let desk = state.replies().clone();
+    SealThread::spawn(move |rx| {
+        seal_session(&sealer, store.as_ref(), &desk, channel, limit, &project, rx)
+    })
+}
+
+impl Session {
+    async fn finish(mut self, body: ReportBody, reporter: Reporter) -> Result<Finished, Refusal> {
+        self.send(Msg::Finish(Box::new((body, reporter)))).await?;
+        self.outcome().await
     }
 }
 
@@ -749,7 +769,7 @@ fn seal_session(
                 let (body, reporter) = *fields;
                 return finish(writer, Some(desk), project, body, reporter, None);
             }
-            Some(Msg::Data(_) | Msg::End) => {
+            Some(Msg::Data(_) | Msg::End | Msg::Message(_)) => {
                 return Err(SealError::Input(io::Error::other(
                     "file data outside a file",
                 )));
@@ -765,9 +785,18 @@ fn seal_session(
 }
 
 /// One file's bytes as a blocking `Read`, ending at `Msg::End`.
-struct ChannelReader<'a> {
+pub(super) struct ChannelReader<'a> {
     rx: &'a mut mpsc::Receiver<Msg>,
     chunk: Bytes,
+}
+
+impl<'a> ChannelReader<'a> {
+    pub(super) fn new(rx: &'a mut mpsc::Receiver<Msg>) -> ChannelReader<'a> {
+        ChannelReader {
+            rx,
+            chunk: Bytes::new(),
+        }
+    }
 }
 
 impl Read for ChannelReader<'_> {

@@ -225,11 +225,23 @@ pub fn seal_signed(
     at: SystemTime,
     plaintext: &[u8],
 ) -> Result<(Vec<u8>, Vec<String>), SealError> {
-    let pgp = SealError::OpenPgp;
     let (keys, fingerprints) = encryption_keys(recipients, format, at)?;
+    Ok((encrypt_signed(&keys, signer, at, plaintext)?, fingerprints))
+}
+
+/// `plaintext` in a literal packet, signed by `signer` at `at` (a one-pass
+/// signature inside the encryption), encrypted to `keys` with a session
+/// key of its own.
+fn encrypt_signed(
+    keys: &[EncryptionKey],
+    signer: impl openpgp::crypto::Signer + Send + Sync,
+    at: SystemTime,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let pgp = SealError::OpenPgp;
     let mut out = Vec::new();
     {
-        let envelope = Envelope::new(&keys).map_err(pgp)?;
+        let envelope = Envelope::new(keys).map_err(pgp)?;
         let message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
         let message = Signer::new(message, signer)
             .map_err(pgp)?
@@ -245,7 +257,7 @@ pub fn seal_signed(
             .map_err(|e| SealError::OpenPgp(e.into()))?;
         literal.finalize().map_err(pgp)?;
     }
-    Ok((out, fingerprints))
+    Ok(out)
 }
 
 /// Encrypts `inner`, an already signed OpenPGP message (what `gpg --sign`
@@ -424,22 +436,7 @@ impl ReportWriter {
         let mut hash = Sha256::new();
         let mut size = 0u64;
         let part = self.write_part(&file, false, |w| {
-            let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
-            loop {
-                let n = match plaintext.read(&mut buf[..]) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(SealError::Input(e)),
-                };
-                size += n as u64;
-                if size > limit {
-                    return Err(SealError::TooLarge { limit });
-                }
-                hash.update(&buf[..n]);
-                w.write_all(&buf[..n])
-                    .map_err(|e| SealError::OpenPgp(e.into()))?;
-            }
+            size = copy_limited(plaintext, limit, &mut hash, w)?;
             Ok(())
         })?;
         self.parts.push(part);
@@ -622,7 +619,6 @@ impl PendingReport {
         plaintext: &[u8],
         also_to: Option<&Cert>,
     ) -> Result<(), SealError> {
-        let pgp = SealError::OpenPgp;
         let at = self.sealed.received_at;
         let mut keys: Vec<EncryptionKey> = self.keys.clone();
         if let Some(cert) = also_to {
@@ -633,24 +629,7 @@ impl PendingReport {
             )?;
             keys.extend(extra);
         }
-        let mut out = Vec::new();
-        {
-            let envelope = Envelope::new(&keys).map_err(pgp)?;
-            let message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
-            let message = Signer::new(message, self.sealer.inner.secrets.signer()?)
-                .map_err(pgp)?
-                .creation_time(at)
-                .build()
-                .map_err(pgp)?;
-            let mut literal = LiteralWriter::new(message)
-                .format(DataFormat::Binary)
-                .build()
-                .map_err(pgp)?;
-            literal
-                .write_all(plaintext)
-                .map_err(|e| SealError::OpenPgp(e.into()))?;
-            literal.finalize().map_err(pgp)?;
-        }
+        let out = encrypt_signed(&keys, self.sealer.inner.secrets.signer()?, at, plaintext)?;
         self.staging.add_event(name, &out)?;
         Ok(())
     }
@@ -660,6 +639,33 @@ impl PendingReport {
     pub fn commit(self) -> Result<SealedReport, SealError> {
         self.staging.commit()?;
         Ok(self.sealed)
+    }
+}
+
+/// Copies `plaintext` into `out` through a wiped buffer, hashing it, and
+/// refuses it once it passes `limit` bytes; returns how many it copied.
+fn copy_limited(
+    plaintext: &mut dyn Read,
+    limit: u64,
+    hash: &mut Sha256,
+    out: &mut dyn Write,
+) -> Result<u64, SealError> {
+    let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+    let mut size = 0u64;
+    loop {
+        let n = match plaintext.read(&mut buf[..]) {
+            Ok(0) => return Ok(size),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SealError::Input(e)),
+        };
+        size += n as u64;
+        if size > limit {
+            return Err(SealError::TooLarge { limit });
+        }
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(|e| SealError::OpenPgp(e.into()))?;
     }
 }
 
@@ -679,30 +685,14 @@ pub fn seal_stream(
     let (keys, _) = encryption_keys(recipients, format, at)?;
     let mut sink = sink;
     let mut hash = Sha256::new();
-    let mut size = 0u64;
-    {
+    let size = {
         let envelope = Envelope::new(&keys).map_err(pgp)?;
         let message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
         let mut literal = LiteralChunks::new(message);
-        let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
-        loop {
-            let n = match plaintext.read(&mut buf[..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(SealError::Input(e)),
-            };
-            size += n as u64;
-            if size > limit {
-                return Err(SealError::TooLarge { limit });
-            }
-            hash.update(&buf[..n]);
-            literal
-                .write_all(&buf[..n])
-                .map_err(|e| SealError::OpenPgp(e.into()))?;
-        }
+        let size = copy_limited(plaintext, limit, &mut hash, &mut literal)?;
         literal.finish().map_err(pgp)?;
-    }
+        size
+    };
     let stored = sink.finish()?;
     Ok((size, hex::encode(hash.finalize()), stored))
 }
