@@ -56,18 +56,7 @@ fn intake() -> Intake {
 
 impl Intake {
     fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .site
-            .embargo()
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        run_embargo(&self.site, args, stdin)
     }
 
     fn store(&self, who: &str) -> String {
@@ -162,6 +151,21 @@ impl Intake {
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
+}
+
+/// `embargo ARGS` for `site`, with `stdin`, its output collected.
+fn run_embargo(site: &Site, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = site
+        .embargo()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Every file under `dir`, recursively.
@@ -432,53 +436,28 @@ fn wrong_malformed_huge_and_orphaned_codes_each_get_a_clear_answer_and_store_not
     let (s, _) = t.status(&format!("{{\"code\": \"{}\"}}", "A".repeat(10_000)));
     assert_eq!(s, 413);
 
-    // A follow-up with a wrong code stores nothing, even with a file.
-    let form = reqwest::blocking::multipart::Form::new()
-        .text(
-            "followup",
-            serde_json::json!({"code": wrong, "message": "hi"}).to_string(),
-        )
-        .part(
-            "attachment",
-            reqwest::blocking::multipart::Part::bytes(vec![7; 1000]).file_name("x"),
-        );
-    let answer = server::client()
-        .post(t.server.url("/api/v1/status/messages"))
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 404);
-    // Nor does a file sent before the code, or a follow-up without a message.
-    let form = reqwest::blocking::multipart::Form::new()
-        .part(
-            "attachment",
-            reqwest::blocking::multipart::Part::bytes(vec![7; 10]).file_name("x"),
-        )
-        .text(
-            "followup",
-            serde_json::json!({"code": code, "message": "hi"}).to_string(),
-        );
-    let answer = server::client()
-        .post(t.server.url("/api/v1/status/messages"))
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 400);
-    let form = reqwest::blocking::multipart::Form::new()
-        .text(
-            "followup",
-            serde_json::json!({"code": code, "message": "  "}).to_string(),
-        )
-        .part(
-            "attachment",
-            reqwest::blocking::multipart::Part::bytes(vec![7; 10]).file_name("x"),
-        );
-    let answer = server::client()
-        .post(t.server.url("/api/v1/status/messages"))
-        .multipart(form)
-        .send()
-        .unwrap();
-    assert_eq!(answer.status().as_u16(), 400);
+    // A follow-up with a wrong code stores nothing, even with a file; nor
+    // does a file sent before the code, or a follow-up without a message.
+    let follow_up = |code: &str, message: &str, file_first: bool| -> u16 {
+        use reqwest::blocking::multipart::{Form, Part};
+        let json = serde_json::json!({ "code": code, "message": message }).to_string();
+        let file = Part::bytes(vec![7; 1000]).file_name("x");
+        let form = if file_first {
+            Form::new().part("attachment", file).text("followup", json)
+        } else {
+            Form::new().text("followup", json).part("attachment", file)
+        };
+        server::client()
+            .post(t.server.url("/api/v1/status/messages"))
+            .multipart(form)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(follow_up(&wrong, "hi", false), 404);
+    assert_eq!(follow_up(&code, "hi", true), 400);
+    assert_eq!(follow_up(&code, "  ", false), 400);
     let store = t.site.store();
     let rid = id.parse().unwrap();
     assert_eq!(
@@ -578,17 +557,7 @@ fn an_email_reporter_and_a_web_reporter_get_their_code_by_mail_and_are_told_of_r
     let store = work.path().join("a-store").display().to_string();
     let token = token_file.display().to_string();
     let run = |args: &[&str], stdin: &[u8]| {
-        use std::io::Write;
-        let mut child = site
-            .embargo()
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_embargo(&site, args, stdin);
         assert!(
             out.status.success(),
             "{}",
