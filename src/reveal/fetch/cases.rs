@@ -140,14 +140,7 @@ impl Http {
             return Ok(StatusSent::Nothing);
         };
         let url = format!("{}/api/v1/sealed/{id}/status", self.base);
-        let response = self
-            .client
-            .put(&url)
-            .bearer_auth(self.token.as_str())
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(signed)
-            .send()
-            .map_err(|e| self.send_err(&url, e))?;
+        let response = self.send_bytes(self.client.put(&url), &url, signed)?;
         match response.status() {
             StatusCode::CREATED => Ok(StatusSent::Sent),
             StatusCode::OK | StatusCode::NOT_FOUND => Ok(StatusSent::Nothing),
@@ -387,19 +380,28 @@ impl Http {
         Ok(1)
     }
 
+    /// Sends `request` (to `url`) with the token and `body` as
+    /// `application/octet-stream`: a case status, an event, session keys.
+    fn send_bytes(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::blocking::Response, Error> {
+        request
+            .bearer_auth(self.token.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(body)
+            .send()
+            .map_err(|e| self.send_err(url, e))
+    }
+
     /// Sends session keys added here to part, event or file (`files/NAME`)
     /// `name` of `id` to the intake.
     fn post_session_keys(&self, id: &ReportId, name: &str, added: Vec<u8>) -> Result<(), Error> {
         let url = format!("{}/api/v1/sealed/{id}/session-keys", self.base);
-        let response = self
-            .client
-            .post(&url)
-            .query(&[("part", name)])
-            .bearer_auth(self.token.as_str())
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(added)
-            .send()
-            .map_err(|e| self.send_err(&url, e))?;
+        let request = self.client.post(&url).query(&[("part", name)]);
+        let response = self.send_bytes(request, &url, added)?;
         if !response.status().is_success() {
             return Err(Error::Fetch {
                 url,
@@ -509,15 +511,8 @@ impl Http {
 
     fn post_event(&self, id: &ReportId, name: &str, bytes: Vec<u8>) -> Result<(), Error> {
         let url = format!("{}/api/v1/sealed/{id}/events", self.base);
-        let response = self
-            .client
-            .post(&url)
-            .query(&[("name", name)])
-            .bearer_auth(self.token.as_str())
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(bytes)
-            .send()
-            .map_err(|e| self.send_err(&url, e))?;
+        let request = self.client.post(&url).query(&[("name", name)]);
+        let response = self.send_bytes(request, &url, bytes)?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
