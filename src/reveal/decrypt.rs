@@ -22,7 +22,7 @@ use crate::seal::{Opener, SignatureCheck};
 use crate::store;
 
 /// Prefix of the temporary directories inside `OUT`.
-pub(super) const PARTIAL_PREFIX: &str = ".embargo-partial-";
+const PARTIAL_PREFIX: &str = ".embargo-partial-";
 
 /// What `embargo decrypt` was asked to do.
 #[derive(Clone, Debug)]
@@ -101,26 +101,7 @@ pub fn decrypt(args: &DecryptArgs, progress: &dyn Progress) -> Result<Decrypted,
     if target.symlink_metadata().is_ok() {
         return Err(Error::Exists { path: target });
     }
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Write { path, source }
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.out)
-        .map_err(write_err(&args.out))?;
-    remove_abandoned(&args.out);
-    let partial = args.out.join(format!(
-        "{PARTIAL_PREFIX}{id}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&partial)
-        .map_err(write_err(&partial))?;
-    let guard = PartialDir::new(partial.clone(), args.on_interrupt);
+    let (partial, guard) = make_partial(&args.out, id.as_str(), args.on_interrupt)?;
     fs::set_permissions(&partial, fs::Permissions::from_mode(0o700))
         .map_err(write_err(&partial))?;
 
@@ -170,6 +151,41 @@ pub fn decrypt(args: &DecryptArgs, progress: &dyn Progress) -> Result<Decrypted,
     })
 }
 
+/// What failing to write `path` is reported as.
+pub(super) fn write_err(path: &Path) -> impl FnOnce(io::Error) -> Error + use<> {
+    let path = path.to_path_buf();
+    move |source| Error::Write { path, source }
+}
+
+/// Creates `out` (private when new), removes the temporary directories
+/// killed runs left in it, and makes a private temporary directory there,
+/// named for `stem`, which the returned guard removes when dropped, and
+/// on Ctrl-C or SIGTERM (then calling `on_interrupt`).
+pub(super) fn make_partial(
+    out: &Path,
+    stem: &str,
+    on_interrupt: fn() -> !,
+) -> Result<(PathBuf, PartialDir), Error> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .map_err(write_err(out))?;
+    remove_abandoned(out);
+    // `<stem>-<pid>-<random>`, as `remove_abandoned` reads it.
+    let partial = out.join(format!(
+        "{PARTIAL_PREFIX}{stem}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&partial)
+        .map_err(write_err(&partial))?;
+    let guard = PartialDir::new(partial.clone(), on_interrupt);
+    Ok((partial, guard))
+}
+
 pub(super) fn new_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
@@ -209,7 +225,7 @@ pub(super) struct PartialDir {
 }
 
 impl PartialDir {
-    pub(super) fn new(path: PathBuf, on_interrupt: fn() -> !) -> PartialDir {
+    fn new(path: PathBuf, on_interrupt: fn() -> !) -> PartialDir {
         remove_on_signal(path.clone(), on_interrupt);
         PartialDir { path, armed: true }
     }
@@ -265,7 +281,7 @@ fn remove_on_signal(dir: PathBuf, on_interrupt: fn() -> !) {
 }
 
 /// Removes temporary directories of runs that were killed (their process is gone).
-pub(super) fn remove_abandoned(out: &Path) {
+fn remove_abandoned(out: &Path) {
     let Ok(entries) = fs::read_dir(out) else {
         return;
     };

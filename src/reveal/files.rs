@@ -9,12 +9,11 @@
 //! into `OUT` under a safe name ([`super::names`]) that nothing there has
 //! yet: an existing file is never replaced, a taken name gets `-2`, `-3`…
 
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::decrypt::{Counted, PARTIAL_PREFIX, PartialDir, new_private_file, remove_abandoned};
+use super::decrypt::{Counted, make_partial, new_private_file, write_err};
 use super::names::UniqueNames;
 use super::{Error, Progress};
 use crate::case::event::{EventAttachment, EventId, Kind};
@@ -62,27 +61,8 @@ pub fn save_files(
         return Ok(Vec::new());
     }
     let id = &case.manifest.id;
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Write { path, source }
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(out)
-        .map_err(write_err(out))?;
-    remove_abandoned(out);
-    let partial = out.join(format!(
-        "{PARTIAL_PREFIX}{id}-files-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&partial)
-        .map_err(write_err(&partial))?;
-    // Removes the directory (and what was decrypted into it) when dropped.
-    let _guard = PartialDir::new(partial.clone(), on_interrupt);
+    // The guard removes the directory (and what was decrypted into it) when dropped.
+    let (partial, _guard) = make_partial(out, &format!("{id}-files"), on_interrupt)?;
 
     progress.start(
         files
