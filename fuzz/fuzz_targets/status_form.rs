@@ -21,7 +21,6 @@ use embargo::clock::Clock;
 use embargo::config::Config;
 use embargo::id::ReportId;
 use embargo::intake::{self, AppState};
-use embargo::store::Store;
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use sequoia_openpgp::serialize::SerializeInto;
