@@ -854,3 +854,54 @@ fn memory_for_sealing_does_not_depend_on_attachment_size() {
     assert_eq!(store.list().unwrap(), vec![sealed.id]);
     assert!(site.staging_entries().is_empty());
 }
+
+/// A stored part whose encrypted packet is cut short, at every length
+/// around where Sequoia's parser frames the first chunk, or padded with
+/// junk, is refused as damaged by every reader path: never a panic (a
+/// maintainer's decrypt, list or case must survive a tampered store).
+#[test]
+fn a_part_whose_encrypted_packet_is_cut_short_is_refused_and_never_panics() {
+    let site = Site::new();
+    let alice = sequoia_key("alice <alice@example.org>");
+    let sealer = sealer_for(&site, vec![alice.clone()], MessageFormat::Compat);
+    let sealed = seal(&site, &sealer, &[("poc.bin", &[7u8; 100])]);
+    let dir = site.reports_dir().join(sealed.id.as_str());
+    let part = dir.join("001.pgp");
+    let (pkesks, _) = pkesks_and_body_start(&part);
+    let original = fs::read(&part).unwrap();
+    let open = opener(&alice, Some(site.signing_cert()));
+    let manifest = open
+        .open_manifest(&site.store(), &sealed.id)
+        .unwrap()
+        .manifest;
+    let entry = &manifest.attachments[0];
+    // The stored SEIPD body (after the PKESKs and the packet header).
+    let head: usize = pkesks.iter().map(Vec::len).sum();
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for n in 0..64 {
+        // A definite-length SEIPD packet of version 1 with n body bytes.
+        let mut bytes: Vec<u8> = pkesks.concat();
+        let body: Vec<u8> = original[head..].iter().copied().cycle().take(n).collect();
+        bytes.push(0xC0 | 18);
+        bytes.push((n + 1) as u8);
+        bytes.push(1);
+        bytes.extend_from_slice(&body);
+        cases.push(bytes);
+    }
+    for cut in head..original.len() {
+        cases.push(original[..cut].to_vec());
+    }
+    let mut junk = original.clone();
+    junk.extend_from_slice(&[0xD2, 5, 1, 2, 3, 4, 5]);
+    cases.push(junk);
+    for bytes in cases {
+        fs::write(&part, &bytes).unwrap();
+        let mut out = Vec::new();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            open.decrypt_attachment(&site.store(), &sealed.id, entry, &mut out)
+        }));
+        let result =
+            result.unwrap_or_else(|_| panic!("the reader panicked on a {}-byte part", bytes.len()));
+        assert!(result.is_err(), "a {}-byte part opened", bytes.len());
+    }
+}

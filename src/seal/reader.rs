@@ -382,6 +382,35 @@ impl Opener {
                 .map_err(|e| tampered(part, e.to_string()))?;
         }
         let reader = Cursor::new(head.clone()).chain(reader);
+        // Sequoia 2.3's parser panics on some malformed encrypted packets
+        // (an encrypted packet cut short inside its first chunk; see
+        // tests/seal.rs). A tampered store must give an error, never take
+        // a maintainer's command down: what was written to `out` is
+        // discarded by every caller on error, as for any failure.
+        let run = std::panic::AssertUnwindSafe(|| {
+            self.decrypt_stream(part, reader, head, out, signed, certs, limit)
+        });
+        std::panic::catch_unwind(run).unwrap_or_else(|_| {
+            Err(tampered(
+                part,
+                "its encrypted packet is malformed (the OpenPGP parser gave up on it)".into(),
+            ))
+        })
+    }
+
+    /// [`Self::decrypt`] once the head is read: the decryptor and the
+    /// copy to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn decrypt_stream(
+        &self,
+        part: &str,
+        reader: impl Read + Send + Sync,
+        head: Vec<u8>,
+        out: &mut dyn Write,
+        signed: bool,
+        certs: Vec<Cert>,
+        limit: u64,
+    ) -> Result<Outcome, RevealError> {
         let helper = Helper {
             opener: self,
             certs,
