@@ -24,7 +24,6 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -439,13 +438,9 @@ impl Receiver<'_> {
     /// One file, streamed into the sealing thread (started at the first).
     async fn attachment(&mut self, mut field: multer::Field<'_>) -> Result<(), Refusal> {
         let file_name = clean_file_name(field.file_name().unwrap_or(""));
-        let mut first = field.chunk().await.map_err(multipart_error)?;
-        while first.as_ref().is_some_and(Bytes::is_empty) {
-            first = field.chunk().await.map_err(multipart_error)?;
-        }
-        if first.is_none() && field.file_name().is_none_or(str::is_empty) {
+        let Some(first) = upload::first_chunk(&mut field).await? else {
             return Ok(());
-        }
+        };
         if self.message.trim().is_empty() {
             return Err(Refusal::EmptyMessage);
         }
@@ -457,25 +452,8 @@ impl Receiver<'_> {
             });
         }
         let session = self.session()?;
-        session
-            .send(Msg::Begin {
-                name: file_name,
-                media_type: "application/octet-stream",
-            })
-            .await?;
-        let mut size = 0u64;
-        let mut chunk = first;
-        while let Some(bytes) = chunk {
-            size += bytes.len() as u64;
-            if size > limits.max_attachment_bytes {
-                return Err(Refusal::FileTooLarge {
-                    limit: limits.max_attachment_bytes,
-                });
-            }
-            session.send(Msg::Data(bytes)).await?;
-            chunk = field.chunk().await.map_err(multipart_error)?;
-        }
-        session.send(Msg::End).await
+        let kind = "application/octet-stream";
+        upload::send_file(session, field, file_name, kind, first, &limits).await
     }
 
     fn session(&mut self) -> Result<&mut Session, Refusal> {

@@ -455,13 +455,9 @@ impl Receiver<'_> {
     /// part of a form's file input with no file chosen is skipped.
     async fn attachment(&mut self, mut field: multer::Field<'_>) -> Result<(), Refusal> {
         let file_name = clean_file_name(field.file_name().unwrap_or(""));
-        let mut first = field.chunk().await.map_err(multipart_error)?;
-        while first.as_ref().is_some_and(Bytes::is_empty) {
-            first = field.chunk().await.map_err(multipart_error)?;
-        }
-        if first.is_none() && field.file_name().is_none_or(str::is_empty) {
+        let Some(first) = first_chunk(&mut field).await? else {
             return Ok(());
-        }
+        };
         let limits = self.limits;
         self.files += 1;
         if self.files > limits.max_attachments {
@@ -469,27 +465,9 @@ impl Receiver<'_> {
                 limit: limits.max_attachments,
             });
         }
-        let session = self.session();
         let media_type = media_type_for(&file_name);
-        session
-            .send(Msg::Begin {
-                name: file_name,
-                media_type,
-            })
-            .await?;
-        let mut size = 0u64;
-        let mut chunk = first;
-        while let Some(bytes) = chunk {
-            size += bytes.len() as u64;
-            if size > limits.max_attachment_bytes {
-                return Err(Refusal::FileTooLarge {
-                    limit: limits.max_attachment_bytes,
-                });
-            }
-            session.send(Msg::Data(bytes)).await?;
-            chunk = field.chunk().await.map_err(multipart_error)?;
-        }
-        session.send(Msg::End).await
+        let session = self.session();
+        send_file(session, field, file_name, media_type, first, limits).await
     }
 
     /// The end of the body: validates the fields and commits the report.
@@ -717,6 +695,48 @@ impl<T: Send + 'static> SealThread<T> {
             let _ = handle.await;
         }
     }
+}
+
+/// A file part's first bytes (empty chunks skipped); `None` for the empty
+/// part a form's file input sends when no file was chosen.
+pub(super) async fn first_chunk(
+    field: &mut multer::Field<'_>,
+) -> Result<Option<Option<Bytes>>, Refusal> {
+    let mut first = field.chunk().await.map_err(multipart_error)?;
+    while first.as_ref().is_some_and(Bytes::is_empty) {
+        first = field.chunk().await.map_err(multipart_error)?;
+    }
+    if first.is_none() && field.file_name().is_none_or(str::is_empty) {
+        return Ok(None);
+    }
+    Ok(Some(first))
+}
+
+/// Streams one file part (its `first` chunk already read) into `thread`
+/// as `Begin`, `Data`…, `End`, refused once it passes
+/// `max_attachment_bytes`.
+pub(super) async fn send_file<T: Send + 'static>(
+    thread: &mut SealThread<T>,
+    mut field: multer::Field<'_>,
+    name: String,
+    media_type: &'static str,
+    first: Option<Bytes>,
+    limits: &Limits,
+) -> Result<(), Refusal> {
+    thread.send(Msg::Begin { name, media_type }).await?;
+    let mut size = 0u64;
+    let mut chunk = first;
+    while let Some(bytes) = chunk {
+        size += bytes.len() as u64;
+        if size > limits.max_attachment_bytes {
+            return Err(Refusal::FileTooLarge {
+                limit: limits.max_attachment_bytes,
+            });
+        }
+        thread.send(Msg::Data(bytes)).await?;
+        chunk = field.chunk().await.map_err(multipart_error)?;
+    }
+    thread.send(Msg::End).await
 }
 
 /// The sealing thread of one upload.
