@@ -4,10 +4,11 @@
 pub mod manifest;
 mod media;
 pub mod reader;
+mod seipd;
 pub mod share;
 pub mod writer;
 
 pub use manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SealedPolicy};
 pub use media::media_type_for;
 pub use reader::{Opener, RevealError, SecretSource, SignatureCheck};
-pub use writer::{PendingReport, ReportWriter, SealError, SealedReport, Sealer};
+pub use writer::{PendingReport, ReportWriter, SealError, SealedReport, Sealer, Seipd1Engine};

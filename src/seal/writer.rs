@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SCHEMA, SealedPolicy};
+use super::seipd::{Seipd1Writer, definite_length};
 use crate::clock::{Clock, rfc3339};
 use crate::config::{MessageFormat, Policy};
 use crate::id::ReportId;
@@ -65,6 +66,25 @@ struct SealerInner {
     clock: Clock,
     /// The promises sealed into each manifest.
     policy: Option<SealedPolicy>,
+    /// Which SEIPDv1 writer seals the attachments.
+    seipd1: Seipd1Engine,
+}
+
+/// Which writer makes the SEIPDv1 packet of an unsigned part (attachments,
+/// follow-up files). Not yet chosen by any channel: the OpenSSL writer is
+/// groundwork, compared with Sequoia's by `tests/seipd.rs` and
+/// `benches/seipd.rs` before it becomes the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Seipd1Engine {
+    /// Sequoia's encryptor, which computes the MDC with collision-detecting
+    /// SHA-1.
+    #[default]
+    Sequoia,
+    /// embargo's own writer over OpenSSL EVP ([`super::seipd`]), for an
+    /// envelope of AES-256 without AEAD; any other envelope still goes
+    /// through Sequoia.
+    Openssl,
 }
 
 /// One sealed part as stored, for receipts and listings.
@@ -119,6 +139,7 @@ impl Sealer {
                 format,
                 clock,
                 policy: None,
+                seipd1: Seipd1Engine::default(),
             }),
         }
     }
@@ -131,6 +152,23 @@ impl Sealer {
             format: self.inner.format,
             clock: self.inner.clock,
             policy: Some(SealedPolicy::from(policy)),
+            seipd1: self.inner.seipd1,
+        };
+        Sealer {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The same sealer, writing the SEIPDv1 packets of attachments with
+    /// `engine` (the manifest, signed, always goes through Sequoia).
+    pub fn with_seipd1_engine(self, engine: Seipd1Engine) -> Sealer {
+        let inner = SealerInner {
+            recipients: self.inner.recipients.clone(),
+            secrets: self.inner.secrets.clone(),
+            format: self.inner.format,
+            clock: self.inner.clock,
+            policy: self.inner.policy.clone(),
+            seipd1: engine,
         };
         Sealer {
             inner: Arc::new(inner),
@@ -370,6 +408,38 @@ impl Envelope {
         }
         encryptor.build()
     }
+
+    /// Whether embargo's own SEIPDv1 writer can carry this envelope.
+    fn fits_seipd1_writer(&self) -> bool {
+        self.aead.is_none() && self.sym == SymmetricAlgorithm::AES256
+    }
+
+    /// Seals what `body` writes, unsigned, as one literal data packet into
+    /// `sink`: the PKESKs, then the encrypted packet, written by `engine`
+    /// when it can carry this envelope and by Sequoia otherwise.
+    fn seal_unsigned<W: Write + Send + Sync, R>(
+        &self,
+        engine: Seipd1Engine,
+        mut sink: W,
+        body: impl FnOnce(&mut dyn Write) -> Result<R, SealError>,
+    ) -> Result<R, SealError> {
+        let pgp = SealError::OpenPgp;
+        let io = |e: io::Error| SealError::OpenPgp(e.into());
+        if engine == Seipd1Engine::Openssl && self.fits_seipd1_writer() {
+            sink.write_all(&self.pkesks).map_err(io)?;
+            let seipd = Seipd1Writer::new(sink, &self.session_key).map_err(io)?;
+            let mut literal = LiteralChunks::new(seipd);
+            let out = body(&mut literal)?;
+            literal.finish().map_err(io)?.finish().map_err(io)?;
+            Ok(out)
+        } else {
+            let message = self.encrypt(Message::new(sink)).map_err(pgp)?;
+            let mut literal = LiteralChunks::new(message);
+            let out = body(&mut literal)?;
+            literal.finish().map_err(io)?.finalize().map_err(pgp)?;
+            Ok(out)
+        }
+    }
 }
 
 /// A report being sealed. Dropping it without `finish` discards everything.
@@ -541,27 +611,23 @@ impl ReportWriter {
             sink: self.staging.create_part(name)?,
             hash: Sha256::new(),
         };
-        {
-            let envelope = Envelope::new(&self.keys).map_err(pgp)?;
-            let mut message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
-            if signed {
-                let keypair = self.sealer.inner.secrets.signer()?;
-                message = Signer::new(message, keypair)
-                    .map_err(pgp)?
-                    .creation_time(self.received_at)
-                    .build()
-                    .map_err(pgp)?;
-                let mut literal = LiteralWriter::new(message)
-                    .format(DataFormat::Binary)
-                    .build()
-                    .map_err(pgp)?;
-                body(&mut literal)?;
-                literal.finalize().map_err(pgp)?;
-            } else {
-                let mut literal = LiteralChunks::new(message);
-                body(&mut literal)?;
-                literal.finish().map_err(pgp)?;
-            }
+        let envelope = Envelope::new(&self.keys).map_err(pgp)?;
+        if signed {
+            let message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
+            let keypair = self.sealer.inner.secrets.signer()?;
+            let message = Signer::new(message, keypair)
+                .map_err(pgp)?
+                .creation_time(self.received_at)
+                .build()
+                .map_err(pgp)?;
+            let mut literal = LiteralWriter::new(message)
+                .format(DataFormat::Binary)
+                .build()
+                .map_err(pgp)?;
+            body(&mut literal)?;
+            literal.finalize().map_err(pgp)?;
+        } else {
+            envelope.seal_unsigned(self.sealer.inner.seipd1, &mut sink, body)?;
         }
         let CipherSink { sink, hash } = sink;
         let size = sink.finish()?;
@@ -681,18 +747,34 @@ pub fn seal_stream(
     limit: u64,
     sink: Box<dyn PartSink>,
 ) -> Result<(u64, String, u64), SealError> {
-    let pgp = SealError::OpenPgp;
+    seal_stream_with(
+        Seipd1Engine::default(),
+        recipients,
+        format,
+        at,
+        plaintext,
+        limit,
+        sink,
+    )
+}
+
+/// [`seal_stream`] with the SEIPDv1 packet written by `engine`.
+pub fn seal_stream_with(
+    engine: Seipd1Engine,
+    recipients: &Recipients,
+    format: MessageFormat,
+    at: SystemTime,
+    plaintext: &mut dyn Read,
+    limit: u64,
+    sink: Box<dyn PartSink>,
+) -> Result<(u64, String, u64), SealError> {
     let (keys, _) = encryption_keys(recipients, format, at)?;
     let mut sink = sink;
     let mut hash = Sha256::new();
-    let size = {
-        let envelope = Envelope::new(&keys).map_err(pgp)?;
-        let message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
-        let mut literal = LiteralChunks::new(message);
-        let size = copy_limited(plaintext, limit, &mut hash, &mut literal)?;
-        literal.finish().map_err(pgp)?;
-        size
-    };
+    let envelope = Envelope::new(&keys).map_err(SealError::OpenPgp)?;
+    let size = envelope.seal_unsigned(engine, &mut sink, |literal| {
+        copy_limited(plaintext, limit, &mut hash, literal)
+    })?;
     let stored = sink.finish()?;
     Ok((size, hex::encode(hash.finalize()), stored))
 }
@@ -706,8 +788,8 @@ const LITERAL_CHUNK: usize = 64 * 1024;
 /// literal writer buffers 4 MiB before it frames anything, which for 32
 /// concurrent uploads alone is 128 MiB of plaintext held in memory; here
 /// at most one chunk is, and it is wiped when dropped.
-struct LiteralChunks<'a> {
-    inner: Message<'a>,
+struct LiteralChunks<W: Write> {
+    inner: W,
     /// Packet body not yet framed; the first chunk starts with the header
     /// fields. Framed only once more than a chunk is pending, because the
     /// last chunk must carry a definite length.
@@ -716,8 +798,8 @@ struct LiteralChunks<'a> {
     started: bool,
 }
 
-impl<'a> LiteralChunks<'a> {
-    fn new(inner: Message<'a>) -> LiteralChunks<'a> {
+impl<W: Write> LiteralChunks<W> {
+    fn new(inner: W) -> LiteralChunks<W> {
         let mut pending = Zeroizing::new(Vec::with_capacity(LITERAL_CHUNK));
         // Format 'b', file name length 0, date 0.
         pending.extend_from_slice(&[b'b', 0, 0, 0, 0, 0]);
@@ -740,39 +822,25 @@ impl<'a> LiteralChunks<'a> {
         Ok(())
     }
 
-    /// Writes what is pending with a definite length and closes every
-    /// layer below (encryption, MDC or AEAD tag).
-    fn finish(mut self) -> openpgp::Result<()> {
+    /// Writes what is pending with a definite length; returns the layer
+    /// below, for the caller to close (encryption, MDC or AEAD tag).
+    fn finish(mut self) -> io::Result<W> {
         if !self.started {
             self.inner.write_all(&[LITERAL_TAG])?;
         }
         self.inner.write_all(&definite_length(self.pending.len()))?;
         self.inner.write_all(&self.pending)?;
         self.pending.clear();
-        self.inner.finalize()
+        // The pending buffer is wiped when `self` drops, here.
+        let LiteralChunks { inner, .. } = self;
+        Ok(inner)
     }
 }
 
 /// New-format packet tag of a Literal Data packet (tag 11).
 const LITERAL_TAG: u8 = 0xC0 | 11;
 
-/// The new-format definite body length encoding of `len` (RFC 9580 §4.2.1).
-fn definite_length(len: usize) -> Vec<u8> {
-    match len {
-        0..=191 => vec![len as u8],
-        192..=8383 => {
-            let v = len - 192;
-            vec![(v >> 8) as u8 + 192, v as u8]
-        }
-        _ => {
-            let mut out = vec![0xFF];
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-            out
-        }
-    }
-}
-
-impl Write for LiteralChunks<'_> {
+impl<W: Write> Write for LiteralChunks<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut rest = buf;
         while !rest.is_empty() {
