@@ -409,9 +409,17 @@ impl Envelope {
         encryptor.build()
     }
 
-    /// Whether embargo's own SEIPDv1 writer can carry this envelope.
-    fn fits_seipd1_writer(&self) -> bool {
-        self.aead.is_none() && self.sym == SymmetricAlgorithm::AES256
+    /// The writer that makes this envelope's packet when `wanted` is asked
+    /// for: embargo's own only carries AES-256 without AEAD.
+    fn seipd1_engine(&self, wanted: Seipd1Engine) -> Seipd1Engine {
+        match wanted {
+            Seipd1Engine::Openssl
+                if self.aead.is_none() && self.sym == SymmetricAlgorithm::AES256 =>
+            {
+                Seipd1Engine::Openssl
+            }
+            _ => Seipd1Engine::Sequoia,
+        }
     }
 
     /// Seals what `body` writes, unsigned, as one literal data packet into
@@ -425,7 +433,7 @@ impl Envelope {
     ) -> Result<R, SealError> {
         let pgp = SealError::OpenPgp;
         let io = |e: io::Error| SealError::OpenPgp(e.into());
-        if engine == Seipd1Engine::Openssl && self.fits_seipd1_writer() {
+        if self.seipd1_engine(engine) == Seipd1Engine::Openssl {
             sink.write_all(&self.pkesks).map_err(io)?;
             let seipd = Seipd1Writer::new(sink, &self.session_key).map_err(io)?;
             let mut literal = LiteralChunks::new(seipd);
@@ -900,5 +908,81 @@ impl SealedReport {
             self.signing_key
         ));
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(sym: SymmetricAlgorithm, aead: Option<AEADAlgorithm>) -> Envelope {
+        Envelope {
+            sym,
+            aead,
+            session_key: SessionKey::new(sym.key_size().unwrap()).unwrap(),
+            pkesks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_aes256_without_aead_goes_through_the_openssl_writer() {
+        let openssl = Seipd1Engine::Openssl;
+        let aes256 = envelope(SymmetricAlgorithm::AES256, None);
+        assert_eq!(aes256.seipd1_engine(openssl), Seipd1Engine::Openssl);
+        assert_eq!(
+            aes256.seipd1_engine(Seipd1Engine::Sequoia),
+            Seipd1Engine::Sequoia
+        );
+        let aes128 = envelope(SymmetricAlgorithm::AES128, None);
+        assert_eq!(aes128.seipd1_engine(openssl), Seipd1Engine::Sequoia);
+        let aead = envelope(SymmetricAlgorithm::AES256, Some(AEADAlgorithm::default()));
+        assert_eq!(aead.seipd1_engine(openssl), Seipd1Engine::Sequoia);
+    }
+
+    #[test]
+    fn both_writers_seal_the_same_inner_stream() {
+        // The same literal packet through either writer, opened by Sequoia
+        // with the envelope's session key.
+        use openpgp::parse::stream::{DecryptionHelper, DecryptorBuilder, MessageStructure};
+        use openpgp::parse::{Parse, stream::VerificationHelper};
+        struct Key(SessionKey);
+        impl VerificationHelper for Key {
+            fn get_certs(&mut self, _: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+                Ok(Vec::new())
+            }
+            fn check(&mut self, _: MessageStructure) -> openpgp::Result<()> {
+                Ok(())
+            }
+        }
+        impl DecryptionHelper for Key {
+            fn decrypt(
+                &mut self,
+                _: &[openpgp::packet::PKESK],
+                _: &[openpgp::packet::SKESK],
+                sym: Option<SymmetricAlgorithm>,
+                decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+            ) -> openpgp::Result<Option<Cert>> {
+                assert!(decrypt(sym.or(Some(SymmetricAlgorithm::AES256)), &self.0));
+                Ok(None)
+            }
+        }
+        let plaintext: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 253) as u8).collect();
+        let env = envelope(SymmetricAlgorithm::AES256, None);
+        for engine in [Seipd1Engine::Sequoia, Seipd1Engine::Openssl] {
+            let mut sealed = Vec::new();
+            env.seal_unsigned(engine, &mut sealed, |w| {
+                w.write_all(&plaintext)
+                    .map_err(|e| SealError::OpenPgp(e.into()))
+            })
+            .unwrap();
+            let policy = openpgp::policy::StandardPolicy::new();
+            let mut decryptor = DecryptorBuilder::from_bytes(&sealed)
+                .unwrap()
+                .with_policy(&policy, None, Key(env.session_key.clone()))
+                .unwrap();
+            let mut out = Vec::new();
+            io::copy(&mut decryptor, &mut out).unwrap();
+            assert!(out == plaintext, "{engine:?}");
+        }
     }
 }

@@ -56,6 +56,8 @@ pub fn embargo() -> Command {
 pub enum GpgKeyType {
     /// RSA-4096 primary with an RSA-4096 encryption subkey.
     Rsa4096,
+    /// RSA-3072 primary with an RSA-3072 encryption subkey (gpg 2.2's default size).
+    Rsa3072,
     /// Ed25519 primary with a Cv25519 encryption subkey.
     Cv25519,
     /// Ed25519 primary only: no encryption subkey.
@@ -133,6 +135,7 @@ impl Gpg {
     pub fn gen_key(&self, uid: &str, kind: GpgKeyType, passphrase: &str, expire: &str) -> String {
         let (primary, sub) = match kind {
             GpgKeyType::Rsa4096 => ("rsa4096", Some("rsa4096")),
+            GpgKeyType::Rsa3072 => ("rsa3072", Some("rsa3072")),
             GpgKeyType::Cv25519 => ("ed25519", Some("cv25519")),
             GpgKeyType::SignOnly => ("ed25519", None),
         };
