@@ -20,10 +20,10 @@ use sequoia_openpgp as openpgp;
 
 const K: usize = 64 * 1024;
 
-/// Plaintext sizes: empty, one byte, a literal packet body (6 header bytes
-/// + data) of one chunk ± 1, a SEIPD body (1 version + 18 prefix + literal
-/// packet with a 5-byte length + 22 MDC) of one chunk ± 1, and several
-/// chunks of both.
+/// Plaintext sizes: empty, one byte, a literal packet body (the data and 6
+/// header bytes) of one chunk ± 1, a SEIPD body (the literal packet with a
+/// 5-byte length, 1 version byte, 18 prefix bytes and the 22-byte MDC) of
+/// one chunk ± 1, and several chunks of both.
 const SIZES: &[usize] = &[
     0,
     1,
