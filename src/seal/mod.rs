@@ -1,5 +1,6 @@
 //! The sealed-report format, version 1 (docs/format.md): `manifest` (the signed
-//! table of contents), `writer` (sealing) and `reader` (opening).
+//! table of contents), `writer` (sealing), `seipd` (embargo's own SEIPDv1
+//! packet writer, not yet the default) and `reader` (opening).
 
 pub mod manifest;
 mod media;
