@@ -1,11 +1,13 @@
 //! The sealed-report format, version 1 (docs/format.md): `manifest` (the signed
 //! table of contents), `writer` (sealing), `seipd` (embargo's own SEIPDv1
-//! packet writer, not yet the default) and `reader` (opening).
+//! packet writer, not yet the default), `seipd_reader` (its reader, not yet
+//! used) and `reader` (opening).
 
 pub mod manifest;
 mod media;
 pub mod reader;
-mod seipd;
+pub mod seipd;
+pub mod seipd_reader;
 pub mod share;
 pub mod writer;
 

@@ -39,7 +39,7 @@ const PIECE: usize = 16 * 1024;
 /// A streaming writer of one SEIPDv1 packet to `sink`: what is written to
 /// it is the inner packet stream (the literal data packet); `finish`
 /// appends the MDC packet and the last, definite-length chunk.
-pub(crate) struct Seipd1Writer<W: Write> {
+pub struct Seipd1Writer<W: Write> {
     sink: W,
     crypter: Crypter,
     mdc: Sha1,
@@ -53,7 +53,7 @@ pub(crate) struct Seipd1Writer<W: Write> {
 
 impl<W: Write> Seipd1Writer<W> {
     /// Starts the packet, encrypting with the AES-256 `session_key`.
-    pub(crate) fn new(sink: W, session_key: &[u8]) -> io::Result<Seipd1Writer<W>> {
+    pub fn new(sink: W, session_key: &[u8]) -> io::Result<Seipd1Writer<W>> {
         let cipher = Cipher::aes_256_cfb128();
         if session_key.len() != cipher.key_len() {
             return Err(io::Error::new(
@@ -115,7 +115,7 @@ impl<W: Write> Seipd1Writer<W> {
 
     /// Appends the MDC packet, writes what is pending with a definite
     /// length, and returns the sink.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    pub fn finish(mut self) -> io::Result<W> {
         self.encrypt(&MDC_HEADER, true)?;
         let digest = std::mem::replace(&mut self.mdc, Sha1::new()).finish();
         self.encrypt(&digest, false)?;
