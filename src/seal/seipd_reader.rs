@@ -729,3 +729,23 @@ pub fn differential(
         (Err(e), Ok(_)) => Err(format!("only the new reader refuses: {e}")),
     }
 }
+
+/// The session key (AES-256) of the `seipd_reader` fuzz target.
+#[doc(hidden)]
+pub const FUZZ_KEY: [u8; 32] = [0x42; 32];
+
+/// The SEIPD packet a `seipd_reader` fuzz input stands for: after a first
+/// byte that is even, the rest as is; odd, the rest is the inner packet
+/// stream, sealed under [`FUZZ_KEY`] with a valid MDC (so the fuzzer
+/// reaches the inner framing). `None` for an empty input.
+#[doc(hidden)]
+pub fn fuzz_packet(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let (&mode, rest) = data.split_first()?;
+    if mode & 1 == 0 {
+        return Some(rest.to_vec());
+    }
+    let mut w = super::seipd::Seipd1Writer::new(Vec::new(), &FUZZ_KEY).ok()?;
+    w.write_all(rest).ok()?;
+    w.finish().ok()
+}
