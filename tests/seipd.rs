@@ -1,6 +1,5 @@
 //! embargo's own SEIPDv1 writer (`Seipd1Engine::Openssl`) against stock
-//! readers: every attachment it seals decrypts byte-exact with gpg, with sq
-//! (when installed) and with embargo's own opener (Sequoia), for sizes at
+//! readers: every attachment it seals decrypts byte-exact with gpg, with sq and with embargo's own opener (Sequoia), for sizes at
 //! and around the 64 KiB partial-chunk boundaries of both the literal data
 //! packet and the SEIPD packet; and envelopes it cannot carry still go
 //! through Sequoia.
@@ -13,6 +12,8 @@ use std::process::Command;
 
 use common::*;
 use embargo::config::MessageFormat;
+use embargo::seal::seipd::padded_size;
+use embargo::seal::writer::PAD_FLOOR;
 use embargo::seal::{Channel, Seipd1Engine};
 use openpgp::Cert;
 use openpgp::parse::{PacketParser, PacketParserResult, Parse};
@@ -93,9 +94,38 @@ fn definite(b: &[u8]) -> (usize, usize) {
     }
 }
 
-/// Whether `sq` is installed (the Debian package sq).
-fn have_sq() -> bool {
-    Command::new("sq").arg("--version").output().is_ok()
+/// Decrypts the signed part `path` with gpg, the intake's certificate
+/// imported and trusted, and returns gpg's status and messages; fails
+/// unless gpg exits 0 without a warning.
+fn gpg_decrypt_signed(gpg: &Gpg, site: &Site, path: &Path) -> String {
+    let intake = site.signing_cert();
+    gpg.import(&armored_public(&intake));
+    let trust = format!("{}:6:\n", intake.fingerprint().to_hex());
+    gpg.run(&["--import-ownertrust"], Some(trust.as_bytes()));
+    let out = gpg.try_run(
+        &[
+            "--trust-model",
+            "pgp",
+            "--status-fd",
+            "2",
+            "--decrypt",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    let status = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "gpg: {status}");
+    assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
+    assert!(!status.contains("WARNING"), "gpg warns:\n{status}");
+    status
+}
+
+/// Fails when sq said anything that is a warning.
+fn assert_no_sq_warning(stderr: &str) {
+    let lower = stderr.to_lowercase();
+    for word in ["warning", "error", "unknown", "ignor", "unexpected"] {
+        assert!(!lower.contains(word), "sq says:\n{stderr}");
+    }
 }
 
 /// Seals one report with an attachment per size in [`SIZES`] to the gpg
@@ -124,6 +154,14 @@ fn check_with(gpg: &Gpg, fpr: &str) {
     let tsk = site.path().join("maintainer.key");
     fs::write(&tsk, &secret_bytes).unwrap();
 
+    // The manifest (signed, then padded inside the encryption) and the
+    // description: on buckets, and read by gpg without a warning.
+    let manifest = dir.join("manifest.pgp");
+    let stored = fs::metadata(&manifest).unwrap().len();
+    assert_eq!(padded_size(stored, PAD_FLOOR), stored, "manifest");
+    let status = gpg_decrypt_signed(gpg, &site, &manifest);
+    assert!(status.contains("[GNUPG:] GOODSIG"), "{status}");
+
     let opened = opener(&secret, Some(site.signing_cert()))
         .open_manifest(&site.store(), &sealed.id)
         .unwrap()
@@ -133,6 +171,13 @@ fn check_with(gpg: &Gpg, fpr: &str) {
         let part = dir.join(format!("{:03}.pgp", i + 1));
         assert_framed_in_64k_chunks(&part);
 
+        let stored = fs::metadata(&part).unwrap().len();
+        assert_eq!(
+            padded_size(stored, PAD_FLOOR),
+            stored,
+            "{size}: not on a bucket"
+        );
+
         let (out, status) = gpg.decrypt(&part);
         assert!(out == *input, "gpg: {size} bytes differ");
         assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
@@ -141,7 +186,7 @@ fn check_with(gpg: &Gpg, fpr: &str) {
         assert!(!status.contains("WARNING"), "gpg warns:\n{status}");
         assert!(!status.contains("integrity"), "gpg warns:\n{status}");
 
-        if have_sq() {
+        {
             let out = Command::new("sq")
                 .arg("decrypt")
                 .arg("--recipient-key")
@@ -152,6 +197,7 @@ fn check_with(gpg: &Gpg, fpr: &str) {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "sq decrypt, {size} bytes: {stderr}");
             assert!(out.stdout == *input, "sq: {size} bytes differ");
+            assert_no_sq_warning(&stderr);
         }
 
         let mut out = Vec::new();
@@ -219,4 +265,69 @@ fn an_envelope_the_openssl_writer_cannot_carry_goes_through_sequoia() {
         )
         .unwrap();
     assert!(out == input);
+}
+
+/// The sizes of a 1-byte and a 1,000-byte attachment, and of a short and a
+/// 1,000-byte report text, are equal in both formats; gpg and sq open the
+/// padded compat parts with exit 0 and no warning, and sizes just past the
+/// floor land on the next bucket.
+#[test]
+fn small_parts_of_different_lengths_have_equal_sizes() {
+    let gpg = Gpg::new();
+    let fpr = gpg.gen_key("Pad <pad@example.org>", GpgKeyType::Cv25519, "", "0");
+    let public = Cert::from_bytes(&gpg.export_public(fpr.as_str())).unwrap();
+    let secret_bytes = gpg.export_secret(&fpr, "");
+    let sequoia = sequoia_key("Seq <seq@example.org>");
+    for (format, certs) in [
+        (MessageFormat::Compat, vec![public.clone()]),
+        (MessageFormat::Rfc9580, vec![sequoia.clone()]),
+    ] {
+        let site = Site::new();
+        let sealer = sealer_for(&site, certs, format);
+        let mut sizes = Vec::new();
+        for (text_len, file_len) in [(1usize, 1usize), (1000, 1000), (1, 1000)] {
+            let mut body = embargo::report::ReportBody::default();
+            body.title = "padding".into();
+            body.description = "x".repeat(text_len);
+            let file = random_bytes(file_len, 9);
+            let sealed = seal_files(
+                &sealer,
+                &site.store(),
+                Channel::Api,
+                body,
+                embargo::report::Reporter::default(),
+                &[("a.bin", &file)],
+            );
+            let dir = site.reports_dir().join(sealed.id.as_str());
+            let size = |name: &str| fs::metadata(dir.join(name)).unwrap().len();
+            sizes.push((size("manifest.pgp"), size("001.pgp")));
+            if format == MessageFormat::Compat {
+                let tsk = site.path().join("pad.key");
+                fs::write(&tsk, &secret_bytes).unwrap();
+                let intake = site.path().join("intake.pgp");
+                fs::write(&intake, armored_public(&site.signing_cert())).unwrap();
+                gpg_decrypt_signed(&gpg, &site, &dir.join("manifest.pgp"));
+                for name in ["manifest.pgp", "001.pgp"] {
+                    {
+                        let mut sq = Command::new("sq");
+                        sq.arg("decrypt").arg("--recipient-key").arg(&tsk);
+                        if name == "manifest.pgp" {
+                            sq.arg("--signer-cert").arg(&intake);
+                        }
+                        let out = sq.arg(dir.join(name)).output().unwrap();
+                        let stderr = String::from_utf8_lossy(&out.stderr);
+                        assert!(out.status.success(), "sq: {stderr}");
+                        assert_no_sq_warning(&stderr);
+                    }
+                }
+            }
+        }
+        assert!(
+            sizes.iter().all(|s| *s == sizes[0]),
+            "{format:?}: sizes differ: {sizes:?}"
+        );
+        if format == MessageFormat::Compat {
+            assert_eq!(sizes[0].1, PAD_FLOOR);
+        }
+    }
 }

@@ -49,6 +49,8 @@ pub struct Seipd1Writer<W: Write> {
     pending: Vec<u8>,
     /// Whether a partial chunk (and so the packet tag) was written.
     started: bool,
+    /// Bytes of the inner packet stream written so far.
+    inner: u64,
 }
 
 impl<W: Write> Seipd1Writer<W> {
@@ -76,6 +78,7 @@ impl<W: Write> Seipd1Writer<W> {
             mdc: Sha1::new(),
             pending,
             started: false,
+            inner: 0,
         };
         // The prefix with its last two bytes repeated (the quick check).
         let mut prefix = Zeroizing::new([0u8; PREFIX + 2]);
@@ -113,6 +116,26 @@ impl<W: Write> Seipd1Writer<W> {
         Ok(())
     }
 
+    /// Pads the inner stream with Marker packets so that the whole
+    /// packet, behind `before` bytes of the same file (the PKESKs), ends
+    /// on a size bucket ([`padded_size`]) of at least `floor` bytes, then
+    /// finishes. The padding is encrypted and covered by the MDC like the
+    /// rest of the inner stream; every reader skips Marker packets.
+    pub fn finish_padded(mut self, before: u64, floor: u64) -> io::Result<W> {
+        if let Some(amount) = padding_for(before, self.inner, floor) {
+            let mut buf = Vec::with_capacity(PIECE);
+            for marker in markers(amount).expect("padding_for picks a fillable amount") {
+                if buf.len() + marker.len() > PIECE {
+                    self.write_all(&buf)?;
+                    buf.clear();
+                }
+                buf.extend_from_slice(marker);
+            }
+            self.write_all(&buf)?;
+        }
+        self.finish()
+    }
+
     /// Appends the MDC packet, writes what is pending with a definite
     /// length, and returns the sink.
     pub fn finish(mut self) -> io::Result<W> {
@@ -138,6 +161,7 @@ impl<W: Write> Seipd1Writer<W> {
 
 impl<W: Write> Write for Seipd1Writer<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner += buf.len() as u64;
         for piece in buf.chunks(PIECE) {
             self.encrypt(piece, true)?;
             while self.pending.len() > CHUNK {
@@ -149,6 +173,101 @@ impl<W: Write> Write for Seipd1Writer<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Marker packets (tag 10, body "PGP", RFC 9580 §5.8), which every
+/// reader ignores, in four encodings of the same packet: old format with a
+/// one-, two- and four-octet length, and new format with a five-octet one.
+/// RFC 9580's Padding packet would be the natural filler, but sq 0.27
+/// (Sequoia 1.12, Debian 12) refuses a message that holds one.
+const MARKER_5: [u8; 5] = [0xA8, 3, b'P', b'G', b'P'];
+const MARKER_6: [u8; 6] = [0xA9, 0, 3, b'P', b'G', b'P'];
+const MARKER_8: [u8; 8] = [0xAA, 0, 0, 0, 3, b'P', b'G', b'P'];
+const MARKER_9: [u8; 9] = [0xCA, 0xFF, 0, 0, 0, 3, b'P', b'G', b'P'];
+
+/// Marker packets that fill exactly `amount` bytes, or None when no
+/// combination does (1 to 4 and 7 bytes).
+fn markers(amount: u64) -> Option<impl Iterator<Item = &'static [u8]>> {
+    let (q, r) = (amount / 5, amount % 5);
+    // 5q + r bytes: r six-byte markers and q - r five-byte ones; the few
+    // small amounts where q < r take one eight- or nine-byte marker.
+    let (long8, long9, rest) = if q >= r {
+        (0, 0, amount)
+    } else if amount == 9 {
+        (0, 1, 0)
+    } else if amount >= 8 && (amount - 8) / 5 >= (amount - 8) % 5 {
+        (1, 0, amount - 8)
+    } else {
+        return None;
+    };
+    let (q, r) = (rest / 5, rest % 5);
+    let six = std::iter::repeat_n(&MARKER_6[..], r as usize);
+    let five = std::iter::repeat_n(&MARKER_5[..], (q - r) as usize);
+    let eight = std::iter::repeat_n(&MARKER_8[..], long8);
+    let nine = std::iter::repeat_n(&MARKER_9[..], long9);
+    Some(eight.chain(nine).chain(six).chain(five))
+}
+
+/// Whether `amount` bytes can be filled with whole Marker packets.
+fn fillable(amount: u64) -> bool {
+    markers(amount).is_some()
+}
+
+/// Bytes of the whole SEIPDv1 packet, as [`Seipd1Writer`] frames it, for an
+/// inner packet stream of `inner` bytes.
+pub(crate) fn packet_len(inner: u64) -> u64 {
+    let chunk = CHUNK as u64;
+    // Version, prefix with the quick check, inner stream, MDC packet.
+    let body = 1 + (PREFIX as u64 + 2) + inner + 22;
+    // Full chunks are framed while more than one chunk is pending.
+    let full = (body - 1) / chunk;
+    let last = body - full * chunk;
+    1 + full * (1 + chunk) + definite_length(last as usize).len() as u64 + last
+}
+
+/// The bucket a part of `size` bytes is padded up to: Padmé (the low bits
+/// of the size cleared up to about 12 % of it, so a length leaks only
+/// O(log log) bits), and never less than `floor`, so that every small part
+/// (a one-line report and a 1,000-byte PoC alike) has the same size.
+pub fn padded_size(size: u64, floor: u64) -> u64 {
+    if size <= floor {
+        return floor;
+    }
+    let e = 63 - size.leading_zeros() as u64; // floor(log2 size)
+    let s = 64 - e.leading_zeros() as u64; // bits to represent e
+    let mask = (1u64 << e.saturating_sub(s)) - 1;
+    (size + mask) & !mask
+}
+
+/// How many bytes of Padding packet body make a part whose PKESKs take
+/// `before` bytes and whose inner stream so far is `inner` bytes end
+/// exactly on a bucket, or None when it already does. The bucket is the
+/// smallest one the framing can land on exactly (a length octet that
+/// grows can step over one).
+fn padding_for(before: u64, inner: u64, floor: u64) -> Option<u64> {
+    let size = |amount: u64| before + packet_len(inner + amount);
+    let unpadded = size(0);
+    let mut bucket = padded_size(unpadded, floor);
+    if bucket == unpadded {
+        return None;
+    }
+    loop {
+        // The size grows with the amount: find the least amount reaching
+        // the bucket, and take it if it lands exactly.
+        let (mut lo, mut hi) = (0u64, bucket);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if size(mid) >= bucket {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if size(lo) == bucket && fillable(lo) {
+            return Some(lo);
+        }
+        bucket = padded_size(bucket + 1, floor);
     }
 }
 
@@ -233,6 +352,85 @@ mod tests {
             }
             let packet = w.finish().unwrap();
             assert_eq!(open(&packet, &key), inner, "inner length {len}");
+        }
+    }
+
+    #[test]
+    fn packet_len_is_what_the_writer_writes() {
+        let key = [9u8; 32];
+        for len in (0..300)
+            .chain(8300..8500)
+            .chain(CHUNK as u64 - 300..CHUNK as u64 + 300)
+            .chain(2 * CHUNK as u64 - 50..2 * CHUNK as u64 + 50)
+        {
+            let mut w = Seipd1Writer::new(Vec::new(), &key).unwrap();
+            w.write_all(&vec![1u8; len as usize]).unwrap();
+            assert_eq!(w.finish().unwrap().len() as u64, packet_len(len), "{len}");
+        }
+    }
+
+    #[test]
+    fn padded_parts_end_exactly_on_a_bucket_and_keep_their_inner_stream() {
+        let key = [3u8; 32];
+        let floor = 4096;
+        // Sizes around the floor, the length octets, the chunks and a
+        // bucket step, behind PKESKs of several sizes.
+        let lengths = (0..40)
+            .chain(4000..4100)
+            .chain(CHUNK as u64 - 100..CHUNK as u64 + 40)
+            .chain([100_000, 300_001, 1 << 20]);
+        for len in lengths {
+            for before in [0u64, 94, 3 * 94, 524] {
+                let inner: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+                let mut w = Seipd1Writer::new(Vec::new(), &key).unwrap();
+                w.write_all(&inner).unwrap();
+                let packet = w.finish_padded(before, floor).unwrap();
+                let size = before + packet.len() as u64;
+                assert_eq!(padded_size(size, floor), size, "{len} behind {before}");
+                let unpadded = before + packet_len(len);
+                assert!(size >= unpadded && size as f64 <= (unpadded as f64 * 1.13).max(4200.0));
+                let opened = open(&packet, &key);
+                assert_eq!(&opened[..inner.len()], &inner[..]);
+                // What follows is nothing but Marker packets.
+                let mut pad = &opened[inner.len()..];
+                while !pad.is_empty() {
+                    let marker: &[u8] = match pad[0] {
+                        0xA8 => &MARKER_5,
+                        0xA9 => &MARKER_6,
+                        0xAA => &MARKER_8,
+                        _ => &MARKER_9,
+                    };
+                    assert!(pad.starts_with(marker), "{len} behind {before}");
+                    pad = &pad[marker.len()..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn markers_fill_every_amount_but_a_few_small_ones_exactly() {
+        for amount in 0..5000u64 {
+            match markers(amount) {
+                Some(m) => {
+                    assert_eq!(m.map(|m| m.len() as u64).sum::<u64>(), amount);
+                }
+                None => assert!(matches!(amount, 1..=4 | 7), "{amount}"),
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_are_padme_above_the_floor() {
+        assert_eq!(padded_size(1, 4096), 4096);
+        assert_eq!(padded_size(4096, 4096), 4096);
+        // 4097: exponent 12, 4 bits for it, 8 low bits cleared.
+        assert_eq!(padded_size(4097, 4096), 4096 + 256);
+        // 1 GiB + 1: exponent 30, 5 bits, 25 low bits cleared.
+        assert_eq!(padded_size((1 << 30) + 1, 4096), (1 << 30) + (1 << 25));
+        for size in [5000u64, 77_777, 1 << 20, 123_456_789] {
+            let b = padded_size(size, 4096);
+            assert!(b >= size && (b - size) as f64 <= size as f64 * 0.12);
+            assert_eq!(padded_size(b, 4096), b);
         }
     }
 

@@ -14,6 +14,7 @@ use openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use openpgp::packet::pkesk::{PKESK3, PKESK6};
 use openpgp::packet::{Key, Packet};
 use openpgp::serialize::Serialize;
+use openpgp::serialize::stream::padding::Padder;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Signer};
 use openpgp::types::{AEADAlgorithm, DataFormat, Features, KeyFlags, SymmetricAlgorithm};
 use openpgp::{Cert, Fingerprint, KeyHandle};
@@ -21,7 +22,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SCHEMA, SealedPolicy};
-use super::seipd::{Seipd1Writer, definite_length};
+use super::seipd::{Seipd1Writer, definite_length, padded_size};
 use crate::clock::{Clock, rfc3339};
 use crate::config::{MessageFormat, Policy};
 use crate::id::ReportId;
@@ -70,21 +71,20 @@ struct SealerInner {
     seipd1: Seipd1Engine,
 }
 
-/// Which writer makes the SEIPDv1 packet of an unsigned part (attachments,
-/// follow-up files). Not yet chosen by any channel: the OpenSSL writer is
-/// groundwork, compared with Sequoia's by `tests/seipd.rs` and
-/// `benches/seipd.rs` before it becomes the default.
+/// Which writer makes the SEIPDv1 packet of a part (the `compat` format).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Seipd1Engine {
-    /// Sequoia's encryptor, which computes the MDC with collision-detecting
-    /// SHA-1.
+    /// embargo's own writer over OpenSSL EVP ([`super::seipd`]), padding
+    /// every part to a size bucket; used for an envelope of AES-256
+    /// without AEAD, and any other envelope goes through Sequoia.
     #[default]
-    Sequoia,
-    /// embargo's own writer over OpenSSL EVP ([`super::seipd`]), for an
-    /// envelope of AES-256 without AEAD; any other envelope still goes
-    /// through Sequoia.
     Openssl,
+    /// Sequoia's encryptor, which computes the MDC with collision-detecting
+    /// SHA-1 and does not pad SEIPDv1: kept as the reference the own
+    /// writer is measured and tested against (`benches/seipd.rs`,
+    /// `tests/seipd.rs`).
+    Sequoia,
 }
 
 /// One sealed part as stored, for receipts and listings.
@@ -276,25 +276,9 @@ fn encrypt_signed(
     at: SystemTime,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, SealError> {
-    let pgp = SealError::OpenPgp;
+    let envelope = Envelope::new(keys).map_err(SealError::OpenPgp)?;
     let mut out = Vec::new();
-    {
-        let envelope = Envelope::new(keys).map_err(pgp)?;
-        let message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
-        let message = Signer::new(message, signer)
-            .map_err(pgp)?
-            .creation_time(at)
-            .build()
-            .map_err(pgp)?;
-        let mut literal = LiteralWriter::new(message)
-            .format(DataFormat::Binary)
-            .build()
-            .map_err(pgp)?;
-        literal
-            .write_all(plaintext)
-            .map_err(|e| SealError::OpenPgp(e.into()))?;
-        literal.finalize().map_err(pgp)?;
-    }
+    envelope.seal_signed(Seipd1Engine::default(), &mut out, signer, at, plaintext)?;
     Ok(out)
 }
 
@@ -307,17 +291,14 @@ pub fn seal_inner(
     at: SystemTime,
     inner: &[u8],
 ) -> Result<Vec<u8>, SealError> {
-    let pgp = SealError::OpenPgp;
     let (keys, _) = encryption_keys(recipients, format, at)?;
+    let envelope = Envelope::new(&keys).map_err(SealError::OpenPgp)?;
     let mut out = Vec::new();
-    {
-        let envelope = Envelope::new(&keys).map_err(pgp)?;
-        let mut message = envelope.encrypt(Message::new(&mut out)).map_err(pgp)?;
+    envelope.seal_packets(Seipd1Engine::default(), &mut out, |message| {
         message
             .write_all(inner)
-            .map_err(|e| SealError::OpenPgp(e.into()))?;
-        message.finalize().map_err(pgp)?;
-    }
+            .map_err(|e| SealError::OpenPgp(e.into()))
+    })?;
     Ok(out)
 }
 
@@ -398,7 +379,9 @@ impl Envelope {
         })
     }
 
-    /// Starts one encrypted part on `message`.
+    /// Starts one encrypted part on `message`, through Sequoia's
+    /// encryptor; a SEIPDv2 part is padded by Sequoia's `Padder` (which
+    /// pads only RFC 9580 messages), a SEIPDv1 part not at all.
     fn encrypt<'a>(&self, mut message: Message<'a>) -> openpgp::Result<Message<'a>> {
         message.write_all(&self.pkesks)?;
         let mut encryptor =
@@ -406,7 +389,13 @@ impl Envelope {
         if let Some(aead) = self.aead {
             encryptor = encryptor.aead_algo(aead);
         }
-        encryptor.build()
+        let message = encryptor.build()?;
+        if self.aead.is_some() {
+            return Padder::new(message)
+                .with_policy(|inner| padded_size(inner, PAD_FLOOR))
+                .build();
+        }
+        Ok(message)
     }
 
     /// The writer that makes this envelope's packet when `wanted` is asked
@@ -422,10 +411,11 @@ impl Envelope {
         }
     }
 
-    /// Seals what `body` writes, unsigned, as one literal data packet into
-    /// `sink`: the PKESKs, then the encrypted packet, written by `engine`
-    /// when it can carry this envelope and by Sequoia otherwise.
-    fn seal_unsigned<W: Write + Send + Sync, R>(
+    /// Encrypts the inner packet stream that `body` writes into `sink`:
+    /// the PKESKs, then the encrypted packet, written by `engine` when it
+    /// can carry this envelope (padded so that the part ends on a bucket)
+    /// and by Sequoia otherwise.
+    fn seal_packets<W: Write + Send + Sync, R>(
         &self,
         engine: Seipd1Engine,
         mut sink: W,
@@ -435,20 +425,76 @@ impl Envelope {
         let io = |e: io::Error| SealError::OpenPgp(e.into());
         if self.seipd1_engine(engine) == Seipd1Engine::Openssl {
             sink.write_all(&self.pkesks).map_err(io)?;
-            let seipd = Seipd1Writer::new(sink, &self.session_key).map_err(io)?;
-            let mut literal = LiteralChunks::new(seipd);
-            let out = body(&mut literal)?;
-            literal.finish().map_err(io)?.finish().map_err(io)?;
+            let mut seipd = Seipd1Writer::new(sink, &self.session_key).map_err(io)?;
+            let out = body(&mut seipd)?;
+            seipd
+                .finish_padded(self.pkesks.len() as u64, PAD_FLOOR)
+                .map_err(io)?;
             Ok(out)
         } else {
-            let message = self.encrypt(Message::new(sink)).map_err(pgp)?;
-            let mut literal = LiteralChunks::new(message);
-            let out = body(&mut literal)?;
-            literal.finish().map_err(io)?.finalize().map_err(pgp)?;
+            let mut message = self.encrypt(Message::new(sink)).map_err(pgp)?;
+            let out = body(&mut message)?;
+            message.finalize().map_err(pgp)?;
             Ok(out)
         }
     }
+
+    /// Seals what `body` writes, unsigned, as one literal data packet into
+    /// `sink` ([`Envelope::seal_packets`]).
+    fn seal_unsigned<W: Write + Send + Sync, R>(
+        &self,
+        engine: Seipd1Engine,
+        sink: W,
+        body: impl FnOnce(&mut dyn Write) -> Result<R, SealError>,
+    ) -> Result<R, SealError> {
+        self.seal_packets(engine, sink, |inner| {
+            let mut literal = LiteralChunks::new(inner);
+            let out = body(&mut literal)?;
+            literal.finish().map_err(|e| SealError::OpenPgp(e.into()))?;
+            Ok(out)
+        })
+    }
+
+    /// Seals `plaintext` signed by `signer` at `at` (a one-pass signature,
+    /// the literal packet, the signature) into `sink`. The signed packets
+    /// are made by Sequoia in memory, wiped afterwards: only small parts
+    /// (manifests, events) are signed.
+    fn seal_signed<W: Write + Send + Sync>(
+        &self,
+        engine: Seipd1Engine,
+        sink: W,
+        signer: impl openpgp::crypto::Signer + Send + Sync,
+        at: SystemTime,
+        plaintext: &[u8],
+    ) -> Result<(), SealError> {
+        let pgp = SealError::OpenPgp;
+        let mut signed = Zeroizing::new(Vec::with_capacity(plaintext.len() + 512));
+        {
+            let message = Signer::new(Message::new(&mut *signed), signer)
+                .map_err(pgp)?
+                .creation_time(at)
+                .build()
+                .map_err(pgp)?;
+            let mut literal = LiteralWriter::new(message)
+                .format(DataFormat::Binary)
+                .build()
+                .map_err(pgp)?;
+            literal
+                .write_all(plaintext)
+                .map_err(|e| SealError::OpenPgp(e.into()))?;
+            literal.finalize().map_err(pgp)?;
+        }
+        self.seal_packets(engine, sink, |inner| {
+            inner
+                .write_all(&signed)
+                .map_err(|e| SealError::OpenPgp(e.into()))
+        })
+    }
 }
+
+/// The smallest size any sealed part is padded to: every short report
+/// text, small attachment and case event looks the same from its size.
+pub const PAD_FLOOR: u64 = 4096;
 
 /// A report being sealed. Dropping it without `finish` discards everything.
 pub struct ReportWriter {
@@ -513,9 +559,12 @@ impl ReportWriter {
         let file = attachment_part_name(self.attachments.len() + 1);
         let mut hash = Sha256::new();
         let mut size = 0u64;
-        let part = self.write_part(&file, false, |w| {
-            size = copy_limited(plaintext, limit, &mut hash, w)?;
-            Ok(())
+        let engine = self.sealer.inner.seipd1;
+        let part = self.write_part(&file, |envelope, sink| {
+            envelope.seal_unsigned(engine, sink, |w| {
+                size = copy_limited(plaintext, limit, &mut hash, w)?;
+                Ok(())
+            })
         })?;
         self.parts.push(part);
         self.attachments.push(AttachmentEntry {
@@ -565,8 +614,10 @@ impl ReportWriter {
             policy: self.sealer.inner.policy.clone(),
         };
         let json = manifest.to_json();
-        let part = self.write_part("manifest.pgp", true, |w| {
-            w.write_all(&json).map_err(|e| SealError::OpenPgp(e.into()))
+        let (engine, at) = (self.sealer.inner.seipd1, self.received_at);
+        let keypair = self.sealer.inner.secrets.signer()?;
+        let part = self.write_part("manifest.pgp", |envelope, sink| {
+            envelope.seal_signed(engine, sink, keypair, at, &json)
         })?;
         self.parts.insert(0, part);
         let text = summary_of(&manifest.report.description);
@@ -605,38 +656,19 @@ impl ReportWriter {
         })
     }
 
-    /// Creates part `name` and runs `body` with the literal-data writer.
-    /// The signed part (the manifest, always small) goes through Sequoia's
-    /// signer and literal writer; attachments through [`LiteralChunks`].
+    /// Creates part `name`, with an envelope of its own, and runs `seal`
+    /// with the envelope and the part's ciphertext sink.
     fn write_part(
         &mut self,
         name: &str,
-        signed: bool,
-        body: impl FnOnce(&mut dyn Write) -> Result<(), SealError>,
+        seal: impl FnOnce(&Envelope, &mut CipherSink) -> Result<(), SealError>,
     ) -> Result<SealedPart, SealError> {
-        let pgp = SealError::OpenPgp;
         let mut sink = CipherSink {
             sink: self.staging.create_part(name)?,
             hash: Sha256::new(),
         };
-        let envelope = Envelope::new(&self.keys).map_err(pgp)?;
-        if signed {
-            let message = envelope.encrypt(Message::new(&mut sink)).map_err(pgp)?;
-            let keypair = self.sealer.inner.secrets.signer()?;
-            let message = Signer::new(message, keypair)
-                .map_err(pgp)?
-                .creation_time(self.received_at)
-                .build()
-                .map_err(pgp)?;
-            let mut literal = LiteralWriter::new(message)
-                .format(DataFormat::Binary)
-                .build()
-                .map_err(pgp)?;
-            body(&mut literal)?;
-            literal.finalize().map_err(pgp)?;
-        } else {
-            envelope.seal_unsigned(self.sealer.inner.seipd1, &mut sink, body)?;
-        }
+        let envelope = Envelope::new(&self.keys).map_err(SealError::OpenPgp)?;
+        seal(&envelope, &mut sink)?;
         let CipherSink { sink, hash } = sink;
         let size = sink.finish()?;
         Ok(SealedPart {
