@@ -616,7 +616,7 @@ pub(super) fn seal_error(e: SealError) -> Refusal {
             tracing::warn!("report refused: no maintainer certificate is usable any more");
             Refusal::NoUsableKey
         }
-        SealError::Store(StoreError::Io { .. }) => {
+        SealError::Store(StoreError::Io { .. }) | SealError::Output(_) => {
             tracing::error!("the store is not writable: {e}");
             Refusal::StoreUnavailable
         }

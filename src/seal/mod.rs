@@ -1,10 +1,13 @@
 //! The sealed-report format, version 1 (docs/format.md): `manifest` (the signed
 //! table of contents), `writer` (sealing), `seipd` (embargo's own SEIPDv1
-//! packet writer, not yet the default), `seipd_reader` (its reader, not yet
-//! used) and `reader` (opening).
+//! packet writer, padded, the `compat` default), `seipd_reader` (its
+//! reader, which opens `compat` attachments), `cfb` (its CFB decryption
+//! over AES-ECB), `offload` (hashing on the second core) and `reader` (opening).
 
+mod cfb;
 pub mod manifest;
 mod media;
+mod offload;
 pub mod reader;
 pub mod seipd;
 pub mod seipd_reader;

@@ -14,6 +14,8 @@ use openssl::sha::Sha1;
 use openssl::symm::{Cipher, Crypter, Mode};
 use zeroize::Zeroizing;
 
+use super::offload::Offload;
+
 /// Size of the partial-body chunks of the SEIPD packet (a power of two of
 /// at least 512 bytes, RFC 9580 §4.2.1.4).
 const CHUNK: usize = 64 * 1024;
@@ -42,7 +44,7 @@ const PIECE: usize = 16 * 1024;
 pub struct Seipd1Writer<W: Write> {
     sink: W,
     crypter: Crypter,
-    mdc: Sha1,
+    mdc: Offload<Sha1>,
     /// Packet body not yet framed (the version byte, then ciphertext).
     /// Framed only once more than a chunk is pending, because the last
     /// chunk must carry a definite length.
@@ -75,7 +77,7 @@ impl<W: Write> Seipd1Writer<W> {
         let mut writer = Seipd1Writer {
             sink,
             crypter,
-            mdc: Sha1::new(),
+            mdc: Offload::new(Sha1::new()),
             pending,
             started: false,
             inner: 0,
@@ -94,7 +96,7 @@ impl<W: Write> Seipd1Writer<W> {
     fn encrypt(&mut self, plaintext: &[u8], hashed: bool) -> io::Result<()> {
         debug_assert!(plaintext.len() <= PIECE);
         if hashed {
-            self.mdc.update(plaintext);
+            self.mdc.update(plaintext)?;
         }
         let start = self.pending.len();
         // OpenSSL wants room for one more block than it is given.
@@ -140,7 +142,8 @@ impl<W: Write> Seipd1Writer<W> {
     /// length, and returns the sink.
     pub fn finish(mut self) -> io::Result<W> {
         self.encrypt(&MDC_HEADER, true)?;
-        let digest = std::mem::replace(&mut self.mdc, Sha1::new()).finish();
+        let mdc = std::mem::replace(&mut self.mdc, Offload::new(Sha1::new()));
+        let digest = mdc.finish()?.finish();
         self.encrypt(&digest, false)?;
         let start = self.pending.len();
         self.pending.resize(start + PREFIX, 0);

@@ -33,12 +33,15 @@
 use std::io::{self, Read};
 
 use openssl::sha::Sha1;
-use openssl::symm::{Cipher, Crypter, Mode};
+use openssl::symm::Cipher;
 use sequoia_openpgp as openpgp;
 
 use openpgp::crypto::SessionKey;
 use openpgp::types::SymmetricAlgorithm;
 use zeroize::Zeroizing;
+
+use super::cfb::CfbDecryptor;
+use super::offload::Offload;
 
 /// The MDC packet: header (tag 19, new format, length 20) and SHA-1.
 const MDC_LEN: usize = 22;
@@ -300,8 +303,9 @@ pub struct Seipd1Reader<R: Read> {
     input: Raw<R>,
     /// The rest of the SEIPD packet's body.
     outer: Body,
-    crypter: Crypter,
-    mdc: Sha1,
+    crypter: CfbDecryptor,
+    /// On the second core once the packet is large.
+    mdc: Offload<Sha1>,
     /// Decrypted bytes not yet consumed, `plain[start..]`; the last
     /// [`MDC_LEN`] are held back until the end.
     plain: Zeroizing<Vec<u8>>,
@@ -325,9 +329,9 @@ impl<R: Read> Seipd1Reader<R> {
         session_key: &SessionKey,
     ) -> Result<Seipd1Reader<R>, SeipdError> {
         let cipher = match algo {
-            SymmetricAlgorithm::AES128 => Cipher::aes_128_cfb128(),
-            SymmetricAlgorithm::AES192 => Cipher::aes_192_cfb128(),
-            SymmetricAlgorithm::AES256 => Cipher::aes_256_cfb128(),
+            SymmetricAlgorithm::AES128 => Cipher::aes_128_ecb(),
+            SymmetricAlgorithm::AES192 => Cipher::aes_192_ecb(),
+            SymmetricAlgorithm::AES256 => Cipher::aes_256_ecb(),
             other => return Err(SeipdError::Unsupported(format!("cipher {other}"))),
         };
         if session_key.len() != cipher.key_len() {
@@ -370,12 +374,13 @@ impl<R: Read> Seipd1Reader<R> {
                 version[0]
             )));
         }
-        let crypter = Crypter::new(cipher, Mode::Decrypt, session_key, Some(&[0u8; BLOCK]))?;
+        // OpenPGP CFB: an all-zero IV, the random prefix in its place.
+        let crypter = CfbDecryptor::new(cipher, session_key, [0u8; BLOCK])?;
         let mut reader = Seipd1Reader {
             input,
             outer,
             crypter,
-            mdc: Sha1::new(),
+            mdc: Offload::new(Sha1::new()),
             plain: Zeroizing::new(Vec::with_capacity(READ + 2 * BLOCK + MDC_LEN)),
             start: 0,
             eof: false,
@@ -394,7 +399,7 @@ impl<R: Read> Seipd1Reader<R> {
         if prefix[BLOCK - 2..BLOCK] != prefix[BLOCK..] {
             return Err(SeipdError::QuickCheck);
         }
-        reader.mdc.update(&prefix[..]);
+        reader.mdc.update(&prefix[..]).map_err(SeipdError::Io)?;
         reader.start = BLOCK + 2;
         Ok(reader)
     }
@@ -412,15 +417,13 @@ impl<R: Read> Seipd1Reader<R> {
             .body(&mut outer, &mut self.cipher, "the SEIPD packet")?;
         self.outer = outer;
         let at = self.plain.len();
-        self.plain.resize(at + n + BLOCK, 0);
-        let written = if n == 0 {
+        self.plain.resize(at + n, 0);
+        if n == 0 {
             self.eof = true;
-            self.crypter.finalize(&mut self.plain[at..])?
         } else {
             self.crypter
-                .update(&self.cipher[..n], &mut self.plain[at..])?
-        };
-        self.plain.truncate(at + written);
+                .update(&self.cipher[..n], &mut self.plain[at..])?;
+        }
         Ok(())
     }
 
@@ -437,7 +440,8 @@ impl<R: Read> Seipd1Reader<R> {
                 "the encrypted data does not end in an MDC packet",
             ));
         }
-        let mut mdc = std::mem::replace(&mut self.mdc, Sha1::new());
+        let mdc = std::mem::replace(&mut self.mdc, Offload::new(Sha1::new()));
+        let mut mdc = mdc.finish().map_err(SeipdError::Io)?;
         mdc.update(&MDC_HEADER);
         let digest = mdc.finish();
         if !openssl::memcmp::eq(&digest, &rest[2..]) {
@@ -560,7 +564,7 @@ impl<R: Read> Source for Inner<'_, R> {
                 let n = avail.min(out.len());
                 let piece = &r.plain[r.start..r.start + n];
                 out[..n].copy_from_slice(piece);
-                r.mdc.update(piece);
+                r.mdc.update(piece).map_err(SeipdError::Io)?;
                 r.start += n;
                 return Ok(n);
             }

@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::manifest::{AttachmentEntry, Channel, EmailMeta, Manifest, Role, SCHEMA, SealedPolicy};
+use super::offload::{Consumer, Offload};
 use super::seipd::{Seipd1Writer, definite_length, padded_size};
 use crate::clock::{Clock, rfc3339};
 use crate::config::{MessageFormat, Policy};
@@ -52,6 +53,8 @@ pub enum SealError {
     TooManyAttachments { limit: usize },
     #[error("encryption failed: {0}")]
     OpenPgp(#[source] anyhow::Error),
+    #[error("writing the sealed part failed: {0}")]
+    Output(#[source] io::Error),
 }
 
 /// Seals reports to a fixed set of recipients. Cheap to clone.
@@ -510,21 +513,31 @@ pub struct ReportWriter {
     parts: Vec<SealedPart>,
 }
 
-/// The ciphertext sink, hashing what it stores for the receipt.
-struct CipherSink {
+/// The end of a part's pipeline: the ciphertext written to the store and
+/// hashed for the receipt, on the second core once the part is large.
+struct CipherSink(Offload<CipherTail>);
+
+struct CipherTail {
     sink: Box<dyn PartSink>,
     hash: Sha256,
 }
 
+impl Consumer for CipherTail {
+    fn update(&mut self, data: &[u8]) -> io::Result<()> {
+        self.sink.write_all(data)?;
+        Consumer::update(&mut self.hash, data)
+    }
+}
+
 impl Write for CipherSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.sink.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
+        self.0.update(buf)?;
+        Ok(buf.len())
     }
 
+    /// The part is flushed and made durable by [`PartSink::finish`].
     fn flush(&mut self) -> io::Result<()> {
-        self.sink.flush()
+        Ok(())
     }
 }
 
@@ -557,7 +570,7 @@ impl ReportWriter {
             return Err(SealError::TooManyAttachments { limit: MAX_PARTS });
         }
         let file = attachment_part_name(self.attachments.len() + 1);
-        let mut hash = Sha256::new();
+        let mut hash = Offload::new(Sha256::new());
         let mut size = 0u64;
         let engine = self.sealer.inner.seipd1;
         let part = self.write_part(&file, |envelope, sink| {
@@ -571,7 +584,7 @@ impl ReportWriter {
             file,
             name: name.to_string(),
             size,
-            sha256: hex::encode(hash.finalize()),
+            sha256: hex::encode(hash.finish().map_err(SealError::Input)?.finalize()),
             media_type: media_type.to_string(),
             role,
         });
@@ -663,13 +676,13 @@ impl ReportWriter {
         name: &str,
         seal: impl FnOnce(&Envelope, &mut CipherSink) -> Result<(), SealError>,
     ) -> Result<SealedPart, SealError> {
-        let mut sink = CipherSink {
+        let mut sink = CipherSink(Offload::new(CipherTail {
             sink: self.staging.create_part(name)?,
             hash: Sha256::new(),
-        };
+        }));
         let envelope = Envelope::new(&self.keys).map_err(SealError::OpenPgp)?;
         seal(&envelope, &mut sink)?;
-        let CipherSink { sink, hash } = sink;
+        let CipherTail { sink, hash } = sink.0.finish().map_err(SealError::Output)?;
         let size = sink.finish()?;
         Ok(SealedPart {
             name: name.to_string(),
@@ -753,7 +766,7 @@ impl PendingReport {
 fn copy_limited(
     plaintext: &mut dyn Read,
     limit: u64,
-    hash: &mut Sha256,
+    hash: &mut Offload<Sha256>,
     out: &mut dyn Write,
 ) -> Result<u64, SealError> {
     let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
@@ -769,7 +782,8 @@ fn copy_limited(
         if size > limit {
             return Err(SealError::TooLarge { limit });
         }
-        hash.update(&buf[..n]);
+        hash.update(&buf[..n])
+            .map_err(|e| SealError::OpenPgp(e.into()))?;
         out.write_all(&buf[..n])
             .map_err(|e| SealError::OpenPgp(e.into()))?;
     }
@@ -810,12 +824,13 @@ pub fn seal_stream_with(
 ) -> Result<(u64, String, u64), SealError> {
     let (keys, _) = encryption_keys(recipients, format, at)?;
     let mut sink = sink;
-    let mut hash = Sha256::new();
+    let mut hash = Offload::new(Sha256::new());
     let envelope = Envelope::new(&keys).map_err(SealError::OpenPgp)?;
     let size = envelope.seal_unsigned(engine, &mut sink, |literal| {
         copy_limited(plaintext, limit, &mut hash, literal)
     })?;
     let stored = sink.finish()?;
+    let hash = hash.finish().map_err(|e| SealError::OpenPgp(e.into()))?;
     Ok((size, hex::encode(hash.finalize()), stored))
 }
 
