@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::manifest::{AttachmentEntry, Manifest, ManifestError};
+use super::offload::Offload;
+use super::seipd_reader::Seipd1Reader;
 use crate::case::event::EventAttachment;
 use crate::id::ReportId;
 use crate::keys::POLICY;
@@ -309,12 +311,12 @@ impl Opener {
     ) -> Result<(), RevealError> {
         let mut checked = CheckingWriter {
             out,
-            hash: Sha256::new(),
+            hash: Offload::new(Sha256::new()),
             size: 0,
             limit: expected.size,
             by: expected.by,
         };
-        self.decrypt(part, reader, &mut checked, Verify::Nothing, expected.size)?;
+        self.decrypt_unsigned(part, reader, &mut checked, expected.size)?;
         let CheckingWriter { hash, size, .. } = checked;
         if size != expected.size {
             return Err(RevealError::Mismatch {
@@ -322,6 +324,7 @@ impl Opener {
                 detail: format!("{size} bytes, {} says {}", expected.by, expected.size),
             });
         }
+        let hash = hash.finish().map_err(RevealError::Output)?;
         let sha256 = hex::encode(hash.finalize());
         if !sha256.eq_ignore_ascii_case(expected.sha256) {
             return Err(RevealError::Mismatch {
@@ -330,6 +333,86 @@ impl Opener {
             });
         }
         Ok(())
+    }
+
+    /// Decrypts an unsigned message (an attachment, a follow-up file).
+    /// A `compat` part (PKESKs, then a SEIPDv1 packet with AES) is opened
+    /// by embargo's own reader ([`Seipd1Reader`]) once Sequoia or gpg gave
+    /// the session key; anything else goes through Sequoia's decryptor.
+    /// Either way, what reaches `out` is untrusted until this returns Ok.
+    fn decrypt_unsigned(
+        &self,
+        part: &str,
+        mut reader: impl Read + Send + Sync,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<(), RevealError> {
+        let mut head = Vec::new();
+        (&mut reader)
+            .take(GPG_HEAD_BYTES)
+            .read_to_end(&mut head)
+            .map_err(|e| tampered(part, e.to_string()))?;
+        let Some((pkesks, at)) = leading_pkesks(&head) else {
+            let reader = Cursor::new(head).chain(reader);
+            return self
+                .decrypt(part, reader, out, Verify::Nothing, limit)
+                .map(|_| ());
+        };
+        let mut helper = Helper {
+            opener: self,
+            certs: Vec::new(),
+            part: part.to_string(),
+            head: head.clone(),
+            signed: false,
+            key_used: false,
+            recipients: Vec::new(),
+            signer: None,
+            failure: None,
+        };
+        // A session key is taken only if it passes the quick check on the
+        // start of the packet, as Sequoia's decryptor does.
+        let mut found = None;
+        let seipd = &head[at..];
+        let mut try_key = |algo: Option<SymmetricAlgorithm>, sk: &SessionKey| match algo {
+            Some(algo) if Seipd1Reader::new(seipd, algo, sk).is_ok() => {
+                found = Some((algo, sk.clone()));
+                true
+            }
+            _ => false,
+        };
+        if let Err(e) = helper.decrypt(&pkesks, &[], None, &mut try_key) {
+            return Err(classify(part, e, Some(helper)));
+        }
+        let Some((algo, session_key)) = found else {
+            let recipients = helper.recipients.join(", ");
+            return Err(RevealError::NoMatchingKey {
+                part: part.into(),
+                recipients,
+            });
+        };
+        let input = Cursor::new(&head[at..]).chain(reader);
+        let mut plain = Seipd1Reader::new(input, algo, &session_key)
+            .map_err(|e| tampered(part, e.to_string()))?;
+        let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
+        let mut total = 0u64;
+        loop {
+            let n = match plain.read(&mut buf[..]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(tampered(part, e.to_string())),
+            };
+            total += n as u64;
+            if total > limit {
+                return Err(RevealError::Mismatch {
+                    part: part.into(),
+                    detail: format!("longer than the {limit} bytes expected"),
+                });
+            }
+            out.write_all(&buf[..n])
+                .map_err(|e| output_error(part, e))?;
+        }
+        plain.finish().map_err(|e| tampered(part, e.to_string()))
     }
 
     /// Decrypts a signed message of at most `limit` bytes of plaintext
@@ -452,13 +535,8 @@ impl Opener {
                     detail: format!("longer than the {limit} bytes expected"),
                 });
             }
-            out.write_all(&buf[..n]).map_err(|e| match e.kind() {
-                io::ErrorKind::InvalidData => RevealError::Mismatch {
-                    part: part.into(),
-                    detail: e.to_string(),
-                },
-                _ => RevealError::Output(e),
-            })?;
+            out.write_all(&buf[..n])
+                .map_err(|e| output_error(part, e))?;
         }
         if !decryptor.message_processed() {
             return Err(tampered(part, "the message ended early".into()));
@@ -488,6 +566,85 @@ enum Verify {
     Signer(Vec<Cert>),
     /// None: attachments are bound by the manifest instead.
     Nothing,
+}
+
+/// A failure to write plaintext out: the checking writer's refusal (it
+/// reports a mismatch as `InvalidData`) or the output's own error.
+fn output_error(part: &str, e: io::Error) -> RevealError {
+    match e.kind() {
+        io::ErrorKind::InvalidData => RevealError::Mismatch {
+            part: part.into(),
+            detail: e.to_string(),
+        },
+        _ => RevealError::Output(e),
+    }
+}
+
+/// The PKESK packets at the start of `head` and where the packet after
+/// them starts, when that packet is a SEIPDv1 one: the messages embargo's
+/// own reader takes. None for anything else (no PKESK, a password
+/// packet, SEIPDv2, a header that does not fit), which Sequoia opens or
+/// refuses.
+fn leading_pkesks(head: &[u8]) -> Option<(Vec<PKESK>, usize)> {
+    let mut pkesks = Vec::new();
+    let mut at = 0;
+    loop {
+        let (tag, header, body) = definite_header(&head[at..])?;
+        if tag == 18 {
+            // The version byte follows the (partial or definite) length.
+            let version = head.get(at + header)?;
+            return (*version == 1 && !pkesks.is_empty()).then_some((pkesks, at));
+        }
+        if tag != 1 {
+            return None;
+        }
+        let end = at.checked_add(header)?.checked_add(body?)?;
+        let packet = openpgp::Packet::from_bytes(head.get(at..end)?).ok()?;
+        let openpgp::Packet::PKESK(pkesk) = packet else {
+            return None;
+        };
+        pkesks.push(pkesk);
+        at = end;
+    }
+}
+
+/// The tag, header length and (definite) body length of the packet at the
+/// start of `b`; the body length is None for a partial length.
+fn definite_header(b: &[u8]) -> Option<(u8, usize, Option<usize>)> {
+    let ctb = *b.first()?;
+    if ctb & 0x80 == 0 {
+        return None;
+    }
+    if ctb & 0x40 == 0 {
+        // Old format: the tag in bits 5-2, the length type in bits 1-0.
+        let tag = (ctb >> 2) & 0x0F;
+        let n = match ctb & 3 {
+            0 => 1,
+            1 => 2,
+            2 => 4,
+            _ => return None,
+        };
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(1 + i)? as usize;
+        }
+        return Some((tag, 1 + n, Some(len)));
+    }
+    let tag = ctb & 0x3F;
+    let first = *b.get(1)? as usize;
+    Some(match first {
+        0..=191 => (tag, 2, Some(first)),
+        192..=223 => (
+            tag,
+            3,
+            Some(((first - 192) << 8) + *b.get(2)? as usize + 192),
+        ),
+        224..=254 => (tag, 2, None),
+        _ => {
+            let len = u32::from_be_bytes(b.get(2..6)?.try_into().ok()?);
+            (tag, 6, Some(len as usize))
+        }
+    })
 }
 
 fn tampered(part: &str, detail: String) -> RevealError {
@@ -800,7 +957,8 @@ fn terminal_name() -> Option<PathBuf> {
 /// (what `by` says the size is).
 struct CheckingWriter<'a> {
     out: &'a mut dyn Write,
-    hash: Sha256,
+    /// On the second core once the part is large.
+    hash: Offload<Sha256>,
     size: u64,
     limit: u64,
     by: &'static str,
@@ -815,7 +973,7 @@ impl Write for CheckingWriter<'_> {
             ));
         }
         let n = self.out.write(buf)?;
-        self.hash.update(&buf[..n]);
+        self.hash.update(&buf[..n])?;
         self.size += n as u64;
         Ok(n)
     }
