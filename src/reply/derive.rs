@@ -4,9 +4,17 @@
 //! with 32 random bytes kept in `state_dir/reply-salt` (made once, 0600),
 //! gives 64 bytes: the first 32 are the *lookup key* (the server stores
 //! only its hex, mapped to the report ID), the last 32 the *seed* the reply
-//! certificate's secret keys are made from. The parameters are fixed here
-//! because changing them would orphan every code given out: 64 MiB of
-//! memory, 3 passes, 1 lane.
+//! certificate's secret keys are made from.
+//!
+//! What protects a code is its 135 random bits, not the cost of Argon2id:
+//! someone holding the salt and every lookup key still has 2^135 codes to
+//! try, and stretching each try by a factor of a million adds only 20 bits
+//! to that. So codes are issued with a light cost ([`CURRENT`]: 256 KiB,
+//! one pass), which lets an intake seal a thousand small reports a second
+//! within a small memory budget. Codes issued before that used 64 MiB and
+//! three passes ([`LEGACY`]); a code no lookup key matches under the
+//! current cost is tried under the legacy one, so no code given out is
+//! orphaned. Changing either cost would orphan codes, so both are fixed.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -16,12 +24,32 @@ use zeroize::Zeroizing;
 
 use super::ReplyCode;
 
-/// Argon2id memory, in KiB (64 MiB).
-pub const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
-/// Argon2id passes.
-pub const ARGON2_PASSES: u32 = 3;
-/// Argon2id lanes.
-pub const ARGON2_LANES: u32 = 1;
+/// Argon2id parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cost {
+    /// Memory, in KiB.
+    pub memory_kib: u32,
+    pub passes: u32,
+    pub lanes: u32,
+}
+
+/// The cost codes are issued with.
+pub const CURRENT: Cost = Cost {
+    memory_kib: 256,
+    passes: 1,
+    lanes: 1,
+};
+
+/// The cost of codes issued before [`CURRENT`] (64 MiB, 3 passes).
+pub const LEGACY: Cost = Cost {
+    memory_kib: 64 * 1024,
+    passes: 3,
+    lanes: 1,
+};
+
+/// Every cost a code may have been issued with, the current one first.
+pub const COSTS: [Cost; 2] = [CURRENT, LEGACY];
+
 /// The salt's file in `state_dir`.
 pub const SALT_FILE: &str = "reply-salt";
 
@@ -79,11 +107,15 @@ pub struct Derived {
     pub seed: Zeroizing<[u8; 32]>,
 }
 
-/// Runs Argon2id over `code` with `salt` (about a quarter of a second on
-/// one core; the status page rate-limits attempts).
+/// Runs Argon2id over `code` with `salt` at the [`CURRENT`] cost.
 pub fn derive(code: &ReplyCode, salt: &Salt) -> Derived {
+    derive_at(code, salt, CURRENT)
+}
+
+/// Runs Argon2id over `code` with `salt` at `cost`.
+pub fn derive_at(code: &ReplyCode, salt: &Salt, cost: Cost) -> Derived {
     use argon2::{Algorithm, Argon2, Params, Version};
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, Some(64))
+    let params = Params::new(cost.memory_kib, cost.passes, cost.lanes, Some(64))
         .expect("fixed Argon2id parameters are valid");
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 64]);
@@ -116,6 +148,17 @@ mod tests {
             hex::encode(*a.seed),
             "lookup and seed are separate halves"
         );
+    }
+
+    #[test]
+    fn the_two_costs_give_different_keys_for_the_same_code() {
+        let code = ReplyCode::generate();
+        let salt = Salt::fixed([7; 32]);
+        let current = derive_at(&code, &salt, CURRENT);
+        let legacy = derive_at(&code, &salt, LEGACY);
+        assert_eq!(current.lookup, derive(&code, &salt).lookup);
+        assert_ne!(current.lookup, legacy.lookup);
+        assert_ne!(*current.seed, *legacy.seed);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! the hex lookup key and holding the report ID. Nothing in it opens a
 //! reply: the secret half of what Argon2id gives is never written.
 //!
-//! Each derivation takes [`super::ARGON2_MEMORY_KIB`] of memory for about
-//! a fifth of a second; [`Desk`] lets at most [`MAX_CONCURRENT`] run at
+//! A derivation at the current cost takes 256 KiB and well under a
+//! millisecond; one at the legacy cost (tried for a code the current one
+//! does not find, [`super::derive`]) 64 MiB and about a fifth of a second.
+//! [`Desk`] lets at most [`MAX_CONCURRENT`] run at
 //! once, so a burst of reports or status lookups waits instead of taking
 //! the machine's memory.
 
@@ -20,12 +22,12 @@ use sequoia_openpgp as openpgp;
 
 use super::ReplyCode;
 use super::cert::reply_cert;
-use super::derive::{Derived, Salt, derive};
+use super::derive::{COSTS, CURRENT, Cost, Derived, Salt, derive_at};
 use crate::id::ReportId;
 
 /// The directory of `state_dir` that maps lookup keys to report IDs.
 pub const LOOKUP_DIR: &str = "replies";
-/// Most Argon2id derivations that run at once (each takes 64 MiB).
+/// Most Argon2id derivations that run at once (a legacy one takes 64 MiB).
 pub const MAX_CONCURRENT: usize = 2;
 
 /// What a new report's code gives: the code (shown once), the lookup key
@@ -77,8 +79,8 @@ impl Desk {
         })
     }
 
-    /// Argon2id over `code`, waiting for a free slot first.
-    fn derive(&self, code: &ReplyCode) -> Derived {
+    /// Argon2id over `code` at `cost`, waiting for a free slot first.
+    fn derive(&self, code: &ReplyCode, cost: Cost) -> Derived {
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             while *running >= MAX_CONCURRENT {
@@ -86,7 +88,7 @@ impl Desk {
             }
             *running += 1;
         }
-        let derived = derive(code, &self.salt);
+        let derived = derive_at(code, &self.salt, cost);
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
         self.freed.notify_one();
         derived
@@ -95,7 +97,7 @@ impl Desk {
     /// A new code and what follows from it. Blocks for one derivation.
     pub fn issue(&self) -> openpgp::Result<Issued> {
         let code = ReplyCode::generate();
-        let derived = self.derive(&code);
+        let derived = self.derive(&code, CURRENT);
         let cert = reply_cert(&derived.seed)?.strip_secret_key_material();
         let cert_armored = String::from_utf8(cert.armored().to_vec()?)?;
         Ok(Issued {
@@ -126,13 +128,18 @@ impl Desk {
     }
 
     /// The report `code` belongs to, with its reply certificate's secret
-    /// keys; `None` for a code no report has. Every well-formed code costs
-    /// the same derivation, so a wrong code takes as long as a right one.
+    /// keys; `None` for a code no report has. The code is tried at every
+    /// cost codes were issued with ([`COSTS`]), so every wrong or unknown
+    /// code costs the same derivations.
     pub fn open_code(&self, code: &ReplyCode) -> Option<Opened> {
-        let derived = self.derive(code);
-        let report = self.report_of(&derived.lookup)?;
-        let cert = reply_cert(&derived.seed).ok()?;
-        Some(Opened { report, cert })
+        for cost in COSTS {
+            let derived = self.derive(code, cost);
+            if let Some(report) = self.report_of(&derived.lookup) {
+                let cert = reply_cert(&derived.seed).ok()?;
+                return Some(Opened { report, cert });
+            }
+        }
+        None
     }
 
     /// The report a lookup key maps to.
@@ -228,5 +235,25 @@ mod tests {
         assert_eq!(desk.forget_missing(&|_| true).unwrap(), 0);
         assert_eq!(desk.forget_missing(&|_| false).unwrap(), 1);
         assert!(desk.open_code(&issued.code).is_none());
+    }
+
+    #[test]
+    fn a_code_issued_at_the_legacy_cost_still_opens_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let desk = Desk::open(dir.path()).unwrap();
+        let code = ReplyCode::generate();
+        let legacy = derive_at(&code, &desk.salt, super::super::LEGACY);
+        let id = ReportId::random();
+        desk.record(&legacy.lookup, &id).unwrap();
+        let opened = desk.open_code(&code).unwrap();
+        assert_eq!(opened.report, id);
+        let made = reply_cert(&legacy.seed).unwrap();
+        assert_eq!(opened.cert.fingerprint(), made.fingerprint());
+        // A new code is issued at the current cost, not the legacy one.
+        let issued = desk.issue().unwrap();
+        assert_eq!(
+            issued.lookup,
+            derive_at(&issued.code, &desk.salt, CURRENT).lookup
+        );
     }
 }

@@ -20,5 +20,5 @@ pub mod intake;
 pub mod timeline;
 
 pub use code::{CodeError, ReplyCode};
-pub use derive::{ARGON2_LANES, ARGON2_MEMORY_KIB, ARGON2_PASSES, Derived, Salt};
+pub use derive::{COSTS, CURRENT, Cost, Derived, LEGACY, Salt};
 pub use desk::{Desk, Issued};
