@@ -20,6 +20,7 @@ use crate::config::Policy;
 use crate::id::ReportId;
 use crate::seal::{Opener, SignatureCheck};
 use crate::store;
+use crate::store::writeback::Writeback;
 
 /// Prefix of the temporary directories inside `OUT`.
 const PARTIAL_PREFIX: &str = ".embargo-partial-";
@@ -117,9 +118,9 @@ pub fn decrypt(args: &DecryptArgs, progress: &dyn Progress) -> Result<Decrypted,
         let path = partial.join(&name);
         let file = new_private_file(&path).map_err(write_err(&path))?;
         progress.working_on(&format!("decrypting {}", entry.file));
-        let mut out = Counted { file, progress };
+        let mut out = Counted::new(file, progress);
         opener.decrypt_attachment(store.as_ref(), &id, entry, &mut out)?;
-        out.file.sync_all().map_err(write_err(&path))?;
+        out.sync().map_err(write_err(&path))?;
         files.push((name.clone(), entry.size));
         extracted.push(Extracted {
             index,
@@ -200,15 +201,34 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// The output file, reporting progress as bytes go through.
+/// The output file, reporting progress as bytes go through, and written
+/// back to disk while it grows ([`Writeback`]) so its fsync is short.
 pub(super) struct Counted<'a> {
-    pub(super) file: File,
-    pub(super) progress: &'a dyn Progress,
+    file: File,
+    progress: &'a dyn Progress,
+    writeback: Writeback,
+}
+
+impl<'a> Counted<'a> {
+    pub(super) fn new(file: File, progress: &'a dyn Progress) -> Counted<'a> {
+        Counted {
+            file,
+            progress,
+            writeback: Writeback::new(),
+        }
+    }
+
+    /// Makes the file durable.
+    pub(super) fn sync(self) -> io::Result<()> {
+        self.writeback.finish()?;
+        self.file.sync_all()
+    }
 }
 
 impl Write for Counted<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
+        self.writeback.wrote(&self.file, n)?;
         self.progress.advance(n as u64);
         Ok(n)
     }

@@ -75,11 +75,11 @@ pub fn save_files(
         let path = partial.join(format!("{n:04}"));
         let file = new_private_file(&path).map_err(write_err(&path))?;
         progress.working_on(&format!("decrypting {FILES_DIR}/{}", entry.file));
-        let mut sink = Counted { file, progress };
+        let mut sink = Counted::new(file, progress);
         opener
             .decrypt_file(store, id, entry, &mut sink)
             .map_err(|e| refused(case, event, entry, out, e))?;
-        sink.file.sync_all().map_err(write_err(&path))?;
+        sink.sync().map_err(write_err(&path))?;
         decrypted.push(path);
     }
     progress.finish();

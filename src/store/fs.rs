@@ -7,6 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::writeback::Writeback;
 use super::{
     EVENTS_DIR, FILES_DIR, MAX_STATUS_BYTES, PartInfo, PartReader, PartSink, STATUS_FILE, Staging,
     Store, StoreError, is_event_name, is_part_name,
@@ -25,6 +26,8 @@ const WRITE_BUFFER: usize = 256 * 1024;
 pub struct FsStore {
     reports: PathBuf,
     renames: Arc<GroupSync>,
+    /// Group commit of small parts: one `syncfs` before the renames.
+    staged: Arc<GroupSync>,
     /// Serializes case-status replacements (check, then write).
     statuses: Arc<std::sync::Mutex<()>>,
 }
@@ -57,6 +60,13 @@ impl GroupSync {
     /// finished (this thread's, or another's), or with the error of this
     /// thread's own attempt.
     fn sync_after_rename(&self, dirs: [&Path; 2]) -> io::Result<()> {
+        self.sync_after(|| dirs.iter().try_for_each(|d| sync_dir(d)))
+    }
+
+    /// Returns once a `sync` that began after this call has finished
+    /// (this thread's or another's), or with the error of this thread's
+    /// own attempt.
+    fn sync_after(&self, sync: impl Fn() -> io::Result<()>) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.renamed += 1;
         let mine = state.renamed;
@@ -68,7 +78,7 @@ impl GroupSync {
                 state.syncing = true;
                 let covers = state.renamed;
                 drop(state);
-                let result = dirs.iter().try_for_each(|d| sync_dir(d));
+                let result = sync();
                 state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 state.syncing = false;
                 if result.is_ok() {
@@ -243,6 +253,7 @@ impl FsStore {
         Ok(FsStore {
             reports,
             renames: Arc::default(),
+            staged: Arc::default(),
             statuses: Arc::default(),
         })
     }
@@ -257,6 +268,7 @@ impl FsStore {
             Ok(meta) if meta.is_dir() => Ok(FsStore {
                 reports,
                 renames: Arc::default(),
+                staged: Arc::default(),
                 statuses: Arc::default(),
             }),
             Ok(_) => Err(StoreError::Io {
@@ -357,6 +369,7 @@ impl Store for FsStore {
             target: self.report_dir(id),
             reports: self.reports.clone(),
             renames: self.renames.clone(),
+            staged: self.staged.clone(),
             _lock: lock,
             committed: false,
         }))
@@ -570,6 +583,8 @@ impl Store for FsStore {
                 out: BufWriter::with_capacity(WRITE_BUFFER, file),
                 path: tmp.clone(),
                 written: 0,
+                writeback: Writeback::new(),
+                committed_by_staging: false,
             }),
             tmp,
             target: dir.join(name),
@@ -708,6 +723,7 @@ struct FsStaging {
     target: PathBuf,
     reports: PathBuf,
     renames: Arc<GroupSync>,
+    staged: Arc<GroupSync>,
     _lock: File,
     committed: bool,
 }
@@ -732,6 +748,8 @@ impl Staging for FsStaging {
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             path,
             written: 0,
+            writeback: Writeback::new(),
+            committed_by_staging: true,
         }))
     }
 
@@ -762,7 +780,13 @@ impl Staging for FsStaging {
         }
         let sweep = open_sweep_lock(&self.reports)?;
         sweep.lock_shared().map_err(io_err(&self.reports))?;
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        // Every small part, and the staging directory's entries, durable
+        // before the rename: one syncfs that began after this report's
+        // parts were written, shared with the reports committing now.
+        let dir = File::open(&self.dir).map_err(io_err(&self.dir))?;
+        self.staged
+            .sync_after(|| rustix::fs::syncfs(&dir).map_err(io::Error::from))
+            .map_err(io_err(&self.dir))?;
         fs::rename(&self.dir, &self.target).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(39) {
                 StoreError::Exists(self.id.clone())
@@ -795,12 +819,24 @@ struct FsPart {
     out: BufWriter<File>,
     path: PathBuf,
     written: u64,
+    /// A large part is written back while it grows, so that the fsync in
+    /// `finish` (and the answer that waits for it) comes soon after the
+    /// last byte.
+    writeback: Writeback,
+    /// A part of a staged report: when small, its fsync is left to the
+    /// report's commit, which makes every small part durable with one
+    /// `syncfs` shared by the reports committing at the same time.
+    committed_by_staging: bool,
 }
+
+/// Parts up to this size are made durable by their report's commit.
+const SMALL_PART: u64 = 1 << 20;
 
 impl Write for FsPart {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.written += n as u64;
+        self.writeback.wrote(self.out.get_ref(), n)?;
         Ok(n)
     }
 
@@ -811,12 +847,21 @@ impl Write for FsPart {
 
 impl PartSink for FsPart {
     fn finish(self: Box<Self>) -> Result<u64, StoreError> {
-        let FsPart { out, path, written } = *self;
+        let FsPart {
+            out,
+            path,
+            written,
+            writeback,
+            committed_by_staging,
+        } = *self;
         let file = out.into_inner().map_err(|e| StoreError::Io {
             path: path.display().to_string(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(io_err(&path))?;
+        writeback.finish().map_err(io_err(&path))?;
+        if !(committed_by_staging && written <= SMALL_PART) {
+            file.sync_all().map_err(io_err(&path))?;
+        }
         Ok(written)
     }
 }

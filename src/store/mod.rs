@@ -2,6 +2,7 @@
 //! (docs/format.md). Only ciphertext passes through here.
 
 mod fs;
+pub mod writeback;
 
 /// The directory of a report that holds its case's events.
 pub const EVENTS_DIR: &str = "events";
