@@ -347,13 +347,21 @@ fn every_part_has_its_own_session_key_so_sharing_one_part_never_opens_the_manife
     assert!(own.status.success());
     assert_eq!(own.stdout, b"print('poc')");
     // ...and neither the manifest (titles, reporter, file names) nor 002.pgp.
+    // gpg 2.2 skips the quick check for public-key messages, so with a wrong
+    // key it may print a little garbage before the MDC fails: what matters
+    // is that it fails and that nothing it prints is the other part's text.
     for part in ["manifest.pgp", "002.pgp"] {
         let other = with_key(&keys[1], part);
         assert!(
             !other.status.success(),
             "001.pgp's session key opened {part}"
         );
-        assert!(other.stdout.is_empty(), "{part}: no plaintext");
+        for secret in [&b"schema"[..], b"notes.txt", b"more"] {
+            assert!(
+                !other.stdout.windows(secret.len()).any(|w| w == secret),
+                "{part}: plaintext came out"
+            );
+        }
     }
 }
 
