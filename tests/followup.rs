@@ -292,7 +292,7 @@ fn follow_up_files_reach_the_maintainer_whole_checked_and_never_over_a_file() {
     assert_eq!(
         line,
         format!(
-            "embargo: error: follow-up file files/{name} of report {id} (reporter message {}) is damaged or was tampered with (Message has been manipulated), so nothing was written: remove reports/{id}/files/{name} from the store and run `embargo fetch` to download it again; if it stays so, the intake's copy was modified",
+            "embargo: error: follow-up file files/{name} of report {id} (reporter message {}) is damaged or was tampered with (the modification detection code does not match: the data was tampered with), so nothing was written: remove reports/{id}/files/{name} from the store and run `embargo fetch` to download it again; if it stays so, the intake's copy was modified",
             t.event
         )
     );
