@@ -16,15 +16,13 @@
 //! since (the `reopened` event is not among the ones it names).
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::SystemTime;
 
 use openpgp::Cert;
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{MessageLayer, MessageStructure, VerificationHelper, VerifierBuilder};
 use openpgp::policy::StandardPolicy;
-use openpgp::serialize::stream::{LiteralWriter, Message, Signer};
-use openpgp::types::DataFormat;
 use openpgp::{KeyHandle, Packet};
 use sequoia_openpgp as openpgp;
 use serde::{Deserialize, Serialize};
@@ -208,21 +206,9 @@ fn sign_with(
     at: SystemTime,
     json: &[u8],
 ) -> Result<Vec<u8>, SealEventError> {
-    let pgp = |e: anyhow::Error| SealEventError::Gpg(format!("cannot sign the case status: {e}"));
-    let mut out = Vec::new();
-    let message = Message::new(&mut out);
-    let message = Signer::new(message, keypair)
-        .map_err(pgp)?
-        .creation_time(at)
-        .build()
-        .map_err(pgp)?;
-    let mut literal = LiteralWriter::new(message)
-        .format(DataFormat::Binary)
-        .build()
-        .map_err(pgp)?;
-    literal.write_all(json).map_err(|e| pgp(e.into()))?;
-    literal.finalize().map_err(pgp)?;
-    Ok(out)
+    let signed = crate::seal::writer::signed_message(keypair, at, json)
+        .map_err(|e| SealEventError::Gpg(format!("cannot sign the case status: {e}")))?;
+    Ok(signed.to_vec())
 }
 
 /// Verifies a signed status for report `id`: a good signature by one of

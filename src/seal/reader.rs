@@ -402,15 +402,7 @@ impl Opener {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(tampered(part, e.to_string())),
             };
-            total += n as u64;
-            if total > limit {
-                return Err(RevealError::Mismatch {
-                    part: part.into(),
-                    detail: format!("longer than the {limit} bytes expected"),
-                });
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| output_error(part, e))?;
+            deliver(part, &buf[..n], &mut total, limit, out)?;
         }
         plain.finish().map_err(|e| tampered(part, e.to_string()))
     }
@@ -528,15 +520,7 @@ impl Opener {
                     return Err(classify(part, e.into(), Some(helper)));
                 }
             };
-            total += n as u64;
-            if total > limit {
-                return Err(RevealError::Mismatch {
-                    part: part.into(),
-                    detail: format!("longer than the {limit} bytes expected"),
-                });
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| output_error(part, e))?;
+            deliver(part, &buf[..n], &mut total, limit, out)?;
         }
         if !decryptor.message_processed() {
             return Err(tampered(part, "the message ended early".into()));
@@ -566,6 +550,25 @@ enum Verify {
     Signer(Vec<Cert>),
     /// None: attachments are bound by the manifest instead.
     Nothing,
+}
+
+/// Writes one piece of (still untrusted) plaintext of `part` to `out`,
+/// refusing it once more than `limit` bytes came out in all.
+fn deliver(
+    part: &str,
+    piece: &[u8],
+    total: &mut u64,
+    limit: u64,
+    out: &mut dyn Write,
+) -> Result<(), RevealError> {
+    *total += piece.len() as u64;
+    if *total > limit {
+        return Err(RevealError::Mismatch {
+            part: part.into(),
+            detail: format!("longer than the {limit} bytes expected"),
+        });
+    }
+    out.write_all(piece).map_err(|e| output_error(part, e))
 }
 
 /// A failure to write plaintext out: the checking writer's refusal (it

@@ -470,29 +470,33 @@ impl Envelope {
         at: SystemTime,
         plaintext: &[u8],
     ) -> Result<(), SealError> {
-        let pgp = SealError::OpenPgp;
-        let mut signed = Zeroizing::new(Vec::with_capacity(plaintext.len() + 512));
-        {
-            let message = Signer::new(Message::new(&mut *signed), signer)
-                .map_err(pgp)?
-                .creation_time(at)
-                .build()
-                .map_err(pgp)?;
-            let mut literal = LiteralWriter::new(message)
-                .format(DataFormat::Binary)
-                .build()
-                .map_err(pgp)?;
-            literal
-                .write_all(plaintext)
-                .map_err(|e| SealError::OpenPgp(e.into()))?;
-            literal.finalize().map_err(pgp)?;
-        }
+        let signed = signed_message(signer, at, plaintext).map_err(SealError::OpenPgp)?;
         self.seal_packets(engine, sink, |inner| {
             inner
                 .write_all(&signed)
                 .map_err(|e| SealError::OpenPgp(e.into()))
         })
     }
+}
+
+/// `plaintext` as a signed OpenPGP message, unencrypted: a one-pass
+/// signature by `signer` made at `at`, the literal data packet (binary, no
+/// name) and the signature; wiped when dropped.
+pub fn signed_message(
+    signer: impl openpgp::crypto::Signer + Send + Sync,
+    at: SystemTime,
+    plaintext: &[u8],
+) -> openpgp::Result<Zeroizing<Vec<u8>>> {
+    let mut signed = Zeroizing::new(Vec::with_capacity(plaintext.len() + 512));
+    let message = Signer::new(Message::new(&mut *signed), signer)?
+        .creation_time(at)
+        .build()?;
+    let mut literal = LiteralWriter::new(message)
+        .format(DataFormat::Binary)
+        .build()?;
+    literal.write_all(plaintext)?;
+    literal.finalize()?;
+    Ok(signed)
 }
 
 /// The smallest size any sealed part is padded to: every short report
