@@ -1,8 +1,8 @@
-//! embargo's own SEIPDv1 reader (RFC 9580 §5.13.1) over OpenSSL's
-//! AES-CFB and plain SHA-1: groundwork for opening large attachments
-//! without Sequoia's collision-detecting SHA-1. Not used by [`Opener`]
-//! yet; the session key still comes from Sequoia (a PKESK decrypted by a
-//! `DecryptionHelper`).
+//! embargo's own SEIPDv1 reader (RFC 9580 §5.13.1) over OpenSSL's AES
+//! (CFB decrypted through ECB, in `seal::cfb`) and plain SHA-1: how
+//! [`Opener`] opens `compat` attachments and follow-up files without
+//! Sequoia's collision-detecting SHA-1. The session key still comes from
+//! Sequoia or gpg (a PKESK decrypted by the opener's `DecryptionHelper`).
 //!
 //! # Plaintext is untrusted until `finish`
 //!
