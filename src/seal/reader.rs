@@ -343,6 +343,20 @@ impl Opener {
     fn decrypt_unsigned(
         &self,
         part: &str,
+        reader: impl Read + Send + Sync,
+        out: &mut dyn Write,
+        limit: u64,
+    ) -> Result<(), RevealError> {
+        // Sequoia parses the PKESKs and decrypts the session key here too:
+        // a panic in it refuses the part, as in `decrypt`.
+        let run = std::panic::AssertUnwindSafe(|| self.decrypt_own(part, reader, out, limit));
+        std::panic::catch_unwind(run).unwrap_or_else(|_| Err(parser_gave_up(part)))
+    }
+
+    /// [`Self::decrypt_unsigned`] inside its panic guard.
+    fn decrypt_own(
+        &self,
+        part: &str,
         mut reader: impl Read + Send + Sync,
         out: &mut dyn Write,
         limit: u64,
@@ -465,12 +479,7 @@ impl Opener {
         let run = std::panic::AssertUnwindSafe(|| {
             self.decrypt_stream(part, reader, head, out, signed, certs, limit)
         });
-        std::panic::catch_unwind(run).unwrap_or_else(|_| {
-            Err(tampered(
-                part,
-                "its encrypted packet is malformed (the OpenPGP parser gave up on it)".into(),
-            ))
-        })
+        std::panic::catch_unwind(run).unwrap_or_else(|_| Err(parser_gave_up(part)))
     }
 
     /// [`Self::decrypt`] once the head is read: the decryptor and the
@@ -648,6 +657,14 @@ fn definite_header(b: &[u8]) -> Option<(u8, usize, Option<usize>)> {
             (tag, 6, Some(len as usize))
         }
     })
+}
+
+/// What a panic inside Sequoia's parser becomes: the part is refused.
+fn parser_gave_up(part: &str) -> RevealError {
+    tampered(
+        part,
+        "its encrypted packet is malformed (the OpenPGP parser gave up on it)".into(),
+    )
 }
 
 fn tampered(part: &str, detail: String) -> RevealError {
