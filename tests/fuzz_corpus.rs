@@ -627,6 +627,8 @@ fn status_form_seeds() {
     }
     let expected = [
         ("api-followup", 201),
+        ("api-message-escapes", 201),
+        ("api-message-nul", 400),
         ("api-no-message", 400),
         ("form-code", 200),
         ("form-wrong", 404),
@@ -634,6 +636,9 @@ fn status_form_seeds() {
         ("json-extra", 400),
         ("page-file-first", 400),
         ("page-followup", 201),
+        ("page-message-controls", 400),
+        ("page-message-nul", 400),
+        ("page-nul-after-bad-disposition", 400),
     ];
     for (seed, status) in expected {
         assert_eq!(statuses[seed], status, "{seed}: {statuses:?}");

@@ -458,6 +458,29 @@ fn wrong_malformed_huge_and_orphaned_codes_each_get_a_clear_answer_and_store_not
     assert_eq!(follow_up(&wrong, "hi", false), 404);
     assert_eq!(follow_up(&code, "hi", true), 400);
     assert_eq!(follow_up(&code, "  ", false), 400);
+    // A message no event can hold is refused before any file is sealed,
+    // with the reason and none of the text: a NUL byte (through either
+    // route), or control characters that would outgrow the event once
+    // escaped, within the byte limit (the page's, as the API's JSON part
+    // is too short for that).
+    assert_eq!(follow_up(&code, "CANARY\0MESSAGE", false), 400);
+    let controls = "\u{1}".repeat(30_000);
+    for message in ["CANARY\0MESSAGE", controls.as_str()] {
+        use reqwest::blocking::multipart::{Form, Part};
+        let form = Form::new()
+            .text("code", code.clone())
+            .text("message", message.to_owned())
+            .part("attachment", Part::bytes(vec![7; 1000]).file_name("x"));
+        let page = server::client()
+            .post(t.server.url("/status/messages"))
+            .multipart(form)
+            .send()
+            .unwrap();
+        assert_eq!(page.status().as_u16(), 400);
+        let text = page.text().unwrap();
+        assert!(text.contains("send such text as a file"), "{text}");
+        assert!(!text.contains("CANARY") && !text.contains('\u{1}'));
+    }
     let store = t.site.store();
     let rid = id.parse().unwrap();
     assert_eq!(

@@ -22,6 +22,13 @@ pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest signed receipt a `received` event holds.
 pub const MAX_RECEIPT_BYTES: usize = 160 * 1024;
+/// Largest message of a new event once written as a JSON string (escapes
+/// included, quotes not). Twice [`MAX_MESSAGE_BYTES`]: text of quotes,
+/// backslashes and line breaks stays within it, and an event with such a
+/// message and [`MAX_EVENT_ATTACHMENTS`] files under the longest names
+/// still fits in [`MAX_EVENT_BYTES`]. Only a message thick with other
+/// control characters (six bytes each once escaped) goes over.
+pub const MAX_ENCODED_MESSAGE_BYTES: usize = 2 * MAX_MESSAGE_BYTES;
 /// Most files one event lists.
 pub const MAX_EVENT_ATTACHMENTS: usize = 100;
 /// Largest short field (a version, a commit, an advisory ID, a URL).
@@ -42,6 +49,54 @@ pub enum EventError {
     Schema(String),
     #[error("the event's {field} is not valid: {why}")]
     Field { field: &'static str, why: String },
+}
+
+/// What keeps `m` from being the message of an event a reader accepts.
+fn stored_message_problem(m: &str) -> Option<&'static str> {
+    if m.len() > MAX_MESSAGE_BYTES {
+        Some("is longer than 64 KiB")
+    } else if m.contains('\0') {
+        Some("holds a NUL byte")
+    } else {
+        None
+    }
+}
+
+/// What keeps `m` from being the message of a new event, if anything: a
+/// reader's bounds, and [`MAX_ENCODED_MESSAGE_BYTES`] once escaped, so the
+/// event is never refused as too large after its files were sealed. The
+/// answer never quotes `m`.
+pub fn new_message_problem(m: &str) -> Option<&'static str> {
+    stored_message_problem(m).or_else(|| {
+        (json_string_len(m) > MAX_ENCODED_MESSAGE_BYTES)
+            .then_some("holds so many control characters that it is too long once encoded")
+    })
+}
+
+/// The length of `s` as serde_json writes it into a string, without the
+/// quotes: `"`, `\\` and the five short escapes take two bytes, every other
+/// control character six.
+fn json_string_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// `raw` as an event may list it for a file's name: control characters
+/// dropped, then at most 255 characters and [`MAX_SHORT_BYTES`] bytes.
+pub fn attachment_name(raw: &str) -> String {
+    let mut name = String::new();
+    for c in raw.chars().filter(|c| !c.is_control()).take(255) {
+        if name.len() + c.len_utf8() > MAX_SHORT_BYTES {
+            break;
+        }
+        name.push(c);
+    }
+    name
 }
 
 /// A random event ID: 32 lower-case hex digits (128 bits). The stored event
@@ -361,10 +416,8 @@ impl Event {
         if !(fpr == 40 || fpr == 64) || !self.author.bytes().all(|b| b.is_ascii_hexdigit()) {
             return bad("author", "not a key fingerprint (40 or 64 hex digits)");
         }
-        if let Some(m) = &self.message
-            && (m.len() > MAX_MESSAGE_BYTES || m.contains('\0'))
-        {
-            return bad("message", "longer than 64 KiB or holds a NUL byte");
+        if let Some(why) = self.message.as_deref().and_then(stored_message_problem) {
+            return bad("message", why);
         }
         if let Some(r) = &self.receipt
             && (r.len() > MAX_RECEIPT_BYTES || r.contains('\0'))
@@ -467,6 +520,82 @@ mod tests {
         assert_eq!(Event::from_json(&json).unwrap(), e);
         assert!(e.visible_to_reporter);
         assert!(!sample(Kind::Note).visible_to_reporter);
+    }
+
+    #[test]
+    fn the_encoded_length_of_a_message_is_what_serde_json_writes() {
+        let mut every: String = (0..0x80u8).map(char::from).collect();
+        every.push_str("é€𝄞\u{7f}\u{202e}");
+        for s in [every.as_str(), "", "plain", "\"\\\n"] {
+            assert_eq!(
+                json_string_len(s),
+                serde_json::to_string(s).unwrap().len() - 2,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_largest_new_reporter_message_with_the_most_files_still_makes_an_event() {
+        // Two bytes each once escaped: as long as a message may be encoded.
+        let quotes = "\"".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(new_message_problem(&quotes), None);
+        let mut e = Event::new(
+            ReportId::random(),
+            Kind::ReporterMessage,
+            "A".repeat(64),
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        );
+        e.message = Some(quotes);
+        e.attachments = (0..MAX_EVENT_ATTACHMENTS)
+            .map(|_| EventAttachment {
+                file: EventId::random().file_name(),
+                // The name that is longest once escaped: 255 characters,
+                // as many escaped quotes as the bytes allow.
+                name: attachment_name(&("\"".repeat(170) + &"\u{1d11e}".repeat(200))),
+                size: u64::MAX,
+                sha256: "f".repeat(64),
+            })
+            .collect();
+        let json = e.to_padded_json().unwrap();
+        assert!(json.len() <= MAX_EVENT_BYTES);
+        assert_eq!(Event::from_json(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn a_file_name_is_cut_to_what_an_event_accepts() {
+        assert_eq!(attachment_name("a\u{0}b\u{202e}\nc.txt"), "ab\u{202e}c.txt");
+        for raw in ["x".repeat(300), "\u{1d11e}".repeat(300), "é".repeat(300)] {
+            let name = attachment_name(&raw);
+            assert!(name.len() <= MAX_SHORT_BYTES && name.chars().count() <= 255);
+            // Cut only where one of the two bounds is reached.
+            let full = name.chars().count() == 255 || name.len() > MAX_SHORT_BYTES - 4;
+            assert!(raw.starts_with(&name) && full, "{}", name.len());
+        }
+        let mut e = sample(Kind::ReporterMessage);
+        e.attachments.push(EventAttachment {
+            file: EventId::random().file_name(),
+            name: attachment_name(&"\u{1d11e}".repeat(255)),
+            size: 1,
+            sha256: "f".repeat(64),
+        });
+        e.to_padded_json().unwrap();
+    }
+
+    #[test]
+    fn a_new_message_with_a_nul_or_too_many_escapes_is_refused_without_quoting_it() {
+        assert_eq!(new_message_problem("hi\0there"), Some("holds a NUL byte"));
+        let long = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        assert_eq!(new_message_problem(&long), Some("is longer than 64 KiB"));
+        // Within the byte limit, but six bytes each once escaped.
+        let controls = "\u{1}".repeat(MAX_MESSAGE_BYTES);
+        let why = new_message_problem(&controls).unwrap();
+        assert!(why.contains("control characters"), "{why}");
+        assert_eq!(new_message_problem(&"\u{1}".repeat(1000)), None);
+        // An event that holds it would have been too large to store.
+        let mut e = sample(Kind::ReporterMessage);
+        e.message = Some(controls);
+        assert_eq!(e.to_padded_json().unwrap_err(), EventError::TooLarge);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::upload::{
     self, ChannelReader, HeaderBudget, Msg, SealThread, clean_file_name, multipart_error,
     multipart_reader, read_capped,
 };
-use crate::case::event::{Event, MAX_MESSAGE_BYTES};
+use crate::case::event::{Event, MAX_MESSAGE_BYTES, new_message_problem};
 use crate::case::sealed::Signers;
 use crate::clock::rfc3339;
 use crate::reply::desk::Opened;
@@ -385,8 +385,11 @@ impl Receiver<'_> {
                 if truncated {
                     return Err(Refusal::InvalidCode(CodeError::Length(0).to_string()));
                 }
-                let typed = if self.answer == Answer::Page {
-                    Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned())
+                let (typed, message) = if self.answer == Answer::Page {
+                    (
+                        Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned()),
+                        None,
+                    )
                 } else {
                     let mut parsed: FollowUpJson =
                         serde_json::from_slice(&bytes).map_err(|_| {
@@ -395,11 +398,17 @@ impl Receiver<'_> {
                                 .into(),
                         )
                         })?;
-                    self.message = Zeroizing::new(std::mem::take(&mut parsed.message));
-                    Zeroizing::new(std::mem::take(&mut parsed.code))
+                    let message = Zeroizing::new(std::mem::take(&mut parsed.message));
+                    (
+                        Zeroizing::new(std::mem::take(&mut parsed.code)),
+                        Some(message),
+                    )
                 };
                 self.unlocked = Some(unlock(self.state, self.peer, &typed).await?);
-                Ok(())
+                match message {
+                    Some(message) => self.set_message(message),
+                    None => Ok(()),
+                }
             }
             (Answer::Page, "message") if self.unlocked.is_some() && self.session.is_none() => {
                 let (bytes, truncated) = self.text(&mut field, MAX_MESSAGE_BYTES).await?;
@@ -410,8 +419,7 @@ impl Receiver<'_> {
                 }
                 let text = std::str::from_utf8(&bytes)
                     .map_err(|_| Refusal::InvalidRequest("the message is not UTF-8 text".into()))?;
-                self.message = Zeroizing::new(text.to_owned());
-                Ok(())
+                self.set_message(Zeroizing::new(text.to_owned()))
             }
             (_, "attachment") if self.unlocked.is_some() => self.attachment(field).await,
             (_, "code" | "followup") if self.unlocked.is_none() => Err(Refusal::FollowUpOrder(
@@ -424,6 +432,18 @@ impl Receiver<'_> {
                 "a follow-up has only the parts code (or followup), message and attachment",
             )),
         }
+    }
+
+    /// Keeps the message, if an event can hold it: checked as it arrives,
+    /// so no file is sealed for a follow-up that could never be stored.
+    fn set_message(&mut self, message: Zeroizing<String>) -> Result<(), Refusal> {
+        if let Some(why) = new_message_problem(&message) {
+            return Err(Refusal::InvalidRequest(format!(
+                "the message {why}; send such text as a file instead"
+            )));
+        }
+        self.message = message;
+        Ok(())
     }
 
     async fn text(

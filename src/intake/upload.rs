@@ -621,6 +621,9 @@ pub(super) fn seal_error(e: SealError) -> Refusal {
             Refusal::StoreUnavailable
         }
         SealError::Input(_) => Interruption::Abandoned.into(),
+        // Only a sender's input makes an event invalid (a follow-up's
+        // message, say); the reason quotes none of it.
+        SealError::Event(e) => Refusal::InvalidEvent(e.to_string()),
         other => {
             tracing::error!("sealing failed: {other}");
             Refusal::Internal

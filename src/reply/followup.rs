@@ -12,7 +12,9 @@ use std::time::SystemTime;
 use openpgp::Cert;
 use sequoia_openpgp as openpgp;
 
-use crate::case::event::{Event, EventAttachment, EventId, Kind, MAX_EVENT_ATTACHMENTS};
+use crate::case::event::{
+    Event, EventAttachment, EventId, Kind, MAX_EVENT_ATTACHMENTS, attachment_name,
+};
 use crate::config::MessageFormat;
 use crate::id::ReportId;
 use crate::keys::{IntakeSecrets, Recipients};
@@ -85,7 +87,7 @@ impl<'a> FollowUp<'a> {
         )?;
         self.files.push(EventAttachment {
             file,
-            name: name.chars().filter(|c| !c.is_control()).take(255).collect(),
+            name: attachment_name(name),
             size,
             sha256,
         });
@@ -104,9 +106,7 @@ impl<'a> FollowUp<'a> {
         event.visible_to_reporter = true;
         event.message = Some(message);
         event.attachments = self.files;
-        let plaintext = event
-            .to_padded_json()
-            .map_err(|e| SealError::OpenPgp(anyhow::anyhow!("the follow-up: {e}")))?;
+        let plaintext = event.to_padded_json().map_err(SealError::Event)?;
         let (ciphertext, _) = seal_signed(
             &self.recipients,
             self.format,

@@ -55,6 +55,10 @@ pub enum SealError {
     OpenPgp(#[source] anyhow::Error),
     #[error("writing the sealed part failed: {0}")]
     Output(#[source] io::Error),
+    /// The event the sealed parts belong to cannot be written as it is:
+    /// what it was given is outside the event format's bounds.
+    #[error("the event cannot be stored: {0}")]
+    Event(#[source] crate::case::event::EventError),
 }
 
 /// Seals reports to a fixed set of recipients. Cheap to clone.
