@@ -811,6 +811,15 @@ impl Limits {
                 message: "must be at least 1: title and description are required, so with 0 every report is refused (the default is 65536)".into(),
             });
         }
+        if limits.max_attachments > crate::case::event::MAX_EVENT_ATTACHMENTS {
+            return Err(ConfigError::Value {
+                key: "limits.max_attachments",
+                message: format!(
+                    "must be at most {}: a report's receipt and a follow-up's event list every file, and more would not fit (the default is 10)",
+                    crate::case::event::MAX_EVENT_ATTACHMENTS
+                ),
+            });
+        }
         if limits.upload_rate_window.0.is_zero() || limits.header_read_timeout.0.is_zero() {
             return Err(ConfigError::Value {
                 key: "limits",
@@ -1225,6 +1234,11 @@ mod tests {
                 "every report is refused",
             ),
             (
+                "[limits]\nmax_attachments = 101".into(),
+                "limits.max_attachments",
+                "at most 100",
+            ),
+            (
                 "[smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\nfrom = \"s@example.org\"\nport = 0"
                     .into(),
                 "smtp.port",
@@ -1258,6 +1272,7 @@ mod tests {
             "security_txt_expires = \"2027-06-30T12:00:00Z\"".into(),
             "[mailbox]\nkind = \"maildir\"\nfolder = \"Maildir\"".into(),
             imap.to_string(),
+            "[limits]\nmax_attachments = 100".into(),
         ] {
             assert!(
                 Config::parse(&ok).is_ok(),
