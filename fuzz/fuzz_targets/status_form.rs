@@ -107,7 +107,11 @@ fuzz_target!(|data: &[u8]| {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, content_type, bytes)
     });
-    assert!(status != StatusCode::INTERNAL_SERVER_ERROR, "500 for a reporter's body");
+    assert!(
+        status != StatusCode::INTERNAL_SERVER_ERROR,
+        "500 for a reporter's body: {}",
+        String::from_utf8_lossy(&answer)
+    );
     let html = content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
     if html {
         let lower = answer.to_ascii_lowercase();
