@@ -781,6 +781,12 @@ fn same_listener(a: &str, b: &str) -> bool {
     }
 }
 
+/// Largest `[limits] max_field_bytes`: a report's thirteen text fields at
+/// six bytes per byte (a control character, escaped) stay well within the
+/// 16 MiB a reader takes of a manifest. The writer checks the actual size
+/// as well.
+pub const MAX_FIELD_BYTES: usize = 160 * 1024;
+
 impl Limits {
     /// The limits that would refuse everything or never time out.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -809,6 +815,14 @@ impl Limits {
             return Err(ConfigError::Value {
                 key: "limits.max_field_bytes",
                 message: "must be at least 1: title and description are required, so with 0 every report is refused (the default is 65536)".into(),
+            });
+        }
+        if limits.max_field_bytes > MAX_FIELD_BYTES {
+            return Err(ConfigError::Value {
+                key: "limits.max_field_bytes",
+                message: format!(
+                    "must be at most {MAX_FIELD_BYTES}: every field goes into the report's manifest, which readers take up to 16 MiB, and escaped text can take six times its size there (the default is 65536; long text belongs in an attachment)"
+                ),
             });
         }
         if limits.max_attachments > crate::case::event::MAX_EVENT_ATTACHMENTS {
@@ -1234,6 +1248,11 @@ mod tests {
                 "every report is refused",
             ),
             (
+                "[limits]\nmax_field_bytes = 163841".into(),
+                "limits.max_field_bytes",
+                "at most 163840",
+            ),
+            (
                 "[limits]\nmax_attachments = 101".into(),
                 "limits.max_attachments",
                 "at most 100",
@@ -1272,7 +1291,7 @@ mod tests {
             "security_txt_expires = \"2027-06-30T12:00:00Z\"".into(),
             "[mailbox]\nkind = \"maildir\"\nfolder = \"Maildir\"".into(),
             imap.to_string(),
-            "[limits]\nmax_attachments = 100".into(),
+            "[limits]\nmax_attachments = 100\nmax_field_bytes = 163840".into(),
         ] {
             assert!(
                 Config::parse(&ok).is_ok(),

@@ -913,3 +913,36 @@ fn a_part_whose_encrypted_packet_is_cut_short_is_refused_and_never_panics() {
         assert!(result.is_err(), "a {}-byte part opened", bytes.len());
     }
 }
+
+#[test]
+fn a_report_whose_manifest_no_reader_would_open_is_refused_and_leaves_nothing() {
+    // Within no configurable limit (max_field_bytes stops at 160 KiB), but
+    // the writer checks the size itself: 3 MiB of control characters is
+    // 18 MiB of escaped JSON, more than the 16 MiB a reader takes.
+    let site = Site::new();
+    let alice = sequoia_key("alice <alice@example.org>");
+    let sealer = sealer_for(&site, vec![alice], MessageFormat::Compat);
+    let store = site.store();
+    let id = ReportId::random();
+    let mut writer = sealer.begin(&store, id.clone(), Channel::Api).unwrap();
+    writer
+        .add_attachment(
+            "poc.txt",
+            "text/plain",
+            Role::Poc,
+            &mut &b"CANARY-POC"[..],
+            u64::MAX,
+        )
+        .unwrap();
+    let (mut body, reporter) = body_and_reporter(&site);
+    body.description = "\u{1}".repeat(3 * 1024 * 1024);
+    match writer.finish(body, reporter, None) {
+        Err(embargo::seal::SealError::ManifestTooLarge { limit }) => {
+            assert_eq!(limit, 16 * 1024 * 1024)
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("an unreadable manifest was committed"),
+    }
+    assert!(!store.contains(&id).unwrap());
+    assert!(store.list().unwrap().is_empty());
+}

@@ -53,6 +53,8 @@ pub enum Refusal {
     },
     /// The whole body is over what the limits allow together.
     RequestTooLarge { limit: u64 },
+    /// The report's text would make a manifest larger than readers accept.
+    ReportTooLarge { limit: u64 },
     /// A maintainer's fetch confirmation is over its size limit.
     ConfirmationTooLarge { limit: usize },
     /// The upload did not arrive whole, or not in time.
@@ -189,6 +191,7 @@ impl Refusal {
             | TooManyParts { .. }
             | TextTooLarge { .. }
             | RequestTooLarge { .. }
+            | ReportTooLarge { .. }
             | ConfirmationTooLarge { .. }
             | EventTooLarge { .. }
             | StatusTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -224,6 +227,7 @@ impl Refusal {
             TooManyParts { .. } => "too_many_parts",
             TextTooLarge { .. } => "text_too_large",
             RequestTooLarge { .. } => "request_too_large",
+            ReportTooLarge { .. } => "report_too_large",
             ConfirmationTooLarge { .. } => "confirmation_too_large",
             Interrupted(why) => why.code(),
             Malformed(why) => why.code(),
@@ -270,7 +274,8 @@ impl Refusal {
             | TooManyFiles { .. }
             | TooManyParts { .. }
             | TextTooLarge { .. }
-            | RequestTooLarge { .. } => Rejection::TooLarge,
+            | RequestTooLarge { .. }
+            | ReportTooLarge { .. } => Rejection::TooLarge,
             Interrupted(Interruption::Abandoned) | Malformed(_) | InvalidReport(_) => {
                 Rejection::Invalid
             }
@@ -343,6 +348,9 @@ impl Refusal {
             ),
             RequestTooLarge { limit } => format!(
                 "the request is larger than {limit} bytes, more than the attachment and field limits allow"
+            ),
+            ReportTooLarge { limit } => format!(
+                "the report's text, once encoded, would be larger than the {limit} bytes embargo reads back; send long text (or text with many control characters) as an attachment; nothing was stored"
             ),
             ConfirmationTooLarge { limit } => {
                 format!("a fetch confirmation is at most {limit} bytes")
@@ -562,6 +570,7 @@ mod tests {
                 field_bytes: 10,
             },
             RequestTooLarge { limit: 1 << 20 },
+            ReportTooLarge { limit: 1 << 24 },
             ConfirmationTooLarge { limit: 1 << 16 },
             Interrupted(Interruption::Abandoned),
             Interrupted(Interruption::TooSlow {
@@ -631,6 +640,7 @@ mod tests {
             TooManyParts { .. } => (413, "too_many_parts", Some(Rejection::TooLarge)),
             TextTooLarge { .. } => (413, "text_too_large", Some(Rejection::TooLarge)),
             RequestTooLarge { .. } => (413, "request_too_large", Some(Rejection::TooLarge)),
+            ReportTooLarge { .. } => (413, "report_too_large", Some(Rejection::TooLarge)),
             ConfirmationTooLarge { .. } => (413, "confirmation_too_large", None),
             Interrupted(I::Abandoned) => (400, "upload_interrupted", Some(Rejection::Invalid)),
             Interrupted(I::TooSlow { .. }) => (408, "upload_too_slow", Some(Rejection::Timeout)),

@@ -612,6 +612,7 @@ pub(super) fn seal_error(e: SealError) -> Refusal {
     match e {
         SealError::TooLarge { limit } => Refusal::FileTooLarge { limit },
         SealError::TooManyAttachments { limit } => Refusal::TooManyFiles { limit },
+        SealError::ManifestTooLarge { limit } => Refusal::ReportTooLarge { limit },
         SealError::Keys(KeyError::NoUsableKey { .. }) => {
             tracing::warn!("report refused: no maintainer certificate is usable any more");
             Refusal::NoUsableKey

@@ -55,6 +55,10 @@ pub enum SealError {
     OpenPgp(#[source] anyhow::Error),
     #[error("writing the sealed part failed: {0}")]
     Output(#[source] io::Error),
+    /// The manifest would be larger than any reader accepts
+    /// ([`super::reader::MAX_MANIFEST_BYTES`]); nothing is committed.
+    #[error("the report's manifest would be larger than the {limit} bytes readers accept")]
+    ManifestTooLarge { limit: u64 },
     /// The event the sealed parts belong to cannot be written as it is:
     /// what it was given is outside the event format's bounds.
     #[error("the event cannot be stored: {0}")]
@@ -635,6 +639,11 @@ impl ReportWriter {
             policy: self.sealer.inner.policy.clone(),
         };
         let json = manifest.to_json();
+        // A manifest no reader opens would be a report nobody can read.
+        let limit = super::reader::MAX_MANIFEST_BYTES;
+        if json.len() as u64 > limit {
+            return Err(SealError::ManifestTooLarge { limit });
+        }
         let (engine, at) = (self.sealer.inner.seipd1, self.received_at);
         let keypair = self.sealer.inner.secrets.signer()?;
         let part = self.write_part("manifest.pgp", |envelope, sink| {
