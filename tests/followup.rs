@@ -518,3 +518,38 @@ fn case_share_gives_a_new_maintainer_the_follow_up_files_through_the_intake() {
     );
     assert_eq!(std::fs::read(out.join("trace.log")).unwrap(), t.files[1].1);
 }
+
+#[test]
+fn a_follow_up_file_with_the_longest_non_ascii_name_is_stored_under_a_name_an_event_takes() {
+    // 255 four-byte characters: 1,020 bytes, twice what an event's name
+    // field takes. The follow-up is stored, under the name cut to 512
+    // bytes, and the event reads back.
+    let site = Site::new();
+    let cert = sequoia_key("Maintainer A <a@example.org>");
+    site.add_key("a.asc", &armored_public(&cert));
+    let report = seal_report(&site, &[]);
+    let secrets = IntakeSecrets::load_or_create(&site.state_dir(), "Test Project").unwrap();
+    let recipients = common::keyring(&site).recipients().unwrap();
+    let store = site.store();
+    let mut follow_up = FollowUp::begin(
+        &store,
+        report.clone(),
+        &recipients,
+        sequoia_key("reply").strip_secret_key_material(),
+        &secrets,
+        MessageFormat::Compat,
+        std::time::SystemTime::now(),
+    );
+    let before = store.events(&report).unwrap().len();
+    let name = "\u{1d11e}".repeat(255);
+    follow_up
+        .add_file(&name, &mut &b"bytes"[..], u64::MAX)
+        .unwrap();
+    let event = follow_up.finish("here it is".into()).unwrap();
+    let kept = &event.attachments[0].name;
+    assert_eq!(kept.len(), 512);
+    assert!(name.starts_with(kept.as_str()));
+    let json = event.to_padded_json().unwrap();
+    assert_eq!(embargo::case::Event::from_json(&json).unwrap(), event);
+    assert_eq!(store.events(&report).unwrap().len(), before + 1);
+}
