@@ -41,6 +41,7 @@ REFUSAL_CODES = [
   "stale_status",
   "status_too_large",
   "request_too_large",
+  "report_too_large",
   "state_unavailable",
   "store_unavailable",
   "text_too_large",
@@ -96,7 +97,7 @@ doc = {
                    "400": html("Invalid field: the form again with the typed values and the errors."),
                    "403": html("Sent from another site."),
                    "408": html("The upload was slower than `min_upload_bytes_per_second` or took longer than `upload_timeout`."),
-                   "413": html("Too large: a field, a file, all text together, too many files or too many parts."),
+                   "413": html("Too large: a field, a file, all text together, too many files or too many parts, or text that would make a manifest larger than readers take."),
                    "415": html("Not multipart/form-data."),
                    "429": with_ra(html("Too many reports, refused attempts or uploads at once from this address; try again later.")),
                    "503": with_ra(html("No usable maintainer key, the store is unavailable, or the intake is busy."))}}},
@@ -111,7 +112,7 @@ doc = {
        "400": jerr("Invalid report (per-field messages in `error.fields`), a repeated or unknown part."),
        "408": jerr("Too slow: under `min_upload_bytes_per_second`, or over `upload_timeout`."),
        "403": jerr("A cross-site browser request."),
-       "413": jerr("Too large: a file (`file_too_large`), too many files or parts, all text together (`text_too_large`)."),
+       "413": jerr("Too large: a file (`file_too_large`), too many files or parts, all text together (`text_too_large`), or text that would make a manifest larger than readers take (`report_too_large`)."),
        "415": jerr("Not multipart/form-data."),
        "429": with_ra(jerr("Rate limited: reports (`rate_limited`), refused attempts, or uploads at once from one address (`too_many_uploads`).")),
        "503": with_ra(jerr("No usable maintainer key, store unavailable, or busy."))}}},
@@ -308,7 +309,7 @@ def reporter_channel(d):
     paths['/status/messages']={"post":{"summary":"The reporter answers from the case page.","operationId":"statusMessagePage",
      "description":"Parts, in this order: `code`, `message`, then `attachment` files (same limits and streaming as a report). Sealed as a `reporter-message` event to the maintainers and the reply certificate, signed by the intake key.",
      "requestBody":{"required":True,"content":{"multipart/form-data":{"schema":msg_parts}}},
-     "responses":{"201":{"description":"Stored: the case page again, with the answer.","content":H},"400":err("Not a reply code, parts out of order, or no message.",True),"403":err("A cross-site browser request.",True),"404":err("No report answers to this code.",True),"408":err("Too slow.",True),"413":err("A file or the whole body is too large.",True),"415":err("Not multipart/form-data.",True),"429":r429(True),"503":err("No usable maintainer key, or busy.",True)}}}
+     "responses":{"201":{"description":"Stored: the case page again, with the answer.","content":H},"400":err("Not a reply code, parts out of order, no message, or a message no event can hold (`invalid_request`: a NUL byte, or so many control characters that it outgrows its event once escaped).",True),"403":err("A cross-site browser request.",True),"404":err("No report answers to this code.",True),"408":err("Too slow.",True),"413":err("A file or the whole body is too large.",True),"415":err("Not multipart/form-data.",True),"429":r429(True),"503":err("No usable maintainer key, or busy.",True)}}}
     paths['/api/v1/status']={"post":{"summary":"The reporter's timeline as JSON, for a reply code.","operationId":"reporterStatus",
      "description":"The code goes in the body, never in the URL. Wrong and unknown codes get the same status and the same body.",
      "requestBody":{"required":True,"content":{"application/json":{"schema":code_body}}},
@@ -317,7 +318,7 @@ def reporter_channel(d):
      "description":"Part `followup` first (JSON `{\"code\", \"message\"}`), then `attachment` parts.",
      "requestBody":{"required":True,"content":{"multipart/form-data":{"schema":{"type":"object","required":["followup"],"properties":{"followup":{"type":"object","required":["code","message"],"properties":{"code":{"type":"string"},"message":{"type":"string"}}},"attachment":{"description":"0..max_attachments files."}}},"encoding":{"followup":{"contentType":"application/json"}}}}},
      "responses":{"201":{"description":"Sealed and stored.","content":{"application/json":{"schema":{"type":"object","required":["event","at","files"],"properties":{"event":{"type":"string"},"at":{"type":"string"},"files":files}}}}},
-      "400":err("Not a reply code, parts out of order, not the JSON, or no message."),"403":err("A cross-site browser request."),"404":err("No report answers to this code."),"408":err("Too slow."),"413":err("A file or the whole body is too large."),"415":err("Not multipart/form-data."),"429":r429(),"503":err("No usable maintainer key, or busy.")}}}
+      "400":err("Not a reply code, parts out of order, not the JSON, no message, or a message no event can hold (`invalid_request`: a NUL byte)."),"403":err("A cross-site browser request."),"404":err("No report answers to this code."),"408":err("Too slow."),"413":err("A file or the whole body is too large."),"415":err("Not multipart/form-data."),"429":r429(),"503":err("No usable maintainer key, or busy.")}}}
     idp={"name":"id","in":"path","required":True,"description":"A report ID.","schema":{"type":"string"}}
     paths['/api/v1/sealed/{id}/reporter-mail']={"post":{"summary":"Maintainers: tell the reporter there is something new.","operationId":"mailReporter","security":[{"maintainerToken":[]}],
      "description":"Sends a content-free \"there is a new reply, see the status page\" mail through `[smtp]` to the address given here (a maintainer's command takes it from the decrypted report). The address is used for this one mail and never stored. The same per-address and hourly limits as acknowledgements apply.",
