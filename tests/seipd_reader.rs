@@ -438,6 +438,27 @@ fn left_in(dir: &std::path::Path) -> Vec<String> {
 /// also shows which reader ran.
 #[test]
 fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutation() {
+    refuses_every_mutation_of("001.pgp", "opened by embargo decrypt".into());
+}
+
+/// The same for the signed manifest, which the own reader decrypts and
+/// Sequoia's verifier then checks: text of 100 KiB puts it in partial
+/// chunks, so trailing data again shows which reader ran; `list` opens
+/// only the manifest, so it must refuse that too.
+#[test]
+fn decrypt_and_list_open_compat_manifests_with_the_own_reader_and_refuse_every_mutation() {
+    let text: String = random_bytes(100 * 1024, 5)
+        .iter()
+        .map(|b| char::from(b'a' + b % 26))
+        .collect();
+    refuses_every_mutation_of("manifest.pgp", text);
+}
+
+/// Seals a report (a 3-chunk attachment, `description` as its text) to a
+/// gpg-made key, checks that `decrypt` opens it with `--key` and `--gpg`,
+/// then replaces `part` by each mutation in turn: every run must exit 1
+/// and leave nothing in OUT (and `list` must refuse a bad manifest).
+fn refuses_every_mutation_of(part_name: &str, description: String) {
     let gpg = Gpg::new();
     let fpr = gpg.gen_key("Own <own@example.org>", GpgKeyType::Cv25519, "", "0");
     let public = Cert::from_bytes(&gpg.export_public(&fpr)).unwrap();
@@ -445,7 +466,8 @@ fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutati
     let site = Site::new();
     let sealer = sealer_for(&site, vec![public], MessageFormat::Compat);
     let big = random_bytes(3 * K + 17, 77);
-    let (body, reporter) = report_body();
+    let (mut body, reporter) = report_body();
+    body.description = description;
     let sealed = seal_files(
         &sealer,
         &site.store(),
@@ -465,7 +487,7 @@ fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutati
     let key = site.path().join("own.key");
     fs::write(&key, &secret_bytes).unwrap();
     let out = site.path().join("out");
-    let part = site.reports_dir().join(sealed.id.as_str()).join("001.pgp");
+    let part = site.reports_dir().join(sealed.id.as_str()).join(part_name);
     let original = fs::read(&part).unwrap();
     let decrypt = |gpg_mode: bool| {
         let d = Decrypt::new(&site, sealed.id.as_str()).out(&out);
@@ -475,6 +497,16 @@ fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutati
             d.key(&key)
         };
         d.run()
+    };
+    let list = || {
+        site.embargo()
+            .arg("list")
+            .arg("--store")
+            .arg(site.store_dir())
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap()
     };
     for gpg_mode in [false, true] {
         let run = decrypt(gpg_mode);
@@ -487,6 +519,12 @@ fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutati
         assert!(opened == big, "decrypted bytes differ");
         fs::remove_dir_all(&out).unwrap();
     }
+    let listed = list();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
 
     // Where the SEIPD packet starts, after the PKESK.
     let seipd = {
@@ -513,7 +551,7 @@ fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutati
         ),
         (
             "another report's part",
-            fs::read(site.reports_dir().join(other.id.as_str()).join("001.pgp")).unwrap(),
+            fs::read(site.reports_dir().join(other.id.as_str()).join(part_name)).unwrap(),
         ),
     ];
     for (what, bytes) in &mutations {
@@ -522,8 +560,22 @@ fn decrypt_opens_compat_attachments_with_the_own_reader_and_refuses_every_mutati
             let run = decrypt(gpg_mode);
             let err = String::from_utf8_lossy(&run.stderr);
             assert_eq!(run.status.code(), Some(1), "{what} (gpg {gpg_mode}): {err}");
-            assert!(err.contains("001.pgp"), "{what}: {err}");
+            assert!(
+                err.contains(part_name) || err.contains("belongs to report"),
+                "{what}: {err}"
+            );
             assert!(left_in(&out).is_empty(), "{what}: left {:?}", left_in(&out));
+        }
+        if part_name == "manifest.pgp" {
+            let run = list();
+            let said = String::from_utf8_lossy(&run.stderr).into_owned()
+                + &String::from_utf8_lossy(&run.stdout);
+            assert!(
+                !run.status.success()
+                    || said.contains("manifest.pgp")
+                    || said.contains("CANNOT OPEN"),
+                "{what}: list said {said}"
+            );
         }
     }
     fs::write(&part, &original).unwrap();

@@ -12,6 +12,7 @@ use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
     DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationHelper,
+    VerifierBuilder,
 };
 use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Cert, Fingerprint, KeyHandle};
@@ -209,9 +210,9 @@ impl Opener {
         let part = format!("{id}/manifest.pgp");
         let reader = store.open_part(id, "manifest.pgp")?;
         let mut json = Zeroizing::new(Vec::new());
-        let outcome = self.decrypt(
+        let outcome = self.open_part(
             &part,
-            reader.take(MAX_MANIFEST_BYTES + 1),
+            reader.take(signed_cap(MAX_MANIFEST_BYTES)),
             &mut *json,
             Verify::Signer(self.signer.iter().cloned().collect()),
             MAX_MANIFEST_BYTES,
@@ -347,20 +348,37 @@ impl Opener {
         out: &mut dyn Write,
         limit: u64,
     ) -> Result<(), RevealError> {
-        // Sequoia parses the PKESKs and decrypts the session key here too:
-        // a panic in it refuses the part, as in `decrypt`.
-        let run = std::panic::AssertUnwindSafe(|| self.decrypt_own(part, reader, out, limit));
+        self.open_part(part, reader, out, Verify::Nothing, limit)
+            .map(|_| ())
+    }
+
+    /// Opens any part: a `compat` part (PKESKs, then a SEIPDv1 packet with
+    /// AES) through embargo's own reader once Sequoia or gpg gave the
+    /// session key, anything else through Sequoia's decryptor. Sequoia
+    /// parses the PKESKs and decrypts the session key here too: a panic
+    /// in it refuses the part, as in [`Self::decrypt`].
+    fn open_part(
+        &self,
+        part: &str,
+        reader: impl Read + Send + Sync,
+        out: &mut dyn Write,
+        verify: Verify,
+        limit: u64,
+    ) -> Result<Outcome, RevealError> {
+        let run =
+            std::panic::AssertUnwindSafe(|| self.decrypt_own(part, reader, out, verify, limit));
         std::panic::catch_unwind(run).unwrap_or_else(|_| Err(parser_gave_up(part)))
     }
 
-    /// [`Self::decrypt_unsigned`] inside its panic guard.
+    /// [`Self::open_part`] inside its panic guard.
     fn decrypt_own(
         &self,
         part: &str,
         mut reader: impl Read + Send + Sync,
         out: &mut dyn Write,
+        verify: Verify,
         limit: u64,
-    ) -> Result<(), RevealError> {
+    ) -> Result<Outcome, RevealError> {
         let mut head = Vec::new();
         (&mut reader)
             .take(GPG_HEAD_BYTES)
@@ -368,21 +386,9 @@ impl Opener {
             .map_err(|e| tampered(part, e.to_string()))?;
         let Some((pkesks, at)) = leading_pkesks(&head) else {
             let reader = Cursor::new(head).chain(reader);
-            return self
-                .decrypt(part, reader, out, Verify::Nothing, limit)
-                .map(|_| ());
+            return self.decrypt(part, reader, out, verify, limit);
         };
-        let mut helper = Helper {
-            opener: self,
-            certs: Vec::new(),
-            part: part.to_string(),
-            head: head.clone(),
-            signed: false,
-            key_used: false,
-            recipients: Vec::new(),
-            signer: None,
-            failure: None,
-        };
+        let mut helper = Helper::new(self, part, head.clone(), Vec::new(), false);
         // A session key is taken only if it passes the quick check on the
         // start of the packet, as Sequoia's decryptor does.
         let mut found = None;
@@ -407,18 +413,54 @@ impl Opener {
         let input = Cursor::new(&head[at..]).chain(reader);
         let mut plain = Seipd1Reader::new(input, algo, &session_key)
             .map_err(|e| tampered(part, e.to_string()))?;
-        let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
-        let mut total = 0u64;
-        loop {
-            let n = match plain.read(&mut buf[..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(tampered(part, e.to_string())),
-            };
-            deliver(part, &buf[..n], &mut total, limit, out)?;
-        }
-        plain.finish().map_err(|e| tampered(part, e.to_string()))
+        let certs = match verify {
+            Verify::Nothing => {
+                copy_out(part, &mut plain, limit, out)
+                    .map_err(|e| e.or_else(|e| tampered(part, e.to_string())))?;
+                plain.finish().map_err(|e| tampered(part, e.to_string()))?;
+                return Ok(Outcome { signer: None });
+            }
+            Verify::Signer(certs) => certs,
+        };
+        // A signed part (the manifest, an event) is small: all of it is
+        // decrypted and its MDC checked before Sequoia's verifier reads
+        // the signed message inside, so nothing unchecked is parsed.
+        let mut plain = plain.packets();
+        let inner = Chunks::read_all(&mut plain, signed_cap(limit))
+            .map_err(|e| tampered(part, e.to_string()))?;
+        plain.finish().map_err(|e| tampered(part, e.to_string()))?;
+        self.verify_inner(part, inner, out, certs, limit)
+    }
+
+    /// Verifies the signed message `inner` (decrypted by the own reader)
+    /// and writes its literal data to `out`.
+    fn verify_inner(
+        &self,
+        part: &str,
+        inner: Chunks,
+        out: &mut dyn Write,
+        certs: Vec<Cert>,
+        limit: u64,
+    ) -> Result<Outcome, RevealError> {
+        let mut helper = Helper::new(self, part, Vec::new(), certs, true);
+        helper.decrypted = true;
+        let builder =
+            VerifierBuilder::from_reader(inner).map_err(|e| tampered(part, e.to_string()))?;
+        let mut verifier = match builder.with_policy(&POLICY, None, helper) {
+            Ok(v) => v,
+            Err(e) => return Err(classify(part, e, None)),
+        };
+        let helper = match copy_out(part, &mut verifier, limit, out) {
+            Ok(()) if verifier.message_processed() => verifier.into_helper(),
+            Ok(()) => return Err(tampered(part, "the message ended early".into())),
+            Err(Copy::Out(e)) => return Err(e),
+            Err(Copy::Read(e)) => {
+                return Err(classify(part, e.into(), Some(verifier.into_helper())));
+            }
+        };
+        Ok(Outcome {
+            signer: helper.signer,
+        })
     }
 
     /// Decrypts a signed message of at most `limit` bytes of plaintext
@@ -433,9 +475,9 @@ impl Opener {
         signers: &[Cert],
     ) -> Result<(Zeroizing<Vec<u8>>, Fingerprint), RevealError> {
         let mut plaintext = Zeroizing::new(Vec::new());
-        let outcome = self.decrypt(
+        let outcome = self.open_part(
             part,
-            reader.take(limit.saturating_add(1 << 16)),
+            reader.take(signed_cap(limit)),
             &mut *plaintext,
             Verify::Signer(signers.to_vec()),
             limit,
@@ -495,17 +537,7 @@ impl Opener {
         certs: Vec<Cert>,
         limit: u64,
     ) -> Result<Outcome, RevealError> {
-        let helper = Helper {
-            opener: self,
-            certs,
-            part: part.to_string(),
-            head,
-            signed,
-            key_used: false,
-            recipients: Vec::new(),
-            signer: None,
-            failure: None,
-        };
+        let helper = Helper::new(self, part, head, certs, signed);
         let builder =
             DecryptorBuilder::from_reader(reader).map_err(|e| tampered(part, e.to_string()))?;
         let builder = if signed {
@@ -517,19 +549,12 @@ impl Opener {
             Ok(d) => d,
             Err(e) => return Err(classify(part, e, None)),
         };
-        let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
-        let mut total = 0u64;
-        loop {
-            let n = match decryptor.read(&mut buf[..]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let helper = decryptor.into_helper();
-                    return Err(classify(part, e.into(), Some(helper)));
-                }
-            };
-            deliver(part, &buf[..n], &mut total, limit, out)?;
+        match copy_out(part, &mut decryptor, limit, out) {
+            Ok(()) => {}
+            Err(Copy::Out(e)) => return Err(e),
+            Err(Copy::Read(e)) => {
+                return Err(classify(part, e.into(), Some(decryptor.into_helper())));
+            }
         }
         if !decryptor.message_processed() {
             return Err(tampered(part, "the message ended early".into()));
@@ -559,6 +584,105 @@ enum Verify {
     Signer(Vec<Cert>),
     /// None: attachments are bound by the manifest instead.
     Nothing,
+}
+
+/// Why [`copy_out`] stopped.
+enum Copy {
+    /// Reading the plaintext failed: the reader's verdict on the part.
+    Read(io::Error),
+    /// Writing it out failed, or it is longer than expected.
+    Out(RevealError),
+}
+
+impl Copy {
+    /// The error, with a read failure mapped by `read`.
+    fn or_else(self, read: impl FnOnce(io::Error) -> RevealError) -> RevealError {
+        match self {
+            Copy::Read(e) => read(e),
+            Copy::Out(e) => e,
+        }
+    }
+}
+
+/// Copies the (still untrusted) plaintext of `part` from `from` to `out`
+/// in 64 KiB pieces through a wiped buffer, at most `limit` bytes.
+fn copy_out(part: &str, from: &mut dyn Read, limit: u64, out: &mut dyn Write) -> Result<(), Copy> {
+    let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf[..]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        deliver(part, &buf[..n], &mut total, limit, out).map_err(Copy::Out)?;
+    }
+}
+
+/// Most bytes a signed part with `limit` bytes of literal data takes,
+/// encrypted or not: the data, the one-pass signature, the literal header
+/// and the signatures (64 KiB covers them many times over), and the
+/// padding markers, which fill at most an eighth of a Padmé bucket.
+fn signed_cap(limit: u64) -> u64 {
+    limit.saturating_add(limit / 8).saturating_add(64 * 1024)
+}
+
+/// A decrypted signed message, held in pieces of at most 64 KiB that are
+/// wiped when dropped (one growing buffer would leave copies behind).
+struct Chunks {
+    pieces: Vec<Zeroizing<Vec<u8>>>,
+    /// The piece being read, and where in it.
+    at: (usize, usize),
+}
+
+impl Chunks {
+    /// All of `from`, refusing more than `cap` bytes.
+    fn read_all(from: &mut dyn Read, cap: u64) -> io::Result<Chunks> {
+        let mut pieces = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let mut piece = Zeroizing::new(vec![0u8; 64 * 1024]);
+            let mut filled = 0;
+            while filled < piece.len() {
+                match from.read(&mut piece[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            total += filled as u64;
+            if total > cap {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the signed message is larger than {cap} bytes"),
+                ));
+            }
+            if filled == 0 {
+                return Ok(Chunks { pieces, at: (0, 0) });
+            }
+            piece.truncate(filled);
+            pieces.push(piece);
+        }
+    }
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(piece) = self.pieces.get(self.at.0) {
+            let rest = &piece[self.at.1..];
+            if rest.is_empty() {
+                self.at = (self.at.0 + 1, 0);
+                continue;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.at.1 += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
 }
 
 /// Writes one piece of (still untrusted) plaintext of `part` to `out`,
@@ -735,9 +859,33 @@ struct Helper<'a> {
     recipients: Vec<String>,
     signer: Option<Fingerprint>,
     failure: Option<HelperFailure>,
+    /// The message was decrypted (and its MDC checked) by the own reader
+    /// before Sequoia's verifier saw what it held.
+    decrypted: bool,
 }
 
-impl Helper<'_> {
+impl<'a> Helper<'a> {
+    fn new(
+        opener: &'a Opener,
+        part: &str,
+        head: Vec<u8>,
+        certs: Vec<Cert>,
+        signed: bool,
+    ) -> Helper<'a> {
+        Helper {
+            opener,
+            certs,
+            part: part.to_string(),
+            head,
+            signed,
+            key_used: false,
+            recipients: Vec::new(),
+            signer: None,
+            failure: None,
+            decrypted: false,
+        }
+    }
+
     fn fail(&mut self, f: HelperFailure) -> anyhow::Error {
         self.failure = Some(f.clone());
         f.into()
@@ -750,7 +898,7 @@ impl VerificationHelper for Helper<'_> {
     }
 
     fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
-        let mut encrypted = false;
+        let mut encrypted = self.decrypted;
         for layer in structure.into_iter() {
             match layer {
                 MessageLayer::Encryption { .. } => encrypted = true,

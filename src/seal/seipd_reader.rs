@@ -28,6 +28,11 @@
 //! signatures and everything else inside are refused, as are truncation
 //! anywhere and data after the MDC.
 //!
+//! [`Seipd1Reader::packets`] yields the content itself instead: the
+//! framing, the quick check, the MDC and what follows the packet are
+//! checked just the same, and the caller parses the packets inside (the
+//! opener hands a signed part's, once whole, to Sequoia's verifier).
+//!
 //! [`Opener`]: super::Opener
 
 use std::io::{self, Read};
@@ -290,6 +295,8 @@ enum State {
     Header,
     /// In the literal data packet's body.
     Literal(Body),
+    /// Yielding the decrypted content as it is ([`Seipd1Reader::packets`]).
+    Raw,
     /// The MDC and everything after the SEIPD packet checked out.
     Done,
     /// An error was returned; nothing more is read.
@@ -404,6 +411,16 @@ impl<R: Read> Seipd1Reader<R> {
         Ok(reader)
     }
 
+    /// Makes `read` yield the decrypted content itself, the packets
+    /// inside (for a signed message: the one-pass signature, the literal
+    /// data packet and the signature), for a caller that parses them
+    /// itself once [`finish`](Seipd1Reader::finish) says they are whole.
+    /// Call it before the first `read`.
+    pub fn packets(mut self) -> Self {
+        self.state = State::Raw;
+        self
+    }
+
     /// Decrypts the next piece of the SEIPD body.
     fn fill(&mut self) -> Result<(), SeipdError> {
         // Keep what is unconsumed at the front.
@@ -465,6 +482,14 @@ impl<R: Read> Seipd1Reader<R> {
             match &mut self.state {
                 State::Done => return Ok(0),
                 State::Failed => return Err(malformed("reading after an error")),
+                State::Raw => {
+                    let n = Inner(self).pull(out)?;
+                    if n > 0 || out.is_empty() {
+                        return Ok(n);
+                    }
+                    self.verify()?;
+                    self.state = State::Done;
+                }
                 State::Literal(body) => {
                     let mut body = *body;
                     let n = Inner(self).body(&mut body, out, "the literal data packet")?;
@@ -583,7 +608,20 @@ pub fn open_to_vec(
     algo: SymmetricAlgorithm,
     session_key: &SessionKey,
 ) -> Result<Zeroizing<Vec<u8>>, SeipdError> {
-    let mut reader = Seipd1Reader::new(packet, algo, session_key)?;
+    read_to_vec(Seipd1Reader::new(packet, algo, session_key)?)
+}
+
+/// [`open_to_vec`] in [`Seipd1Reader::packets`] mode: the decrypted
+/// content, only if the framing, the MDC and what follows checked out.
+pub fn packets_to_vec(
+    packet: &[u8],
+    algo: SymmetricAlgorithm,
+    session_key: &SessionKey,
+) -> Result<Zeroizing<Vec<u8>>, SeipdError> {
+    read_to_vec(Seipd1Reader::new(packet, algo, session_key)?.packets())
+}
+
+fn read_to_vec(mut reader: Seipd1Reader<&[u8]>) -> Result<Zeroizing<Vec<u8>>, SeipdError> {
     let mut out = Zeroizing::new(Vec::new());
     let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
     loop {
@@ -718,6 +756,13 @@ pub fn differential(
     session_key: &SessionKey,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     let ours = open_to_vec(packet, algo, session_key);
+    // What the literal mode takes, the packets mode takes too (it checks
+    // the same framing and MDC, and leaves the inside to its caller).
+    if ours.is_ok()
+        && let Err(e) = packets_to_vec(packet, algo, session_key)
+    {
+        return Err(format!("only the packets mode refuses: {e}"));
+    }
     let theirs = open_with_sequoia(packet, algo, session_key);
     match (ours, theirs) {
         (Ok(a), Ok(b)) if a == b => Ok(Some(a)),
