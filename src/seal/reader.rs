@@ -356,7 +356,7 @@ impl Opener {
     /// AES) through embargo's own reader once Sequoia or gpg gave the
     /// session key, anything else through Sequoia's decryptor. Sequoia
     /// parses the PKESKs and decrypts the session key here too: a panic
-    /// in it refuses the part, as in [`Self::decrypt`].
+    /// in it refuses the part, as one in Sequoia's decryptor does.
     fn open_part(
         &self,
         part: &str,
@@ -385,8 +385,7 @@ impl Opener {
             .read_to_end(&mut head)
             .map_err(|e| tampered(part, e.to_string()))?;
         let Some((pkesks, at)) = leading_pkesks(&head) else {
-            let reader = Cursor::new(head).chain(reader);
-            return self.decrypt(part, reader, out, verify, limit);
+            return self.decrypt_stream(part, head, reader, out, verify, limit);
         };
         let mut helper = Helper::new(self, part, head.clone(), Vec::new(), false);
         // A session key is taken only if it passes the quick check on the
@@ -491,52 +490,27 @@ impl Opener {
         }
     }
 
-    fn decrypt(
+    /// Sequoia's decryptor, for what the own reader does not take: the
+    /// part is `head` (its first bytes, which gpg needs to find the
+    /// session key) followed by `rest`. Sequoia 2.3's parser panics on
+    /// some malformed encrypted packets (an encrypted packet cut short
+    /// inside its first chunk; see tests/seal.rs): this runs inside
+    /// [`Self::open_part`]'s panic guard, so a tampered store gives an
+    /// error and never takes a maintainer's command down.
+    fn decrypt_stream(
         &self,
         part: &str,
-        mut reader: impl Read + Send + Sync,
+        head: Vec<u8>,
+        rest: impl Read + Send + Sync,
         out: &mut dyn Write,
         verify: Verify,
         limit: u64,
     ) -> Result<Outcome, RevealError> {
-        let signed = matches!(verify, Verify::Signer(_));
-        let certs = match verify {
-            Verify::Signer(certs) => certs,
-            Verify::Nothing => Vec::new(),
+        let (signed, certs) = match verify {
+            Verify::Signer(certs) => (true, certs),
+            Verify::Nothing => (false, Vec::new()),
         };
-        // gpg needs to see the start of the message to find the session key.
-        let mut head = Vec::new();
-        if let SecretSource::Gpg { .. } = self.source {
-            (&mut reader)
-                .take(GPG_HEAD_BYTES)
-                .read_to_end(&mut head)
-                .map_err(|e| tampered(part, e.to_string()))?;
-        }
-        let reader = Cursor::new(head.clone()).chain(reader);
-        // Sequoia 2.3's parser panics on some malformed encrypted packets
-        // (an encrypted packet cut short inside its first chunk; see
-        // tests/seal.rs). A tampered store must give an error, never take
-        // a maintainer's command down: what was written to `out` is
-        // discarded by every caller on error, as for any failure.
-        let run = std::panic::AssertUnwindSafe(|| {
-            self.decrypt_stream(part, reader, head, out, signed, certs, limit)
-        });
-        std::panic::catch_unwind(run).unwrap_or_else(|_| Err(parser_gave_up(part)))
-    }
-
-    /// [`Self::decrypt`] once the head is read: the decryptor and the
-    /// copy to `out`.
-    #[allow(clippy::too_many_arguments)]
-    fn decrypt_stream(
-        &self,
-        part: &str,
-        reader: impl Read + Send + Sync,
-        head: Vec<u8>,
-        out: &mut dyn Write,
-        signed: bool,
-        certs: Vec<Cert>,
-        limit: u64,
-    ) -> Result<Outcome, RevealError> {
+        let reader = Cursor::new(head.clone()).chain(rest);
         let helper = Helper::new(self, part, head, certs, signed);
         let builder =
             DecryptorBuilder::from_reader(reader).map_err(|e| tampered(part, e.to_string()))?;
